@@ -1,0 +1,319 @@
+"""Validated genotype data model and its JSON form (``arnas-zoo/genotype@1``).
+
+A genotype names its op family (``space``) and holds named cell types. A cell is a list of
+intermediate nodes; a node is a list of ``[op, input]`` edges whose outputs are summed. Inputs count
+the cell's two inputs first (0 = output of the cell before the previous one, 1 = previous cell),
+then the intermediate nodes (node k has index k + 2). ``concat`` lists the states whose channels
+form the cell output.
+
+The DARTS two-edges-per-node form and RobNet's all-edges form are both instances of this model:
+
+.. code-block:: json
+
+    {"schema": "arnas-zoo/genotype@1", "space": "arnas", "name": "ARNAS",
+     "cells": {"accurate": {"nodes": [[["skip_connect", 0], ["skip_connect", 1]], ...],
+                            "concat": [2, 3, 4, 5]}, ...}}
+
+Every malformed input raises :class:`~arnas_zoo.errors.GenotypeError` whose message starts with
+the JSON path of the offending value and says what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arnas_zoo.errors import GenotypeError
+from arnas_zoo.ops import SPACE_OPS
+
+SCHEMA = "arnas-zoo/genotype@1"
+NUM_CELL_INPUTS = 2
+_TOP_KEYS = {"schema", "space", "name", "cells", "source", "paper", "notes"}
+_CELL_KEYS = {"nodes", "concat"}
+
+# RobNet's two-bit edge codes (RobNets, Guo et al. 2020) mapped onto the op vocabulary.
+ROBNET_CODE_OPS = {
+    "00": None,
+    "01": "sep_conv_3x3",
+    "10": "skip_connect",
+    "11": "res_sep_conv_3x3",
+}
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One op applied to one earlier state of the cell."""
+
+    op: str
+    input: int
+
+    def to_json(self) -> list[Any]:
+        return [self.op, self.input]
+
+
+@dataclass(frozen=True)
+class CellGenotype:
+    """A cell: intermediate nodes (each a tuple of edges) and the states that are concatenated."""
+
+    nodes: tuple[tuple[Edge, ...], ...]
+    concat: tuple[int, ...]
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def edges(self) -> list[tuple[int, Edge]]:
+        """``(node_state_index, edge)`` pairs in node order."""
+        return [(k + NUM_CELL_INPUTS, e) for k, node in enumerate(self.nodes) for e in node]
+
+    def ops(self) -> list[str]:
+        return [e.op for node in self.nodes for e in node]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodes": [[e.to_json() for e in node] for node in self.nodes],
+            "concat": list(self.concat),
+        }
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A validated genotype. Build it with :meth:`from_dict`, :meth:`load` or a converter."""
+
+    space: str
+    cells: Mapping[str, CellGenotype]
+    name: str | None = None
+    source: str | None = None
+    paper: str | None = None
+    notes: str | None = None
+    schema: str = field(default=SCHEMA, repr=False)
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any) -> Genotype:
+        if not isinstance(data, Mapping):
+            raise GenotypeError(f"$: expected a JSON object, got {_type_name(data)}")
+        unknown = sorted(set(map(str, data)) - _TOP_KEYS)
+        if unknown:
+            raise GenotypeError(
+                f"$.{unknown[0]}: unknown key; expected only {sorted(_TOP_KEYS)}"
+            )
+        schema = data.get("schema", SCHEMA)
+        if schema != SCHEMA:
+            raise GenotypeError(f"$.schema: expected {SCHEMA!r}, got {schema!r}")
+        space = data.get("space")
+        if not isinstance(space, str) or space not in SPACE_OPS:
+            raise GenotypeError(
+                f"$.space: expected one of {sorted(SPACE_OPS)}, got {space!r}"
+            )
+        meta: dict[str, str | None] = {}
+        for key in ("name", "source", "paper", "notes"):
+            value = data.get(key)
+            if value is not None and not isinstance(value, str):
+                raise GenotypeError(f"$.{key}: expected a string, got {_type_name(value)}")
+            meta[key] = value
+        cells_raw = data.get("cells")
+        if not isinstance(cells_raw, Mapping) or not cells_raw:
+            raise GenotypeError(
+                f"$.cells: expected a non-empty object of named cells, got {cells_raw!r:.80}"
+            )
+        cells: dict[str, CellGenotype] = {}
+        for cell_name, cell_raw in cells_raw.items():
+            if not isinstance(cell_name, str) or not cell_name:
+                raise GenotypeError(f"$.cells: expected non-empty string cell names, got {cell_name!r}")
+            cells[cell_name] = _parse_cell(cell_raw, f"$.cells.{cell_name}", space)
+        return cls(space=space, cells=cells, **meta)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Genotype:
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GenotypeError(f"$: malformed JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Genotype:
+        path = Path(path)
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise GenotypeError(f"{path}: cannot read genotype file ({exc.strerror})") from None
+        try:
+            return cls.from_json(text)
+        except GenotypeError as exc:
+            raise GenotypeError(f"{path}: {exc}") from None
+
+    # ---- output --------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema": SCHEMA, "space": self.space}
+        for key in ("name", "source", "paper", "notes"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        out["cells"] = {name: cell.to_dict() for name, cell in self.cells.items()}
+        return out
+
+    def to_json(self, compact: bool = False) -> str:
+        """JSON text; by default one line per node so that a cell reads top to bottom."""
+        if compact:
+            return json.dumps(self.to_dict(), separators=(",", ":"))
+        data = self.to_dict()
+        cells = data.pop("cells")
+        head = json.dumps(data, indent=1)[:-2]  # drop the closing brace, keep the last key
+        parts = []
+        for name, cell in cells.items():
+            nodes = ",\n".join("    " + json.dumps(node) for node in cell["nodes"])
+            parts.append(
+                f'  {json.dumps(name)}: {{\n   "nodes": [\n{nodes}\n   ],\n   "concat": {json.dumps(cell["concat"])}\n  }}'
+            )
+        return head + ',\n "cells": {\n' + ",\n".join(parts) + "\n }\n}"
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json() + "\n")
+        tmp.replace(path)
+        return path
+
+    def pretty(self) -> str:
+        """A short human-readable listing: one line per node."""
+        lines = [f"genotype {self.name or '(unnamed)'}  space={self.space}"]
+        for cell_name, cell in self.cells.items():
+            lines.append(f"  {cell_name}: concat {list(cell.concat)}")
+            for k, node in enumerate(cell.nodes):
+                srcs = ", ".join(f"{e.op}({_state_name(e.input)})" for e in node)
+                lines.append(f"    n{k}: {srcs}")
+        return "\n".join(lines)
+
+    def cell(self, name: str) -> CellGenotype:
+        try:
+            return self.cells[name]
+        except KeyError:
+            raise GenotypeError(
+                f"$.cells: no cell named {name!r}; this genotype has {sorted(self.cells)}"
+            ) from None
+
+
+def _state_name(index: int) -> str:
+    return ("c_{k-2}", "c_{k-1}")[index] if index < NUM_CELL_INPUTS else f"n{index - NUM_CELL_INPUTS}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_cell(raw: Any, path: str, space: str) -> CellGenotype:
+    if not isinstance(raw, Mapping):
+        raise GenotypeError(f"{path}: expected an object with keys 'nodes' and 'concat', got {_type_name(raw)}")
+    unknown = sorted(set(map(str, raw)) - _CELL_KEYS)
+    if unknown:
+        raise GenotypeError(f"{path}.{unknown[0]}: unknown key; expected only {sorted(_CELL_KEYS)}")
+    nodes_raw = raw.get("nodes")
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        raise GenotypeError(f"{path}.nodes: expected a non-empty list of nodes, got {nodes_raw!r:.80}")
+    vocabulary = SPACE_OPS[space]
+    nodes: list[tuple[Edge, ...]] = []
+    for k, node_raw in enumerate(nodes_raw):
+        npath = f"{path}.nodes[{k}]"
+        if not isinstance(node_raw, list):
+            raise GenotypeError(f"{npath}: expected a list of [op, input] edges, got {_type_name(node_raw)}")
+        if not node_raw:
+            raise GenotypeError(f"{npath}: empty node; expected at least one [op, input] edge")
+        edges = []
+        for j, edge_raw in enumerate(node_raw):
+            epath = f"{npath}[{j}]"
+            if not isinstance(edge_raw, list) or len(edge_raw) != 2:
+                raise GenotypeError(f"{epath}: expected an [op, input] pair, got {edge_raw!r:.80}")
+            op, src = edge_raw
+            if not isinstance(op, str):
+                raise GenotypeError(f"{epath}[0]: expected an op name (string), got {_type_name(op)}")
+            if op not in vocabulary:
+                raise GenotypeError(
+                    f"{epath}[0]: unknown op {op!r} for space {space!r}; expected one of {sorted(vocabulary)}"
+                )
+            if not _is_int(src):
+                raise GenotypeError(f"{epath}[1]: expected an integer input index, got {_type_name(src)}")
+            limit = k + NUM_CELL_INPUTS
+            if not 0 <= src < limit:
+                raise GenotypeError(
+                    f"{epath}[1]: input {src} out of range; node {k} may read states 0..{limit - 1} "
+                    "(0, 1 = cell inputs, 2.. = earlier nodes)"
+                )
+            edges.append(Edge(op, src))
+        nodes.append(tuple(edges))
+    concat_raw = raw.get("concat")
+    n_states = len(nodes) + NUM_CELL_INPUTS
+    if not isinstance(concat_raw, list) or not concat_raw:
+        raise GenotypeError(f"{path}.concat: expected a non-empty list of state indices, got {concat_raw!r:.80}")
+    for j, c in enumerate(concat_raw):
+        if not _is_int(c):
+            raise GenotypeError(f"{path}.concat[{j}]: expected an integer, got {_type_name(c)}")
+        if not 0 <= c < n_states:
+            raise GenotypeError(f"{path}.concat[{j}]: state {c} out of range; expected 0..{n_states - 1}")
+    if len(set(concat_raw)) != len(concat_raw):
+        raise GenotypeError(f"{path}.concat: expected distinct state indices, got {concat_raw}")
+    return CellGenotype(nodes=tuple(nodes), concat=tuple(concat_raw))
+
+
+# ---- converters from published formats -------------------------------------------------------
+def cell_from_darts_edges(edges: Sequence[Sequence[Any]], concat: Sequence[int]) -> dict[str, Any]:
+    """DARTS ``[(op, input), ...]`` with two edges per node -> cell dict of this format."""
+    edges = [list(e) for e in edges]
+    if len(edges) % 2:
+        raise GenotypeError(f"edges: expected two edges per node (an even count), got {len(edges)}")
+    return {"nodes": [edges[i : i + 2] for i in range(0, len(edges), 2)], "concat": list(concat)}
+
+
+def cell_from_robnet_code(codes: Sequence[str], num_nodes: int = 4) -> dict[str, Any]:
+    """RobNet's two-bit edge codes over the full DAG (node i has 2 + i edges) -> cell dict."""
+    expected = sum(NUM_CELL_INPUTS + i for i in range(num_nodes))
+    if len(codes) != expected:
+        raise GenotypeError(f"cell_codes: expected {expected} two-bit codes, got {len(codes)}")
+    nodes: list[list[list[Any]]] = []
+    pos = 0
+    for i in range(num_nodes):
+        node = []
+        for src in range(NUM_CELL_INPUTS + i):
+            code = codes[pos]
+            pos += 1
+            if code not in ROBNET_CODE_OPS:
+                raise GenotypeError(f"cell_codes[{pos - 1}]: expected one of {sorted(ROBNET_CODE_OPS)}, got {code!r}")
+            op = ROBNET_CODE_OPS[code]
+            if op is not None:
+                node.append([op, src])
+        # a node whose every edge is '00' outputs zeros; keep it explicit rather than empty
+        nodes.append(node or [["none", 0]])
+    return {"nodes": nodes, "concat": list(range(NUM_CELL_INPUTS, NUM_CELL_INPUTS + num_nodes))}
+
+
+def from_published(name: str, entry: Mapping[str, Any]) -> Genotype:
+    """Convert one entry of ``published_genotypes.json`` (DARTS, ARNAS or RobNet form)."""
+    space = entry.get("space")
+    meta = {"name": name, "source": entry.get("source"), "paper": entry.get("paper"), "notes": entry.get("note")}
+    if "cell_codes" in entry:
+        codes = entry["cell_codes"]
+        if len(codes) == 1:
+            cells = {"shared": cell_from_robnet_code(codes[0])}
+        else:
+            cells = {f"cell{i}": cell_from_robnet_code(c) for i, c in enumerate(codes)}
+    elif isinstance(entry.get("cells"), Mapping) and all(
+        isinstance(c, Mapping) and "edges" in c for c in entry["cells"].values()
+    ):
+        cells = {k: cell_from_darts_edges(c["edges"], c["concat"]) for k, c in entry["cells"].items()}
+    else:
+        raise GenotypeError(
+            f"{name}: unsupported published format (space {space!r}); expected DARTS 'edges' cells "
+            "or RobNet 'cell_codes'"
+        )
+    data = {"space": space, "cells": cells, **{k: v for k, v in meta.items() if v is not None}}
+    return Genotype.from_dict(data)

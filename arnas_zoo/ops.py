@@ -1,0 +1,149 @@
+"""The op vocabulary: every op a genotype may name, as ``name -> factory(C, stride, affine)``.
+
+The DARTS primitives (Liu et al., 2019) and RobNet's ops (Guo et al., 2020). ``affine`` is True in
+evaluation networks and False in search supernets (and in RobNet cells). Every op keeps the channel
+count ``C``; at ``stride=2`` it halves the spatial size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+OpFactory = Callable[[int, int, bool], nn.Module]
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two stacked depthwise-separable blocks; only the first one strides (DARTS' sep_conv)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
+        super().__init__(
+            DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
+            DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
+        )
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Zero(nn.Module):
+    """The 'none' op: zeros of the output shape."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class FactorizedReduce(nn.Module):
+    """Halves the spatial size with two offset 1x1 stride-2 convs whose outputs are concatenated."""
+
+    def __init__(self, c_in: int, c_out: int, affine: bool = True):
+        super().__init__()
+        if c_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even output channel count, got {c_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        a = self.conv_1(x)
+        b = self.conv_2(x[:, :, 1:, 1:])
+        if b.shape[-2:] != a.shape[-2:]:  # odd input sizes: pad the offset branch back
+            b = nn.functional.pad(b, (0, a.shape[-1] - b.shape[-1], 0, a.shape[-2] - b.shape[-2]))
+        return self.bn(torch.cat([a, b], dim=1))
+
+
+class ResSepConv(nn.Module):
+    """RobNet's '11' edge: a separable conv plus an identity (or FactorizedReduce) shortcut."""
+
+    def __init__(self, c: int, stride: int, affine: bool):
+        super().__init__()
+        self.conv = SepConv(c, c, 3, stride, 1, affine)
+        self.shortcut = Identity() if stride == 1 else FactorizedReduce(c, c, affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.shortcut(x)
+
+
+def _skip(c: int, stride: int, affine: bool) -> nn.Module:
+    return Identity() if stride == 1 else FactorizedReduce(c, c, affine)
+
+
+OPS: dict[str, OpFactory] = {
+    "none": lambda c, stride, affine: Zero(stride),
+    "max_pool_3x3": lambda c, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+    "avg_pool_3x3": lambda c, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
+    "skip_connect": _skip,
+    "sep_conv_3x3": lambda c, stride, affine: SepConv(c, c, 3, stride, 1, affine),
+    "sep_conv_5x5": lambda c, stride, affine: SepConv(c, c, 5, stride, 2, affine),
+    "dil_conv_3x3": lambda c, stride, affine: DilConv(c, c, 3, stride, 2, 2, affine),
+    "dil_conv_5x5": lambda c, stride, affine: DilConv(c, c, 5, stride, 4, 2, affine),
+    "res_sep_conv_3x3": lambda c, stride, affine: ResSepConv(c, stride, affine),
+}
+
+#: The DARTS candidate ops, in the order of the DARTS search space (``none`` first).
+DARTS_PRIMITIVES: tuple[str, ...] = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+#: ARNAS searches the DARTS ops without ``none`` (PROTOCOLS.md, "ARNAS search").
+ARNAS_PRIMITIVES: tuple[str, ...] = DARTS_PRIMITIVES[1:]
+#: RobNet's edge ops (codes '00', '01', '10', '11').
+ROBNET_PRIMITIVES: tuple[str, ...] = ("none", "sep_conv_3x3", "skip_connect", "res_sep_conv_3x3")
+
+#: Which ops a genotype of each space may use.
+SPACE_OPS: dict[str, frozenset[str]] = {
+    "darts": frozenset(DARTS_PRIMITIVES),
+    "arnas": frozenset(DARTS_PRIMITIVES),
+    "robnet": frozenset(ROBNET_PRIMITIVES),
+}
+
+POOLING_OPS = frozenset({"max_pool_3x3", "avg_pool_3x3"})
+PARAMETER_FREE_OPS = frozenset({"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3"})
+
+
+def create_op(name: str, channels: int, stride: int, affine: bool) -> nn.Module:
+    """Build op ``name`` for ``channels`` channels at ``stride`` (1 or 2)."""
+    try:
+        factory = OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; expected one of {sorted(OPS)}") from None
+    return factory(channels, stride, affine)

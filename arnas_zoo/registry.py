@@ -1,0 +1,182 @@
+"""Registry of buildable architectures, each with its paper's default evaluation configuration.
+
+``create_model("arnas")`` builds the 20-cell ARNAS evaluation network; keyword overrides change any
+:class:`~arnas_zoo.network.ModelConfig` field (``create_model("arnas", init_channels=8, layers=5)``).
+Metadata lives in the registered :class:`ArchSpec`, never in branches on names.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from arnas_zoo.errors import DuplicateNameError, UnknownModelError
+from arnas_zoo.genotype import Genotype
+from arnas_zoo.network import ModelConfig, ZooModel, build_model
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A named architecture: its default evaluation config and where it comes from."""
+
+    name: str
+    config: ModelConfig
+    paper: str
+    description: str = ""
+
+    @property
+    def space(self) -> str:
+        return self.config.genotype.space if self.config.genotype is not None else "hand-crafted"
+
+
+_ARCHS: dict[str, ArchSpec] = {}
+
+
+def normalize_name(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def register(spec: ArchSpec) -> ArchSpec:
+    key = normalize_name(spec.name)
+    if key in _ARCHS:
+        raise DuplicateNameError(f"architecture {spec.name!r} is already registered; pick another name")
+    _ARCHS[key] = spec
+    return spec
+
+
+def unknown_name_error(kind: str, name: str, known: list[str]) -> UnknownModelError:
+    close = difflib.get_close_matches(normalize_name(name), known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UnknownModelError(f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})")
+
+
+def get_spec(name: str) -> ArchSpec:
+    try:
+        return _ARCHS[normalize_name(name)]
+    except KeyError:
+        raise unknown_name_error("architecture", name, list(_ARCHS)) from None
+
+
+def is_registered(name: str) -> bool:
+    return normalize_name(name) in _ARCHS
+
+
+def list_archs() -> Iterator[ArchSpec]:
+    return iter(_ARCHS.values())
+
+
+def get_config(name: str, **overrides: Any) -> ModelConfig:
+    return get_spec(name).config.replace(**overrides) if overrides else get_spec(name).config
+
+
+def create_model(name: str, **overrides: Any) -> ZooModel:
+    """Build registered architecture ``name`` (randomly initialised) with config overrides."""
+    return build_model(get_config(name, **overrides))
+
+
+def bundled_genotype(stem: str) -> Genotype:
+    """A published genotype shipped with the package (``arnas_zoo/genotypes/<stem>.json``)."""
+    text = resources.files("arnas_zoo").joinpath("genotypes").joinpath(f"{stem}.json").read_text()
+    return Genotype.from_json(text)
+
+
+def _register_defaults() -> None:
+    darts_papers = {
+        "darts_v1": ("DARTS (first order)", "Liu et al., ICLR 2019"),
+        "darts_v2": ("DARTS (second order)", "Liu et al., ICLR 2019"),
+        "pdarts": ("P-DARTS", "Chen et al., ICCV 2019"),
+        "advrush": ("AdvRush", "Mok et al., ICCV 2021"),
+        "racl": ("RACL", "Dong et al., 2020 (arXiv 2009.00902)"),
+    }
+    register(
+        ArchSpec(
+            "arnas",
+            ModelConfig(
+                genotype=bundled_genotype("arnas"),
+                init_channels=64,
+                placement=("accurate", "accurate", "robust"),
+                filter_multipliers=(1, 2, 2),
+                name="arnas",
+            ),
+            paper="Ou et al., CVPR 2024 (arXiv 2405.05502)",
+            description="Accurate cells before the 2nd reduction, Robust cells after; 1-2-2 filters",
+        )
+    )
+    for key, (title, paper) in darts_papers.items():
+        register(
+            ArchSpec(
+                key,
+                ModelConfig(genotype=bundled_genotype(key), init_channels=36, name=key),
+                paper=paper,
+                description=f"{title} normal/reduce cells, DARTS macro (C=36, 20 cells, 1-2-4)",
+            )
+        )
+    robnet = bundled_genotype("robnet_large")
+    robnet_common = dict(
+        genotype=robnet,
+        placement=("shared",) * 3,
+        reduction_cell="shared",
+        affine=False,
+        auxiliary=False,
+    )
+    register(
+        ArchSpec(
+            "robnet_large",
+            ModelConfig(init_channels=36, layers=20, name="robnet_large", **robnet_common),
+            paper="Guo et al., CVPR 2020",
+            description="one RobNet cell code shared by all 20 cells (C=36)",
+        )
+    )
+    register(
+        ArchSpec(
+            "robnet_large_v2",
+            ModelConfig(init_channels=64, layers=33, name="robnet_large_v2", **robnet_common),
+            paper="Guo et al., CVPR 2020",
+            description="the RobNet-large cell code at C=64, 33 cells",
+        )
+    )
+    register(
+        ArchSpec(
+            "robnet_free",
+            ModelConfig(
+                genotype=bundled_genotype("robnet_free"),
+                init_channels=36,
+                cell_types=tuple(f"cell{i}" for i in range(20)),
+                affine=False,
+                auxiliary=False,
+                name="robnet_free",
+            ),
+            paper="Guo et al., CVPR 2020",
+            description="one RobNet cell code per cell (20 cells, C=36)",
+        )
+    )
+    register(
+        ArchSpec(
+            "resnet18",
+            ModelConfig(arch="resnet18", init_channels=64, layers=18, auxiliary=False, name="resnet18"),
+            paper="He et al., CVPR 2016",
+            description="ResNet-18 with the CIFAR stem (3x3 conv, no max pool)",
+        )
+    )
+    register(
+        ArchSpec(
+            "resnet18_imagenet",
+            ModelConfig(arch="resnet18_imagenet", init_channels=64, layers=18, auxiliary=False, name="resnet18_imagenet"),
+            paper="He et al., CVPR 2016",
+            description="torchvision's ImageNet-style ResNet-18 (the one counted in ARNAS Table 1)",
+        )
+    )
+    register(
+        ArchSpec(
+            "wrn34_10",
+            ModelConfig(arch="wrn34_10", init_channels=160, layers=34, auxiliary=False, name="wrn34_10"),
+            paper="Zagoruyko & Komodakis, BMVC 2016",
+            description="WideResNet-34-10 (pre-activation)",
+        )
+    )
+
+
+_register_defaults()
