@@ -69,6 +69,7 @@ __all__ = [
     "load_train_state",
     "lr_at",
     "perturb",
+    "run_training",
     "train",
 ]
 
@@ -275,9 +276,10 @@ RECIPES: dict[str, Recipe] = {
     ),
     # ---- small CPU presets (reduced budgets for machines without a GPU) ----
     "cpu_digits": Recipe(
-        name="cpu_digits", epochs=12, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4,
-        eps=0.2, step_size=0.05, steps=5, start="uniform", eps_warmup_epochs=2, crop_padding=1, flip=False,
-        cutout=0, val_steps=10, notes="quick start: scikit-learn digits (16x16), PGD-5 eps 0.2, 12 epochs",
+        name="cpu_digits", epochs=10, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4,
+        eps=0.2, step_size=0.1, steps=3, start="uniform", eps_warmup_epochs=2, crop_padding=1, flip=False,
+        cutout=0, val_steps=5, val_step_size=0.05,
+        notes="quick start: scikit-learn digits (16x16), PGD-3 step 0.1 eps 0.2, eps ramp over 2 epochs, 10 epochs",
     ),
     "cpu_mnist": Recipe(
         name="cpu_mnist", epochs=2, batch_size=64, train_n=6000, lr=0.05, schedule="cosine", weight_decay=5e-4,
@@ -920,6 +922,49 @@ def train(
     if finished and dist_info.main and not (out_dir / "best").exists():
         write_folder(out_dir / "best", {})
     return TrainResult(out_dir, out_dir / "best", out_dir / "last", history, best)
+
+
+def run_training(
+    arch: str,
+    recipe: str | Recipe = "arnas",
+    dataset: str = "digits",
+    *,
+    out_dir: str | Path,
+    data_dir: str | Path | None = None,
+    val_rows: int = 1000,
+    recipe_overrides: Mapping[str, Any] | None = None,
+    model_overrides: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    name: str | None = None,
+) -> TrainResult:
+    """Train registry architecture ``arch`` on ``dataset``'s train split (what ``arnas-zoo train`` runs).
+
+    The model's input channels/size and classes follow the dataset; ``model_overrides`` values may be
+    JSON text (``"8"``, ``"[1, 2, 2]"``). The last ``val_rows`` training rows are held out for model
+    selection (0: none).
+    """
+    from arnas_zoo.data import dataset_info, load_dataset, split_train_val
+    from arnas_zoo.registry import get_config
+
+    info = dataset_info(dataset)
+    parsed: dict[str, Any] = {}
+    for key, value in (model_overrides or {}).items():
+        try:
+            parsed[key] = json.loads(value) if isinstance(value, str) else value
+        except json.JSONDecodeError:
+            parsed[key] = value
+    config = get_config(arch, in_channels=info.in_channels, input_size=info.input_size,
+                        num_classes=info.num_classes, **parsed)
+    the_recipe = get_recipe(recipe, **dict(recipe_overrides or {}))
+    data = load_dataset(dataset, "train", data_dir=data_dir)
+    if val_rows < 0 or val_rows >= len(data):
+        raise ConfigError(f"val_rows: expected 0 <= val_rows < {len(data)} (the training rows), got {val_rows}")
+    train_split, val_split = split_train_val(data, val_rows) if val_rows else (data, None)
+    torch.manual_seed(the_recipe.seed)  # the initial weights depend on the recipe's seed only
+    return train(config, the_recipe, train_split, val_split, out_dir, resume=resume, device=device,
+                 progress=progress, run_name=name or config.name)
 
 
 def _should_stop(stop: _StopFlag, dist_info: _Dist, local_request: bool) -> bool:
