@@ -90,13 +90,17 @@ def train_command(arch: str, recipe: str, dataset: str, data_dir: str | None, va
 @click.option("--epochs", type=int, default=None, help="override the recipe's 10 epochs")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train-n", type=int, default=None, help="first N training images only (smoke test)")
+@click.option("--test-n", type=int, default=None, help="first N test images only (smoke test)")
 @click.option("--no-progress", is_flag=True)
 @friendly_errors
-def quickstart_command(out_dir: str, epochs: int | None, device: str, seed: int, no_progress: bool) -> None:
+def quickstart_command(out_dir: str, epochs: int | None, device: str, seed: int, train_n: int | None,
+                       test_n: int | None, no_progress: bool) -> None:
     """Train a small ARNAS network with and without adversarial training on digits (offline) and attack both."""
     from arnas_zoo.quickstart import quickstart
 
-    result = quickstart(out_dir, epochs=epochs, device=device, progress=not no_progress, seed=seed)
+    result = quickstart(out_dir, epochs=epochs, device=device, progress=not no_progress, seed=seed,
+                        train_n=train_n, test_n=test_n)
     click.echo(result.table())
     click.echo(f"({result.settings['test']}; {result.settings['attacks']}; {result.seconds:.0f} s on "
                f"{result.settings['device']})")

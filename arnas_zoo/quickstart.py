@@ -71,13 +71,16 @@ def quickstart(
     progress: bool = True,
     seed: int = 0,
     pgd_steps: int = 20,
+    train_n: int | None = None,
+    test_n: int | None = None,
 ) -> QuickstartResult:
     """Train the small ARNAS network with and without PGD adversarial training on digits; attack both.
 
     Writes ``<out_dir>/adversarial`` and ``<out_dir>/standard`` run folders (their ``best/`` subfolder
     is a checkpoint folder with the test metrics in ``metrics.json``) and ``<out_dir>/report.md`` /
     ``report.json``. An existing ``out_dir`` is replaced run by run (the quick start is not resumable:
-    it is short). ``epochs`` overrides the recipe's 10 epochs.
+    it is short). ``epochs`` overrides the recipe's 10 epochs; ``train_n``/``test_n`` keep the first
+    training/test images only (smoke tests).
     """
     from arnas_zoo.data import load_dataset, split_train_val
 
@@ -87,8 +90,8 @@ def quickstart(
                        ("cpu" if device == "auto" else device))
     train_all = load_dataset("digits", "train")
     train_split, val_split = split_train_val(train_all, VAL_ROWS)
-    test = load_dataset("digits", "test").to(dev)
-    overrides: dict[str, Any] = {"seed": seed}
+    test = load_dataset("digits", "test", n=test_n).to(dev)
+    overrides: dict[str, Any] = {"seed": seed, "train_n": train_n}
     if epochs is not None:
         overrides["epochs"] = epochs
     adversarial = get_recipe("cpu_digits", **overrides)
@@ -124,9 +127,9 @@ def quickstart(
     result.seconds = time.perf_counter() - start
     result.settings = {
         "model": "arnas " + json.dumps(QUICKSTART_MODEL),
-        "train": f"digits train rows 0-{len(train_split) - 1} ({len(train_split)} images), "
+        "train": f"digits train rows 0-{min(len(train_split), train_n or len(train_split)) - 1}, "
                  f"validation rows {len(train_split)}-{len(train_all) - 1}",
-        "test": f"digits test split, n={len(test)} (scikit-learn rows {DIGITS_TEST_ROWS})",
+        "test": f"digits test split, first n={len(test)} (scikit-learn rows from 1500)",
         "recipe": adversarial.to_dict(),
         "attacks": f"FGSM eps {adversarial.eps}; PGD-{pgd_steps} eps {adversarial.eps} step "
                    f"{2.5 * adversarial.eps / pgd_steps:.4g}, uniform random start, 1 restart; l_inf",
@@ -135,9 +138,6 @@ def quickstart(
     }
     _write_report(result)
     return result
-
-
-DIGITS_TEST_ROWS = "1500-1796"
 
 
 def _write_report(result: QuickstartResult) -> None:

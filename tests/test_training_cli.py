@@ -1,0 +1,57 @@
+"""``arnas-zoo train`` and ``arnas-zoo quickstart`` through click's CliRunner (offline, tiny)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from click.testing import CliRunner
+
+from arnas_zoo.checkpoint import load_folder
+from arnas_zoo.cli import main
+
+TINY = ["--set", "epochs=1", "--set", "train_n=64", "--set", "batch_size=32", "--set", "steps=1", "--set", "val_n=32",
+        "--set", "val_steps=1", "--model-set", "init_channels=4", "--model-set", "layers=5", "--no-progress"]
+
+
+def test_train_command_writes_run_folder_and_resumes(tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--dataset", "digits", "--val-rows", "100",
+                                  "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "finished" in result.output and "best" in result.output
+    model = load_folder(out / "best")
+    assert model.config.in_channels == 1 and model.config.input_size == 16 and model.config.init_channels == 4
+    assert model.metrics["training"]["train_points_used"] == "first 64"
+    assert json.loads((out / "recipe.json").read_text())["train_n"] == 64
+    again = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--val-rows", "100", "--out", str(out), *TINY])
+    assert again.exit_code == 2 and "--resume" in again.output  # never overwrite a run silently
+    resumed = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--val-rows", "100", "--out", str(out),
+                                   "--resume", *TINY])
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_train_command_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    for args, expected in ((["--recipe", "nope"], "unknown recipe"), (["--set", "lr=fast"], "cannot read"),
+                           (["--set", "epochs"], "KEY=VALUE"), (["--model-set", "widht=3"], "widht")):
+        result = runner.invoke(main, ["train", "arnas", "--out", str(tmp_path / "x"), *args])
+        assert result.exit_code == 2, result.output
+        assert expected in result.output
+
+
+def test_quickstart_command_prints_both_models(tmp_path):
+    torch.set_num_threads(1)
+    result = CliRunner().invoke(main, ["quickstart", "--out", str(tmp_path / "qs"), "--epochs", "1", "--train-n", "64",
+                                       "--test-n", "32", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "adversarial" in result.output and "standard" in result.output and "PGD" in result.output
+    report = json.loads((tmp_path / "qs" / "report.json").read_text())
+    assert set(report["rows"]) == {"adversarial", "standard"}
+    for row in report["rows"].values():
+        assert 0 <= row["pgd"] <= row["clean"] <= 1
+    metrics = load_folder(tmp_path / "qs" / "adversarial" / "best").metrics
+    assert metrics["evaluation"]["data"]["n"] == 32 and metrics["evaluation"]["attacks"]["pgd"]["steps"] == 20
+    assert (tmp_path / "qs" / "report.md").read_text().startswith("# arnas-zoo quick start")
