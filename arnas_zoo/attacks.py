@@ -84,6 +84,8 @@ class CountingModel(nn.Module):
         super().__init__()
         self.model = model
         self.counter = counter
+        # mirror the wrapped model's mode, or restoring the wrapper's flag would flip the model's
+        self.training = model.training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)

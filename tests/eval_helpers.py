@@ -53,7 +53,7 @@ def train(model: nn.Module, data: ImageData, epochs: int, lr: float = 3e-3, seed
 @functools.lru_cache(maxsize=None)
 def trained_tiny_cnn() -> TinyCNN:
     torch.manual_seed(0)
-    return train(TinyCNN(), load_dataset("digits", "train"), epochs=6)  # type: ignore[return-value]
+    return train(TinyCNN(6), load_dataset("digits", "train"), epochs=3, lr=5e-3)  # type: ignore[return-value]
 
 
 class QuantizedInput(nn.Module):
@@ -71,3 +71,48 @@ class QuantizedInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(torch.round(x * (self.levels - 1)) / (self.levels - 1))
+
+
+class NoisyInput(nn.Module):
+    """A randomized 'defense': strong Gaussian noise on every call (the predictions change run to run)."""
+
+    def __init__(self, model: nn.Module, sigma: float = 0.6):
+        super().__init__()
+        self.model = model
+        self.sigma = sigma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x + self.sigma * torch.randn_like(x))
+
+
+class _FlipGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return -grad
+
+
+class ReversedGradient(nn.Module):
+    """Obfuscated gradients: the forward is the plain model, the backward points the wrong way."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(_FlipGradient.apply(x))
+
+
+def train_zoo_checkpoint(folder, data: ImageData, seed: int = 0, epochs: int = 2):  # type: ignore[no-untyped-def]
+    """A tiny ResNet-18 (width 4) from the registry, trained briefly on ``data`` and saved as a folder."""
+    from arnas_zoo.checkpoint import save_folder
+    from arnas_zoo.registry import create_model
+
+    torch.manual_seed(seed)
+    c, h, _ = data.shape
+    model = create_model("resnet18", in_channels=c, input_size=h, num_classes=data.num_classes, init_channels=4)
+    train(model, data, epochs=epochs, lr=1e-2, seed=seed)
+    return save_folder(model, folder)

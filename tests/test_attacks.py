@@ -226,3 +226,13 @@ def test_square_and_transfer(digits_batch) -> None:
     other = TinyCNN()
     x_tr, correct = transfer_attack(other, model, x, y, eps=0.1)
     assert correct.shape == (32,) and (x_tr - x).abs().max() <= 0.1 + 1e-6
+
+
+def test_counting_wrapper_keeps_the_model_mode(digits_batch) -> None:
+    model = trained_tiny_cnn()
+    x, y = digits_batch
+    counter = PassCounter()
+    from arnas_zoo.attacks import CountingModel
+
+    pgd(CountingModel(model, counter), x[:4], y[:4], eps=0.03, step_size=0.01, steps=1)
+    assert not model.training and counter.forward == 4
