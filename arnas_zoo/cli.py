@@ -64,11 +64,14 @@ def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
 @click.option("--resume", is_flag=True, help="continue the run in --out exactly where it stopped")
 @click.option("--device", default="auto", show_default=True, help="auto picks CUDA when present (LOCAL_RANK under torchrun)")
 @click.option("--name", default=None, help="name written into config.json (default: the architecture's)")
+@click.option("--eval-attacks", default="fgsm,pgd20", show_default=True,
+              help="attacks run on the best checkpoint at the end (comma-separated; 'none' to skip)")
+@click.option("--eval-n", type=int, default=1000, show_default=True, help="first N test points for the final evaluation")
 @click.option("--no-progress", is_flag=True, help="hide the progress bars")
 @friendly_errors
 def train_command(arch: str, recipe: str, dataset: str, data_dir: str | None, val_rows: int, recipe_sets: tuple[str, ...],
                   model_sets: tuple[str, ...], out_dir: str, resume: bool, device: str, name: str | None,
-                  no_progress: bool) -> None:
+                  eval_attacks: str, eval_n: int, no_progress: bool) -> None:
     """Adversarially train ARCH (a registry name) and write a run folder; works under torchrun (DDP)."""
     import os
 
@@ -77,7 +80,9 @@ def train_command(arch: str, recipe: str, dataset: str, data_dir: str | None, va
     result = run_training(arch, recipe, dataset, data_dir=data_dir, val_rows=val_rows,
                           recipe_overrides=_key_values(recipe_sets, "--set"),
                           model_overrides=_key_values(model_sets, "--model-set"), out_dir=out_dir, resume=resume,
-                          device=device, progress=not no_progress, name=name)
+                          device=device, progress=not no_progress, name=name,
+                          eval_attacks=[] if eval_attacks.strip().lower() == "none" else
+                          [a.strip() for a in eval_attacks.split(",") if a.strip()], eval_n=eval_n)
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1] if result.history else {}
         summary = {k: last[k] for k in ("epoch", "train_loss", "val_clean_acc", "val_robust_acc") if k in last}

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text, load_folder, read_metrics, save_folder
+from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text
 from arnas_zoo.registry import create_model
-from arnas_zoo.training import get_recipe, train
+from arnas_zoo.training import evaluate_folder, get_recipe, train
 
 __all__ = ["QuickstartResult", "quickstart"]
 
@@ -43,24 +43,6 @@ class QuickstartResult:
         for name, row in self.rows.items():
             lines.append(f"{name:<13}" + "".join(f"{100 * row[k]:>7.1f}%" for k in ("clean", "fgsm", "pgd")))
         return "\n".join(lines)
-
-
-def _accuracies(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, pgd_steps: int,
-                seed: int) -> dict[str, float]:
-    from arnas_zoo.attacks import fgsm, pgd
-
-    model.eval()
-    with torch.no_grad():
-        clean = (model(x).argmax(1) == y).float().mean().item()
-    x_fgsm = fgsm(model, x, y, eps=eps)
-    x_pgd = pgd(model, x, y, eps=eps, step_size=2.5 * eps / pgd_steps, steps=pgd_steps,
-                generator=torch.Generator(device=x.device).manual_seed(seed))
-    with torch.no_grad():
-        return {
-            "clean": clean,
-            "fgsm": (model(x_fgsm).argmax(1) == y).float().mean().item(),
-            "pgd": (model(x_pgd).argmax(1) == y).float().mean().item(),
-        }
 
 
 def quickstart(
@@ -107,23 +89,11 @@ def quickstart(
         model = create_model("arnas", **QUICKSTART_MODEL)
         outcome = train(model, recipe, train_split, val_split, run_dir, device=dev, progress=progress,
                         run_name=f"arnas_c4l5_digits_{kind}")
-        best = load_folder(outcome.best_dir, device=dev)
-        row = _accuracies(best, test.x, test.y, adversarial.eps, pgd_steps, seed)
-        result.rows[kind] = row
-        metrics = dict(read_metrics(outcome.best_dir) or {})
-        metrics["evaluation"] = {
-            "data": test.describe(),
-            "device": str(dev),
-            "seed": seed,
-            "clean_accuracy": row["clean"],
-            "attacks": {
-                "fgsm": {"robust_accuracy": row["fgsm"], "norm": "linf", "eps": adversarial.eps, "steps": 1,
-                         "random_start": False},
-                "pgd": {"robust_accuracy": row["pgd"], "norm": "linf", "eps": adversarial.eps, "steps": pgd_steps,
-                        "step_size": 2.5 * adversarial.eps / pgd_steps, "restarts": 1, "random_start": True},
-            },
-        }
-        save_folder(best, outcome.best_dir, metrics=metrics)
+        metrics = evaluate_folder(outcome.best_dir, test, attacks=("fgsm", f"pgd{pgd_steps}"), eps=adversarial.eps,
+                                  device=dev, seed=seed)
+        by_name = {r["attack"]: r for r in metrics["results"]}
+        result.rows[kind] = {"clean": metrics["clean_accuracy"], "fgsm": by_name["fgsm"]["robust_accuracy"],
+                             "pgd": by_name[f"pgd{pgd_steps}"]["robust_accuracy"]}
     result.seconds = time.perf_counter() - start
     result.settings = {
         "model": "arnas " + json.dumps(QUICKSTART_MODEL),
@@ -131,8 +101,8 @@ def quickstart(
                  f"validation rows {len(train_split)}-{len(train_all) - 1}",
         "test": f"digits test split, first n={len(test)} (scikit-learn rows from 1500)",
         "recipe": adversarial.to_dict(),
-        "attacks": f"FGSM eps {adversarial.eps}; PGD-{pgd_steps} eps {adversarial.eps} step "
-                   f"{2.5 * adversarial.eps / pgd_steps:.4g}, uniform random start, 1 restart; l_inf",
+        "attacks": f"arnas_zoo.evaluate: FGSM eps {adversarial.eps}; PGD-{pgd_steps} eps {adversarial.eps} step "
+                   f"{adversarial.eps / 4:.4g} (eps/4), uniform random start, 1 restart; l_inf",
         "device": f"{dev} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "seed": seed,
     }

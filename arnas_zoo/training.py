@@ -69,6 +69,8 @@ __all__ = [
     "load_train_state",
     "lr_at",
     "perturb",
+    "evaluate_folder",
+    "read_log",
     "run_training",
     "train",
 ]
@@ -713,6 +715,8 @@ def train(
     progress: bool = True,
     run_name: str | None = None,
     stop_after_steps: int | None = None,
+    test_data: Any | None = None,
+    eval_attacks: Sequence[str] = ("fgsm", "pgd20"),
 ) -> TrainResult:
     """Train ``model`` adversarially with ``recipe`` and write the run folder ``out_dir``.
 
@@ -720,7 +724,9 @@ def train(
     the device once. ``val_data`` (None: no selection, ``best`` = ``last``) picks the best epoch by
     ``recipe.select_by``. With ``resume=True`` the run continues from ``out_dir/train_state.safetensors``
     exactly where it stopped; a recipe or model that differs from the saved one raises
-    :class:`CheckpointError`. ``stop_after_steps`` (testing aid) behaves like a SIGTERM after that many
+    :class:`CheckpointError`. With ``test_data`` (an :class:`~arnas_zoo.data.ImageData`), the best
+    checkpoint is evaluated at the end with :func:`arnas_zoo.evaluate.evaluate` (``eval_attacks`` at the
+    recipe's eps) and its report becomes the folder's ``metrics.json`` (with the training record). ``stop_after_steps`` (testing aid) behaves like a SIGTERM after that many
     optimizer steps of this call. Under ``torchrun`` the same call trains data-parallel.
     Raises :class:`TrainingInterrupted` after saving when SIGTERM/SIGINT arrive.
     """
@@ -921,7 +927,30 @@ def train(
         dist.barrier()
     if finished and dist_info.main and not (out_dir / "best").exists():
         write_folder(out_dir / "best", {})
+    if finished and dist_info.main and test_data is not None:
+        evaluate_folder(out_dir / "best", test_data, attacks=eval_attacks, eps=recipe.eps, device=device,
+                        seed=recipe.seed, progress=progress)
     return TrainResult(out_dir, out_dir / "best", out_dir / "last", history, best)
+
+
+def evaluate_folder(folder: str | Path, data: Any, *, attacks: Sequence[str] = ("fgsm", "pgd20"), eps: float,
+                    device: str | torch.device = "cpu", seed: int = 0, progress: bool = False,
+                    checks: bool = False) -> dict[str, Any]:
+    """Evaluate the checkpoint folder's model with :func:`arnas_zoo.evaluate.evaluate` on ``data``
+    and write the report (plus the training record already there) as its ``metrics.json``."""
+    from arnas_zoo.checkpoint import load_folder, read_metrics
+    from arnas_zoo.evaluate import evaluate
+
+    folder = Path(folder)
+    model = load_folder(folder, device=device)
+    report = evaluate(model, data, attacks=list(attacks), eps=eps, device=device, seed=seed, checks=checks,
+                      progress=progress, model_info={"name": model.config.name, "source": str(folder)})
+    metrics = report.to_metrics()
+    previous = read_metrics(folder) or {}
+    if "training" in previous:
+        metrics["training"] = previous["training"]
+    save_folder(model, folder, metrics=metrics)
+    return metrics
 
 
 def run_training(
@@ -938,14 +967,18 @@ def run_training(
     device: str | torch.device = "auto",
     progress: bool = True,
     name: str | None = None,
+    eval_attacks: Sequence[str] | None = ("fgsm", "pgd20"),
+    eval_n: int | None = 1000,
 ) -> TrainResult:
     """Train registry architecture ``arch`` on ``dataset``'s train split (what ``arnas-zoo train`` runs).
 
     The model's input channels/size and classes follow the dataset; ``model_overrides`` values may be
     JSON text (``"8"``, ``"[1, 2, 2]"``). The last ``val_rows`` training rows are held out for model
-    selection (0: none).
+    selection (0: none). At the end the best checkpoint is evaluated with ``eval_attacks`` on the first
+    ``eval_n`` points of the test split (the validation rows when the test split is not on disk).
     """
     from arnas_zoo.data import dataset_info, load_dataset, split_train_val
+    from arnas_zoo.errors import DataNotFoundError
     from arnas_zoo.registry import get_config
 
     info = dataset_info(dataset)
@@ -962,9 +995,17 @@ def run_training(
     if val_rows < 0 or val_rows >= len(data):
         raise ConfigError(f"val_rows: expected 0 <= val_rows < {len(data)} (the training rows), got {val_rows}")
     train_split, val_split = split_train_val(data, val_rows) if val_rows else (data, None)
+    test_data = None
+    if eval_attacks:
+        # the dataset's test split when it exists here; else the validation rows (said in metrics.json)
+        try:
+            test_data = load_dataset(dataset, "test", data_dir=data_dir, n=eval_n)
+        except DataNotFoundError:
+            test_data = val_split.first(eval_n) if val_split is not None else None
     torch.manual_seed(the_recipe.seed)  # the initial weights depend on the recipe's seed only
     return train(config, the_recipe, train_split, val_split, out_dir, resume=resume, device=device,
-                 progress=progress, run_name=name or config.name)
+                 progress=progress, run_name=name or config.name, test_data=test_data,
+                 eval_attacks=eval_attacks or ())
 
 
 def _should_stop(stop: _StopFlag, dist_info: _Dist, local_request: bool) -> bool:

@@ -19,17 +19,20 @@ def test_train_command_writes_run_folder_and_resumes(tmp_path):
     out = tmp_path / "run"
     runner = CliRunner()
     result = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--dataset", "digits", "--val-rows", "100",
-                                  "--out", str(out), *TINY])
+                                  "--out", str(out), "--eval-attacks", "fgsm", "--eval-n", "16", *TINY])
     assert result.exit_code == 0, result.output
     assert "finished" in result.output and "best" in result.output
     model = load_folder(out / "best")
     assert model.config.in_channels == 1 and model.config.input_size == 16 and model.config.init_channels == 4
     assert model.metrics["training"]["train_points_used"] == "first 64"
+    assert model.metrics["data"]["split"] == "test" and model.metrics["data"]["n"] == 16  # --eval-n 16
+    assert [r["attack"] for r in model.metrics["results"]] == ["fgsm"]
     assert json.loads((out / "recipe.json").read_text())["train_n"] == 64
-    again = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--val-rows", "100", "--out", str(out), *TINY])
+    again = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--val-rows", "100", "--out", str(out),
+                                 "--eval-attacks", "none", *TINY])
     assert again.exit_code == 2 and "--resume" in again.output  # never overwrite a run silently
     resumed = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--val-rows", "100", "--out", str(out),
-                                   "--resume", *TINY])
+                                   "--resume", "--eval-attacks", "none", *TINY])
     assert resumed.exit_code == 0, resumed.output
 
 
@@ -37,7 +40,7 @@ def test_train_command_errors_are_one_line(tmp_path):
     runner = CliRunner()
     for args, expected in ((["--recipe", "nope"], "unknown recipe"), (["--set", "lr=fast"], "cannot read"),
                            (["--set", "epochs"], "KEY=VALUE"), (["--model-set", "widht=3"], "widht")):
-        result = runner.invoke(main, ["train", "arnas", "--out", str(tmp_path / "x"), *args])
+        result = runner.invoke(main, ["train", "arnas", "--out", str(tmp_path / "x"), "--eval-attacks", "none", *args])
         assert result.exit_code == 2, result.output
         assert expected in result.output
 
@@ -53,5 +56,7 @@ def test_quickstart_command_prints_both_models(tmp_path):
     for row in report["rows"].values():
         assert 0 <= row["pgd"] <= row["clean"] <= 1
     metrics = load_folder(tmp_path / "qs" / "adversarial" / "best").metrics
-    assert metrics["evaluation"]["data"]["n"] == 32 and metrics["evaluation"]["attacks"]["pgd"]["steps"] == 20
+    assert metrics["data"]["n"] == 32 and metrics["data"]["dataset"] == "digits"
+    assert {r["attack"]: r["steps"] for r in metrics["results"]} == {"fgsm": 1, "pgd20": 20}
+    assert metrics["training"]["recipe"] == "cpu_digits"
     assert (tmp_path / "qs" / "report.md").read_text().startswith("# arnas-zoo quick start")
