@@ -42,6 +42,7 @@ import os
 import random
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -460,7 +461,9 @@ class DistBatchNorm2d(nn.BatchNorm2d):
         xf = x.float()
         count = torch.tensor([x.numel() / c], device=x.device, dtype=torch.float32)
         packed = torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count])
-        packed = all_reduce(packed)
+        with warnings.catch_warnings():  # its replacement in torch is private API; this one is differentiable
+            warnings.filterwarnings("ignore", message=".*all_reduce is deprecated", category=FutureWarning)
+            packed = all_reduce(packed)
         n = packed[-1]
         mean = packed[:c] / n
         var = (packed[c:2 * c] / n - mean * mean).clamp_min(0.0)
