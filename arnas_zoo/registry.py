@@ -153,31 +153,16 @@ def _register_defaults() -> None:
             description="one RobNet cell code per cell (20 cells, C=36)",
         )
     )
-    register(
-        ArchSpec(
-            "resnet18",
-            ModelConfig(arch="resnet18", init_channels=64, layers=18, auxiliary=False, name="resnet18"),
-            paper="He et al., CVPR 2016",
-            description="ResNet-18 with the CIFAR stem (3x3 conv, no max pool)",
-        )
-    )
-    register(
-        ArchSpec(
-            "resnet18_imagenet",
-            ModelConfig(arch="resnet18_imagenet", init_channels=64, layers=18, auxiliary=False, name="resnet18_imagenet"),
-            paper="He et al., CVPR 2016",
-            description="torchvision's ImageNet-style ResNet-18 (the one counted in ARNAS Table 1)",
-        )
-    )
-    register(
-        ArchSpec(
-            "wrn34_10",
-            ModelConfig(arch="wrn34_10", init_channels=160, layers=34, auxiliary=False, name="wrn34_10"),
-            paper="Zagoruyko & Komodakis, BMVC 2016",
-            description="WideResNet-34-10 (pre-activation)",
-        )
-    )
-
+    baselines = {
+        # name: (init_channels = first-stage width, layers = depth, paper, description)
+        "resnet18": (64, 18, "He et al., CVPR 2016", "ResNet-18 with the CIFAR stem (3x3 conv, no max pool)"),
+        "resnet18_imagenet": (64, 18, "He et al., CVPR 2016",
+                              "torchvision's ImageNet-style ResNet-18 (the one counted in ARNAS Table 1)"),
+        "wrn34_10": (160, 34, "Zagoruyko & Komodakis, BMVC 2016", "WideResNet-34-10 (pre-activation)"),
+    }
+    for key, (width, depth, paper, description) in baselines.items():
+        config = ModelConfig(arch=key, init_channels=width, layers=depth, auxiliary=False, name=key)
+        register(ArchSpec(key, config, paper=paper, description=description))
 
 _register_defaults()
 
