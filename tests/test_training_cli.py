@@ -59,4 +59,6 @@ def test_quickstart_command_prints_both_models(tmp_path):
     assert metrics["data"]["n"] == 32 and metrics["data"]["dataset"] == "digits"
     assert {r["attack"]: r["steps"] for r in metrics["results"]} == {"fgsm": 1, "pgd20": 20}
     assert metrics["training"]["recipe"] == "cpu_digits"
+    standard = json.loads((tmp_path / "qs" / "standard" / "recipe.json").read_text())
+    assert standard["method"] == "standard" and standard["select_by"] == "clean"
     assert (tmp_path / "qs" / "report.md").read_text().startswith("# arnas-zoo quick start")
