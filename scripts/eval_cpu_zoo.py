@@ -109,7 +109,10 @@ def main() -> None:
         "autoattack": {"robust_accuracy": acc(state["aa_correct"]), "n": n_aa, "points": f"first {n_aa}",
                        "version": "standard (APGD-CE, APGD-T, FAB-T, Square)", "norm": "linf", "eps": eps,
                        "implementation": "pyautoattack (reference)", "seed": 0,
-                       "clean_accuracy_same_points": acc(state["clean_correct"][:n_aa])},
+                       "clean_accuracy_same_points": acc(state["clean_correct"][:n_aa]),
+                       "pgd_robust_accuracy_same_points": acc(state["pgd_correct"][:n_aa]),
+                       "worst_case_pgd_or_aa_same_points": acc([p & a for p, a in zip(state["pgd_correct"],
+                                                                                       state["aa_correct"])])},
         "robust_means": "correct on the clean image and on the adversarial image",
         "device": device, "package_version": __version__, "date": f"{_now():%Y-%m-%d}",
     }
