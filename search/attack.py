@@ -17,6 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def full_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: float32 under bf16/fp16 autocast, float64 left alone (tests in float64)."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
 @contextmanager
 def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     """Run with batch-norm buffers restored afterwards (forward passes in train mode update them)."""
@@ -65,14 +70,14 @@ def pgd_linf(
     x = x.detach()
     if steps == 0 or eps == 0:
         return x.clone()
-    with bn_mode(model, bn):
+    with bn_mode(model, bn), torch.enable_grad():
         x_adv = x.clone()
         if random_start:
             x_adv = (x_adv + torch.empty_like(x).uniform_(-eps, eps)).clamp_(0.0, 1.0)
         for _ in range(steps):
             x_adv.requires_grad_(True)
             with autocast():
-                loss = F.cross_entropy(model(x_adv).float(), y)
+                loss = F.cross_entropy(full_precision(model(x_adv)), y)
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv = x_adv.detach() + step_size * grad.sign()
             x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)

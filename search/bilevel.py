@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from search.attack import frozen_bn_stats
+from search.attack import frozen_bn_stats, full_precision
 from search.mgda import combine, flat
 from search.objectives import RobustnessObjective
 from search.supernet import Supernet
@@ -99,7 +99,7 @@ class Architect:
         return grads[: len(alphas)], grads[len(alphas) :], float(loss.detach()), correct
 
     def _train_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.model(x).float(), y)
+        return F.cross_entropy(full_precision(self.model(x)), y)
 
     def _set_weights(self, base: list[torch.Tensor], direction: list[torch.Tensor] | None, scale: float) -> None:
         with torch.no_grad():
@@ -132,7 +132,7 @@ class Architect:
         """``(t, t_hat, info)``: per-tensor gradients of the natural and the lambda-weighted robust loss."""
         model = self.model
         x_val, y_val = val_batch
-        natural = lambda: (lambda logits: (F.cross_entropy(logits, y_val), logits))(model(x_val).float())  # noqa: E731
+        natural = lambda: (lambda logits: (F.cross_entropy(logits, y_val), logits))(full_precision(model(x_val)))  # noqa: E731
         robust = lambda: self.objective.loss(model, robust_prepared)  # noqa: E731
         if self.order == "first":
             t, _, nat_loss, nat_correct = self._objective_grads(natural, y_val, 1.0)
@@ -211,7 +211,7 @@ def weight_step(
     model.train()
     weights = model.weight_parameters()
     with autocast():
-        logits = model(x).float()
+        logits = full_precision(model(x))
     loss = F.cross_entropy(logits, y)
     grads = sync(_grads(loss, weights))
     for p, g in zip(weights, grads):

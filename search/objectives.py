@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arnas_zoo.errors import ConfigError
-from search.attack import pgd_linf
+from search.attack import full_precision, pgd_linf
 
 
 class RobustnessObjective(ABC):
@@ -60,7 +60,7 @@ class PgdCrossEntropy(RobustnessObjective):
 
     def loss(self, model: nn.Module, prepared: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x_adv, y = prepared
-        logits = model(x_adv).float()
+        logits = full_precision(model(x_adv))
         return F.cross_entropy(logits, y), logits
 
 

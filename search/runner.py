@@ -40,7 +40,7 @@ from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text
 from arnas_zoo.errors import CheckpointError, ConfigError
 from arnas_zoo.network import ModelConfig
 from search.attack import bn_mode, pgd_linf
-from search.bilevel import Architect, no_sync, weight_step
+from search.bilevel import Architect, ArchStepInfo, no_sync, weight_step
 from search.config import SearchConfig
 from search.data import SearchData, batches, load_search_data
 from search.objectives import make_objective
@@ -205,6 +205,22 @@ def _prepare_input(x: torch.Tensor, config: SearchConfig) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if config.channels_last else x
 
 
+def search_step(
+    state: SearchState, x_tr: torch.Tensor, y_tr: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, lr: float
+) -> tuple[ArchStepInfo, float, int]:
+    """One search step: PGD on the training batch, the robust objective's preparation on the validation
+    batch, the architecture step (DARTS order: before the weights move), the weight step on the PGD
+    training batch. Returns (architecture step info, training loss, #correct)."""
+    cfg, model = state.config, state.model
+    x_tr_adv = pgd_linf(
+        model, x_tr, y_tr, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.pgd_steps, bn=cfg.attack_bn, autocast=state.autocast
+    )
+    robust_prepared = state.objective.prepare(model, x_val, y_val)
+    info = state.architect.step((x_tr_adv, y_tr), (x_val, y_val), robust_prepared, eta=lr)
+    loss, correct = weight_step(model, state.w_opt, x_tr_adv, y_tr, grad_clip=cfg.grad_clip, sync=state.sync, autocast=state.autocast)
+    return info, loss, correct
+
+
 def run_epoch(state: SearchState, progress: bool = True, on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train weights and architecture for one epoch; returns the epoch record (also appended to history)."""
     cfg, model, epoch, ddp = state.config, state.model, state.epoch, state.ddp
@@ -228,12 +244,7 @@ def run_epoch(state: SearchState, progress: bool = True, on_step: StepCallback |
         x_tr, y_tr = next(train_stream)
         x_val, y_val = next(val_stream)
         x_tr, x_val = _prepare_input(x_tr, cfg), _prepare_input(x_val, cfg)
-        x_tr_adv = pgd_linf(
-            model, x_tr, y_tr, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.pgd_steps, bn=cfg.attack_bn, autocast=state.autocast
-        )
-        robust_prepared = state.objective.prepare(model, x_val, y_val)
-        info = state.architect.step((x_tr_adv, y_tr), (x_val, y_val), robust_prepared, eta=lr)
-        loss, correct = weight_step(model, state.w_opt, x_tr_adv, y_tr, grad_clip=cfg.grad_clip, sync=state.sync, autocast=state.autocast)
+        info, loss, correct = search_step(state, x_tr, y_tr, x_val, y_val, lr)
         n = len(y_tr)
         sums["train_loss"] += loss * n
         sums["train_correct"] += correct

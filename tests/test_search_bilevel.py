@@ -48,41 +48,61 @@ def test_pgd_stays_in_the_ball_and_leaves_the_model_alone() -> None:
     assert adv > clean
 
 
-def _exact_unrolled_hypergradient(model: Supernet, train, val, eta: float, wd: float) -> list[torch.Tensor]:
-    """d/da L_val(w - eta (grad_w L_train(w, a) + wd w), a), by double backprop (no finite differences)."""
+def _flat(tensors) -> torch.Tensor:
+    return torch.cat([x.flatten() for x in tensors])
+
+
+def test_finite_difference_hessian_vector_matches_double_backprop() -> None:
+    model = _tiny(torch.float64).train()
+    x, y = _batch(4, 1, torch.float64)
     weights, alphas = model.weight_parameters(), model.arch_parameters()
-    names = [n for n, _ in model.named_weight_parameters()]
-    g = torch.autograd.grad(F.cross_entropy(model(train[0]), train[1]), weights, create_graph=True)
-    unrolled = {n: w - eta * (gi + wd * w) for n, w, gi in zip(names, weights, g)}
-    params = {**dict(model.named_parameters()), **unrolled}
-    buffers = {k: v.clone() for k, v in model.named_buffers()}
-    out = torch.func.functional_call(model, {**params, **buffers}, (val[0],))
-    return list(torch.autograd.grad(F.cross_entropy(out, val[1]), alphas))
+    torch.manual_seed(0)
+    v = [torch.randn_like(p) for p in weights]
+    g_w = torch.autograd.grad(F.cross_entropy(model(x), y), weights, create_graph=True)
+    exact = torch.autograd.grad(sum((g * d).sum() for g, d in zip(g_w, v)), alphas)
+    architect = Architect(model, torch.optim.SGD(weights, lr=0.1), PgdCrossEntropy(0.0, 0.0, 0), hvp_r=1e-4)
+    base = [p.detach().clone() for p in weights]
+    approx = architect._hessian_vector(v, base, x, y)
+    assert float((_flat(approx) - _flat(exact)).norm() / _flat(exact).norm()) < 1e-4
+    assert all(torch.equal(p, b) for p, b in zip(weights, base))  # weights restored
 
 
-def test_second_order_step_matches_exact_hypergradient() -> None:
+def test_second_order_uses_unrolled_weights_and_implicit_term() -> None:
+    """t = grad_a L_val(w', a) - eta * H v with w' = w - eta (m buf + grad_w L_train + wd w), v = grad_w' L_val."""
     model = _tiny(torch.float64).train()
     train, val = _batch(4, 1, torch.float64), _batch(4, 2, torch.float64)
-    eta, wd = 0.05, 3e-4
-    w_opt = torch.optim.SGD(model.weight_parameters(), lr=eta, momentum=0.9, weight_decay=wd)
+    eta, wd, momentum = 0.05, 3e-4, 0.9
+    weights, alphas = model.weight_parameters(), model.arch_parameters()
+    w_opt = torch.optim.SGD(weights, lr=eta, momentum=momentum, weight_decay=wd)
+    torch.manual_seed(1)
+    for p in weights:  # a momentum buffer from an earlier step enters the unroll
+        w_opt.state[p]["momentum_buffer"] = 0.1 * torch.randn_like(p)
     architect = Architect(model, w_opt, PgdCrossEntropy(0.0, 0.0, 0), order="second", lam=1.0)
-    weights_before = [p.detach().clone() for p in model.weight_parameters()]
-    buffers_before = {k: v.clone() for k, v in model.named_buffers()}
-    t, t_hat, _ = architect.gradients(train, val, (val[0], val[1]), eta)
-    exact = _exact_unrolled_hypergradient(model, train, val, eta, wd)
-    flat_t = torch.cat([x.flatten() for x in t])
-    flat_exact = torch.cat([x.flatten() for x in exact])
-    rel = float((flat_t - flat_exact).norm() / flat_exact.norm())
-    assert rel < 1e-3, rel
-    # the implicit term matters: the first-order gradient is measurably different
-    first = Architect(model, w_opt, PgdCrossEntropy(0.0, 0.0, 0), order="first").gradients(train, val, (val[0], val[1]), eta)[0]
-    assert float((torch.cat([x.flatten() for x in first]) - flat_exact).norm() / flat_exact.norm()) > 10 * rel
+    weights_before = [p.detach().clone() for p in weights]
+    t, t_hat, _ = architect.gradients(train, val, val, eta)
+    # reference: the unrolled weights and the validation gradients by functional_call
+    names = [n for n, _ in model.named_weight_parameters()]
+    g = torch.autograd.grad(F.cross_entropy(model(train[0]), train[1]), weights)
+    unrolled = {
+        n: (p.detach() - eta * (gi + wd * p.detach() + momentum * w_opt.state[p]["momentum_buffer"])).requires_grad_()
+        for n, p, gi in zip(names, weights, g)
+    }
+    arch = {f"alphas.{k}": a.detach().clone().requires_grad_() for k, a in zip(model.arch_names, alphas)}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    out = torch.func.functional_call(model, {**unrolled, **arch, **buffers}, (val[0],))
+    grads = torch.autograd.grad(F.cross_entropy(out, val[1]), [*arch.values(), *unrolled.values()])
+    d_alpha, v = grads[: len(arch)], grads[len(arch) :]
+    base = [p.detach().clone() for p in weights]
+    hv = architect._hessian_vector(list(v), base, *train)
+    expected = [a - eta * h for a, h in zip(d_alpha, hv)]
+    assert torch.allclose(_flat(t), _flat(expected), rtol=1e-8, atol=1e-10)
+    assert float(_flat(hv).norm()) > 0  # the implicit term is not empty
     # PGD with 0 steps is the clean batch, so with lambda 1 both objectives coincide
-    assert torch.allclose(flat_t, torch.cat([x.flatten() for x in t_hat]))
+    assert torch.allclose(_flat(t), _flat(t_hat))
+    first = Architect(model, w_opt, PgdCrossEntropy(0.0, 0.0, 0), order="first").gradients(train, val, val, eta)[0]
+    assert not torch.allclose(_flat(first), _flat(t))
     for p, b in zip(model.weight_parameters(), weights_before):
         assert torch.equal(p, b)
-    for k, v in model.named_buffers():
-        assert torch.equal(v, buffers_before[k]), k
 
 
 def test_arch_step_moves_only_alphas_and_weight_step_only_weights() -> None:
@@ -93,8 +113,11 @@ def test_arch_step_moves_only_alphas_and_weight_step_only_weights() -> None:
     train, val = _batch(4, 1), _batch(4, 2)
     alphas0 = [a.detach().clone() for a in model.arch_parameters()]
     weights0 = [p.detach().clone() for p in model.weight_parameters()]
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
     info = architect.step(train, val, objective.prepare(model, *val), eta=0.1)
     assert 0.0 <= info.gamma <= 1.0 and info.t_norm > 0 and info.t_hat_norm > 0
+    for k, b in model.named_buffers():  # BN statistics only ever see weight-training batches
+        assert torch.equal(b, buffers[k]), k
     assert all(not torch.equal(a, b) for a, b in zip(model.arch_parameters(), alphas0))
     assert all(torch.equal(p, b) for p, b in zip(model.weight_parameters(), weights0))
     alphas1 = [a.detach().clone() for a in model.arch_parameters()]

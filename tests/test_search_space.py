@@ -43,9 +43,9 @@ def test_paper_supernet_parameter_groups() -> None:
 
 @pytest.mark.parametrize("placement", ["A-A-R", "R-A-A", "A-R-A", "A-A-A"])
 def test_forward_backward_every_placement(placement: str) -> None:
-    space = SearchSpace(placement=placement, layers=5, init_channels=4, input_size=16)
+    space = SearchSpace(placement=placement, layers=5, init_channels=2, input_size=8)
     model = Supernet(space)
-    x = torch.rand(2, 3, 16, 16)
+    x = torch.rand(2, 3, 8, 8)
     logits = model(x)
     assert logits.shape == (2, 10)
     logits.logsumexp(1).sum().backward()
