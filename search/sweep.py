@@ -75,8 +75,13 @@ def summarize_sweep(out_root: str | Path, seeds: list[int] | None = None) -> dic
     return summary
 
 
+def _cell_order(counts: dict[str, dict[str, int]]) -> list[str]:
+    preferred = ("accurate", "robust", "normal", "reduce")
+    return [c for c in preferred if c in counts] + sorted(c for c in counts if c not in preferred)
+
+
 def op_table(counts: dict[str, dict[str, int]], primitives: list[str], runs: int) -> str:
-    cells = list(counts)
+    cells = _cell_order(counts)
     lines = [
         f"Op choices over the final genotypes of {runs} run(s) (8 edges per cell)",
         "",
