@@ -1,4 +1,4 @@
-"""PGD for the search (l_inf, uniform random start, clamped to [0, 1]).
+"""PGD for the search (l_inf, uniform random start, clamped to [0, 1]) on top of ``arnas_zoo.attacks.pgd``.
 
 The attack runs with the supernet's batch norm in ``eval`` mode (running statistics, as the
 reference evaluation attack does) or ``batch`` mode (batch statistics, running statistics left
@@ -13,8 +13,9 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from arnas_zoo.attacks import pgd
 
 
 def full_precision(logits: torch.Tensor) -> torch.Tensor:
@@ -50,6 +51,25 @@ def bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
         model.train(was_training)
 
 
+class _BatchStatistics(nn.Module):
+    """Shows a model to an attack that switches to eval mode while it keeps using batch statistics.
+
+    ``arnas_zoo.attacks.pgd`` calls ``eval()`` on what it is given; this wrapper does not pass that on,
+    so the wrapped supernet stays in train mode (its running statistics are frozen by the caller).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def train(self, mode: bool = True) -> _BatchStatistics:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 def pgd_linf(
     model: nn.Module,
     x: torch.Tensor,
@@ -62,23 +82,24 @@ def pgd_linf(
     bn: str = "eval",
     autocast: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> torch.Tensor:
-    """Untargeted l_inf PGD on cross-entropy; returns detached adversarial images in [0, 1].
+    """Untargeted l_inf PGD on cross-entropy (``arnas_zoo.attacks.pgd``); detached images in [0, 1].
 
-    Gradients are taken w.r.t. the input only (``torch.autograd.grad``), so no parameter's ``.grad``
-    is touched.
+    ``bn="eval"`` attacks with running statistics (the reference attack's eval mode); ``bn="batch"``
+    with batch statistics and the running statistics left untouched. ``autocast`` wraps the attack's
+    forward passes (bf16 on CUDA). No parameter's ``.grad`` is touched and the training flag is restored.
     """
     x = x.detach()
     if steps == 0 or eps == 0:
         return x.clone()
-    with bn_mode(model, bn), torch.enable_grad():
-        x_adv = x.clone()
-        if random_start:
-            x_adv = (x_adv + torch.empty_like(x).uniform_(-eps, eps)).clamp_(0.0, 1.0)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            with autocast():
-                loss = F.cross_entropy(full_precision(model(x_adv)), y)
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = x_adv.detach() + step_size * grad.sign()
-            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
-    return x_adv.detach()
+    was_training = model.training
+    try:
+        with torch.enable_grad(), autocast():
+            if bn == "eval":
+                return pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, random_start=random_start).detach()
+            model.train()
+            with frozen_bn_stats(model):
+                return pgd(
+                    _BatchStatistics(model), x, y, eps=eps, step_size=step_size, steps=steps, random_start=random_start
+                ).detach()
+    finally:
+        model.train(was_training)

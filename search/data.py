@@ -9,14 +9,13 @@ crop + horizontal flip, DARTS' CIFAR transform), so an epoch is a pure function 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from arnas_zoo.data import load_dataset
 from arnas_zoo.errors import DataNotFoundError
 
 
@@ -36,27 +35,12 @@ class SearchData:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
 
-def default_data_dir() -> Path:
-    """``$ARNAS_ZOO_SHARED_DATA``, else ``../shared/data`` beside the current directory."""
-    env = os.environ.get("ARNAS_ZOO_SHARED_DATA")
-    return Path(env) if env else Path.cwd().parent / "shared" / "data"
-
-
-def load_images(dataset: str, data_dir: str | Path | None, n: int | None, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The train split of ``dataset`` (npz layout of ``../shared/data``): ``(x, y, num_classes)``."""
-    root = Path(data_dir) if data_dir is not None else default_data_dir()
-    path = root / dataset / "train.npz"
-    if not path.is_file():
-        raise DataNotFoundError(
-            f"{path}: no such file; expected the npz layout <data_dir>/{dataset}/train.npz "
-            "(keys x uint8 NHWC, y); pass data_dir=... or set ARNAS_ZOO_SHARED_DATA"
-        )
-    with np.load(path) as npz:
-        x = npz["x"][:n]
-        y = npz["y"][:n].astype(np.int64)
-    images = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div_(255.0)
-    num_classes = {"cifar10": 10, "cifar100": 100, "mnist": 10}.get(dataset, int(y.max()) + 1)
-    return images.contiguous().to(device), torch.from_numpy(y).to(device), num_classes
+def load_images(
+    dataset: str, data_dir: str | Path | None, n: int | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The train split of ``dataset`` via ``arnas_zoo.data.load_dataset``: ``(x, y, num_classes)``."""
+    data = load_dataset(dataset, "train", data_dir=data_dir, n=n, device=device)
+    return data.x, data.y, data.num_classes
 
 
 def load_search_data(

@@ -120,7 +120,7 @@ def test_cli_run_and_errors(shared_data: Path, tmp_path: Path) -> None:
     result = runner.invoke(search_main, ["run", "tiny", "--set", "epoch=3", "-o", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "unknown key 'epoch'" in result.output
     result = runner.invoke(search_main, ["run", "tiny", "--set", "data_dir=/nonexistent", "-o", str(tmp_path / "nodata")])
-    assert result.exit_code == 2 and "no such file" in result.output
+    assert result.exit_code == 2 and "not found" in result.output
 
 
 def test_sweep_counts_ops(shared_data: Path, tmp_path: Path) -> None:
