@@ -123,6 +123,7 @@ def test_cli_run_and_errors(shared_data: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not found" in result.output
 
 
+@pytest.mark.slow
 def test_sweep_counts_ops(shared_data: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     sets = [f"--set={k}={json.dumps(v)}" for k, v in {**MICRO, "epochs": 1, "steps_per_epoch": 1, "eval_n": 0}.items()]
