@@ -1,0 +1,314 @@
+"""Running and checking deployed models: PyTorch or ONNX Runtime behind one interface.
+
+- :func:`load_any`: ``model.onnx`` -> :class:`~arnas_zoo.onnx.OnnxModel`, anything else ->
+  :func:`arnas_zoo.hub.load` (registry name, Hub id, folder).
+- :func:`predict_files`: top-k classes for PNG/JPEG files and npz batches.
+- :func:`check_onnx`: is the deployed ONNX file as robust as the PyTorch model it came from?
+  Runs the score-based Square attack (the AutoAttack authors' reference implementation, from
+  ``pyautoattack``) directly against ONNX Runtime and, with the same seed and images, against the
+  PyTorch twin; runs PGD on the twin and transfers its adversarial examples to the ONNX file; then
+  compares the figures within sampling error and runs sanity checks on the attacks themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from arnas_zoo.errors import ConfigError, DataNotFoundError
+from arnas_zoo.images import read_images, read_npz_batch
+from arnas_zoo.network import ModelConfig
+from arnas_zoo.onnx import OnnxModel, is_onnx_path
+
+Model = Any  # a ZooModel or an OnnxModel: both map [0, 1] NCHW images to logits
+
+
+def load_any(
+    spec: str | os.PathLike[str], device: str = "cpu", providers: str | Sequence[str] = "auto"
+) -> Model:
+    """An :class:`OnnxModel` for ``*.onnx`` files, else :func:`arnas_zoo.hub.load` (eval mode)."""
+    if is_onnx_path(spec):
+        return OnnxModel(spec, providers=providers)
+    from arnas_zoo.hub import load
+
+    return load(spec, device=device)
+
+
+def model_config(model: Model) -> ModelConfig | None:
+    return getattr(model, "config", None)
+
+
+def _input_geometry(model: Model) -> tuple[int, int | None]:
+    config = model_config(model)
+    if config is not None:
+        return config.in_channels, config.input_size
+    shape = getattr(model, "input_shape", [None, 3, None, None])
+    channels = shape[1] if isinstance(shape[1], int) else 3
+    size = shape[2] if isinstance(shape[2], int) else None
+    return channels, size
+
+
+def _logits(model: Model, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out = model(x[start : start + batch_size])
+            outs.append(out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out)))
+    return torch.cat(outs).float().cpu()
+
+
+def predict_files(model: Model, paths: Sequence[str | os.PathLike[str]], top_k: int = 3, device: str = "cpu") -> list[dict[str, Any]]:
+    """Top-``top_k`` classes with softmax probabilities for each image (npz files give one row each)."""
+    channels, size = _input_geometry(model)
+    images, names = read_images(paths, channels=channels, size=size)
+    if not isinstance(model, OnnxModel):
+        images = images.to(device)
+    probs = F.softmax(_logits(model, images), dim=1)
+    config = model_config(model)
+    class_names = list((config.extra or {}).get("class_names", [])) if config is not None else []
+    k = min(top_k, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    rows = []
+    for name, vals, idx in zip(names, values.tolist(), indices.tolist()):
+        top = [
+            {"class": int(c), "name": class_names[c] if c < len(class_names) else str(c), "probability": float(p)}
+            for p, c in zip(vals, idx)
+        ]
+        rows.append({"image": name, "top": top})
+    return rows
+
+
+# ---- robustness check of a deployed ONNX file -------------------------------------------------------
+def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "Linf":
+        return delta.clamp(-eps, eps)
+    norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return delta * (eps / norms).clamp(max=1.0)
+
+
+def pgd(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int,
+    step_size: float | None = None, seed: int = 0,
+) -> torch.Tensor:
+    """Untargeted PGD with a random start (cross-entropy loss), Linf or L2; returns x_adv in [0, 1].
+
+    A compact white-box attack for the transfer step of :func:`check_onnx`; the evaluation module's
+    PGD is the one to use for reported white-box figures.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    step_size = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
+    noise = (torch.rand(x.shape, generator=generator) * 2 - 1).to(x.device)
+    if norm == "L2":
+        noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    delta = _project(noise * eps, eps, norm)
+    x_adv = (x + delta).clamp(0, 1).detach()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            if norm == "Linf":
+                step = step_size * grad.sign()
+            else:
+                step = step_size * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            x_adv = (x + _project(x_adv + step - x, eps, norm)).clamp(0, 1).detach()
+    return x_adv
+
+
+def _square(model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, n_queries: int, seed: int) -> torch.Tensor:
+    try:
+        from autoattack.square import SquareAttack
+    except ImportError:
+        raise ConfigError("the Square attack needs pyautoattack: pip install 'arnas-zoo[autoattack]'") from None
+
+    def predict(inputs: torch.Tensor) -> torch.Tensor:
+        out = model(inputs)
+        return out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))
+
+    attack = SquareAttack(predict, norm=norm, n_queries=n_queries, eps=eps, p_init=0.8, n_restarts=1, seed=seed,
+                          verbose=False, device=x.device)
+    return attack.perturb(x, y)
+
+
+def _norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    return flat.abs().max(dim=1).values if norm == "Linf" else flat.norm(dim=1)
+
+
+@dataclass
+class RobustnessCheck:
+    """Figures of :func:`check_onnx` (accuracies are fractions of ``n``)."""
+
+    onnx: str
+    source: str | None
+    data: str
+    n: int
+    norm: str
+    eps: float
+    square_queries: int
+    pgd_steps: int
+    seed: int
+    device: str
+    provider: str
+    clean_onnx: float
+    square_onnx: float
+    clean_torch: float | None = None
+    square_torch: float | None = None
+    pgd_torch: float | None = None
+    transfer_onnx: float | None = None
+    discordant_square: int | None = None
+    margin: float | None = None
+    consistent: bool | None = None
+    sanity: dict[str, bool] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [
+            f"ONNX {self.onnx} on {self.data} (n={self.n}), {self.norm} eps={self.eps:.4g}, seed {self.seed}, "
+            f"provider {self.provider}",
+            f"  clean accuracy          ONNX {self.clean_onnx:.3f}" + (f"   PyTorch {self.clean_torch:.3f}" if self.clean_torch is not None else ""),
+            f"  Square ({self.square_queries} queries)   ONNX {self.square_onnx:.3f}"
+            + (f"   PyTorch {self.square_torch:.3f}" if self.square_torch is not None else ""),
+        ]
+        if self.pgd_torch is not None:
+            lines.append(
+                f"  PGD-{self.pgd_steps} on the twin      PyTorch {self.pgd_torch:.3f}   transferred to ONNX {self.transfer_onnx:.3f}"
+            )
+        if self.consistent is not None:
+            verdict = "as robust as its source" if self.consistent else "NOT as robust as its source"
+            lines.append(
+                f"  verdict: the ONNX file is {verdict} (within sampling error: |difference| <= {self.margin:.3f}; "
+                f"{self.discordant_square} images where Square's outcome differs)"
+            )
+        failed = [name for name, ok in self.sanity.items() if not ok]
+        lines.append("  sanity checks: " + ("all passed" if not failed else "FAILED: " + ", ".join(failed)) + f" ({len(self.sanity)})")
+        return "\n".join(lines)
+
+
+def load_eval_data(dataset: str, n: int, channels: int, data_dir: str | os.PathLike[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``n`` labelled images of ``dataset`` (an npz path or mnist / cifar10 / cifar100).
+
+    Named sets are read from ``data_dir`` (default ``$ARNAS_ZOO_SHARED_DATA``) in the project's npz
+    format: MNIST and CIFAR-100 test; CIFAR-10 has no test split offline, so the validation split
+    (last 1000 rows of train.npz) is used and named as such.
+    """
+    if dataset.endswith(".npz"):
+        x, y = read_npz_batch(dataset, channels=channels, n=n)
+        label = f"{Path(dataset).name} rows 0..{len(x) - 1}"
+    else:
+        root = Path(data_dir or os.environ.get("ARNAS_ZOO_SHARED_DATA", ""))
+        if not str(root) or not root.is_dir():
+            raise DataNotFoundError(
+                f"dataset {dataset!r}: no data folder; pass --data-dir (the npz folder) or an npz file as --dataset"
+            )
+        name = dataset.lower().replace("-", "")
+        if name in ("mnist", "cifar100"):
+            path, offset, label = root / name / "test.npz", 0, f"{name}/test.npz rows "
+        elif name == "cifar10":
+            path = root / "cifar10" / "train.npz"
+            with np.load(path) as data:
+                offset = len(data["y"]) - 1000
+            label = "cifar10/train.npz validation split (last 1000 rows), rows "
+        else:
+            raise ConfigError(f"dataset: expected mnist, cifar10, cifar100 or an .npz file, got {dataset!r}")
+        if not path.is_file():
+            raise DataNotFoundError(f"{path}: not found (dataset {dataset!r} in {root})")
+        x, y = read_npz_batch(path, channels=channels, n=n, offset=offset)
+        label += f"{offset}..{offset + len(x) - 1}"
+    if y is None:
+        raise DataNotFoundError(f"{dataset}: no labels ('y') to measure accuracy against")
+    return x, y, label
+
+
+def check_onnx(
+    onnx_path: str | os.PathLike[str],
+    dataset: str,
+    n: int = 100,
+    source: str | os.PathLike[str] | None = None,
+    eps: float | None = None,
+    norm: str | None = None,
+    square_queries: int = 1000,
+    pgd_steps: int = 20,
+    seed: int = 0,
+    providers: str | Sequence[str] = "auto",
+    data_dir: str | os.PathLike[str] | None = None,
+) -> RobustnessCheck:
+    """Is the ONNX file as robust as its PyTorch source? See the module docstring.
+
+    ``eps``/``norm`` default to the threat model stored in the file's config. Without ``source``
+    only the ONNX file is attacked (no comparison). The verdict compares Square robust accuracy on
+    ONNX and on PyTorch (same images, seed and budget): with ``d`` images whose outcome differs, the
+    figures agree within sampling error when ``|difference| <= 2 * sqrt(d) / n`` (McNemar's
+    test at about 95%), and the transferred PGD examples must fool ONNX as they fool the twin.
+    """
+    onnx_model = OnnxModel(onnx_path, providers=providers, check_range=False)
+    config = onnx_model.config
+    norm = norm or {"linf": "Linf", "l2": "L2"}.get((config.threat_model or "linf") if config else "linf", "Linf")
+    if norm not in ("Linf", "L2"):
+        raise ConfigError(f"norm: Square supports 'Linf' or 'L2', got {norm!r}")
+    if eps is None:
+        if config is None or config.eps is None:
+            raise ConfigError(f"{onnx_path}: no eps stored in the file; pass --eps")
+        eps = float(config.eps)
+    channels = config.in_channels if config else (onnx_model.input_shape[1] or 3)
+    x, y, label = load_eval_data(dataset, n, channels, data_dir)
+    device = "cuda" if onnx_model.provider == "CUDAExecutionProvider" and torch.cuda.is_available() else "cpu"
+    x, y = x.to(device), y.to(device)
+
+    clean_onnx_pred = _logits(onnx_model, x).argmax(1)
+    adv_onnx = _square(onnx_model, x, y, eps, norm, square_queries, seed)
+    square_onnx_ok = _logits(onnx_model, adv_onnx).argmax(1) == y.cpu()
+    result = RobustnessCheck(
+        onnx=str(onnx_path), source=str(source) if source is not None else None, data=label, n=len(x), norm=norm,
+        eps=eps, square_queries=square_queries, pgd_steps=pgd_steps, seed=seed, device=device,
+        provider=onnx_model.provider, clean_onnx=float((clean_onnx_pred == y.cpu()).float().mean()),
+        square_onnx=float(square_onnx_ok.float().mean()),
+    )
+    sanity = {
+        "square_onnx_within_eps": bool((_norm_of(adv_onnx - x, norm) <= eps * (1 + 1e-5) + 1e-6).all()),
+        "square_onnx_in_[0,1]": bool(adv_onnx.min() >= 0 and adv_onnx.max() <= 1),
+        "square_onnx_<=_clean": result.square_onnx <= result.clean_onnx,
+    }
+    if source is not None:
+        from arnas_zoo.hub import load
+
+        twin = load(source, device=device)
+        clean_torch_pred = _logits(twin, x).argmax(1)
+        adv_torch = _square(twin, x, y, eps, norm, square_queries, seed)
+        square_torch_ok = _logits(twin, adv_torch).argmax(1) == y.cpu()
+        adv_pgd = pgd(twin, x, y, eps, norm, pgd_steps, seed=seed)
+        pgd_torch_ok = _logits(twin, adv_pgd).argmax(1) == y.cpu()
+        transfer_ok = _logits(onnx_model, adv_pgd).argmax(1) == y.cpu()
+        result.clean_torch = float((clean_torch_pred == y.cpu()).float().mean())
+        result.square_torch = float(square_torch_ok.float().mean())
+        result.pgd_torch = float(pgd_torch_ok.float().mean())
+        result.transfer_onnx = float(transfer_ok.float().mean())
+        discordant = int((square_onnx_ok != square_torch_ok).sum())
+        transfer_discordant = int((transfer_ok != pgd_torch_ok).sum())
+        result.discordant_square = discordant
+        result.margin = 2.0 * math.sqrt(max(discordant, 1)) / len(x)
+        transfer_margin = 2.0 * math.sqrt(max(transfer_discordant, 1)) / len(x)
+        result.consistent = bool(
+            abs(result.square_onnx - result.square_torch) <= result.margin
+            and abs(result.transfer_onnx - result.pgd_torch) <= transfer_margin
+        )
+        sanity.update(
+            {
+                "clean_predictions_identical": bool((clean_onnx_pred == clean_torch_pred).all()),
+                "pgd_within_eps": bool((_norm_of(adv_pgd - x, norm) <= eps * (1 + 1e-5) + 1e-6).all()),
+                "pgd_torch_<=_clean": result.pgd_torch <= result.clean_torch,
+                "square_torch_<=_clean": result.square_torch <= result.clean_torch,
+            }
+        )
+    result.sanity = sanity
+    return result
