@@ -116,8 +116,11 @@ def download(
             f"Hub repo {repo_id!r} is gated at {endpoint}: accept its terms on the Hub and pass token= (or set HF_TOKEN)"
         ) from None
     except RepositoryNotFoundError:
+        # Some Hub-compatible servers (mirrors) answer an unknown revision with "repo not found".
+        at = f" at revision {revision!r}" if revision is not None else ""
         raise UnknownModelError(
-            f"Hub repo {repo_id!r} not found at {endpoint} (a private repo needs token= or HF_TOKEN; check the spelling)"
+            f"Hub repo {repo_id!r}{at} not found at {endpoint} (check the repo id{' and revision' if at else ''}; "
+            "a private repo needs token= or HF_TOKEN)"
         ) from None
     except LocalEntryNotFoundError:
         if offline:
