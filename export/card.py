@@ -201,7 +201,8 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
     config = read_config(folder)
     metrics = read_metrics(folder)
     onnx_record_path = folder / "onnx.json"
-    onnx_record = json.loads(onnx_record_path.read_text()) if onnx_record_path.is_file() else None
+    onnx_records = json.loads(onnx_record_path.read_text()) if onnx_record_path.is_file() else {}
+    onnx_record = onnx_records.get("model.onnx") if (folder / "model.onnx").is_file() else None
     model_name = repo_id.split("/")[-1] if repo_id else (config.name or folder.name)
     header = card_metadata(config, metrics, model_name, license=license)
     data = data_info(metrics, config)

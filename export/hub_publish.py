@@ -16,11 +16,19 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from arnas_zoo.checkpoint import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, atomic_write_text, load_folder, sha256_file
+from arnas_zoo.checkpoint import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    atomic_write_json,
+    atomic_write_text,
+    load_folder,
+    sha256_file,
+)
 from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError
 from arnas_zoo.hub import hub_endpoint, parse_hub_id
 from export.card import render_card
-from export.onnx_export import ONNX_RECORD
+from export.onnx_export import ONNX_RECORD, read_onnx_record
 
 ONNX_FILE = "model.onnx"
 
@@ -61,8 +69,16 @@ def build_hub_folder(
         raise ConfigError(f"{out}: exists and is not empty; choose another --out or remove it")
     out.mkdir(parents=True, exist_ok=True)
     names = [CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE]
+    records = read_onnx_record(folder) or {}
     if include_onnx and (folder / ONNX_FILE).is_file():
-        names += [ONNX_FILE, ONNX_RECORD]
+        if ONNX_FILE not in records or records[ONNX_FILE].get("sha256") != sha256_file(folder / ONNX_FILE):
+            raise CheckpointError(
+                f"{folder / ONNX_FILE}: no passing parity record for this file in {ONNX_RECORD}; "
+                "re-export it with `python -m export onnx FOLDER` (or publish with --no-onnx)"
+            )
+        names.append(ONNX_FILE)
+        # only this file's record: other entries name local paths of the machine that exported them
+        atomic_write_json(out / ONNX_RECORD, {ONNX_FILE: records[ONNX_FILE]})
     for name in names:
         if (folder / name).is_file():
             shutil.copy2(folder / name, out / name)

@@ -11,7 +11,8 @@ default since torch 2.9), a dynamic batch dimension, and every weight inside the
    (rows whose fp32 top-2 margin is below that tolerance).
 
 The result is recorded twice: in the ONNX file's metadata (with the model's config.json, so the
-file is self-describing) and in ``onnx.json`` inside the checkpoint folder.
+file is self-describing) and in ``onnx.json`` inside the checkpoint folder (one entry per exported
+file, keyed by its path relative to the folder).
 """
 
 from __future__ import annotations
@@ -227,8 +228,8 @@ def export_folder(
             onnx.save_model(proto, str(tmp_out), save_as_external_data=False)
             os.replace(tmp_out, output)
             onnx.checker.check_model(str(output), full_check=True)
+    key = os.path.relpath(output, folder) if output.resolve().is_relative_to(folder.resolve()) else str(output.resolve())
     record = {
-        "file": os.path.relpath(output, folder) if output.is_relative_to(folder) else str(output),
         "sha256": sha256_file(output) if report.passed else None,
         "source_sha256": source_sha,
         "exporter": "torch.onnx.export(dynamo=True)",
@@ -240,7 +241,10 @@ def export_folder(
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(folder / ONNX_RECORD, record)
+    # One record per exported file, so an fp16 export beside model.onnx does not erase its record.
+    records = read_onnx_record(folder) or {}
+    records[key] = record
+    atomic_write_json(folder / ONNX_RECORD, records)
     if not report.passed:
         raise ParityError(
             f"{folder}: ONNX parity failed on {report.n} images ({report.images}): max |diff| "
@@ -250,7 +254,8 @@ def export_folder(
     return output, report
 
 
-def read_onnx_record(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The folder's ``onnx.json`` (None when it was never exported)."""
+def read_onnx_record(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
+    """The folder's ``onnx.json``: export record per ONNX file (key: path relative to the folder,
+    e.g. ``model.onnx``); None when the folder was never exported."""
     path = Path(folder) / ONNX_RECORD
     return json.loads(path.read_text()) if path.is_file() else None

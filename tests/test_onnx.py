@@ -50,7 +50,7 @@ def test_export_record_and_file(exported: Path) -> None:
     path = exported / "model.onnx"
     onnx.checker.check_model(str(path), full_check=True)
     assert not list(exported.glob("*.data"))  # one self-contained file, no external data
-    record = json.loads((exported / "onnx.json").read_text())
+    record = json.loads((exported / "onnx.json").read_text())["model.onnx"]
     parity = record["parity"]
     assert record["sha256"] == sha256_file(path)
     assert record["source_sha256"] == sha256_file(exported / "model.safetensors")
