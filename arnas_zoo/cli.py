@@ -7,13 +7,14 @@ line on stderr and exit with a non-zero code instead of a traceback.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from arnas_zoo.errors import ArnasZooError
+from arnas_zoo.errors import ArnasZooError, ConfigError, GenotypeError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,6 +38,181 @@ def friendly_errors(func: F) -> F:
 @click.version_option(package_name="arnas-zoo")
 def main() -> None:
     """arnas-zoo: adversarially robust architectures found by NAS (ARNAS and peers)."""
+
+
+# ---- foundation commands: list, info, draw, genotype ----
+PLACEMENT_LETTERS = {"A": "accurate", "R": "robust", "N": "normal"}
+
+
+def parse_placement(text: str) -> tuple[str, ...]:
+    """``A-A-R`` -> ("accurate", "accurate", "robust"); full cell names also work (``accurate-accurate-robust``)."""
+    parts = [p.strip() for p in text.split("-")]
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(f"--placement: expected three stages like A-A-R, got {text!r}")
+    return tuple(PLACEMENT_LETTERS.get(p.upper(), p) if len(p) == 1 else p for p in parts)
+
+
+def parse_filters(text: str) -> tuple[int, ...]:
+    """``1-2-2`` -> (1, 2, 2)."""
+    try:
+        values = tuple(int(p) for p in text.split("-"))
+    except ValueError:
+        raise ConfigError(f"--filters: expected three integers like 1-2-2, got {text!r}") from None
+    if len(values) != 3:
+        raise ConfigError(f"--filters: expected three integers like 1-2-2, got {text!r}")
+    return values
+
+
+def macro_options(func: F) -> F:
+    """Options that override the macro of a registry entry or genotype."""
+    options = [
+        click.option("--layers", type=int, help="Number of cells (default: the paper's)."),
+        click.option("--init-channels", "-C", type=int, help="Initial channels C."),
+        click.option("--num-classes", type=int, help="Output classes."),
+        click.option("--in-channels", type=int, help="Input channels (1 for MNIST)."),
+        click.option("--input-size", type=int, help="Input height/width (28 MNIST, 32 CIFAR, 64 Tiny-ImageNet)."),
+        click.option("--placement", help="Cell type per stage, e.g. A-A-R, R-A-A, A-R-A, A-A-A."),
+        click.option("--filters", help="Filter multipliers per stage, e.g. 1-2-2, 1-2-3, 1-2-4."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def collect_overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for key in ("layers", "init_channels", "num_classes", "in_channels", "input_size"):
+        value = kwargs.pop(key, None)
+        if value is not None:
+            overrides[key] = value
+    placement = kwargs.pop("placement", None)
+    if placement:
+        overrides["placement"] = parse_placement(placement)
+    filters = kwargs.pop("filters", None)
+    if filters:
+        overrides["filter_multipliers"] = parse_filters(filters)
+    return overrides
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")
+def list_command(as_json: bool) -> None:
+    """List the registered architectures with parameters and paper-convention FLOPs (32x32x3, 10 classes)."""
+    from arnas_zoo.introspect import architecture_table
+
+    rows = architecture_table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'name':<18} {'space':<13} {'params':>9} {'FLOPs':>10}  paper")
+    for row in rows:
+        click.echo(
+            f"{row['name']:<18} {row['space']:<13} {row['params'] / 1e6:>8.4f}M {row['flops_paper'] / 1e6:>9.2f}M  {row['paper']}"
+        )
+
+
+@main.command("info")
+@click.argument("target")
+@macro_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (params, params_with_aux, macs, flops_paper, ...).")
+@friendly_errors
+def info_command(target: str, as_json: bool, **kwargs: Any) -> None:
+    """Structure and statistics of TARGET: a registry name, a genotype JSON, a config.json or a checkpoint folder."""
+    from arnas_zoo.introspect import describe
+
+    summary = describe(target, **collect_overrides(kwargs))
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    from arnas_zoo.introspect import format_summary
+
+    click.echo(format_summary(summary))
+
+
+@main.command("draw")
+@click.argument("target")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.png, .svg or .pdf).")
+@click.option("--cell", "cell_name", help="Draw only this cell type (default: every cell type, one file each).")
+@click.option("--layout", is_flag=True, help="Draw the network's layout of cell types instead of the cells.")
+@macro_options
+@friendly_errors
+def draw_command(target: str, output: str, cell_name: str | None, layout: bool, **kwargs: Any) -> None:
+    """Draw the cells (or the layout) of TARGET: a registry name, a genotype JSON or a checkpoint folder.
+
+    With several cell types and no --cell, writes OUTPUT with the cell name added before the
+    suffix (arnas-accurate.png, arnas-robust.png, ...).
+    """
+    from pathlib import Path
+
+    from arnas_zoo.draw import draw_cell, draw_layout
+    from arnas_zoo.registry import resolve_config
+
+    config = resolve_config(target, **collect_overrides(kwargs))
+    out = Path(output)
+    if layout:
+        click.echo(str(draw_layout(config, out)))
+        return
+    if config.genotype is None:
+        raise ConfigError(f"{target}: a hand-crafted network has no cells to draw; try --layout on a cell network")
+    names = [cell_name] if cell_name else list(config.genotype.cells)
+    for name in names:
+        path = out if len(names) == 1 else out.with_name(f"{out.stem}-{name}{out.suffix}")
+        click.echo(str(draw_cell(config.genotype, name, path)))
+
+
+@main.group("genotype")
+def genotype_group() -> None:
+    """Validate, show and convert genotype JSON files."""
+
+
+@genotype_group.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@friendly_errors
+def genotype_validate(files: tuple[str, ...]) -> None:
+    """Check FILES against the genotype schema; print OK or the first error with its JSON path."""
+    from arnas_zoo.genotype import Genotype
+
+    failed = 0
+    for file in files:
+        try:
+            g = Genotype.load(file)
+        except GenotypeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed += 1
+        else:
+            click.echo(f"OK {file}: space={g.space}, cells={list(g.cells)}")
+    if failed:
+        sys.exit(1)
+
+
+@genotype_group.command("show")
+@click.argument("target")
+@friendly_errors
+def genotype_show(target: str) -> None:
+    """Pretty-print the genotype of TARGET (registry name, genotype JSON or checkpoint folder)."""
+    from arnas_zoo.registry import resolve_config
+
+    config = resolve_config(target)
+    if config.genotype is None:
+        raise ConfigError(f"{target}: hand-crafted network ({config.arch}); it has no genotype")
+    click.echo(config.genotype.pretty())
+
+
+@genotype_group.command("export")
+@click.argument("target")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@friendly_errors
+def genotype_export(target: str, output: str | None) -> None:
+    """Write the genotype of TARGET (e.g. a registry name) as genotype JSON."""
+    from arnas_zoo.registry import resolve_config
+
+    config = resolve_config(target)
+    if config.genotype is None:
+        raise ConfigError(f"{target}: hand-crafted network ({config.arch}); it has no genotype")
+    if output:
+        click.echo(str(config.genotype.save(output)))
+    else:
+        click.echo(config.genotype.to_json())
 
 
 # ---- deploy commands (predict, check) ----

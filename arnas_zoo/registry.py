@@ -153,30 +153,67 @@ def _register_defaults() -> None:
             description="one RobNet cell code per cell (20 cells, C=36)",
         )
     )
-    register(
-        ArchSpec(
-            "resnet18",
-            ModelConfig(arch="resnet18", init_channels=64, layers=18, auxiliary=False, name="resnet18"),
-            paper="He et al., CVPR 2016",
-            description="ResNet-18 with the CIFAR stem (3x3 conv, no max pool)",
-        )
-    )
-    register(
-        ArchSpec(
-            "resnet18_imagenet",
-            ModelConfig(arch="resnet18_imagenet", init_channels=64, layers=18, auxiliary=False, name="resnet18_imagenet"),
-            paper="He et al., CVPR 2016",
-            description="torchvision's ImageNet-style ResNet-18 (the one counted in ARNAS Table 1)",
-        )
-    )
-    register(
-        ArchSpec(
-            "wrn34_10",
-            ModelConfig(arch="wrn34_10", init_channels=160, layers=34, auxiliary=False, name="wrn34_10"),
-            paper="Zagoruyko & Komodakis, BMVC 2016",
-            description="WideResNet-34-10 (pre-activation)",
-        )
-    )
-
+    baselines = {
+        # name: (init_channels = first-stage width, layers = depth, paper, description)
+        "resnet18": (64, 18, "He et al., CVPR 2016", "ResNet-18 with the CIFAR stem (3x3 conv, no max pool)"),
+        "resnet18_imagenet": (64, 18, "He et al., CVPR 2016",
+                              "torchvision's ImageNet-style ResNet-18 (the one counted in ARNAS Table 1)"),
+        "wrn34_10": (160, 34, "Zagoruyko & Komodakis, BMVC 2016", "WideResNet-34-10 (pre-activation)"),
+    }
+    for key, (width, depth, paper, description) in baselines.items():
+        config = ModelConfig(arch=key, init_channels=width, layers=depth, auxiliary=False, name=key)
+        register(ArchSpec(key, config, paper=paper, description=description))
 
 _register_defaults()
+
+
+#: Which registered architecture supplies the macro for a bare genotype of each space.
+SPACE_DEFAULT_ARCH = {"arnas": "arnas", "darts": "darts_v2", "robnet": "robnet_large"}
+
+
+def config_for_genotype(genotype: Genotype, **overrides: Any) -> ModelConfig:
+    """The default evaluation config of ``genotype``'s space with ``genotype`` put in.
+
+    ARNAS-space genotypes get the ARNAS macro, DARTS-space ones the DARTS macro; a RobNet genotype
+    with one cell shares it across all cells, one with a cell per layer (``cell0``, ``cell1``, ...)
+    gets one code per cell.
+    """
+    base = get_config(SPACE_DEFAULT_ARCH[genotype.space])
+    changes: dict[str, Any] = {"genotype": genotype, "name": genotype.name}
+    if genotype.space == "robnet":
+        if len(genotype.cells) == 1:
+            (only,) = genotype.cells
+            changes.update(placement=(only,) * 3, reduction_cell=only)
+        else:
+            changes.update(cell_types=tuple(genotype.cells), layers=len(genotype.cells))
+    changes.update(overrides)
+    return base.replace(**changes)
+
+
+def resolve_config(target: str, **overrides: Any) -> ModelConfig:
+    """A registry name, a genotype JSON file, a config.json, or a checkpoint folder -> config."""
+    import json
+    from pathlib import Path
+
+    from arnas_zoo.errors import ConfigError
+    from arnas_zoo.network import CONFIG_SCHEMA
+
+    path = Path(target)
+    if path.is_dir():
+        from arnas_zoo.checkpoint import read_config
+
+        config = read_config(path)
+        return config.replace(**overrides) if overrides else config
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such file; expected a genotype JSON, a config.json or a registry name")
+        text = path.read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and data.get("schema") == CONFIG_SCHEMA:
+            config = ModelConfig.from_dict(data)
+            return config.replace(**overrides) if overrides else config
+        return config_for_genotype(Genotype.load(path), **overrides)
+    return get_config(target, **overrides)

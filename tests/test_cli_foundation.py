@@ -1,0 +1,103 @@
+"""The foundation CLI commands through click's CliRunner, including their error paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from arnas_zoo.cli import main
+from arnas_zoo.registry import bundled_genotype
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_info_json_reports_the_paper_figures(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["info", "arnas", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert abs(info["params"] / 1e6 - 4.5204) / 4.5204 < 1e-3
+    assert abs(info["flops_paper"] / 1e6 - 1269.67) / 1269.67 < 1e-3
+    assert info["params_with_aux"] > info["params"] and info["macs"] < info["flops_paper"]
+    assert info["layers"] == 20 and info["init_channels"] == 64
+    assert info["cell_types"][6] == "reduce" and info["cell_types"][19] == "robust"
+
+
+def test_info_text_and_overrides(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["info", "arnas", "-C", "16", "--layers", "8", "--placement", "R-A-A", "--filters", "1-2-4"])
+    assert result.exit_code == 0, result.output
+    assert "placement robust-accurate-accurate" in result.stdout and "filters 1-2-4" in result.stdout
+    assert "reductions at [2, 5]" in result.stdout
+
+
+def test_info_accepts_genotype_files(runner: CliRunner, tmp_path: Path) -> None:
+    path = bundled_genotype("pdarts").save(tmp_path / "pdarts.json")
+    result = runner.invoke(main, ["info", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert abs(json.loads(result.stdout)["flops_paper"] / 1e6 - 550.75) < 0.55
+
+
+def test_list_shows_every_architecture(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert {"arnas", "darts_v2", "robnet_free", "resnet18", "wrn34_10"} <= set(rows)
+    assert rows["arnas"]["params"] == 4520394
+
+
+def test_draw_writes_pictures(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["draw", "arnas", "-o", str(tmp_path / "arnas.png")])
+    assert result.exit_code == 0, result.output
+    for cell in ("accurate", "reduce", "robust"):
+        assert (tmp_path / f"arnas-{cell}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = runner.invoke(main, ["draw", "darts_v2", "--cell", "normal", "-o", str(tmp_path / "n.svg")])
+    assert result.exit_code == 0 and "<svg" in (tmp_path / "n.svg").read_text()
+    result = runner.invoke(main, ["draw", "arnas", "--layout", "-o", str(tmp_path / "layout.png")])
+    assert result.exit_code == 0 and (tmp_path / "layout.png").stat().st_size > 1000
+
+
+def test_genotype_validate_and_export(runner: CliRunner, tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    result = runner.invoke(main, ["genotype", "export", "arnas", "-o", str(good)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["genotype", "validate", str(good)])
+    assert result.exit_code == 0 and result.stdout.startswith("OK")
+    bad = tmp_path / "bad.json"
+    data = json.loads(good.read_text())
+    data["cells"]["robust"]["nodes"][3][0][0] = "sep_conv_9x9"
+    bad.write_text(json.dumps(data))
+    result = runner.invoke(main, ["genotype", "validate", str(bad)])
+    assert result.exit_code == 1
+    assert "$.cells.robust.nodes[3][0][0]: unknown op 'sep_conv_9x9'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["info", "darts_v3"], "did you mean darts_v2"),
+        (["info", "arnas", "--placement", "A-A"], "--placement: expected three stages"),
+        (["info", "arnas", "--filters", "1-x-2"], "--filters: expected three integers"),
+        (["info", "missing.json"], "no such file"),
+        (["draw", "resnet18", "-o", "x.png"], "hand-crafted network has no cells"),
+        (["draw", "arnas", "-o", "x.gif"], "expected a file ending in"),
+        (["genotype", "show", "wrn34_10"], "has no genotype"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(runner: CliRunner, args, fragment, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, args)
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_every_command_has_help(runner: CliRunner) -> None:
+    for args in (["--help"], ["info", "--help"], ["list", "--help"], ["draw", "--help"], ["genotype", "validate", "--help"]):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0 and "Usage" in result.stdout
