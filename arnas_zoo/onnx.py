@@ -161,8 +161,18 @@ class OnnxModel:
         """The execution provider that runs the graph (the first one the session really holds)."""
         return self.providers[0]
 
+    # An ONNX graph is always in inference mode; these let attack helpers that save and restore a
+    # torch model's training flag (model.training, model.train(False), model.eval()) run unchanged.
+    training = False
+
     def eval(self) -> OnnxModel:
         """No-op, so that code written for torch models (``model.eval()``) runs unchanged."""
+        return self
+
+    def train(self, mode: bool = True) -> OnnxModel:
+        """Accepts ``train(False)``; an exported graph cannot train, so ``train(True)`` raises."""
+        if mode:
+            raise ConfigError("an ONNX model runs in inference mode only; train the PyTorch model instead")
         return self
 
     def _check(self, shape: tuple[int, ...], lo: float, hi: float, floating: bool) -> None:

@@ -21,6 +21,8 @@ from arnas_zoo.network import ModelConfig
 from arnas_zoo.stats import model_stats
 
 LIBRARY_NAME = "arnas-zoo"
+GENOTYPE_PICTURE = "genotype.png"  # written by export.hub_publish.build_hub_folder (arnas_zoo.draw)
+LAYOUT_PICTURE = "layout.png"
 _ACCURACY_KEYS = ("robust_accuracy", "accuracy", "clean_accuracy")
 _DATA_KEYS = ("data", "dataset", "test_data", "evaluation_data")
 _RECIPE_KEYS = ("training", "train", "recipe", "training_recipe")
@@ -242,8 +244,14 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
             "",
             "### Genotype",
             "",
-            genotype_mermaid(config.genotype),
-            "",
+        ]
+        if (folder / GENOTYPE_PICTURE).is_file():
+            body += [f"![cells of the genotype]({GENOTYPE_PICTURE})", ""]
+        else:  # no picture file beside the card: a diagram the Hub renders from text
+            body += [genotype_mermaid(config.genotype), ""]
+        if (folder / LAYOUT_PICTURE).is_file():
+            body += [f"![cell types through the network]({LAYOUT_PICTURE})", ""]
+        body += [
             "```text",
             config.genotype.pretty(),
             "```",

@@ -23,11 +23,12 @@ from arnas_zoo.checkpoint import (
     atomic_write_json,
     atomic_write_text,
     load_folder,
+    read_config,
     sha256_file,
 )
 from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError
 from arnas_zoo.hub import hub_endpoint, parse_hub_id
-from export.card import render_card
+from export.card import GENOTYPE_PICTURE, LAYOUT_PICTURE, render_card
 from export.onnx_export import ONNX_RECORD, read_onnx_record
 
 ONNX_FILE = "model.onnx"
@@ -82,6 +83,12 @@ def build_hub_folder(
     for name in names:
         if (folder / name).is_file():
             shutil.copy2(folder / name, out / name)
+    config = read_config(out)
+    if config.genotype is not None:
+        from arnas_zoo.draw import draw_genotype, draw_layout
+
+        draw_genotype(config.genotype, out / GENOTYPE_PICTURE)
+        draw_layout(config, out / LAYOUT_PICTURE)
     # Rendered from the copy, so the card describes exactly the files that are uploaded.
     atomic_write_text(out / "README.md", render_card(out, repo_id, license))
     return out

@@ -77,7 +77,9 @@ def test_hub_folder_refuses_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no passing parity record"):
         build_hub_folder(folder, tmp_path / "out")
     out = build_hub_folder(folder, tmp_path / "out2", include_onnx=False)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "metrics.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "genotype.png", "layout.png", "metrics.json", "model.safetensors",
+    ]
 
 
 def test_fp16_export_parity_and_hub_folder(tmp_path: Path, shared_data: Path) -> None:
@@ -100,6 +102,7 @@ def test_fp16_export_parity_and_hub_folder(tmp_path: Path, shared_data: Path) ->
     assert (hub / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
     readme = (hub / "README.md").read_text()
     assert "## ONNX" in readme and "float16" in readme
+    assert "![cells of the genotype](genotype.png)" in readme and (hub / "genotype.png").stat().st_size > 1000
 
 
 def test_export_cli_errors_are_one_line(tmp_path: Path) -> None:
