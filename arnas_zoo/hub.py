@@ -28,7 +28,7 @@ from arnas_zoo.checkpoint import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_f
 from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError, UnknownModelError
 from arnas_zoo.network import ZooModel
 from arnas_zoo.pretrained import PretrainedSpec, get_pretrained, is_pretrained, list_pretrained
-from arnas_zoo.registry import is_registered, normalize_name, unknown_name_error
+from arnas_zoo.registry import is_registered, normalize_name
 
 # What a model repo must hold; anything else in it (README.md, model.onnx, ...) is not downloaded.
 HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE)
@@ -225,6 +225,35 @@ def load(
     raise _unknown_spec(spec)
 
 
+def resolve_model(
+    spec: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+    token: str | bool | None = None,
+    allow_random: bool = True,
+) -> ZooModel:
+    """The one resolver the CLI uses: :func:`load`, plus bare architecture names.
+
+    Pretrained names, Hub ids and folders go through :func:`load`. A registry architecture name
+    (``arnas``, ``darts_v2``) is built with random weights when ``allow_random`` (with a warning,
+    since its robustness figures will mean nothing), else it is an error naming the pretrained
+    entries for that architecture.
+    """
+    if isinstance(spec, str) and not _looks_like_path(spec) and parse_hub_id(spec) is None and not is_pretrained(spec):
+        if is_registered(spec) and allow_random:
+            import warnings
+
+            from arnas_zoo.registry import create_model
+
+            warnings.warn(
+                f"{spec!r} is an architecture name: building it with RANDOM weights (give a checkpoint folder, "
+                "a Hub id or a pretrained name for trained weights)",
+                stacklevel=2,
+            )
+            return create_model(spec).to(device).eval()
+    return load(spec, device=device, revision=revision, token=token)
+
+
 def _unknown_spec(spec: str) -> UnknownModelError:
     known = [s.name for s in list_pretrained()]
     if is_registered(spec):
@@ -235,8 +264,19 @@ def _unknown_spec(spec: str) -> UnknownModelError:
             f"{spec!r} is an architecture, not a pretrained model ({hint}); "
             f"use arnas_zoo.create_model({spec!r}) for random weights"
         )
-    error = unknown_name_error("pretrained model", spec, known)
-    return UnknownModelError(f"{error}; or give a Hub id 'org/name[@rev]' or a folder './path'")
+    import difflib
+
+    from arnas_zoo.registry import list_archs
+
+    archs = [arch.name for arch in list_archs()]
+    # Close matches among pretrained names and architecture names: a typo of either is likely.
+    close = difflib.get_close_matches(normalize_name(spec), known + archs, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    pretrained = ", ".join(sorted(known)) or "none registered yet"
+    return UnknownModelError(
+        f"unknown pretrained model {spec!r}{hint} (pretrained: {pretrained}; architectures for random weights: "
+        f"{', '.join(sorted(archs))}); or give a Hub id 'org/name[@rev]' or a folder './path'"
+    )
 
 
 def describe_source(spec: str, revision: str | None = None) -> dict[str, Any]:

@@ -118,3 +118,16 @@ def test_parse_hub_id(spec: str, expected: tuple[str, str | None] | None) -> Non
 def test_revision_conflict_is_rejected_before_any_download() -> None:
     with pytest.raises(ConfigError, match="two revisions"):
         arnas_zoo.load("org/name@v1", revision="v2")
+
+
+def test_resolve_model_is_load_plus_random_architectures(folder: Path) -> None:
+    from arnas_zoo.hub import resolve_model
+
+    assert resolve_model(str(folder)).config == arnas_zoo.load(str(folder)).config
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        model = resolve_model("resnet18")
+    assert not model.training and model.config.arch == "resnet18"
+    with pytest.raises(UnknownModelError, match="architecture, not a pretrained model"):
+        resolve_model("resnet18", allow_random=False)
+    with pytest.raises(UnknownModelError, match="did you mean"):
+        resolve_model("resnet81")
