@@ -60,38 +60,61 @@ def _yaml(value: Any, indent: int = 0) -> list[str]:
     return lines
 
 
-def iter_results(metrics: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
-    """Every evaluation row in metrics.json: dicts holding an accuracy figure, with their settings.
+_NOT_SETTINGS = {
+    "name", "attack", "seconds", "forward_passes_per_image", "backward_passes_per_image", "max_perturbation",
+    "out_of_box", "correct",
+}
 
-    Tolerant of layout (a dict of attacks, a list under ``attacks``/``results``, nested groups):
-    each yielded row has ``name``, ``value`` (fraction in [0, 1]), ``kind`` (clean or robust) and
-    ``settings`` (every other scalar field: eps, norm, steps, restarts, n, seed, ...).
+
+def _row(node: Mapping[str, Any], key: str, default_name: str) -> dict[str, Any]:
+    settings = {
+        k: v for k, v in node.items()
+        if k not in _ACCURACY_KEYS and k not in _NOT_SETTINGS and isinstance(v, (str, int, float, bool))
+    }
+    name = str(node.get("attack") or node.get("name") or default_name)
+    kind = "robust" if key == "robust_accuracy" or str(node.get("attack", "none")).lower() not in ("none", "clean", "") else "clean"
+    return {"name": name, "value": float(node[key]), "kind": kind, "settings": settings}
+
+
+def iter_results(metrics: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """Every evaluation row in metrics.json: clean accuracy and each attack, with its settings.
+
+    Reads the evaluation report's layout (``clean_accuracy``, ``results: [{attack, norm, eps, steps,
+    restarts, n, robust_accuracy, ...}]``, ``worst_case_accuracy``) and, tolerantly, other layouts
+    (a dict of attacks, a list under ``attacks``, nested groups). Each row has ``name``, ``value``
+    (fraction in [0, 1]), ``kind`` (clean or robust) and ``settings`` (eps, norm, steps, restarts,
+    step size, n, seed, ...; bookkeeping such as timings is left out).
     """
     if not metrics:
         return
+    n = (metrics.get("data") or {}).get("n") if isinstance(metrics.get("data"), Mapping) else None
+    if isinstance(metrics.get("clean_accuracy"), (int, float)):
+        yield {"name": "clean", "value": float(metrics["clean_accuracy"]), "kind": "clean",
+               "settings": {"n": n} if n is not None else {}}
 
     def walk(node: Any, name: str) -> Iterator[dict[str, Any]]:
         if isinstance(node, Mapping):
             key = next((k for k in _ACCURACY_KEYS if isinstance(node.get(k), (int, float))), None)
             if key is not None:
-                settings = {
-                    k: v for k, v in node.items() if k not in _ACCURACY_KEYS and isinstance(v, (str, int, float, bool))
-                }
-                row_name = str(node.get("name") or node.get("attack") or name or key)
-                kind = "robust" if key == "robust_accuracy" else "clean"
-                if kind == "clean" and str(node.get("attack", "none")).lower() not in ("none", "clean", ""):
-                    kind = "robust"
-                yield {"name": row_name, "value": float(node[key]), "kind": kind, "settings": settings}
+                yield _row(node, key, name or key)
                 return
             for sub_key, item in node.items():
                 if sub_key in _DATA_KEYS or sub_key in _RECIPE_KEYS:
                     continue
-                yield from walk(item, sub_key if not name else f"{name}.{sub_key}" if sub_key not in ("attacks", "results") else name)
+                grouping = sub_key in ("attacks", "results")
+                yield from walk(item, name if grouping else (f"{name}.{sub_key}" if name else sub_key))
         elif isinstance(node, list):
             for item in node:
                 yield from walk(item, name)
 
-    yield from walk(metrics, "")
+    for key, value in metrics.items():
+        if key in _DATA_KEYS or key in _RECIPE_KEYS or key in ("model", "threat_model", "sanity_checks"):
+            continue
+        if isinstance(value, (Mapping, list)):
+            yield from walk(value, "" if key in ("attacks", "results") else key)
+    if isinstance(metrics.get("worst_case_accuracy"), (int, float)):
+        yield {"name": "worst case over all attacks (per image)", "value": float(metrics["worst_case_accuracy"]),
+               "kind": "robust", "settings": {"n": n} if n is not None else {}}
 
 
 def data_info(metrics: Mapping[str, Any] | None, config: ModelConfig) -> dict[str, Any]:
@@ -269,6 +292,12 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
         body += [f"| {row['name']} | {_percent(row['value'])} | {_settings_text(row['settings'])} |" for row in rows]
     else:
         body += ["No evaluation results are recorded in metrics.json: the robustness of these weights is unknown."]
+    checks = (metrics or {}).get("sanity_checks")
+    if isinstance(checks, list) and checks:
+        failed = [c.get("name") for c in checks if isinstance(c, Mapping) and c.get("passed") is False]
+        ran = [c for c in checks if isinstance(c, Mapping) and c.get("passed") is not None]
+        body += ["", f"Sanity checks against gradient masking (Carlini et al., 2019): {len(ran)} run, "
+                 + (f"FAILED: {', '.join(map(str, failed))}." if failed else "all passed.")]
     if onnx_record is not None:
         parity = onnx_record.get("parity", {})
         body += [

@@ -112,3 +112,34 @@ def test_export_cli_errors_are_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["onnx", str(folder)], env={"ARNAS_ZOO_SHARED_DATA": str(tmp_path / "none")})
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+
+
+def test_card_reads_the_evaluation_report_layout(tmp_path: Path) -> None:
+    """metrics.json as arnas_zoo.evaluate writes it (clean_accuracy, results[], worst case, checks)."""
+    from export.card import iter_results, render_card
+
+    metrics = {
+        "schema": "arnas-zoo/metrics@1",
+        "data": {"dataset": "mnist", "split": "test", "n": 100, "indices": "0-99"},
+        "threat_model": {"norm": "linf", "eps": 0.1},
+        "clean_accuracy": 0.9,
+        "worst_case_accuracy": 0.5,
+        "results": [
+            {"attack": "pgd20", "norm": "linf", "eps": 0.1, "steps": 20, "restarts": 1, "n": 100,
+             "robust_accuracy": 0.55, "seconds": 3.2, "forward_passes_per_image": 21.0, "step_size": 0.01},
+            {"attack": "square", "norm": "linf", "eps": 0.1, "steps": None, "restarts": 1, "n": 100,
+             "robust_accuracy": 0.6, "black_box": True, "seconds": 9.0},
+        ],
+        "sanity_checks": [{"name": "in_ball", "passed": True, "detail": "ok"},
+                          {"name": "black_box", "passed": False, "detail": "below"}],
+    }
+    rows = list(iter_results(metrics))
+    assert [(r["name"], r["value"], r["kind"]) for r in rows] == [
+        ("clean", 0.9, "clean"), ("pgd20", 0.55, "robust"), ("square", 0.6, "robust"),
+        ("worst case over all attacks (per image)", 0.5, "robust"),
+    ]
+    assert "seconds" not in rows[1]["settings"] and rows[1]["settings"]["step_size"] == 0.01
+    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=metrics)
+    text = render_card(folder)
+    assert "| pgd20 | 55.00% | norm=linf, eps=0.1, steps=20, restarts=1, n=100, step_size=0.01 |" in text
+    assert "Sanity checks against gradient masking (Carlini et al., 2019): 2 run, FAILED: black_box." in text
