@@ -5,8 +5,9 @@
 - :func:`predict_files`: top-k classes for PNG/JPEG files and npz batches.
 - :func:`check_onnx`: is the deployed ONNX file as robust as the PyTorch model it came from?
   Runs the score-based Square attack (the AutoAttack authors' reference implementation, from
-  ``pyautoattack``) directly against ONNX Runtime and, with the same seed and images, against the
-  PyTorch twin; runs PGD on the twin and transfers its adversarial examples to the ONNX file; then
+  ``pyautoattack``, through :func:`arnas_zoo.attacks.square`) directly against ONNX Runtime and, with
+  the same seed and images, against the PyTorch twin; runs PGD (:func:`arnas_zoo.attacks.pgd`) on the
+  twin and transfers its adversarial examples to the ONNX file; then
   compares the figures within sampling error and runs sanity checks on the attacks themselves.
 """
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from arnas_zoo.errors import ConfigError, DataNotFoundError
-from arnas_zoo.images import read_images, read_npz_batch
+from arnas_zoo.images import read_images
 from arnas_zoo.network import ModelConfig
 from arnas_zoo.onnx import OnnxModel, is_onnx_path
 
@@ -87,60 +88,23 @@ def predict_files(model: Model, paths: Sequence[str | os.PathLike[str]], top_k: 
 
 
 # ---- robustness check of a deployed ONNX file -------------------------------------------------------
-def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    if norm == "Linf":
-        return delta.clamp(-eps, eps)
-    norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    return delta * (eps / norms).clamp(max=1.0)
-
-
-def pgd(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int,
-    step_size: float | None = None, seed: int = 0,
-) -> torch.Tensor:
-    """Untargeted PGD with a random start (cross-entropy loss), Linf or L2; returns x_adv in [0, 1].
-
-    A compact white-box attack for the transfer step of :func:`check_onnx`; the evaluation module's
-    PGD is the one to use for reported white-box figures.
-    """
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    step_size = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
-    noise = (torch.rand(x.shape, generator=generator) * 2 - 1).to(x.device)
-    if norm == "L2":
-        noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    delta = _project(noise * eps, eps, norm)
-    x_adv = (x + delta).clamp(0, 1).detach()
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        with torch.no_grad():
-            if norm == "Linf":
-                step = step_size * grad.sign()
-            else:
-                step = step_size * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            x_adv = (x + _project(x_adv + step - x, eps, norm)).clamp(0, 1).detach()
-    return x_adv
-
-
 def _square(model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, n_queries: int, seed: int) -> torch.Tensor:
-    try:
-        from autoattack.square import SquareAttack
-    except ImportError:
-        raise ConfigError("the Square attack needs pyautoattack: pip install 'arnas-zoo[autoattack]'") from None
+    from arnas_zoo.attacks import square
 
-    def predict(inputs: torch.Tensor) -> torch.Tensor:
-        out = model(inputs)
-        return out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))
+    return square(model, x, y, eps=eps, norm=norm, n_queries=n_queries, seed=seed)
 
-    attack = SquareAttack(predict, norm=norm, n_queries=n_queries, eps=eps, p_init=0.8, n_restarts=1, seed=seed,
-                          verbose=False, device=x.device)
-    return attack.perturb(x, y)
+
+def _pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int, seed: int) -> torch.Tensor:
+    from arnas_zoo.attacks import pgd
+
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    # step 2.5 * eps / steps: the usual PGD choice (Madry et al.), reaching the ball's edge from any start
+    return pgd(model, x, y, eps=eps, step_size=2.5 * eps / max(steps, 1), steps=steps, norm=norm, generator=generator)
 
 
 def _norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
     flat = delta.flatten(1)
-    return flat.abs().max(dim=1).values if norm == "Linf" else flat.norm(dim=1)
+    return flat.abs().max(dim=1).values if norm == "linf" else flat.norm(dim=1)
 
 
 @dataclass
@@ -195,39 +159,29 @@ class RobustnessCheck:
         return "\n".join(lines)
 
 
-def load_eval_data(dataset: str, n: int, channels: int, data_dir: str | os.PathLike[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The first ``n`` labelled images of ``dataset`` (an npz path or mnist / cifar10 / cifar100).
+def load_eval_data(
+    dataset: str, n: int, channels: int, data_dir: str | os.PathLike[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The first ``n`` labelled images of ``dataset`` (a name :func:`arnas_zoo.data.load_dataset` knows,
+    or an npz file), with a label saying which points they are.
 
-    Named sets are read from ``data_dir`` (default ``$ARNAS_ZOO_SHARED_DATA``) in the project's npz
-    format: MNIST and CIFAR-100 test; CIFAR-10 has no test split offline, so the validation split
-    (last 1000 rows of train.npz) is used and named as such.
+    CIFAR-10 has no test split offline: ``cifar10`` means the validation split, the last 1000 rows of
+    the train split, and the label says so.
     """
+    from arnas_zoo.data import load_dataset, load_npz, split_train_val
+
     if dataset.endswith(".npz"):
-        x, y = read_npz_batch(dataset, channels=channels, n=n)
-        label = f"{Path(dataset).name} rows 0..{len(x) - 1}"
+        data = load_npz(dataset).first(n)
+    elif dataset.lower().replace("-", "") == "cifar10":
+        _, val = split_train_val(load_dataset("cifar10", "train", data_dir=data_dir), 1000)
+        data = val.first(n)
     else:
-        root = Path(data_dir or os.environ.get("ARNAS_ZOO_SHARED_DATA", ""))
-        if not str(root) or not root.is_dir():
-            raise DataNotFoundError(
-                f"dataset {dataset!r}: no data folder; pass --data-dir (the npz folder) or an npz file as --dataset"
-            )
-        name = dataset.lower().replace("-", "")
-        if name in ("mnist", "cifar100"):
-            path, offset, label = root / name / "test.npz", 0, f"{name}/test.npz rows "
-        elif name == "cifar10":
-            path = root / "cifar10" / "train.npz"
-            with np.load(path) as data:
-                offset = len(data["y"]) - 1000
-            label = "cifar10/train.npz validation split (last 1000 rows), rows "
-        else:
-            raise ConfigError(f"dataset: expected mnist, cifar10, cifar100 or an .npz file, got {dataset!r}")
-        if not path.is_file():
-            raise DataNotFoundError(f"{path}: not found (dataset {dataset!r} in {root})")
-        x, y = read_npz_batch(path, channels=channels, n=n, offset=offset)
-        label += f"{offset}..{offset + len(x) - 1}"
-    if y is None:
-        raise DataNotFoundError(f"{dataset}: no labels ('y') to measure accuracy against")
-    return x, y, label
+        data = load_dataset(dataset, "test", data_dir=data_dir, n=n)
+    if data.x.shape[1] != channels:
+        raise DataNotFoundError(f"{dataset}: images have {data.x.shape[1]} channel(s), the model expects {channels}")
+    info = data.describe()
+    label = f"{info['dataset']} {info['split']} (official indices {info['indices']})"
+    return data.x, data.y, label
 
 
 def check_onnx(
@@ -253,9 +207,9 @@ def check_onnx(
     """
     onnx_model = OnnxModel(onnx_path, providers=providers, check_range=False)
     config = onnx_model.config
-    norm = norm or {"linf": "Linf", "l2": "L2"}.get((config.threat_model or "linf") if config else "linf", "Linf")
-    if norm not in ("Linf", "L2"):
-        raise ConfigError(f"norm: Square supports 'Linf' or 'L2', got {norm!r}")
+    norm = (norm or (config.threat_model if config is not None and config.threat_model else "linf")).lower()
+    if norm not in ("linf", "l2"):
+        raise ConfigError(f"norm: Square supports 'linf' or 'l2', got {norm!r}")
     if eps is None:
         if config is None or config.eps is None:
             raise ConfigError(f"{onnx_path}: no eps stored in the file; pass --eps")
@@ -286,7 +240,7 @@ def check_onnx(
         clean_torch_pred = _logits(twin, x).argmax(1)
         adv_torch = _square(twin, x, y, eps, norm, square_queries, seed)
         square_torch_ok = _logits(twin, adv_torch).argmax(1) == y.cpu()
-        adv_pgd = pgd(twin, x, y, eps, norm, pgd_steps, seed=seed)
+        adv_pgd = _pgd(twin, x, y, eps, norm, pgd_steps, seed)
         pgd_torch_ok = _logits(twin, adv_pgd).argmax(1) == y.cpu()
         transfer_ok = _logits(onnx_model, adv_pgd).argmax(1) == y.cpu()
         result.clean_torch = float((clean_torch_pred == y.cpu()).float().mean())

@@ -225,35 +225,6 @@ def load(
     raise _unknown_spec(spec)
 
 
-def resolve_model(
-    spec: str | os.PathLike[str],
-    device: str | torch.device = "cpu",
-    revision: str | None = None,
-    token: str | bool | None = None,
-    allow_random: bool = True,
-) -> ZooModel:
-    """The one resolver the CLI uses: :func:`load`, plus bare architecture names.
-
-    Pretrained names, Hub ids and folders go through :func:`load`. A registry architecture name
-    (``arnas``, ``darts_v2``) is built with random weights when ``allow_random`` (with a warning,
-    since its robustness figures will mean nothing), else it is an error naming the pretrained
-    entries for that architecture.
-    """
-    if isinstance(spec, str) and not _looks_like_path(spec) and parse_hub_id(spec) is None and not is_pretrained(spec):
-        if is_registered(spec) and allow_random:
-            import warnings
-
-            from arnas_zoo.registry import create_model
-
-            warnings.warn(
-                f"{spec!r} is an architecture name: building it with RANDOM weights (give a checkpoint folder, "
-                "a Hub id or a pretrained name for trained weights)",
-                stacklevel=2,
-            )
-            return create_model(spec).to(device).eval()
-    return load(spec, device=device, revision=revision, token=token)
-
-
 def _unknown_spec(spec: str) -> UnknownModelError:
     known = [s.name for s in list_pretrained()]
     if is_registered(spec):
@@ -275,7 +246,7 @@ def _unknown_spec(spec: str) -> UnknownModelError:
     pretrained = ", ".join(sorted(known)) or "none registered yet"
     return UnknownModelError(
         f"unknown pretrained model {spec!r}{hint} (pretrained: {pretrained}; architectures for random weights: "
-        f"{', '.join(sorted(archs))}); or give a Hub id 'org/name[@rev]' or a folder './path'"
+        f"{', '.join(sorted(archs))}); or give a Hub id 'org/name[@rev]' or a checkpoint folder './path'"
     )
 
 

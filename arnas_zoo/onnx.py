@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,10 @@ class OnnxModel:
     def eval(self) -> OnnxModel:
         """No-op, so that code written for torch models (``model.eval()``) runs unchanged."""
         return self
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """No trainable parameters (the weights are constants of the graph); for attack helpers."""
+        return iter(())
 
     def train(self, mode: bool = True) -> OnnxModel:
         """Accepts ``train(False)``; an exported graph cannot train, so ``train(True)`` raises."""

@@ -120,14 +120,15 @@ def test_revision_conflict_is_rejected_before_any_download() -> None:
         arnas_zoo.load("org/name@v1", revision="v2")
 
 
-def test_resolve_model_is_load_plus_random_architectures(folder: Path) -> None:
-    from arnas_zoo.hub import resolve_model
 
-    assert resolve_model(str(folder)).config == arnas_zoo.load(str(folder)).config
-    with pytest.warns(UserWarning, match="RANDOM weights"):
-        model = resolve_model("resnet18")
-    assert not model.training and model.config.arch == "resnet18"
-    with pytest.raises(UnknownModelError, match="architecture, not a pretrained model"):
-        resolve_model("resnet18", allow_random=False)
-    with pytest.raises(UnknownModelError, match="did you mean"):
-        resolve_model("resnet81")
+def test_evaluate_resolves_through_load(folder: Path) -> None:
+    """The CLI's one resolver (arnas_zoo.evaluate.resolve_model) loads folders/Hub ids/pretrained via load."""
+    from arnas_zoo.evaluate import resolve_model
+
+    resolved = resolve_model(str(folder), "cpu")
+    assert resolved.trained and resolved.source == "checkpoint" and resolved.path == str(folder)
+    assert resolved.model.metrics == arnas_zoo.load(str(folder)).metrics
+    random = resolve_model("resnet18", "cpu", init_channels=8)
+    assert not random.trained and random.source == "registry"
+    with pytest.raises(UnknownModelError, match="did you mean resnet18"):
+        resolve_model("resnet81", "cpu")

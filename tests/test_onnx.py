@@ -162,7 +162,8 @@ def test_check_cli_agrees_with_its_source_and_flags_another(
     assert figures["clean_onnx"] == figures["clean_torch"] > 0.3  # a fitted model, not a constant one
     assert figures["square_onnx"] == pytest.approx(figures["square_torch"], abs=figures["margin"])
     assert figures["transfer_onnx"] == figures["pgd_torch"] and figures["pgd_torch"] <= figures["clean_torch"]
-    assert figures["eps"] == pytest.approx(0.1) and figures["norm"] == "Linf"  # from the file's config
+    assert figures["eps"] == pytest.approx(0.1) and figures["norm"] == "linf"  # from the file's config
+    assert figures["data"] == "mnist test (official indices 0-11)"
     assert all(figures["sanity"].values())
     other = save_folder(relabelled(fitted), tmp_path / "other")
     differs = runner.invoke(zoo_cli, [*args, "--source", str(other)])
