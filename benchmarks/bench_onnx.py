@@ -63,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["arnas", "darts_v2"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per (arch, batch, runtime)")
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per (arch, batch, runtime)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
