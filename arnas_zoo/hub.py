@@ -181,7 +181,8 @@ def load(
             - a Hub repo: ``"org/name"``, ``"org/name@v1.0"`` (tag, branch or commit after ``@``);
             - a local checkpoint folder: ``"./folder"``, an absolute path, or any existing directory
               (an existing directory wins over a Hub id of the same spelling).
-        device: where the model goes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a torch.device).
+        device: where the model goes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a torch.device; ``"auto"``
+            picks CUDA when present).
         revision: Hub revision (branch, tag or commit); same as ``@rev`` in ``spec``.
         token: Hub token for private repos (default: huggingface_hub's, e.g. ``HF_TOKEN``).
         cache_dir: Hub cache folder (default: ``HF_HUB_CACHE`` / ``HF_HOME`` / ~/.cache/huggingface).
@@ -199,6 +200,8 @@ def load(
     """
     if isinstance(spec, os.PathLike):
         spec = os.fspath(spec)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"load: expected a registry name, 'org/name[@rev]' or a folder path, got {spec!r}")
     spec = spec.strip()

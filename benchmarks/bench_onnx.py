@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from arnas_zoo import create_model  # noqa: E402
-from arnas_zoo.onnx import CPU, CUDA, OnnxModel  # noqa: E402
+from arnas_zoo.onnx import CUDA, OnnxModel  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
 
 

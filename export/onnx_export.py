@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import logging
 import os
 import tempfile
 import warnings
@@ -36,7 +35,6 @@ from arnas_zoo.images import read_npz_batch
 from arnas_zoo.network import ModelConfig
 from arnas_zoo.onnx import FORMAT, META_CONFIG, META_FORMAT, META_PARITY, META_SOURCE_SHA256, OnnxModel
 
-log = logging.getLogger(__name__)
 
 ONNX_RECORD = "onnx.json"
 FP32_TOLERANCE = 1e-4
