@@ -133,10 +133,22 @@ def data_info(metrics: Mapping[str, Any] | None, config: ModelConfig) -> dict[st
 
 
 def recipe_info(metrics: Mapping[str, Any] | None, config: ModelConfig) -> dict[str, Any]:
+    """The training record (metrics.json ``training``, or config.json ``extra``), nested keys flattened
+    to ``parent.child`` so the card's table stays two columns."""
+
+    def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for key, value in record.items():
+            if isinstance(value, Mapping):
+                flat.update(flatten(value, f"{prefix}{key}."))
+            else:
+                flat[f"{prefix}{key}"] = value
+        return flat
+
     for source in (metrics or {}, dict(config.extra or {})):
         for key in _RECIPE_KEYS:
             if isinstance(source.get(key), Mapping):
-                return dict(source[key])
+                return flatten(source[key])
     return {}
 
 

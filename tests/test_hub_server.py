@@ -31,6 +31,7 @@ TOKEN = "hf_test_token"
 def olah(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahServer]:
     if shutil.which("git") is None:
         pytest.skip("git is not installed (olah serves git repositories)")
+    pytest.importorskip("olah", reason="olah (the local Hub mirror) is a dev dependency: pip install -e '.[dev]'")
     server = OlahServer(tmp_path_factory.mktemp("olah"))
     server.start()
     yield server
