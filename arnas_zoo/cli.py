@@ -350,7 +350,7 @@ def _with_data_options(func: F) -> F:
 def eval_command(model: str, dataset: str, split: str, data_dir: str | None, download: bool, val_size: int | None,
                  n: int | None, eps: str, norm: str, batch_size: int, device: str, seed: int, json_out: str | None,
                  quiet: bool, attacks: str, no_checks: bool, check_n: int) -> None:
-    """Robust accuracy of MODEL (a checkpoint folder or a registry name) under a list of attacks."""
+    """Robust accuracy of MODEL (folder, Hub id org/name[@rev], pretrained or registry name) under attacks."""
     from arnas_zoo.evaluate import evaluate, parse_eps, pick_device
 
     dev = pick_device(device)

@@ -65,7 +65,9 @@ def _logits(model: Model, x: torch.Tensor, batch_size: int = 256) -> torch.Tenso
     return torch.cat(outs).float().cpu()
 
 
-def predict_files(model: Model, paths: Sequence[str | os.PathLike[str]], top_k: int = 3, device: str = "cpu") -> list[dict[str, Any]]:
+def predict_files(
+    model: Model, paths: Sequence[str | os.PathLike[str]], top_k: int = 3, device: str = "cpu"
+) -> list[dict[str, Any]]:
     """Top-``top_k`` classes with softmax probabilities for each image (npz files give one row each)."""
     channels, size = _input_geometry(model)
     images, names = read_images(paths, channels=channels, size=size)
@@ -139,13 +141,15 @@ class RobustnessCheck:
         lines = [
             f"ONNX {self.onnx} on {self.data} (n={self.n}), {self.norm} eps={self.eps:.4g}, seed {self.seed}, "
             f"provider {self.provider}",
-            f"  clean accuracy          ONNX {self.clean_onnx:.3f}" + (f"   PyTorch {self.clean_torch:.3f}" if self.clean_torch is not None else ""),
+            f"  clean accuracy          ONNX {self.clean_onnx:.3f}"
+            + (f"   PyTorch {self.clean_torch:.3f}" if self.clean_torch is not None else ""),
             f"  Square ({self.square_queries} queries)   ONNX {self.square_onnx:.3f}"
             + (f"   PyTorch {self.square_torch:.3f}" if self.square_torch is not None else ""),
         ]
         if self.pgd_torch is not None:
             lines.append(
-                f"  PGD-{self.pgd_steps} on the twin      PyTorch {self.pgd_torch:.3f}   transferred to ONNX {self.transfer_onnx:.3f}"
+                f"  PGD-{self.pgd_steps} on the twin      PyTorch {self.pgd_torch:.3f}   "
+                f"transferred to ONNX {self.transfer_onnx:.3f}"
             )
         if self.consistent is not None:
             verdict = "as robust as its source" if self.consistent else "NOT as robust as its source"
@@ -154,7 +158,8 @@ class RobustnessCheck:
                 f"{self.discordant_square} images where Square's outcome differs)"
             )
         failed = [name for name, ok in self.sanity.items() if not ok]
-        lines.append("  sanity checks: " + ("all passed" if not failed else "FAILED: " + ", ".join(failed)) + f" ({len(self.sanity)})")
+        outcome = "all passed" if not failed else "FAILED: " + ", ".join(failed)
+        lines.append(f"  sanity checks: {outcome} ({len(self.sanity)})")
         return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ LIBRARY_NAME = "arnas-zoo"
 GENOTYPE_PICTURE = "genotype.png"  # written by export.hub_publish.build_hub_folder (arnas_zoo.draw)
 LAYOUT_PICTURE = "layout.png"
 _ACCURACY_KEYS = ("robust_accuracy", "accuracy", "clean_accuracy")
+_ARGS = ("eps", "norm", "steps", "restarts", "n", "version")  # attack settings kept in model-index
 _DATA_KEYS = ("data", "dataset", "test_data", "evaluation_data")
 _RECIPE_KEYS = ("training", "train", "recipe", "training_recipe")
 
@@ -72,7 +73,8 @@ def _row(node: Mapping[str, Any], key: str, default_name: str) -> dict[str, Any]
         if k not in _ACCURACY_KEYS and k not in _NOT_SETTINGS and isinstance(v, (str, int, float, bool))
     }
     name = str(node.get("attack") or node.get("name") or default_name)
-    kind = "robust" if key == "robust_accuracy" or str(node.get("attack", "none")).lower() not in ("none", "clean", "") else "clean"
+    attacked = str(node.get("attack", "none")).lower() not in ("none", "clean", "")
+    kind = "robust" if key == "robust_accuracy" or attacked else "clean"
     return {"name": name, "value": float(node[key]), "kind": kind, "settings": settings}
 
 
@@ -218,7 +220,7 @@ def card_metadata(
                                 "type": "robust_accuracy" if row["kind"] == "robust" else "accuracy",
                                 "name": row["name"] if row["kind"] == "robust" else "clean accuracy",
                                 "value": round(100 * row["value"], 2),
-                                "args": {k: v for k, v in row["settings"].items() if k in ("eps", "norm", "steps", "restarts", "n", "version")} or None,
+                                "args": {k: v for k, v in row["settings"].items() if k in _ARGS} or None,
                             }
                             for row in rows
                         ],

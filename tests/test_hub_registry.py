@@ -118,7 +118,8 @@ def test_zoo_card_lists_entries_and_their_results(tmp_path: Path, monkeypatch: p
         metrics={"attacks": [{"name": "pgd-20", "eps": 0.0314, "norm": "linf", "steps": 20, "robust_accuracy": 0.4}]},
     )
     monkeypatch.setattr(pretrained, "bundled_root", lambda: tmp_path)
-    spec = _spec(name="resnet18.cifar10_linf", arch="resnet18", folder=folder.name, sha256=sha256_file(folder / "model.safetensors"))
+    digest = sha256_file(folder / "model.safetensors")
+    spec = _spec(name="resnet18.cifar10_linf", arch="resnet18", folder=folder.name, sha256=digest)
     text = card.render_zoo_card([spec])
     assert "| `resnet18.cifar10_linf` | resnet18 | mnist | linf |" in text
     assert "pgd-20 40.00% (eps=0.0314, norm=linf, steps=20)" in text
