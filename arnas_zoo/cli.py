@@ -259,6 +259,7 @@ def predict_command(model_spec: str, images: tuple[str, ...], top_k: int, device
 @click.option("--queries", type=int, default=1000, show_default=True, help="Square attack query budget.")
 @click.option("--pgd-steps", type=int, default=20, show_default=True, help="PGD steps on the twin (transfer).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--probes", is_flag=True, help="Also run the gradient-masking probes on the twin (several PGD-20 runs).")
 @click.option("--providers", default="auto", show_default=True, help="ONNX Runtime providers: auto, cpu or cuda.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with <dataset>/<split>.npz [~/.cache/arnas_zoo/data, then ../shared/data].")
@@ -266,7 +267,7 @@ def predict_command(model_spec: str, images: tuple[str, ...], top_k: int, device
 @friendly_errors
 def check_command(
     onnx_file: str, dataset: str, n: int, source: str | None, eps: float | None, norm: str | None, queries: int,
-    pgd_steps: int, seed: int, providers: str, data_dir: str | None, json_out: str | None,
+    pgd_steps: int, seed: int, probes: bool, providers: str, data_dir: str | None, json_out: str | None,
 ) -> None:
     """Attack ONNX_FILE (Square, through ONNX Runtime) and its PyTorch twin; say if they are equally robust.
 
@@ -279,7 +280,7 @@ def check_command(
     from arnas_zoo.deploy import check_onnx
 
     result = check_onnx(onnx_file, dataset, n=n, source=source, eps=eps, norm=norm, square_queries=queries,
-                        pgd_steps=pgd_steps, seed=seed, providers=providers, data_dir=data_dir)
+                        pgd_steps=pgd_steps, seed=seed, providers=providers, data_dir=data_dir, probes=probes)
     click.echo(result.summary())
     if json_out is not None:
         Path(json_out).write_text(json.dumps(result.to_dict(), indent=1) + "\n")

@@ -133,6 +133,7 @@ class RobustnessCheck:
     margin: float | None = None
     consistent: bool | None = None
     sanity: dict[str, bool] = field(default_factory=dict)
+    sanity_details: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,14 +159,16 @@ class RobustnessCheck:
                 f"{self.discordant_square} images where Square's outcome differs)"
             )
         failed = [name for name, ok in self.sanity.items() if not ok]
-        outcome = "all passed" if not failed else "FAILED: " + ", ".join(failed)
+        outcome = "all passed" if not failed else "FAILED: " + "; ".join(
+            f"{name} ({self.sanity_details.get(name, '')})" for name in failed
+        )
         lines.append(f"  sanity checks: {outcome} ({len(self.sanity)})")
         return "\n".join(lines)
 
 
 def load_eval_data(
     dataset: str, n: int, channels: int, data_dir: str | os.PathLike[str] | None = None
-) -> tuple[torch.Tensor, torch.Tensor, str]:
+) -> tuple[Any, str]:
     """The first ``n`` labelled images of ``dataset`` (a name :func:`arnas_zoo.data.load_dataset` knows,
     or an npz file), with a label saying which points they are.
 
@@ -185,7 +188,7 @@ def load_eval_data(
         raise DataNotFoundError(f"{dataset}: images have {data.x.shape[1]} channel(s), the model expects {channels}")
     info = data.describe()
     label = f"{info['dataset']} {info['split']} (official indices {info['indices']})"
-    return data.x, data.y, label
+    return data, label
 
 
 def check_onnx(
@@ -200,6 +203,7 @@ def check_onnx(
     seed: int = 0,
     providers: str | Sequence[str] = "auto",
     data_dir: str | os.PathLike[str] | None = None,
+    probes: bool = False,
 ) -> RobustnessCheck:
     """Is the ONNX file as robust as its PyTorch source? See the module docstring.
 
@@ -208,6 +212,9 @@ def check_onnx(
     ONNX and on PyTorch (same images, seed and budget): with ``d`` images whose outcome differs, the
     figures agree within sampling error when ``|difference| <= 2 * sqrt(d) / n`` (McNemar's
     test at about 95%), and the transferred PGD examples must fool ONNX as they fool the twin.
+    The evaluation module's sanity checks (:func:`arnas_zoo.evaluate.sanity_checks`: in the ball,
+    robust <= clean, black-box >= white-box) run on both; ``probes`` adds its gradient probes on the
+    twin (PGD at eps 0, at a huge eps and along an eps ladder: several PGD-20 runs).
     """
     onnx_model = OnnxModel(onnx_path, providers=providers, check_range=False)
     config = onnx_model.config
@@ -219,35 +226,38 @@ def check_onnx(
             raise ConfigError(f"{onnx_path}: no eps stored in the file; pass --eps")
         eps = float(config.eps)
     channels = config.in_channels if config else (onnx_model.input_shape[1] or 3)
-    x, y, label = load_eval_data(dataset, n, channels, data_dir)
+    data, label = load_eval_data(dataset, n, channels, data_dir)
     device = "cuda" if onnx_model.provider == "CUDAExecutionProvider" and torch.cuda.is_available() else "cpu"
-    x, y = x.to(device), y.to(device)
+    data = data.to(device)
+    x, y = data.x, data.y
 
+    clean_onnx_ok = _logits(onnx_model, x).argmax(1) == y.cpu()
     clean_onnx_pred = _logits(onnx_model, x).argmax(1)
     adv_onnx = _square(onnx_model, x, y, eps, norm, square_queries, seed)
     square_onnx_ok = _logits(onnx_model, adv_onnx).argmax(1) == y.cpu()
     result = RobustnessCheck(
         onnx=str(onnx_path), source=str(source) if source is not None else None, data=label, n=len(x), norm=norm,
         eps=eps, square_queries=square_queries, pgd_steps=pgd_steps, seed=seed, device=device,
-        provider=onnx_model.provider, clean_onnx=float((clean_onnx_pred == y.cpu()).float().mean()),
+        provider=onnx_model.provider, clean_onnx=float(clean_onnx_ok.float().mean()),
         square_onnx=float(square_onnx_ok.float().mean()),
     )
-    sanity = {
-        "square_onnx_within_eps": bool((_norm_of(adv_onnx - x, norm) <= eps * (1 + 1e-5) + 1e-6).all()),
-        "square_onnx_in_[0,1]": bool(adv_onnx.min() >= 0 and adv_onnx.max() <= 1),
-        "square_onnx_<=_clean": result.square_onnx <= result.clean_onnx,
-    }
+    square_kw = {"steps": None, "black_box": True, "version": f"{square_queries} queries"}
+    onnx_results = [_attack_result("square", x, adv_onnx, square_onnx_ok, eps, norm, **square_kw)]
+    twin_results = []
+    clean_torch_ok = None
+    checks: dict[str, tuple[bool, str]] = {}
     if source is not None:
         from arnas_zoo.hub import load
 
         twin = load(source, device=device)
         clean_torch_pred = _logits(twin, x).argmax(1)
+        clean_torch_ok = clean_torch_pred == y.cpu()
         adv_torch = _square(twin, x, y, eps, norm, square_queries, seed)
         square_torch_ok = _logits(twin, adv_torch).argmax(1) == y.cpu()
         adv_pgd = _pgd(twin, x, y, eps, norm, pgd_steps, seed)
         pgd_torch_ok = _logits(twin, adv_pgd).argmax(1) == y.cpu()
         transfer_ok = _logits(onnx_model, adv_pgd).argmax(1) == y.cpu()
-        result.clean_torch = float((clean_torch_pred == y.cpu()).float().mean())
+        result.clean_torch = float(clean_torch_ok.float().mean())
         result.square_torch = float(square_torch_ok.float().mean())
         result.pgd_torch = float(pgd_torch_ok.float().mean())
         result.transfer_onnx = float(transfer_ok.float().mean())
@@ -260,13 +270,47 @@ def check_onnx(
             abs(result.square_onnx - result.square_torch) <= result.margin
             and abs(result.transfer_onnx - result.pgd_torch) <= transfer_margin
         )
-        sanity.update(
-            {
-                "clean_predictions_identical": bool((clean_onnx_pred == clean_torch_pred).all()),
-                "pgd_within_eps": bool((_norm_of(adv_pgd - x, norm) <= eps * (1 + 1e-5) + 1e-6).all()),
-                "pgd_torch_<=_clean": result.pgd_torch <= result.clean_torch,
-                "square_torch_<=_clean": result.square_torch <= result.clean_torch,
-            }
+        same = bool((clean_onnx_pred == clean_torch_pred).all())
+        checks["clean_predictions_identical"] = (same, f"{int((clean_onnx_pred != clean_torch_pred).sum())} differ")
+        pgd_kw = {"steps": pgd_steps, "black_box": False, "random_start": True, "loss": "ce"}
+        twin_results = [
+            _attack_result(f"pgd{pgd_steps}", x, adv_pgd, pgd_torch_ok, eps, norm, **pgd_kw),
+            _attack_result("square", x, adv_torch, square_torch_ok, eps, norm, **square_kw),
+        ]
+        onnx_results.append(
+            _attack_result(f"transfer-pgd{pgd_steps}", x, adv_pgd, transfer_ok, eps, norm, steps=pgd_steps,
+                           black_box=True, source=str(source))
         )
-    result.sanity = sanity
+    # The evaluation module's automatic checks (Carlini et al. 2019) on both sides; the gradient probes
+    # (PGD at eps 0, large eps, eps ladder) need gradients, so they run on the twin only, on request.
+    from arnas_zoo.evaluate import sanity_checks
+
+    common = {"eps": eps, "norm": norm, "batch_size": 256, "seed": seed}
+    for prefix, model, clean_ok, results, run_probes in (
+        ("onnx", onnx_model, clean_onnx_ok, onnx_results, False),
+        ("torch", twin if source is not None else None, clean_torch_ok, twin_results, probes),
+    ):
+        if model is None:
+            continue
+        for check in sanity_checks(model, data, clean_ok.cpu(), results, probes=run_probes, **common):
+            if check.passed is not None:
+                checks[f"{prefix}.{check.name}"] = (bool(check.passed), check.detail)
+    result.sanity = {name: passed for name, (passed, _) in checks.items()}
+    result.sanity_details = {name: detail for name, (_, detail) in checks.items()}
     return result
+
+
+def _attack_result(
+    name: str, x: torch.Tensor, x_adv: torch.Tensor, correct: torch.Tensor, eps: float, norm: str, **fields: Any
+) -> Any:
+    """An :class:`arnas_zoo.evaluate.AttackResult` for the evaluation module's sanity checks."""
+    from arnas_zoo.evaluate import AttackResult
+
+    delta = x_adv - x
+    outside = torch.maximum((x_adv - 1).clamp_min(0), (-x_adv).clamp_min(0))
+    return AttackResult(
+        attack=name, norm=norm, eps=eps, restarts=1, n=len(x), robust_accuracy=float(correct.float().mean()),
+        seconds=0.0, forward_passes_per_image=0.0, backward_passes_per_image=0.0,
+        max_perturbation=float(_norm_of(delta, norm).max()) if len(x) else 0.0,
+        out_of_box=float(outside.max()) if len(x) else 0.0, correct=correct.cpu(), **fields,
+    )
