@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from arnas_zoo import create_model  # noqa: E402
-from arnas_zoo.onnx import CUDA, OnnxModel  # noqa: E402
+from arnas_zoo.onnx import CUDA, OnnxModel, ProviderError  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
 
 
@@ -90,9 +90,10 @@ def main() -> None:
             path = export_onnx(model, Path(tmp) / f"{arch}.onnx", torch.rand(2, 3, size, size))
             export_s = time.perf_counter() - start
             for device, providers in devices:
-                session = OnnxModel(path, providers=providers, threads=args.threads, check_range=False)
-                if device == "cuda" and session.provider != CUDA:
-                    print(f"{arch}: CUDA provider did not load ({session.providers}); skipping cuda", file=sys.stderr)
+                try:
+                    session = OnnxModel(path, providers=providers, threads=args.threads, check_range=False)
+                except ProviderError as exc:  # onnxruntime-gpu present but its CUDA libraries did not load
+                    print(f"{arch}: skipping {device}: {exc}", file=sys.stderr)
                     continue
                 model = model.to(device)
                 for batch in args.batches:
