@@ -112,6 +112,7 @@ class OnnxModel:
             not load) or a list of ONNX Runtime provider names.
         threads: intra-op threads for the CPU provider (None: ONNX Runtime's default).
         check_range: reject inputs outside [0, 1] (InputRangeError), like a model that normalizes.
+        device_id: the GPU the CUDA provider runs on (CUDA tensors passed in must live there).
     """
 
     def __init__(
@@ -120,6 +121,7 @@ class OnnxModel:
         providers: str | Sequence[str] = "auto",
         threads: int | None = None,
         check_range: bool = True,
+        device_id: int = 0,
     ) -> None:
         ort = _ort()
         self.path = Path(path)
@@ -130,8 +132,10 @@ class OnnxModel:
         if threads is not None:
             options.intra_op_num_threads = int(threads)
         options.log_severity_level = 3  # warnings about unused initializers are noise for users
+        self.device_id = int(device_id)
+        with_options = [(name, {"device_id": self.device_id}) if name == CUDA else name for name in requested]
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=requested)
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=with_options)
         except _ort_errors() as exc:
             raise CheckpointError(f"{self.path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0]})") from None
         self.providers_requested = requested
@@ -219,6 +223,10 @@ class OnnxModel:
         dtype = torch.float16 if self.input_dtype == np.float16 else torch.float32
         x = x.to(dtype=dtype).contiguous()
         device_id = x.device.index or 0
+        if device_id != self.device_id:
+            raise InputRangeError(
+                f"input is on cuda:{device_id}, the session runs on cuda:{self.device_id} (OnnxModel(device_id=...))"
+            )
         out = torch.empty((x.shape[0], self.num_classes), dtype=dtype, device=x.device)
         binding = self.session.io_binding()
         binding.bind_input(self.input_name, "cuda", device_id, self.input_dtype, tuple(x.shape), x.data_ptr())
