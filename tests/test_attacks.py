@@ -216,7 +216,7 @@ def _compare_with_reference(digits_batch, version: str, attacks, norm: str, eps:
 
 @pytest.mark.parametrize("norm,eps", [("linf", 0.05), ("l2", 0.5)])
 def test_apgd_ce_wrapper_equals_the_reference_called_directly(digits_batch, norm: str, eps: float) -> None:
-    _compare_with_reference(digits_batch, "custom", ["apgd-ce"], norm, eps, n=32)
+    _compare_with_reference(digits_batch, "custom", ["apgd-ce"], norm, eps, n=16)
 
 
 @pytest.mark.slow

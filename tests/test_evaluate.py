@@ -203,3 +203,13 @@ def test_cli_transfer_prints_the_matrix(digits_checkpoint: Path, tmp_path: Path)
     payload = json.loads(out.read_text())
     assert len(payload["accuracy"]) == 2 and all(len(row) == 2 for row in payload["accuracy"])
     assert payload["names"][0] != payload["names"][1]
+
+
+def test_reference_attacks_run_through_evaluate(digits) -> None:  # type: ignore[no-untyped-def]
+    small = digits.first(8)
+    report = evaluate(trained_tiny_cnn(), small, ["apgd-ce", "square20"], eps=0.1, device="cpu", progress=False,
+                      checks=False)
+    apgd, sq = report.result("apgd-ce"), report.result("square20")
+    assert apgd.backward_passes_per_image > 0 and not apgd.black_box
+    assert sq.black_box and sq.backward_passes_per_image == 0
+    assert apgd.robust_accuracy <= report.clean_accuracy and sq.max_perturbation <= 0.1 + 1e-6
