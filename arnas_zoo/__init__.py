@@ -15,6 +15,7 @@ from arnas_zoo.errors import (
     UnknownModelError,
 )
 from arnas_zoo.genotype import CellGenotype, Edge, Genotype
+from arnas_zoo.hub import load
 from arnas_zoo.network import ModelConfig, ZooModel, build_model
 from arnas_zoo.registry import create_model, get_spec, list_archs
 from arnas_zoo.stats import ModelStats, model_stats
@@ -41,5 +42,6 @@ __all__ = [
     "create_model",
     "get_spec",
     "list_archs",
+    "load",
     "model_stats",
 ]

@@ -200,9 +200,14 @@ def _pgd_run(
     random_start: bool,
     targeted: bool,
     generator: torch.Generator | None,
+    channels_last: bool = True,
 ) -> torch.Tensor:
     """One PGD run from one start; the model is already in attack mode."""
     x = x.detach()
+    if channels_last:
+        # channels_last makes convolutions (depthwise ones above all) several times faster on CPU
+        # oneDNN and on CUDA; an input in that layout carries the whole network into it
+        x = x.contiguous(memory_format=torch.channels_last)
     if norm == "linf":
         # the intersection of the eps-box and [0, 1] is a box: one clamp per step projects onto it
         lower = (x - eps).clamp_(min=0.0)
@@ -245,6 +250,7 @@ def pgd(
     target: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     counter: PassCounter | None = None,
+    channels_last: bool = True,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al., ICLR 2018) in the l_inf or l_2 ball of radius ``eps``.
 
@@ -261,6 +267,8 @@ def pgd(
         x: float (N, C, H, W) in [0, 1]; y: (N,) int64 true labels.
         generator: source of the random starts (reproducible attacks); its device may differ from x's.
         counter: counts forward/backward passes per image.
+        channels_last: run the attack in the channels_last memory layout (faster; results equal up to
+            float rounding of the convolutions). The returned tensor is contiguous either way.
 
     Returns:
         Adversarial images, (N, C, H, W), within ``eps`` of ``x`` in ``norm`` and within [0, 1].
@@ -277,9 +285,9 @@ def pgd(
     labels = target if target is not None else y
     run_model: nn.Module = CountingModel(model, counter) if counter is not None else model
     kwargs = dict(eps=eps, step_size=step_size, steps=steps, norm=norm, loss=loss,
-                  random_start=random_start, targeted=targeted, generator=generator)
+                  random_start=random_start, targeted=targeted, generator=generator, channels_last=channels_last)
     with attack_mode(model):
-        x_best = _pgd_run(run_model, x, labels, **kwargs)
+        x_best = _pgd_run(run_model, x, labels, **kwargs).contiguous()
         if restarts == 1 or len(x) == 0:
             return x_best
         fooled = _succeeded(run_model, x_best, y, target)
@@ -304,13 +312,14 @@ def fgsm(
     targeted: bool = False,
     target: torch.Tensor | None = None,
     counter: PassCounter | None = None,
+    channels_last: bool = True,
 ) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al., ICLR 2015): one step of size ``eps``, no random start.
 
     For ``norm="l2"`` the step follows the normalized gradient (fast gradient method).
     """
     return pgd(model, x, y, eps=eps, step_size=eps, steps=1, restarts=1, norm=norm, loss="ce",
-               random_start=False, targeted=targeted, target=target, counter=counter)
+               random_start=False, targeted=targeted, target=target, counter=counter, channels_last=channels_last)
 
 
 @dataclass(frozen=True)

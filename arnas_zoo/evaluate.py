@@ -684,7 +684,7 @@ class ResolvedModel:
 
     model: nn.Module
     name: str
-    source: str  # "checkpoint" | "registry"
+    source: str  # "checkpoint" | "hub" | "pretrained" | "registry" (random weights)
     trained: bool
     path: str | None = None
 
@@ -696,21 +696,19 @@ def resolve_model(spec: str, device: str | torch.device = "cpu", *, dataset: str
                   **overrides: Any) -> ResolvedModel:
     """Turn a command-line model spec into a model in eval mode on ``device``.
 
-    ``spec`` is a checkpoint folder (``config.json`` + ``model.safetensors``, loaded strictly) or a
-    registry name (built with RANDOM weights: ``trained`` is False and callers must say so loudly;
+    ``spec`` is a checkpoint folder (``config.json`` + ``model.safetensors``, loaded strictly), a
+    Hub id (``org/name[@rev]``) or a pretrained name (``arnas.mnist_linf``), all three loaded by
+    :func:`arnas_zoo.hub.load`; or a registry architecture name (built with RANDOM weights:
+    ``trained`` is False and callers must say so loudly;
     with ``dataset`` its channels, input size and classes follow the data; ``overrides`` change
     any other config field). This is the one place that knows the kinds of specs.
     """
-    from arnas_zoo.checkpoint import load_folder
+    from arnas_zoo.hub import describe_source, load
     from arnas_zoo.registry import create_model, is_registered
 
     dev = pick_device(device)
     path = Path(spec).expanduser()
-    if path.is_dir():
-        model = load_folder(path, device=dev)
-        name = getattr(getattr(model, "config", None), "name", None) or path.name
-        return ResolvedModel(model=model, name=str(name), source="checkpoint", trained=True, path=str(path))
-    if is_registered(spec):
+    if not path.is_dir() and is_registered(spec):
         if dataset is not None:
             from arnas_zoo.data import dataset_info
 
@@ -719,10 +717,15 @@ def resolve_model(spec: str, device: str | torch.device = "cpu", *, dataset: str
                          "num_classes": info.num_classes, **overrides}
         model = create_model(spec, **overrides).to(dev).eval()
         return ResolvedModel(model=model, name=spec, source="registry", trained=False)
-    from arnas_zoo.registry import list_archs, unknown_name_error
-
-    error = unknown_name_error("model", spec, [a.name for a in list_archs()])
-    raise UnknownModelError(f"{error}; or give a checkpoint folder (config.json + model.safetensors)") from None
+    # Everything else (checkpoint folders, Hub ids 'org/name[@rev]', pretrained names) goes through the one
+    # loader, arnas_zoo.load; its errors (unknown names with close matches, offline...) are typed one-liners.
+    where = describe_source(spec)
+    model = load(spec, device=dev)
+    name = getattr(getattr(model, "config", None), "name", None) or (path.name if where["kind"] == "folder" else spec)
+    source = {"folder": "checkpoint", "hub": "hub", "pretrained": "pretrained"}[where["kind"]]
+    location = where.get("path") or where.get("source") or (
+        f"{where['repo_id']}@{where['revision'] or 'main'}" if where["kind"] == "hub" else None)
+    return ResolvedModel(model=model, name=str(name), source=source, trained=True, path=location)
 
 
 def write_json(path: str | Path, payload: Mapping[str, Any]) -> None:

@@ -147,13 +147,14 @@ def test_resolve_model_registry_and_checkpoint(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def digits_checkpoint(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
-    return train_zoo_checkpoint(tmp_path_factory.mktemp("ck") / "digits", load_dataset("digits", "train"), epochs=2)
+    return train_zoo_checkpoint(tmp_path_factory.mktemp("ck") / "digits", load_dataset("digits", "train").first(600),
+                                epochs=2)
 
 
 def test_cli_eval_on_digits_writes_metrics(digits_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "metrics.json"
     result = CliRunner().invoke(main, ["eval", str(digits_checkpoint), "--n", "32", "--attacks", "fgsm,pgd5",
-                                       "--eps", "8/255", "--device", "cpu", "--check-n", "16", "--quiet",
+                                       "--eps", "8/255", "--device", "cpu", "--check-n", "8", "--quiet",
                                        "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert "pgd5" in result.output and "sanity checks" in result.output
@@ -181,13 +182,34 @@ def test_cli_eval_on_shared_data(dataset: str, shared_data: Path, tmp_path: Path
 
 def test_cli_warns_about_untrained_registry_models_and_fails_cleanly(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(main, ["eval", "resnet18", "--n", "4", "--attacks", "fgsm", "--no-checks", "--quiet",
+    result = runner.invoke(main, ["eval", "resnet18", "--n", "2", "--attacks", "fgsm", "--no-checks", "--quiet",
                                   "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "UNTRAINED" in result.output
     missing = runner.invoke(main, ["eval", "resnet18", "--dataset", "cifar100", "--data-dir", str(tmp_path),
                                    "--device", "cpu"])
-    assert missing.exit_code == 2 and "--download" in missing.output
-    transfer = runner.invoke(main, ["transfer", "resnet18", "darts_v2", "--n", "4", "--attack", "pgd2", "--quiet",
-                                    "--device", "cpu"])
-    assert transfer.exit_code == 0 or "error" in transfer.output
+    assert missing.exit_code == 2 and "--download" in missing.output and "Traceback" not in missing.output
+    unknown = runner.invoke(main, ["eval", "resnet18", "--attacks", "deepfool", "--n", "2", "--device", "cpu"])
+    assert unknown.exit_code == 2 and "unknown attack" in unknown.output
+
+
+def test_cli_transfer_prints_the_matrix(digits_checkpoint: Path, tmp_path: Path) -> None:
+    other = train_zoo_checkpoint(tmp_path / "other", load_dataset("digits", "train").first(64), seed=1, epochs=1)
+    out = tmp_path / "transfer.json"
+    result = CliRunner().invoke(main, ["transfer", str(digits_checkpoint), str(other), "--n", "16", "--attack", "pgd3",
+                                       "--device", "cpu", "--quiet", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "source \\ target" in result.output
+    payload = json.loads(out.read_text())
+    assert len(payload["accuracy"]) == 2 and all(len(row) == 2 for row in payload["accuracy"])
+    assert payload["names"][0] != payload["names"][1]
+
+
+def test_reference_attacks_run_through_evaluate(digits) -> None:  # type: ignore[no-untyped-def]
+    small = digits.first(8)
+    report = evaluate(trained_tiny_cnn(), small, ["apgd-ce", "square20"], eps=0.1, device="cpu", progress=False,
+                      checks=False)
+    apgd, sq = report.result("apgd-ce"), report.result("square20")
+    assert apgd.backward_passes_per_image > 0 and not apgd.black_box
+    assert sq.black_box and sq.backward_passes_per_image == 0
+    assert apgd.robust_accuracy <= report.clean_accuracy and sq.max_perturbation <= 0.1 + 1e-6

@@ -1,0 +1,316 @@
+"""Running and checking deployed models: PyTorch or ONNX Runtime behind one interface.
+
+- :func:`load_any`: ``model.onnx`` -> :class:`~arnas_zoo.onnx.OnnxModel`, anything else ->
+  :func:`arnas_zoo.hub.load` (registry name, Hub id, folder).
+- :func:`predict_files`: top-k classes for PNG/JPEG files and npz batches.
+- :func:`check_onnx`: is the deployed ONNX file as robust as the PyTorch model it came from?
+  Runs the score-based Square attack (the AutoAttack authors' reference implementation, from
+  ``pyautoattack``, through :func:`arnas_zoo.attacks.square`) directly against ONNX Runtime and, with
+  the same seed and images, against the PyTorch twin; runs PGD (:func:`arnas_zoo.attacks.pgd`) on the
+  twin and transfers its adversarial examples to the ONNX file; then
+  compares the figures within sampling error and runs sanity checks on the attacks themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from arnas_zoo.errors import ConfigError, DataNotFoundError
+from arnas_zoo.images import read_images
+from arnas_zoo.network import ModelConfig
+from arnas_zoo.onnx import OnnxModel, is_onnx_path
+
+Model = Any  # a ZooModel or an OnnxModel: both map [0, 1] NCHW images to logits
+
+
+def load_any(
+    spec: str | os.PathLike[str], device: str = "cpu", providers: str | Sequence[str] = "auto"
+) -> Model:
+    """An :class:`OnnxModel` for ``*.onnx`` files, else :func:`arnas_zoo.hub.load` (eval mode)."""
+    if is_onnx_path(spec):
+        return OnnxModel(spec, providers=providers)
+    from arnas_zoo.hub import load
+
+    return load(spec, device=device)
+
+
+def model_config(model: Model) -> ModelConfig | None:
+    return getattr(model, "config", None)
+
+
+def _input_geometry(model: Model) -> tuple[int, int | None]:
+    config = model_config(model)
+    if config is not None:
+        return config.in_channels, config.input_size
+    shape = getattr(model, "input_shape", [None, 3, None, None])
+    channels = shape[1] if isinstance(shape[1], int) else 3
+    size = shape[2] if isinstance(shape[2], int) else None
+    return channels, size
+
+
+def _logits(model: Model, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out = model(x[start : start + batch_size])
+            outs.append(out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out)))
+    return torch.cat(outs).float().cpu()
+
+
+def predict_files(
+    model: Model, paths: Sequence[str | os.PathLike[str]], top_k: int = 3, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """Top-``top_k`` classes with softmax probabilities for each image (npz files give one row each)."""
+    channels, size = _input_geometry(model)
+    images, names = read_images(paths, channels=channels, size=size)
+    if not isinstance(model, OnnxModel):
+        images = images.to(device)
+    probs = F.softmax(_logits(model, images), dim=1)
+    config = model_config(model)
+    class_names = list((config.extra or {}).get("class_names", [])) if config is not None else []
+    k = min(top_k, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    rows = []
+    for name, vals, idx in zip(names, values.tolist(), indices.tolist()):
+        top = [
+            {"class": int(c), "name": class_names[c] if c < len(class_names) else str(c), "probability": float(p)}
+            for p, c in zip(vals, idx)
+        ]
+        rows.append({"image": name, "top": top})
+    return rows
+
+
+# ---- robustness check of a deployed ONNX file -------------------------------------------------------
+def _square(model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, n_queries: int, seed: int) -> torch.Tensor:
+    from arnas_zoo.attacks import square
+
+    return square(model, x, y, eps=eps, norm=norm, n_queries=n_queries, seed=seed)
+
+
+def _pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int, seed: int) -> torch.Tensor:
+    from arnas_zoo.attacks import pgd
+
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    # step 2.5 * eps / steps: the usual PGD choice (Madry et al.), reaching the ball's edge from any start
+    return pgd(model, x, y, eps=eps, step_size=2.5 * eps / max(steps, 1), steps=steps, norm=norm, generator=generator)
+
+
+def _norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    return flat.abs().max(dim=1).values if norm == "linf" else flat.norm(dim=1)
+
+
+@dataclass
+class RobustnessCheck:
+    """Figures of :func:`check_onnx` (accuracies are fractions of ``n``)."""
+
+    onnx: str
+    source: str | None
+    data: str
+    n: int
+    norm: str
+    eps: float
+    square_queries: int
+    pgd_steps: int
+    seed: int
+    device: str
+    provider: str
+    clean_onnx: float
+    square_onnx: float
+    clean_torch: float | None = None
+    square_torch: float | None = None
+    pgd_torch: float | None = None
+    transfer_onnx: float | None = None
+    discordant_square: int | None = None
+    margin: float | None = None
+    consistent: bool | None = None
+    sanity: dict[str, bool] = field(default_factory=dict)
+    sanity_details: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [
+            f"ONNX {self.onnx} on {self.data} (n={self.n}), {self.norm} eps={self.eps:.4g}, seed {self.seed}, "
+            f"provider {self.provider}",
+            f"  clean accuracy          ONNX {self.clean_onnx:.3f}"
+            + (f"   PyTorch {self.clean_torch:.3f}" if self.clean_torch is not None else ""),
+            f"  Square ({self.square_queries} queries)   ONNX {self.square_onnx:.3f}"
+            + (f"   PyTorch {self.square_torch:.3f}" if self.square_torch is not None else ""),
+        ]
+        if self.pgd_torch is not None:
+            lines.append(
+                f"  PGD-{self.pgd_steps} on the twin      PyTorch {self.pgd_torch:.3f}   "
+                f"transferred to ONNX {self.transfer_onnx:.3f}"
+            )
+        if self.consistent is not None:
+            verdict = "as robust as its source" if self.consistent else "NOT as robust as its source"
+            lines.append(
+                f"  verdict: the ONNX file is {verdict} (within sampling error: |difference| <= {self.margin:.3f}; "
+                f"{self.discordant_square} images where Square's outcome differs)"
+            )
+        failed = [name for name, ok in self.sanity.items() if not ok]
+        outcome = "all passed" if not failed else "FAILED: " + "; ".join(
+            f"{name} ({self.sanity_details.get(name, '')})" for name in failed
+        )
+        lines.append(f"  sanity checks: {outcome} ({len(self.sanity)})")
+        return "\n".join(lines)
+
+
+def load_eval_data(
+    dataset: str, n: int, channels: int, data_dir: str | os.PathLike[str] | None = None
+) -> tuple[Any, str]:
+    """The first ``n`` labelled images of ``dataset`` (a name :func:`arnas_zoo.data.load_dataset` knows,
+    or an npz file), with a label saying which points they are.
+
+    CIFAR-10 has no test split offline: ``cifar10`` means the validation split, the last 1000 rows of
+    the train split, and the label says so.
+    """
+    from arnas_zoo.data import load_dataset, load_npz, split_train_val
+
+    if dataset.endswith(".npz"):
+        data = load_npz(dataset).first(n)
+    elif dataset.lower().replace("-", "") == "cifar10":
+        _, val = split_train_val(load_dataset("cifar10", "train", data_dir=data_dir), 1000)
+        data = val.first(n)
+    else:
+        data = load_dataset(dataset, "test", data_dir=data_dir, n=n)
+    if data.x.shape[1] != channels:
+        raise DataNotFoundError(f"{dataset}: images have {data.x.shape[1]} channel(s), the model expects {channels}")
+    info = data.describe()
+    label = f"{info['dataset']} {info['split']} (official indices {info['indices']})"
+    return data, label
+
+
+def check_onnx(
+    onnx_path: str | os.PathLike[str],
+    dataset: str,
+    n: int = 100,
+    source: str | os.PathLike[str] | None = None,
+    eps: float | None = None,
+    norm: str | None = None,
+    square_queries: int = 1000,
+    pgd_steps: int = 20,
+    seed: int = 0,
+    providers: str | Sequence[str] = "auto",
+    data_dir: str | os.PathLike[str] | None = None,
+    probes: bool = False,
+) -> RobustnessCheck:
+    """Is the ONNX file as robust as its PyTorch source? See the module docstring.
+
+    ``eps``/``norm`` default to the threat model stored in the file's config. Without ``source``
+    only the ONNX file is attacked (no comparison). The verdict compares Square robust accuracy on
+    ONNX and on PyTorch (same images, seed and budget): with ``d`` images whose outcome differs, the
+    figures agree within sampling error when ``|difference| <= 2 * sqrt(d) / n`` (McNemar's
+    test at about 95%), and the transferred PGD examples must fool ONNX as they fool the twin.
+    The evaluation module's sanity checks (:func:`arnas_zoo.evaluate.sanity_checks`: in the ball,
+    robust <= clean, black-box >= white-box) run on both; ``probes`` adds its gradient probes on the
+    twin (PGD at eps 0, at a huge eps and along an eps ladder: several PGD-20 runs).
+    """
+    onnx_model = OnnxModel(onnx_path, providers=providers, check_range=False)
+    config = onnx_model.config
+    norm = (norm or (config.threat_model if config is not None and config.threat_model else "linf")).lower()
+    if norm not in ("linf", "l2"):
+        raise ConfigError(f"norm: Square supports 'linf' or 'l2', got {norm!r}")
+    if eps is None:
+        if config is None or config.eps is None:
+            raise ConfigError(f"{onnx_path}: no eps stored in the file; pass --eps")
+        eps = float(config.eps)
+    channels = config.in_channels if config else (onnx_model.input_shape[1] or 3)
+    data, label = load_eval_data(dataset, n, channels, data_dir)
+    device = "cuda" if onnx_model.provider == "CUDAExecutionProvider" and torch.cuda.is_available() else "cpu"
+    data = data.to(device)
+    x, y = data.x, data.y
+
+    clean_onnx_ok = _logits(onnx_model, x).argmax(1) == y.cpu()
+    clean_onnx_pred = _logits(onnx_model, x).argmax(1)
+    adv_onnx = _square(onnx_model, x, y, eps, norm, square_queries, seed)
+    square_onnx_ok = _logits(onnx_model, adv_onnx).argmax(1) == y.cpu()
+    result = RobustnessCheck(
+        onnx=str(onnx_path), source=str(source) if source is not None else None, data=label, n=len(x), norm=norm,
+        eps=eps, square_queries=square_queries, pgd_steps=pgd_steps, seed=seed, device=device,
+        provider=onnx_model.provider, clean_onnx=float(clean_onnx_ok.float().mean()),
+        square_onnx=float(square_onnx_ok.float().mean()),
+    )
+    square_kw = {"steps": None, "black_box": True, "version": f"{square_queries} queries"}
+    onnx_results = [_attack_result("square", x, adv_onnx, square_onnx_ok, eps, norm, **square_kw)]
+    twin_results = []
+    clean_torch_ok = None
+    checks: dict[str, tuple[bool, str]] = {}
+    if source is not None:
+        from arnas_zoo.hub import load
+
+        twin = load(source, device=device)
+        clean_torch_pred = _logits(twin, x).argmax(1)
+        clean_torch_ok = clean_torch_pred == y.cpu()
+        adv_torch = _square(twin, x, y, eps, norm, square_queries, seed)
+        square_torch_ok = _logits(twin, adv_torch).argmax(1) == y.cpu()
+        adv_pgd = _pgd(twin, x, y, eps, norm, pgd_steps, seed)
+        pgd_torch_ok = _logits(twin, adv_pgd).argmax(1) == y.cpu()
+        transfer_ok = _logits(onnx_model, adv_pgd).argmax(1) == y.cpu()
+        result.clean_torch = float(clean_torch_ok.float().mean())
+        result.square_torch = float(square_torch_ok.float().mean())
+        result.pgd_torch = float(pgd_torch_ok.float().mean())
+        result.transfer_onnx = float(transfer_ok.float().mean())
+        discordant = int((square_onnx_ok != square_torch_ok).sum())
+        transfer_discordant = int((transfer_ok != pgd_torch_ok).sum())
+        result.discordant_square = discordant
+        result.margin = 2.0 * math.sqrt(max(discordant, 1)) / len(x)
+        transfer_margin = 2.0 * math.sqrt(max(transfer_discordant, 1)) / len(x)
+        result.consistent = bool(
+            abs(result.square_onnx - result.square_torch) <= result.margin
+            and abs(result.transfer_onnx - result.pgd_torch) <= transfer_margin
+        )
+        same = bool((clean_onnx_pred == clean_torch_pred).all())
+        checks["clean_predictions_identical"] = (same, f"{int((clean_onnx_pred != clean_torch_pred).sum())} differ")
+        pgd_kw = {"steps": pgd_steps, "black_box": False, "random_start": True, "loss": "ce"}
+        twin_results = [
+            _attack_result(f"pgd{pgd_steps}", x, adv_pgd, pgd_torch_ok, eps, norm, **pgd_kw),
+            _attack_result("square", x, adv_torch, square_torch_ok, eps, norm, **square_kw),
+        ]
+        onnx_results.append(
+            _attack_result(f"transfer-pgd{pgd_steps}", x, adv_pgd, transfer_ok, eps, norm, steps=pgd_steps,
+                           black_box=True, source=str(source))
+        )
+    # The evaluation module's automatic checks (Carlini et al. 2019) on both sides; the gradient probes
+    # (PGD at eps 0, large eps, eps ladder) need gradients, so they run on the twin only, on request.
+    from arnas_zoo.evaluate import sanity_checks
+
+    common = {"eps": eps, "norm": norm, "batch_size": 256, "seed": seed}
+    for prefix, model, clean_ok, results, run_probes in (
+        ("onnx", onnx_model, clean_onnx_ok, onnx_results, False),
+        ("torch", twin if source is not None else None, clean_torch_ok, twin_results, probes),
+    ):
+        if model is None:
+            continue
+        for check in sanity_checks(model, data, clean_ok.cpu(), results, probes=run_probes, **common):
+            if check.passed is not None:
+                checks[f"{prefix}.{check.name}"] = (bool(check.passed), check.detail)
+    result.sanity = {name: passed for name, (passed, _) in checks.items()}
+    result.sanity_details = {name: detail for name, (_, detail) in checks.items()}
+    return result
+
+
+def _attack_result(
+    name: str, x: torch.Tensor, x_adv: torch.Tensor, correct: torch.Tensor, eps: float, norm: str, **fields: Any
+) -> Any:
+    """An :class:`arnas_zoo.evaluate.AttackResult` for the evaluation module's sanity checks."""
+    from arnas_zoo.evaluate import AttackResult
+
+    delta = x_adv - x
+    outside = torch.maximum((x_adv - 1).clamp_min(0), (-x_adv).clamp_min(0))
+    return AttackResult(
+        attack=name, norm=norm, eps=eps, restarts=1, n=len(x), robust_accuracy=float(correct.float().mean()),
+        seconds=0.0, forward_passes_per_image=0.0, backward_passes_per_image=0.0,
+        max_perturbation=float(_norm_of(delta, norm).max()) if len(x) else 0.0,
+        out_of_box=float(outside.max()) if len(x) else 0.0, correct=correct.cpu(), **fields,
+    )

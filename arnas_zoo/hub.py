@@ -1,0 +1,266 @@
+"""One-call loading: a pretrained registry name, a Hugging Face Hub repo, or a local folder.
+
+>>> import arnas_zoo
+>>> model = arnas_zoo.load("./runs/mnist")           # a checkpoint folder           # doctest: +SKIP
+>>> model = arnas_zoo.load("org/arnas-mnist@v1.0")   # a Hub repo at a tag/commit    # doctest: +SKIP
+>>> model = arnas_zoo.load("arnas.mnist_linf")       # a pinned registry entry       # doctest: +SKIP
+
+Whatever the source, the result is the same: the network rebuilt from ``config.json``, the
+``model.safetensors`` weights loaded strictly, in eval mode on ``device``, with ``.config`` and
+``.metrics`` (the folder's metrics.json, or None) attached. Inputs are [0, 1] NCHW images.
+
+Hub downloads go through ``huggingface_hub`` (its cache, token and revision handling). The
+environment is read at call time, not at import: ``HF_ENDPOINT`` (a mirror or a local server),
+``HF_HUB_OFFLINE=1`` (cache only), ``HF_HUB_CACHE`` / ``HF_HOME`` (where the cache lives) and
+``HF_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from arnas_zoo.checkpoint import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_folder
+from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError, UnknownModelError
+from arnas_zoo.network import ZooModel
+from arnas_zoo.pretrained import PretrainedSpec, get_pretrained, is_pretrained, list_pretrained
+from arnas_zoo.registry import is_registered, normalize_name
+
+# What a model repo must hold; anything else in it (README.md, model.onnx, ...) is not downloaded.
+HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE)
+_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
+_TRUE = {"1", "on", "yes", "true"}
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+class HubUnavailableError(ArnasZooError, ConnectionError):
+    """A Hub model is neither in the local cache nor downloadable (offline mode or no connection)."""
+
+
+def hub_endpoint() -> str:
+    """The Hub endpoint in effect now: ``$HF_ENDPOINT`` or huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` is set now (huggingface_hub itself reads it only at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def hub_cache_dir() -> str | None:
+    """``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else None (huggingface_hub's default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
+def parse_hub_id(spec: str) -> tuple[str, str | None] | None:
+    """``"org/name@rev"`` -> ``("org/name", "rev")``; ``"org/name"`` -> ``("org/name", None)``; else None."""
+    match = _HUB_ID.match(spec.strip())
+    if match is None:
+        return None
+    return match.group("repo"), match.group("rev")
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith(("./", "../", "/", "~", ".\\", "..\\")) or spec in (".", "..") or Path(spec).expanduser().is_dir()
+
+
+def download(
+    repo_id: str,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Fetch config.json, model.safetensors and metrics.json of a Hub repo; return the snapshot folder.
+
+    Uses the huggingface_hub cache, so a second call (or one with ``HF_HUB_OFFLINE=1``) needs no
+    network. Raises HubUnavailableError (offline, not cached), UnknownModelError (no such repo or
+    revision) or CheckpointError (the repo is not an arnas-zoo model: no config.json).
+    """
+    # Imported here so that `import arnas_zoo` stays light for users who never touch the Hub.
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    endpoint = hub_endpoint()
+    offline = hub_offline()
+    where = f"{repo_id}@{revision or 'main'}"
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir if cache_dir is not None else hub_cache_dir(),
+            allow_patterns=list(HUB_FILES),
+            endpoint=endpoint,
+            local_files_only=offline,
+        )
+    except RevisionNotFoundError:
+        raise UnknownModelError(
+            f"Hub repo {repo_id!r} has no revision {revision!r} at {endpoint}; use a branch, tag or commit it has"
+        ) from None
+    except GatedRepoError:
+        raise HubUnavailableError(
+            f"Hub repo {repo_id!r} is gated at {endpoint}: accept its terms on the Hub and pass token= (or set HF_TOKEN)"
+        ) from None
+    except RepositoryNotFoundError:
+        # Some Hub-compatible servers (mirrors) answer an unknown revision with "repo not found".
+        at = f" at revision {revision!r}" if revision is not None else ""
+        raise UnknownModelError(
+            f"Hub repo {repo_id!r}{at} not found at {endpoint} (check the repo id{' and revision' if at else ''}; "
+            "a private repo needs token= or HF_TOKEN)"
+        ) from None
+    except LocalEntryNotFoundError:
+        if offline:
+            raise HubUnavailableError(
+                f"{where} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1: run once with network access "
+                "(unset HF_HUB_OFFLINE) to cache it, or load a local folder instead"
+            ) from None
+        raise HubUnavailableError(
+            f"{where}: cannot reach {endpoint} and the model is not in the local cache; check the connection "
+            "(or HF_ENDPOINT), or set HF_HUB_OFFLINE=1 after a first download"
+        ) from None
+    except HfHubHTTPError as exc:
+        raise HubUnavailableError(f"{where}: the Hub at {endpoint} answered {exc.response.status_code}") from None
+    folder_path = Path(folder)
+    if not (folder_path / CONFIG_FILE).is_file():
+        raise CheckpointError(
+            f"Hub repo {where} has no {CONFIG_FILE}: it is not an arnas-zoo model "
+            "(publish one with `python -m export hub FOLDER --repo-id ORG/NAME`)"
+        )
+    if not (folder_path / WEIGHTS_FILE).is_file():
+        raise CheckpointError(f"Hub repo {where} has no {WEIGHTS_FILE} (only safetensors weights are loaded)")
+    return folder_path
+
+
+def load_pretrained(
+    spec: PretrainedSpec,
+    device: str | torch.device = "cpu",
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ZooModel:
+    """Load a registry entry from its bundled folder or pinned Hub commit, checking its sha256."""
+    if spec.folder is not None:
+        folder = spec.bundled_path()
+        if not folder.is_dir():
+            raise CheckpointError(
+                f"pretrained {spec.name!r}: bundled folder {folder} is missing from this installation; reinstall arnas-zoo"
+            )
+    else:
+        assert spec.repo_id is not None  # guaranteed by PretrainedSpec validation, not user input
+        folder = download(spec.repo_id, spec.revision, token=token, cache_dir=cache_dir)
+    model = load_folder(folder, device=device, expected_sha256=spec.sha256)
+    model.pretrained = spec  # type: ignore[assignment]
+    return model
+
+
+def load(
+    spec: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ZooModel:
+    """Load a ready-to-use model in one call.
+
+    Args:
+        spec: one of
+            - a pretrained registry name: ``"arnas.mnist_linf"`` (pinned source, sha256 checked);
+            - a Hub repo: ``"org/name"``, ``"org/name@v1.0"`` (tag, branch or commit after ``@``);
+            - a local checkpoint folder: ``"./folder"``, an absolute path, or any existing directory
+              (an existing directory wins over a Hub id of the same spelling).
+        device: where the model goes (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a torch.device; ``"auto"``
+            picks CUDA when present).
+        revision: Hub revision (branch, tag or commit); same as ``@rev`` in ``spec``.
+        token: Hub token for private repos (default: huggingface_hub's, e.g. ``HF_TOKEN``).
+        cache_dir: Hub cache folder (default: ``HF_HUB_CACHE`` / ``HF_HOME`` / ~/.cache/huggingface).
+
+    Returns:
+        The model in eval mode on ``device`` with ``.config`` (ModelConfig) and ``.metrics``
+        (dict or None) attached.
+
+    Raises:
+        UnknownModelError: unknown registry name (with close matches), unknown Hub repo or revision.
+        HubUnavailableError: offline (``HF_HUB_OFFLINE=1``) or unreachable Hub, and not cached.
+        CheckpointError: the folder/repo has no config.json, or weights that do not fit the config,
+            or a sha256 that differs from the registry's.
+        ConfigError: contradictory arguments (a revision for a pinned registry name or a folder).
+    """
+    if isinstance(spec, os.PathLike):
+        spec = os.fspath(spec)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"load: expected a registry name, 'org/name[@rev]' or a folder path, got {spec!r}")
+    spec = spec.strip()
+    if _looks_like_path(spec):
+        if revision is not None:
+            raise ConfigError(f"load: revision={revision!r} does not apply to the local folder {spec!r}")
+        folder = Path(spec).expanduser()
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder}: no such folder; expected a checkpoint folder (config.json + model.safetensors)")
+        return load_folder(folder, device=device)
+    hub_id = parse_hub_id(spec)
+    if hub_id is not None:
+        repo_id, at_revision = hub_id
+        if at_revision is not None and revision is not None and at_revision != revision:
+            raise ConfigError(f"load: two revisions given: {spec!r} and revision={revision!r}; give one")
+        folder = download(repo_id, at_revision or revision, token=token, cache_dir=cache_dir)
+        return load_folder(folder, device=device)
+    if is_pretrained(spec):
+        if revision is not None:
+            raise ConfigError(
+                f"load: {spec!r} is pinned by the registry; revision= applies to Hub ids ('org/name@rev') only"
+            )
+        return load_pretrained(get_pretrained(spec), device=device, token=token, cache_dir=cache_dir)
+    raise _unknown_spec(spec)
+
+
+def _unknown_spec(spec: str) -> UnknownModelError:
+    known = [s.name for s in list_pretrained()]
+    if is_registered(spec):
+        # An architecture name: the user probably wants weights for it.
+        trained = [name for name in known if name.split(".")[0] == normalize_name(spec)]
+        hint = f"pretrained: {', '.join(trained)}" if trained else "no pretrained weights are registered for it yet"
+        return UnknownModelError(
+            f"{spec!r} is an architecture, not a pretrained model ({hint}); "
+            f"use arnas_zoo.create_model({spec!r}) for random weights"
+        )
+    import difflib
+
+    from arnas_zoo.registry import list_archs
+
+    archs = [arch.name for arch in list_archs()]
+    # Close matches among pretrained names and architecture names: a typo of either is likely.
+    close = difflib.get_close_matches(normalize_name(spec), known + archs, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    pretrained = ", ".join(sorted(known)) or "none registered yet"
+    return UnknownModelError(
+        f"unknown pretrained model {spec!r}{hint} (pretrained: {pretrained}; architectures for random weights: "
+        f"{', '.join(sorted(archs))}); or give a Hub id 'org/name[@rev]' or a checkpoint folder './path'"
+    )
+
+
+def describe_source(spec: str, revision: str | None = None) -> dict[str, Any]:
+    """How ``load(spec)`` would resolve ``spec``, without loading: kind and location (for CLIs/logs)."""
+    if _looks_like_path(spec):
+        return {"kind": "folder", "path": str(Path(spec).expanduser())}
+    hub_id = parse_hub_id(spec)
+    if hub_id is not None:
+        return {"kind": "hub", "repo_id": hub_id[0], "revision": hub_id[1] or revision, "endpoint": hub_endpoint()}
+    if is_pretrained(spec):
+        entry = get_pretrained(spec)
+        return {"kind": "pretrained", "name": entry.name, "source": entry.source, "sha256": entry.sha256}
+    raise _unknown_spec(spec)

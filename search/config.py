@@ -1,0 +1,197 @@
+"""Search configuration: one flat, frozen, JSON-able dataclass with named presets.
+
+``paper`` is ARNAS' search (PROTOCOLS.md "ARNAS search"; paper Sec. 4.3): 8 cells, C=24, A-A-R,
+1-2-2, the CIFAR-10 train split halved into weight/architecture data, batch 32, 50 epochs, SGD 0.025
+cosine to 0.001 (momentum 0.9, wd 3e-4) on PGD-7 examples, Adam 3e-4 (0.5, 0.999) wd 1e-3 for the
+architecture, lambda 0.1, second order, MGDA. ``tiny`` is a seconds-long CPU smoke version.
+Overrides come as ``key=value`` strings (``--set epochs=5``); values are parsed as JSON when they can
+be, else kept as strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from arnas_zoo.errors import ConfigError
+from search.mgda import STRATEGIES
+from search.space import SearchSpace
+
+ORDERS = ("first", "second")
+ATTACK_BN_MODES = ("eval", "batch")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Every setting of a search run (written to ``config.json`` in the output folder)."""
+
+    # search space (see search.space.SearchSpace)
+    space: str = "arnas"
+    placement: str = "A-A-R"
+    filters: str = "1-2-2"
+    layers: int = 8
+    init_channels: int = 24
+    stem_multiplier: int = 3
+    nodes: int = 4
+    arch_init_scale: float = 1e-3
+    # data: `train_fraction` of the first `n_images` rows train the weights, the rest the architecture
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    n_images: int | None = None
+    train_fraction: float = 0.5
+    augment: bool = True
+    resize: int | None = None
+    # schedule
+    epochs: int = 50
+    batch_size: int = 32
+    steps_per_epoch: int | None = None
+    # weights (lower level)
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    # architecture (upper level)
+    a_lr: float = 3e-4
+    a_beta1: float = 0.5
+    a_beta2: float = 0.999
+    a_weight_decay: float = 1e-3
+    order: str = "second"
+    strategy: str = "mgda"
+    lam: float = 0.1
+    hvp_r: float = 0.01
+    robust_objective: str = "pgd_ce"
+    # PGD used for weight training and for the robust objective (l_inf, [0, 1] images)
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    pgd_steps: int = 7
+    attack_bn: str = "eval"
+    # end-of-epoch evaluation on the first `eval_n` architecture-split images (0 disables)
+    eval_n: int = 256
+    # reproducibility and hardware
+    seed: int = 0
+    amp: bool = True
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        self.search_space()  # validates the space fields
+        if self.order not in ORDERS:
+            raise ConfigError(f"order: expected one of {list(ORDERS)}, got {self.order!r}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy: expected one of {list(STRATEGIES)}, got {self.strategy!r}")
+        if self.attack_bn not in ATTACK_BN_MODES:
+            raise ConfigError(f"attack_bn: expected one of {list(ATTACK_BN_MODES)}, got {self.attack_bn!r}")
+        for key in ("epochs", "batch_size"):
+            if _bad_int(getattr(self, key), minimum=1):
+                raise ConfigError(f"{key}: expected a positive integer, got {getattr(self, key)!r}")
+        for key in ("pgd_steps", "eval_n", "seed"):
+            if _bad_int(getattr(self, key), minimum=0):
+                raise ConfigError(f"{key}: expected a non-negative integer, got {getattr(self, key)!r}")
+        for key in ("n_images", "steps_per_epoch", "resize"):
+            value = getattr(self, key)
+            if value is not None and _bad_int(value, minimum=1):
+                raise ConfigError(f"{key}: expected a positive integer or null, got {value!r}")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ConfigError(f"train_fraction: expected a value in (0, 1), got {self.train_fraction}")
+        for key in ("w_lr", "a_lr", "hvp_r"):
+            if not float(getattr(self, key)) > 0:
+                raise ConfigError(f"{key}: expected a positive number, got {getattr(self, key)!r}")
+        if not 0 <= self.w_lr_min <= self.w_lr:
+            raise ConfigError(f"w_lr_min: expected 0 <= w_lr_min <= w_lr ({self.w_lr}), got {self.w_lr_min}")
+        if self.lam < 0 or self.eps < 0 or self.step_size < 0:
+            raise ConfigError(f"lam/eps/step_size: expected non-negative numbers, got {self.lam}, {self.eps}, {self.step_size}")
+
+    def search_space(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> SearchSpace:
+        return SearchSpace(
+            space=self.space,
+            placement=self.placement,
+            filters=self.filters,
+            layers=self.layers,
+            init_channels=self.init_channels,
+            stem_multiplier=self.stem_multiplier,
+            nodes=self.nodes,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_size=input_size,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"search config: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"search config: unknown key {unknown[0]!r}; expected some of {sorted(known)}")
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:
+            raise ConfigError(f"search config: {exc}") from None
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return SearchConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _bad_int(value: Any, minimum: int) -> bool:
+    return not isinstance(value, int) or isinstance(value, bool) or value < minimum
+
+
+#: Named presets; `paper` is the default.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # the DARTS space with ARNAS' optimisation, for baselines (C=16 as in DARTS' own search)
+    "darts": {"space": "darts", "placement": "N-N-N", "filters": "1-2-4", "init_channels": 16},
+    # a CPU smoke run (about a minute on 2 busy cores): 5 cells at C=8 on 16x16 (area-downsampled)
+    # CIFAR images, 256+256 images, 3 epochs of 4 steps of batch 16, PGD-3, second order, MGDA
+    "tiny": {
+        "layers": 5,
+        "init_channels": 8,
+        "resize": 16,
+        "n_images": 512,
+        "batch_size": 16,
+        "epochs": 3,
+        "steps_per_epoch": 4,
+        "pgd_steps": 3,
+        "eval_n": 64,
+    },
+}
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["epochs=5", "order=first"]`` -> ``{"epochs": 5, "order": "first"}`` (values JSON-parsed when possible)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set: expected key=value, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def load_config(source: str | None = None, overrides: Iterable[str] = ()) -> SearchConfig:
+    """A preset name (``paper``, ``darts``, ``tiny``) or a JSON file, then ``key=value`` overrides."""
+    source = source or "paper"
+    if source in PRESETS:
+        base: dict[str, Any] = dict(PRESETS[source])
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config: {source!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
+        try:
+            base = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config {path}: malformed JSON ({exc})") from None
+        if not isinstance(base, dict):
+            raise ConfigError(f"config {path}: expected a JSON object, got {type(base).__name__}")
+    base.update(parse_overrides(overrides))
+    return SearchConfig.from_dict(base)

@@ -1,0 +1,177 @@
+"""The search supernet: every edge a softmax-weighted mixture of all candidate ops.
+
+Architecture parameters (one ``edges x ops`` tensor per cell type, e.g. accurate/robust/reduce) are
+registered ``nn.Parameter`` s kept apart from the weights: :meth:`Supernet.arch_parameters` and
+:meth:`Supernet.weight_parameters` partition :meth:`~torch.nn.Module.parameters`, so the weight
+optimizer never sees an architecture tensor and vice versa. As in DARTS, mixed ops have non-affine
+batch norm (learned scales would let a weight absorb the architecture weight), and pools are followed
+by a non-affine BN so that their scale is comparable with the convolutions'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype
+from arnas_zoo.network import Normalize
+from arnas_zoo.ops import POOLING_OPS, FactorizedReduce, ReLUConvBN, create_op
+from search.space import SearchSpace
+
+
+class MixedOp(nn.Module):
+    """``sum_k w_k * op_k(x)`` over the candidate ops of one edge."""
+
+    def __init__(self, channels: int, stride: int, primitives: tuple[str, ...]):
+        super().__init__()
+        self.ops = nn.ModuleList()
+        for name in primitives:
+            op = create_op(name, channels, stride, affine=False)
+            if name in POOLING_OPS:
+                op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+            self.ops.append(op)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = weights[0] * self.ops[0](x)
+        for w, op in zip(weights[1:], self.ops[1:]):
+            out = out + w * op(x)
+        return out
+
+
+class SearchCell(nn.Module):
+    """A cell whose every edge ``(input state -> node)`` is a :class:`MixedOp`.
+
+    Edge ``e`` enumerates nodes in order and, for node ``k``, its inputs ``0 .. k+1``; row ``e`` of the
+    cell type's architecture tensor weighs the ops of that edge.
+    """
+
+    def __init__(
+        self,
+        nodes: int,
+        c_prev_prev: int,
+        c_prev: int,
+        channels: int,
+        reduction: bool,
+        reduction_prev: bool,
+        primitives: tuple[str, ...],
+    ):
+        super().__init__()
+        self.reduction = reduction
+        self.nodes = nodes
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(c_prev, channels, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList()
+        for k in range(nodes):
+            for src in range(NUM_CELL_INPUTS + k):
+                stride = 2 if reduction and src < NUM_CELL_INPUTS else 1
+                self.edges.append(MixedOp(channels, stride, primitives))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.nodes):
+            total = None
+            for j, h in enumerate(states):
+                out = self.edges[offset + j](h, weights[offset + j])
+                total = out if total is None else total + out
+            offset += len(states)
+            states.append(total)
+        return torch.cat(states[NUM_CELL_INPUTS:], dim=1)
+
+
+class Supernet(nn.Module):
+    """The weight-sharing network of a :class:`~search.space.SearchSpace`.
+
+    ``forward(x)`` takes float NCHW images in [0, 1] (normalised inside when ``mean``/``std`` are
+    given) and returns logits. ``generator`` seeds the architecture initialisation
+    (``arch_init_scale * randn``, 1e-3 in DARTS and ARNAS) independently of the weight init.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        arch_init_scale: float = 1e-3,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.space = space
+        self.primitives = space.primitives
+        self.normalize = Normalize(mean, std) if mean is not None and std is not None else nn.Identity()
+        c_stem = space.stem_multiplier * space.init_channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(space.in_channels, c_stem, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_stem),
+        )
+        self.layer_types = space.layer_cell_types()
+        reductions = space.reduction_layers()
+        c_prev_prev, c_prev, reduction_prev = c_stem, c_stem, False
+        self.cells = nn.ModuleList()
+        for i, channels in enumerate(space.layer_channels()):
+            reduction = i in reductions
+            self.cells.append(
+                SearchCell(space.nodes, c_prev_prev, c_prev, channels, reduction, reduction_prev, self.primitives)
+            )
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, space.nodes * channels
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, space.num_classes)
+        shape = (space.num_edges, len(self.primitives))
+        self.alphas = nn.ParameterDict(
+            {
+                name: nn.Parameter(arch_init_scale * torch.randn(shape, generator=generator))
+                for name in space.cell_types
+            }
+        )
+
+    # ---- parameter groups ------------------------------------------------------------------------
+    @property
+    def arch_names(self) -> tuple[str, ...]:
+        """Cell types with an architecture tensor, in the order of :meth:`arch_parameters`."""
+        return tuple(self.alphas.keys())
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alphas[name] for name in self.arch_names]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch_ids = {id(p) for p in self.alphas.parameters()}
+        return [p for p in self.parameters() if id(p) not in arch_ids]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        for name, p in self.named_parameters():
+            if not name.startswith("alphas."):
+                yield name, p
+
+    # ---- forward -----------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = {name: torch.softmax(alpha, dim=-1) for name, alpha in self.alphas.items()}
+        s0 = s1 = self.stem(self.normalize(x))
+        for cell_type, cell in zip(self.layer_types, self.cells):
+            w = weights[cell_type].to(s1.dtype)
+            s0, s1 = s1, cell(s0, s1, w)
+        return self.classifier(self.global_pool(s1).flatten(1))
+
+    # ---- architecture read-out -----------------------------------------------------------------
+    def arch_weights(self) -> dict[str, np.ndarray]:
+        """Softmax op weights per cell type, ``{name: (edges, ops) float64 array}``."""
+        with torch.no_grad():
+            return {name: torch.softmax(a.float(), dim=-1).double().cpu().numpy() for name, a in self.alphas.items()}
+
+    def genotype(self, name: str | None = None, notes: str | None = None) -> Genotype:
+        """Discretise the current architecture (see :func:`search.discretize.discretize`)."""
+        from search.discretize import discretize
+
+        return discretize(self.arch_weights(), self.primitives, self.space, name=name, notes=notes)
+
+
+def arch_state(model: Supernet) -> Mapping[str, torch.Tensor]:
+    """Detached copies of the architecture logits (for logging and comparison)."""
+    return {name: a.detach().clone() for name, a in model.alphas.items()}

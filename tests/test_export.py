@@ -1,0 +1,145 @@
+"""export package: model cards (YAML parsed by huggingface_hub itself), Hub-ready folders, fp16 ONNX export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from arnas_zoo import create_model
+from arnas_zoo.checkpoint import save_folder
+from arnas_zoo.errors import CheckpointError, ConfigError
+
+METRICS = {
+    "data": {"dataset": "mnist", "split": "test", "subset": "first 200", "n": 200},
+    "clean": {"accuracy": 0.91, "n": 200},
+    "attacks": [
+        {"name": "pgd-20", "norm": "linf", "eps": 0.1, "steps": 20, "restarts": 1, "step_size": 0.01, "seed": 0,
+         "robust_accuracy": 0.62, "n": 200},
+        {"name": "autoattack", "norm": "linf", "eps": 0.1, "version": "standard", "seed": 0, "robust_accuracy": 0.55,
+         "n": 200},
+    ],
+    "training": {"epochs": 10, "optimizer": "sgd", "lr": 0.1, "attack": "pgd-7"},
+}
+
+
+def _mnist_tiny(**kw: object) -> torch.nn.Module:
+    return create_model("arnas", in_channels=1, input_size=28, init_channels=4, layers=5, threat_model="linf", eps=0.1, **kw)
+
+
+def test_model_card_metadata_is_valid_for_huggingface_hub(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    from export.card import render_card
+
+    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=METRICS)
+    text = render_card(folder, repo_id="zoo/arnas-mnist")
+    card = ModelCard(text)  # huggingface_hub's own parser
+    data = card.data.to_dict()
+    assert data["library_name"] == "arnas-zoo" and data["datasets"] == ["mnist"] and data["license"] == "mit"
+    assert "threat-model-linf" in data["tags"] and "search-space-arnas" in data["tags"]
+    name, results = model_index_to_eval_results(data["model-index"])
+    assert name == "arnas-mnist"
+    by_name = {r.metric_name: r for r in results}
+    assert by_name["clean accuracy"].metric_value == 91.0
+    assert by_name["pgd-20"].metric_value == 62.0 and by_name["pgd-20"].metric_args["steps"] == 20
+    assert by_name["autoattack"].metric_type == "robust_accuracy" and by_name["autoattack"].dataset_split == "test"
+    body = card.text
+    # every attack's settings in the evaluation table; recipe; genotype picture; limitations
+    assert "| pgd-20 | 62.00% | norm=linf, eps=0.1, steps=20, restarts=1, step_size=0.01, seed=0, n=200 |" in body
+    assert "| optimizer | sgd |" in body and "```mermaid" in body and "-- dil_conv_3x3 -->" in body
+    assert "Measured on: dataset = mnist, split = test, subset = first 200, n = 200." in body
+    assert "## Limitations" in body and 'arnas_zoo.load("zoo/arnas-mnist")' in body
+
+
+def test_card_without_metrics_says_so(tmp_path: Path) -> None:
+    from export.card import render_card
+
+    folder = save_folder(create_model("resnet18", init_channels=8), tmp_path / "ck")
+    text = render_card(folder)
+    assert "model-index" not in text and "the robustness of these weights is unknown" in text
+    assert "```mermaid" not in text  # no genotype for a hand-crafted network
+
+
+def test_hub_folder_refuses_bad_inputs(tmp_path: Path) -> None:
+    from export.hub_publish import build_hub_folder
+
+    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=METRICS)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        build_hub_folder(folder, tmp_path / "busy")
+    (folder / "model.onnx").write_bytes(b"stale")  # an ONNX file without a parity record
+    with pytest.raises(CheckpointError, match="no passing parity record"):
+        build_hub_folder(folder, tmp_path / "out")
+    out = build_hub_folder(folder, tmp_path / "out2", include_onnx=False)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "config.json", "genotype.png", "layout.png", "metrics.json", "model.safetensors",
+    ]
+
+
+def test_fp16_export_parity_and_hub_folder(tmp_path: Path, shared_data: Path) -> None:
+    from export.__main__ import main
+    from export.hub_publish import build_hub_folder
+
+    from arnas_zoo.onnx import OnnxModel
+
+    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=METRICS)
+    result = CliRunner().invoke(main, ["onnx", str(folder), "--fp16", "-n", "32"],
+                                env={"ARNAS_ZOO_SHARED_DATA": str(shared_data)})
+    assert result.exit_code == 0, result.output
+    record = json.loads((folder / "onnx.json").read_text())["model.onnx"]
+    assert record["fp16"] and record["parity"]["dtype"] == "float16" and record["parity"]["passed"]
+    session = OnnxModel(folder / "model.onnx", providers="cpu")
+    assert session.input_dtype.__name__ == "float16"
+    out = session(torch.rand(3, 1, 28, 28))
+    assert out.dtype == torch.float32 and out.shape == (3, 10)  # fp16 inside, fp32 logits out
+    hub = build_hub_folder(folder, tmp_path / "hub", repo_id="zoo/arnas-mnist")
+    assert (hub / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
+    readme = (hub / "README.md").read_text()
+    assert "## ONNX" in readme and "float16" in readme
+    assert "![cells of the genotype](genotype.png)" in readme and (hub / "genotype.png").stat().st_size > 1000
+
+
+def test_export_cli_errors_are_one_line(tmp_path: Path) -> None:
+    from export.__main__ import main
+
+    folder = save_folder(create_model("arnas", init_channels=4, layers=5, input_size=16), tmp_path / "ck")
+    result = CliRunner().invoke(main, ["onnx", str(folder)], env={"ARNAS_ZOO_SHARED_DATA": str(tmp_path / "none")})
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+
+
+def test_card_reads_the_evaluation_report_layout(tmp_path: Path) -> None:
+    """metrics.json as arnas_zoo.evaluate writes it (clean_accuracy, results[], worst case, checks)."""
+    from export.card import iter_results, render_card
+
+    metrics = {
+        "schema": "arnas-zoo/metrics@1",
+        "data": {"dataset": "mnist", "split": "test", "n": 100, "indices": "0-99"},
+        "threat_model": {"norm": "linf", "eps": 0.1},
+        "clean_accuracy": 0.9,
+        "worst_case_accuracy": 0.5,
+        "results": [
+            {"attack": "pgd20", "norm": "linf", "eps": 0.1, "steps": 20, "restarts": 1, "n": 100,
+             "robust_accuracy": 0.55, "seconds": 3.2, "forward_passes_per_image": 21.0, "step_size": 0.01},
+            {"attack": "square", "norm": "linf", "eps": 0.1, "steps": None, "restarts": 1, "n": 100,
+             "robust_accuracy": 0.6, "black_box": True, "seconds": 9.0},
+        ],
+        "sanity_checks": [{"name": "in_ball", "passed": True, "detail": "ok"},
+                          {"name": "black_box", "passed": False, "detail": "below"}],
+    }
+    rows = list(iter_results(metrics))
+    assert [(r["name"], r["value"], r["kind"]) for r in rows] == [
+        ("clean", 0.9, "clean"), ("pgd20", 0.55, "robust"), ("square", 0.6, "robust"),
+        ("worst case over all attacks (per image)", 0.5, "robust"),
+    ]
+    assert "seconds" not in rows[1]["settings"] and rows[1]["settings"]["step_size"] == 0.01
+    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=metrics)
+    text = render_card(folder)
+    assert "| pgd20 | 55.00% | norm=linf, eps=0.1, steps=20, restarts=1, n=100, step_size=0.01 |" in text
+    assert "Sanity checks against gradient masking (Carlini et al., 2019): 2 run, FAILED: black_box." in text

@@ -1,0 +1,164 @@
+"""Search space, supernet and discretisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from arnas_zoo.errors import ConfigError, GenotypeError
+from arnas_zoo.genotype import Genotype
+from arnas_zoo.ops import ARNAS_PRIMITIVES, DARTS_PRIMITIVES
+from arnas_zoo.registry import create_model
+from search.discretize import discretize, discretize_cell
+from search.space import SearchSpace
+from search.supernet import Supernet
+
+
+def test_paper_space_layout() -> None:
+    space = SearchSpace()
+    assert space.layer_cell_types() == ["accurate", "accurate", "reduce", "accurate", "accurate", "reduce", "robust", "robust"]
+    assert space.layer_channels() == [24, 24, 48, 48, 48, 48, 48, 48]  # doubled at the 1st reduction, kept at the 2nd
+    assert space.num_edges == 14 and space.primitives == ARNAS_PRIMITIVES and len(space.primitives) == 7
+    assert space.cell_types == ("accurate", "robust", "reduce")
+
+
+def test_paper_supernet_parameter_groups() -> None:
+    model = Supernet(SearchSpace(), generator=torch.Generator().manual_seed(0))
+    alphas = model.arch_parameters()
+    assert [tuple(a.shape) for a in alphas] == [(14, 7)] * 3
+    assert set(model.arch_names) == {"accurate", "robust", "reduce"}
+    assert all(float(a.abs().max()) < 1e-2 for a in alphas)  # 1e-3 * randn
+    arch_ids = {id(a) for a in alphas}
+    weights = model.weight_parameters()
+    assert not arch_ids & {id(p) for p in weights}
+    assert len(weights) + len(alphas) == len(list(model.parameters()))
+    # mixed ops have non-affine BN everywhere; pools are followed by one
+    cell_bns = [m for m in model.cells.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert cell_bns and all(not bn.affine for bn in cell_bns)
+    edge = model.cells[0].edges[0]
+    pool = edge.ops[ARNAS_PRIMITIVES.index("max_pool_3x3")]
+    assert isinstance(pool, torch.nn.Sequential) and isinstance(pool[1], torch.nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("placement", ["A-A-R", "R-A-A", "A-R-A", "A-A-A"])
+def test_forward_backward_every_placement(placement: str) -> None:
+    space = SearchSpace(placement=placement, layers=5, init_channels=2, input_size=8)
+    model = Supernet(space)
+    x = torch.rand(2, 3, 8, 8)
+    logits = model(x)
+    assert logits.shape == (2, 10)
+    logits.logsumexp(1).sum().backward()
+    for name, a in zip(model.arch_names, model.arch_parameters()):
+        assert a.grad is not None and float(a.grad.abs().sum()) > 0, name
+    assert all(p.grad is not None for p in model.weight_parameters())
+    expected = {"A": "accurate", "R": "robust"}
+    assert set(model.arch_names) == {expected[c] for c in placement.split("-")} | {"reduce"}
+
+
+@pytest.mark.parametrize("filters,channels", [("1-2-3", [4, 8, 8, 12, 12]), ("1-2-4", [4, 8, 8, 16, 16])])
+def test_filter_settings(filters: str, channels: list[int]) -> None:
+    space = SearchSpace(filters=filters, layers=5, init_channels=4, input_size=8)
+    assert space.layer_channels() == channels
+    assert Supernet(space)(torch.rand(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_darts_space() -> None:
+    space = SearchSpace.darts(layers=5, init_channels=4, input_size=8)
+    model = Supernet(space)
+    assert set(model.arch_names) == {"normal", "reduce"}
+    assert model.primitives == DARTS_PRIMITIVES
+    model(torch.rand(2, 3, 8, 8)).sum().backward()
+    g = model.genotype()
+    assert g.space == "darts" and set(g.cells) == {"normal", "reduce"}
+    assert "none" not in {op for c in g.cells.values() for op in c.ops()}
+
+
+def test_bad_spaces_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="placement"):
+        SearchSpace(placement="A-B-R")
+    with pytest.raises(ConfigError, match="placement"):
+        SearchSpace(space="darts", placement="A-A-R")
+    with pytest.raises(ConfigError, match="filters"):
+        SearchSpace(filters="1-2")
+
+
+def _hand_weights() -> np.ndarray:
+    """A cell whose intended discretisation is known: row e = edge e, columns = ARNAS_PRIMITIVES."""
+    w = np.full((14, 7), 0.1)
+    ops = {name: i for i, name in enumerate(ARNAS_PRIMITIVES)}
+    # node 0 (edges 0, 1): both inputs kept
+    w[0, ops["sep_conv_3x3"]] = 0.5
+    w[1, ops["skip_connect"]] = 0.4
+    # node 1 (edges 2, 3, 4 = inputs 0, 1, n0): keep inputs 0 and n0
+    w[2, ops["dil_conv_5x5"]] = 0.6
+    w[3, ops["max_pool_3x3"]] = 0.3
+    w[4, ops["sep_conv_5x5"]] = 0.7
+    # node 2 (edges 5..8 = inputs 0, 1, n0, n1): keep 1 and n1
+    w[6, ops["avg_pool_3x3"]] = 0.9
+    w[8, ops["dil_conv_3x3"]] = 0.8
+    w[7, ops["sep_conv_3x3"]] = 0.2
+    # node 3 (edges 9..13 = inputs 0, 1, n0, n1, n2): keep n2 and 0
+    w[13, ops["dil_conv_3x3"]] = 0.95
+    w[9, ops["skip_connect"]] = 0.85
+    w[12, ops["sep_conv_5x5"]] = 0.5
+    return w
+
+
+def test_discretize_hand_made_cell() -> None:
+    cell = discretize_cell(_hand_weights(), ARNAS_PRIMITIVES, nodes=4)
+    assert cell == {
+        "nodes": [
+            [["sep_conv_3x3", 0], ["skip_connect", 1]],
+            [["dil_conv_5x5", 0], ["sep_conv_5x5", 2]],
+            [["avg_pool_3x3", 1], ["dil_conv_3x3", 3]],
+            [["skip_connect", 0], ["dil_conv_3x3", 4]],
+        ],
+        "concat": [2, 3, 4, 5],
+    }
+
+
+def test_discretize_ignores_none_for_strength_and_op() -> None:
+    w = np.full((5, 8), 0.05)  # 2 nodes: edges 0,1 (node 0) and 2,3,4 (node 1)
+    none = DARTS_PRIMITIVES.index("none")
+    w[:, none] = 0.9  # 'none' dominates everywhere but must never be picked or rank an edge
+    w[0, DARTS_PRIMITIVES.index("sep_conv_3x3")] = 0.3
+    w[1, DARTS_PRIMITIVES.index("max_pool_3x3")] = 0.2
+    w[2, DARTS_PRIMITIVES.index("dil_conv_3x3")] = 0.1
+    w[4, DARTS_PRIMITIVES.index("skip_connect")] = 0.25
+    cell = discretize_cell(w, DARTS_PRIMITIVES, nodes=2)
+    assert cell["nodes"] == [
+        [["sep_conv_3x3", 0], ["max_pool_3x3", 1]],
+        [["dil_conv_3x3", 0], ["skip_connect", 2]],
+    ]
+
+
+def test_discretize_rejects_wrong_shapes() -> None:
+    with pytest.raises(ConfigError, match="expected shape"):
+        discretize_cell(np.zeros((13, 7)), ARNAS_PRIMITIVES, nodes=4)
+
+
+def test_genotype_builds_with_the_zoo() -> None:
+    space = SearchSpace()
+    weights = {"accurate": _hand_weights(), "robust": _hand_weights()[::-1].copy(), "reduce": _hand_weights()}
+    g = discretize(weights, ARNAS_PRIMITIVES, space, name="hand")
+    assert g.space == "arnas" and set(g.cells) == {"accurate", "robust", "reduce"}
+    again = Genotype.from_json(g.to_json())
+    assert again == g
+    model = create_model("arnas", genotype=g, init_channels=4, layers=5, auxiliary=False).eval()
+    assert model(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_supernet_genotype_follows_the_alphas() -> None:
+    space = SearchSpace(layers=5, init_channels=4)
+    model = Supernet(space)
+    with torch.no_grad():
+        for a in model.arch_parameters():
+            a.zero_()
+        model.alphas["robust"][:, ARNAS_PRIMITIVES.index("dil_conv_5x5")] = 3.0
+        model.alphas["accurate"][:, ARNAS_PRIMITIVES.index("sep_conv_3x3")] = 3.0
+    g = model.genotype()
+    assert set(g.cell("robust").ops()) == {"dil_conv_5x5"}
+    assert set(g.cell("accurate").ops()) == {"sep_conv_3x3"}
+    with pytest.raises(GenotypeError):
+        g.cell("normal")
