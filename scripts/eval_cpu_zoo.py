@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import platform
+import re
 import shutil
 from pathlib import Path
 
@@ -118,8 +119,11 @@ def main() -> None:
     }
     metrics = dict(read_metrics(run / "best") or {})
     metrics["evaluation"] = evaluation
+    metrics["dataset"] = dataset  # top level, where arnas_zoo.pretrained.spec_line looks
     model = load_folder(run / "best")
-    save_folder(model, run / "best", metrics=metrics)
+    arch = re.match(r"(.+?)_(c\d+l\d+|w\d+)_", args.name).group(1)  # arnas_c4l5_mnist -> arnas
+    config = model.config.replace(extra={**dict(model.config.extra), "arch_name": arch, "dataset": dataset})
+    save_folder(model, run / "best", metrics=metrics, config=config)
     target = ROOT / "arnas_zoo" / "pretrained" / args.name
     target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors", "metrics.json"):
