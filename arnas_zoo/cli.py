@@ -111,6 +111,23 @@ def list_command(as_json: bool) -> None:
         )
 
 
+@main.command("pretrained")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")
+def pretrained_command(as_json: bool) -> None:
+    """List the pretrained checkpoints that arnas_zoo.load(NAME) finds (pinned by sha256)."""
+    from dataclasses import asdict
+
+    from arnas_zoo.pretrained import list_pretrained
+
+    specs = list(list_pretrained())
+    if as_json:
+        click.echo(json.dumps([asdict(spec) for spec in specs], indent=1))
+        return
+    click.echo(f"{'name':<34} {'data':<8} {'threat':<6} {'eps':>7}  source")
+    for spec in specs:
+        click.echo(f"{spec.name:<34} {spec.dataset:<8} {spec.threat_model:<6} {spec.eps:>7.4g}  {spec.source}")
+
+
 @main.command("info")
 @click.argument("target")
 @macro_options

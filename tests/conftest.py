@@ -1,25 +1,25 @@
-"""Shared fixtures: the offline data of ``../shared/data`` (skipped with a reason when absent)."""
+"""Shared fixtures: the offline data of ``../shared/data`` (skipped with a reason when absent).
+
+The tests use tiny models, for which one intra-op thread is as fast as two, and several tests start
+worker processes (torchrun, DDP with gloo): one thread per process keeps a 2-core machine from
+oversubscribing. ``OMP_NUM_THREADS`` is inherited by those child processes.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
-import torch
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from arnas_zoo.data import shared_data_dir  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path | None:
-    """``$ARNAS_ZOO_SHARED_DATA`` or ``../shared/data`` beside the checkout, if present."""
-    env = os.environ.get("ARNAS_ZOO_SHARED_DATA")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO.parent / "shared" / "data")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    return None
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,13 @@ def test_every_command_has_help(runner: CliRunner) -> None:
     for args in (["--help"], ["info", "--help"], ["list", "--help"], ["draw", "--help"], ["genotype", "validate", "--help"]):
         result = runner.invoke(main, args)
         assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+def test_pretrained_lists_every_registered_checkpoint(runner: CliRunner) -> None:
+    from arnas_zoo.pretrained import list_pretrained
+
+    result = runner.invoke(main, ["pretrained", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = {row["name"]: row for row in json.loads(result.stdout)}
+    assert set(listed) == {spec.name for spec in list_pretrained()}
+    assert all(len(row["sha256"]) == 64 for row in listed.values())

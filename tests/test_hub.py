@@ -64,7 +64,7 @@ def test_unknown_names_are_typed_with_close_matches(tmp_path: Path, monkeypatch:
         with pytest.raises(UnknownModelError, match="did you mean arnas.tiny_linf") as info:
             arnas_zoo.load("arnas.tiny_lnf")
         assert "\n" not in str(info.value)
-        with pytest.raises(UnknownModelError, match=r"architecture, not a pretrained model \(pretrained: arnas.tiny_linf\)"):
+        with pytest.raises(UnknownModelError, match=r"architecture, not a pretrained model \(pretrained: [^)]*\barnas\.tiny_linf\)"):
             arnas_zoo.load("arnas")
         with pytest.raises(UnknownModelError, match="create_model"):
             arnas_zoo.load("darts_v2")
