@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -42,6 +43,7 @@ __all__ = [
     "autoattack",
     "check_images",
     "fgsm",
+    "folded_batchnorm",
     "pgd",
     "square",
     "transfer_attack",
@@ -136,6 +138,61 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
         for p, flag in flags:
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+def _foldable_pairs(model: nn.Module) -> list[tuple[nn.Sequential, str, str]]:
+    """``(sequential, conv_name, bn_name)`` for each adjacent Conv2d -> eval-mode BatchNorm2d pair."""
+    found = []
+    for seq in model.modules():
+        if isinstance(seq, nn.Sequential):
+            names = list(seq._modules)
+            for conv_name, bn_name in zip(names, names[1:]):
+                conv, bn = seq._modules[conv_name], seq._modules[bn_name]
+                if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training
+                        and bn.running_mean is not None and bn.running_var is not None
+                        and conv.padding_mode == "zeros"):
+                    found.append((seq, conv_name, bn_name))
+    return found
+
+
+def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    with torch.no_grad():
+        scale = (bn.running_var + bn.eps).rsqrt()
+        gamma = bn.weight if bn.affine else torch.ones_like(scale)
+        beta = bn.bias if bn.affine else torch.zeros_like(scale)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
+        fused.weight.copy_(conv.weight * (gamma * scale).view(-1, 1, 1, 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+        fused.bias.copy_((bias - bn.running_mean) * gamma * scale + beta)
+    fused.requires_grad_(False)
+    return fused
+
+
+@contextlib.contextmanager
+def folded_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
+    """Fold ``model``'s eval-mode ``Conv2d -> BatchNorm2d`` pairs into single convs for the duration.
+
+    In eval mode a BatchNorm is an affine map with its running statistics, so folding it into the
+    convolution before it gives the same function (and the same input gradients, up to float rounding)
+    with one op fewer per pair; with channels_last inputs this makes attack steps about twice as fast on
+    CPU (benchmarks/bench_attacks.py). Only pairs adjacent in an ``nn.Sequential`` whose BatchNorm is in
+    eval mode with running statistics are folded (a BatchNorm kept in training mode is left alone). The
+    swap happens in place, so wrappers, counters and hooks on the model keep working; the original
+    modules are put back on exit, also when the body raises.
+    """
+    swapped = []
+    try:
+        for seq, conv_name, bn_name in _foldable_pairs(model):
+            conv, bn = seq._modules[conv_name], seq._modules[bn_name]
+            seq._modules[conv_name] = _fused_conv(conv, bn)
+            seq._modules[bn_name] = nn.Identity()
+            swapped.append((seq, conv_name, conv, bn_name, bn))
+        yield model
+    finally:
+        for seq, conv_name, conv, bn_name, bn in reversed(swapped):
+            seq._modules[conv_name] = conv
+            seq._modules[bn_name] = bn
 
 
 def _check_common(eps: float, norm: str, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -251,6 +308,7 @@ def pgd(
     generator: torch.Generator | None = None,
     counter: PassCounter | None = None,
     channels_last: bool = True,
+    fold_bn: bool = True,
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al., ICLR 2018) in the l_inf or l_2 ball of radius ``eps``.
 
@@ -269,6 +327,10 @@ def pgd(
         counter: counts forward/backward passes per image.
         channels_last: run the attack in the channels_last memory layout (faster; results equal up to
             float rounding of the convolutions). The returned tensor is contiguous either way.
+        fold_bn: fold the model's eval-mode BatchNorms into the convolutions before them while
+            attacking (:func:`folded_batchnorm`; the same function up to float rounding, and faster;
+            the modules are restored afterwards). Hooks on those BatchNorm modules do not fire while
+            folded: pass ``fold_bn=False`` if you rely on them.
 
     Returns:
         Adversarial images, (N, C, H, W), within ``eps`` of ``x`` in ``norm`` and within [0, 1].
@@ -283,10 +345,10 @@ def pgd(
     if not targeted:
         target = None
     labels = target if target is not None else y
-    run_model: nn.Module = CountingModel(model, counter) if counter is not None else model
     kwargs = dict(eps=eps, step_size=step_size, steps=steps, norm=norm, loss=loss,
                   random_start=random_start, targeted=targeted, generator=generator, channels_last=channels_last)
-    with attack_mode(model):
+    run_model: nn.Module = CountingModel(model, counter) if counter is not None else model
+    with attack_mode(model), (folded_batchnorm(model) if fold_bn else contextlib.nullcontext()):
         x_best = _pgd_run(run_model, x, labels, **kwargs).contiguous()
         if restarts == 1 or len(x) == 0:
             return x_best
@@ -313,13 +375,15 @@ def fgsm(
     target: torch.Tensor | None = None,
     counter: PassCounter | None = None,
     channels_last: bool = True,
+    fold_bn: bool = True,
 ) -> torch.Tensor:
     """Fast gradient sign method (Goodfellow et al., ICLR 2015): one step of size ``eps``, no random start.
 
     For ``norm="l2"`` the step follows the normalized gradient (fast gradient method).
     """
     return pgd(model, x, y, eps=eps, step_size=eps, steps=1, restarts=1, norm=norm, loss="ce",
-               random_start=False, targeted=targeted, target=target, counter=counter, channels_last=channels_last)
+               random_start=False, targeted=targeted, target=target, counter=counter, channels_last=channels_last,
+               fold_bn=fold_bn)
 
 
 @dataclass(frozen=True)

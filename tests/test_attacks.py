@@ -246,3 +246,60 @@ def test_counting_wrapper_keeps_the_model_mode(digits_batch) -> None:
 
     pgd(CountingModel(model, counter), x[:4], y[:4], eps=0.03, step_size=0.01, steps=1)
     assert not model.training and counter.forward == 4
+
+
+def _with_running_stats(model: torch.nn.Module) -> torch.nn.Module:
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(16, 3, 32, 32))
+    return model.eval()
+
+
+def test_folded_batchnorm_keeps_the_function_and_its_input_gradient() -> None:
+    from arnas_zoo.attacks import folded_batchnorm
+    from arnas_zoo.registry import create_model
+
+    model = _with_running_stats(create_model("arnas", init_channels=4, layers=5))
+    n_bn = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    before = n_bn(model)
+    x = torch.rand(4, 3, 32, 32)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya = model(xa)
+    (ga,) = torch.autograd.grad(ya.logsumexp(1).sum(), xa)
+    with folded_batchnorm(model) as folded:
+        assert n_bn(folded) < before  # pairs were folded (FactorizedReduce's BN stays)
+        yb = folded(xb)
+        (gb,) = torch.autograd.grad(yb.logsumexp(1).sum(), xb)
+    assert torch.allclose(ya, yb, atol=1e-5)
+    assert torch.allclose(ga, gb, atol=1e-6 * float(ga.abs().max()) + 1e-9)
+    assert n_bn(model) == before  # restored
+    assert torch.equal(model(x), ya.detach())
+
+
+def test_folded_batchnorm_leaves_batch_statistics_alone_and_restores_on_error() -> None:
+    from arnas_zoo.attacks import folded_batchnorm
+    from arnas_zoo.registry import create_model
+
+    model = create_model("arnas", init_channels=4, layers=5).train()  # BN uses batch statistics
+    names = [type(m).__name__ for m in model.modules()]
+    with folded_batchnorm(model):
+        assert [type(m).__name__ for m in model.modules()] == names
+    model.eval()
+    try:
+        with folded_batchnorm(model):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert [type(m).__name__ for m in model.modules()] == names
+
+
+def test_pgd_with_and_without_folding_agree() -> None:
+    from arnas_zoo.attacks import pgd
+    from arnas_zoo.registry import create_model
+
+    model = _with_running_stats(create_model("darts_v2", init_channels=4, layers=5))
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    runs = [pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=5, random_start=False, fold_bn=fold) for fold in (True, False)]
+    # sign gradients may flip on float-rounding ties; nearly every pixel must follow the same path
+    assert (runs[0] - runs[1]).abs().gt(1e-6).float().mean() < 0.01
