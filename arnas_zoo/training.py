@@ -55,6 +55,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from arnas_zoo.attacks import folded_batchnorm
 from arnas_zoo.checkpoint import atomic_write_json, save_folder
 from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError
 from arnas_zoo.network import ModelConfig, ZooModel, build_model
@@ -409,33 +410,38 @@ def perturb(
     was_training = model.training
     model.train(not eval_mode and was_training)
     ctx = autocast or contextlib.nullcontext
+    # eval-mode BatchNorms are affine maps: folding them into their convs for the attack steps gives the
+    # same examples up to float rounding, about twice as fast (attacks.folded_batchnorm); a compiled
+    # model is left alone, since swapping its modules would force recompilation
+    fold = folded_batchnorm(model) if eval_mode and not hasattr(model, "_orig_mod") else contextlib.nullcontext()
     try:
-        x = x.detach()
-        if start == "none":
-            x_adv = x.clone()
-        else:
-            if noise is None:
-                noise = (torch.randn if start == "gaussian" else _uniform_pm1)(
-                    x.shape, generator=generator, device=x.device, dtype=x.dtype
-                )
-            scale = start_sigma if start == "gaussian" else eps
-            x_adv = (x + scale * noise).clamp(0.0, 1.0)
-        clean_probs = None
-        if loss == "kl":
-            with torch.no_grad(), ctx():
-                clean_probs = F.softmax(model(x).float(), dim=1)
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            with ctx():
-                logits = model(x_adv).float()
-            if clean_probs is not None:
-                objective = F.kl_div(F.log_softmax(logits, dim=1), clean_probs, reduction="sum")
+        with fold:
+            x = x.detach().contiguous(memory_format=torch.channels_last)
+            if start == "none":
+                x_adv = x.clone()
             else:
-                objective = F.cross_entropy(logits, y, reduction="sum")
-            (grad,) = torch.autograd.grad(objective, x_adv)
-            x_adv = x_adv.detach() + step_size * grad.sign()
-            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
-        return x_adv.detach()
+                if noise is None:
+                    noise = (torch.randn if start == "gaussian" else _uniform_pm1)(
+                        x.shape, generator=generator, device=x.device, dtype=x.dtype
+                    )
+                scale = start_sigma if start == "gaussian" else eps
+                x_adv = (x + scale * noise).clamp(0.0, 1.0)
+            clean_probs = None
+            if loss == "kl":
+                with torch.no_grad(), ctx():
+                    clean_probs = F.softmax(model(x).float(), dim=1)
+            for _ in range(steps):
+                x_adv.requires_grad_(True)
+                with ctx():
+                    logits = model(x_adv).float()
+                if clean_probs is not None:
+                    objective = F.kl_div(F.log_softmax(logits, dim=1), clean_probs, reduction="sum")
+                else:
+                    objective = F.cross_entropy(logits, y, reduction="sum")
+                (grad,) = torch.autograd.grad(objective, x_adv)
+                x_adv = x_adv.detach() + step_size * grad.sign()
+                x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+            return x_adv.detach().contiguous()
     finally:
         model.train(was_training)
 

@@ -303,3 +303,14 @@ def test_pgd_with_and_without_folding_agree() -> None:
     runs = [pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=5, random_start=False, fold_bn=fold) for fold in (True, False)]
     # sign gradients may flip on float-rounding ties; nearly every pixel must follow the same path
     assert (runs[0] - runs[1]).abs().gt(1e-6).float().mean() < 0.01
+
+
+def test_pgd_does_not_touch_the_global_random_state() -> None:
+    from arnas_zoo.attacks import pgd
+    from arnas_zoo.registry import create_model
+
+    model = _with_running_stats(create_model("arnas", init_channels=4, layers=5))
+    x, y = torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    state = torch.get_rng_state()
+    pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), state)
