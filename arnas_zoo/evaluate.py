@@ -383,7 +383,7 @@ def run_attack(
     _sync(data.device)
     start = time.perf_counter()
     batches = tqdm(list(data.batches(batch_size)), desc=spec.name if source is None else f"{spec.name} <- {source_name}",
-                   unit="batch", disable=not progress, leave=False)
+                   unit="batch", disable=None if progress else True, leave=False)
     for x, y in batches:
         x_adv = spec.run(counted, x, y, eps=eps, norm=norm, generator=generator, counter=None, seed=seed)
         size, out = _perturbation_size(x_adv, x, norm)
@@ -663,7 +663,7 @@ def transfer_matrix(
         with attack_mode(m):
             clean.append(float(_correct(m, data.x, data.y, batch_size).float().mean()))
     matrix: list[list[float]] = []
-    for source_name in tqdm(names, desc="sources", disable=not progress, leave=False):
+    for source_name in tqdm(names, desc="sources", disable=None if progress else True, leave=False):
         source = models[source_name]
         generator = torch.Generator(device=dev).manual_seed(seed)
         correct = {t: [] for t in names}

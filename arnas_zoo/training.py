@@ -856,7 +856,7 @@ def train(
             sums = torch.zeros(3, device=device)  # loss, correct on training examples, count
             t0 = time.perf_counter()
             bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                       disable=not progress or not dist_info.main, leave=False)
+                       disable=None if progress and dist_info.main else True, leave=False)
             for step in bar:
                 if _should_stop(stop, dist_info, stop_after_steps is not None and steps_done_this_call >= stop_after_steps):
                     save_state(epoch, step)

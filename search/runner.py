@@ -347,7 +347,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
 
 # ---- files ------------------------------------------------------------------------------------------
