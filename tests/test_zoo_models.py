@@ -34,3 +34,8 @@ def test_bundled_checkpoint_loads_and_reproduces_its_clean_accuracy(spec, shared
     # a robust figure never exceeds the clean one on the same points
     pgd = evaluation["pgd"]
     assert pgd["robust_accuracy"] <= pgd["clean_accuracy_same_points"]
+    assert pgd["n"] == evaluation["data"]["n_total"], "PGD must cover the whole evaluation split"
+    aa = evaluation["autoattack"]
+    assert aa["n"] > 0 and aa["robust_accuracy"] <= aa["clean_accuracy_same_points"]
+    # the per-point worst case of the two attacks is below each of them on the same points
+    assert aa["worst_case_pgd_or_aa_same_points"] <= min(aa["robust_accuracy"], aa["pgd_robust_accuracy_same_points"])
