@@ -57,6 +57,7 @@ from torch import nn
 
 from arnas_zoo.attacks import folded_batchnorm
 from arnas_zoo.checkpoint import atomic_write_json, save_folder
+from arnas_zoo.distributed import Dist, init_distributed, resolve_device
 from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError
 from arnas_zoo.network import ModelConfig, ZooModel, build_model
 
@@ -499,28 +500,6 @@ def convert_dist_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device: torch.device) -> _Dist:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); a single process needs none."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size())
-
-
 # ---- state file ---------------------------------------------------------------------------------
 def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
@@ -643,13 +622,6 @@ class TrainResult:
     best: dict[str, Any] = field(default_factory=dict)
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        return torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(device)
-
-
 def _seed_for(seed: int, epoch: int, step: int) -> int:
     # distinct, reproducible streams per (seed, epoch, step); step -1 = the epoch's shuffle
     return (((seed + 1) * 1_000_003 + epoch) * 1_000_033 + step + 1) % (2**62)
@@ -741,8 +713,7 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    device = _resolve_device(device)
-    dist_info = _init_distributed(device)
+    dist_info, device = init_distributed(resolve_device(device))
     if recipe.batch_size % dist_info.world:
         raise ConfigError(f"recipe.batch_size: the global batch ({recipe.batch_size}) must divide evenly over "
                           f"{dist_info.world} processes")
@@ -1017,7 +988,7 @@ def run_training(
                  eval_attacks=eval_attacks or ())
 
 
-def _should_stop(stop: _StopFlag, dist_info: _Dist, local_request: bool) -> bool:
+def _should_stop(stop: _StopFlag, dist_info: Dist, local_request: bool) -> bool:
     flag = stop.requested or local_request
     if dist_info.world > 1:  # every process must stop at the same step
         import torch.distributed as dist

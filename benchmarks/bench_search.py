@@ -28,9 +28,10 @@ sys.path.insert(0, str(REPO))
 def measure(args: argparse.Namespace) -> dict:
     import torch
 
+    from arnas_zoo.distributed import Dist, resolve_device
     from search.config import load_config
     from search.data import SearchData
-    from search.runner import SearchState, resolve_device, search_step, Dist
+    from search.runner import SearchState, search_step
 
     device = resolve_device(args.device)
     overrides = [f"batch_size={args.batch_size}", f"order={args.order}", f"pgd_steps={args.pgd_steps}",
@@ -45,7 +46,7 @@ def measure(args: argparse.Namespace) -> dict:
     state = SearchState(cfg, data, device, Dist())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times, phases = [], []
+    times = []
     for i in range(args.warmup + args.steps):
         sl = slice(i * args.batch_size, (i + 1) * args.batch_size)
         xt, xv = data.x_train[sl], data.x_val[sl]

@@ -27,7 +27,6 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import torch
 import torch.distributed as dist
 
 from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text
+from arnas_zoo.distributed import Dist, init_distributed, resolve_device
 from arnas_zoo.errors import CheckpointError, ConfigError
 from arnas_zoo.network import ModelConfig
 from search.attack import bn_mode, pgd_linf
@@ -57,36 +57,6 @@ StepCallback = Callable[[int, int], None]
 
 
 # ---- device, distributed and precision helpers -------------------------------------------------
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
-    """Join the ``torchrun`` process group (gloo on CPU, NCCL on CUDA) when ``WORLD_SIZE > 1``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist(), device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank()
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return Dist(rank, dist.get_world_size()), device
-
-
 def all_reduce_mean(grads: list[torch.Tensor], world: int) -> list[torch.Tensor]:
     """Average gradients over ranks with one all-reduce of a flat buffer."""
     if world <= 1 or not grads:
