@@ -128,7 +128,7 @@ def _write_report(result: QuickstartResult) -> None:
         f"- training data: {s['train']}",
         f"- evaluated on: {s['test']}",
         f"- attacks: {s['attacks']}",
-        f"- recipe: `cpu_digits` (see adversarial/recipe.json); the standard run uses method=standard and "
+        "- recipe: `cpu_digits` (see adversarial/recipe.json); the standard run uses method=standard and "
         "selects its best epoch by clean validation accuracy",
         f"- device: {s['device']}; seed {s['seed']}; wall time {result.seconds:.0f} s",
         f"- checkpoint folders: {result.out_dir / 'adversarial' / 'best'}, {result.out_dir / 'standard' / 'best'}",

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from arnas_zoo import create_model  # noqa: E402
-from arnas_zoo.training import _train_step, augment, get_recipe, perturb  # noqa: E402
+from arnas_zoo.training import _train_step, augment, get_recipe  # noqa: E402
 
 
 def reference_step(model, optimizer, images_u8: np.ndarray, labels: np.ndarray, rng: np.random.Generator,

@@ -8,9 +8,8 @@ statistics with adversarial batches; both modes here leave the statistics alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -91,15 +90,6 @@ def pgd_linf(
     x = x.detach()
     if steps == 0 or eps == 0:
         return x.clone()
-    was_training = model.training
-    try:
-        with torch.enable_grad(), autocast():
-            if bn == "eval":
-                return pgd(model, x, y, eps=eps, step_size=step_size, steps=steps, random_start=random_start).detach()
-            model.train()
-            with frozen_bn_stats(model):
-                return pgd(
-                    _BatchStatistics(model), x, y, eps=eps, step_size=step_size, steps=steps, random_start=random_start
-                ).detach()
-    finally:
-        model.train(was_training)
+    with torch.enable_grad(), autocast(), bn_mode(model, bn):
+        target = model if bn == "eval" else _BatchStatistics(model)
+        return pgd(target, x, y, eps=eps, step_size=step_size, steps=steps, random_start=random_start).detach()

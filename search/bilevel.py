@@ -132,8 +132,14 @@ class Architect:
         """``(t, t_hat, info)``: per-tensor gradients of the natural and the lambda-weighted robust loss."""
         model = self.model
         x_val, y_val = val_batch
-        natural = lambda: (lambda logits: (F.cross_entropy(logits, y_val), logits))(full_precision(model(x_val)))  # noqa: E731
-        robust = lambda: self.objective.loss(model, robust_prepared)  # noqa: E731
+
+        def natural() -> tuple[torch.Tensor, torch.Tensor]:
+            logits = full_precision(model(x_val))
+            return F.cross_entropy(logits, y_val), logits
+
+        def robust() -> tuple[torch.Tensor, torch.Tensor | None]:
+            return self.objective.loss(model, robust_prepared)
+
         if self.order == "first":
             t, _, nat_loss, nat_correct = self._objective_grads(natural, y_val, 1.0)
             t_hat, _, rob_loss, rob_correct = self._objective_grads(robust, y_val, self.lam)
