@@ -77,7 +77,13 @@ def main() -> None:
     model = load_folder(folder, expected_sha256=spec.sha256).to(memory_format=torch.channels_last)
     assert not model.training
     progress_path = run / "eval_progress.json"
-    state = json.loads(progress_path.read_text()) if progress_path.exists() else {}
+    # what the kept per-point results depend on: reusing them for other weights or settings would be silent
+    identity = {"sha256": spec.sha256, "eps": eps, "steps": steps, "step_size": step, "n_total": len(data),
+                "chunk": args.chunk, "aa_chunk": args.aa_chunk}
+    state = json.loads(progress_path.read_text()) if progress_path.exists() else {"identity": identity}
+    if state.get("identity") != identity:
+        raise SystemExit(f"{progress_path} was made with {state.get('identity')}, this run is {identity}; "
+                         "delete it to start over, or rerun with the settings it was made with")
     if "clean_correct" not in state:
         with torch.no_grad():
             correct = torch.cat([model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y
