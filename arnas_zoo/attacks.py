@@ -105,7 +105,9 @@ def check_images(x: torch.Tensor, what: str = "x") -> None:
     """Raise :class:`InputRangeError` unless ``x`` is a float NCHW batch with values in [0, 1]."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         got = f"{x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise InputRangeError(f"{what}: expected a float tensor of images in [0, 1], got {got}; divide uint8 images by 255")
+        raise InputRangeError(
+            f"{what}: expected a float tensor of images in [0, 1], got {got}; divide uint8 images by 255"
+        )
     if x.ndim != 4:
         raise InputRangeError(f"{what}: expected an NCHW batch (4 dimensions), got shape {tuple(x.shape)}")
     if x.numel() == 0:
@@ -147,9 +149,14 @@ def _foldable_pairs(model: nn.Module) -> list[tuple[nn.Sequential, str, str]]:
             names = list(seq._modules)
             for conv_name, bn_name in zip(names, names[1:]):
                 conv, bn = seq._modules[conv_name], seq._modules[bn_name]
-                if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and not bn.training
-                        and bn.running_mean is not None and bn.running_var is not None
-                        and conv.padding_mode == "zeros"):
+                if (
+                    isinstance(conv, nn.Conv2d)
+                    and isinstance(bn, nn.BatchNorm2d)
+                    and not bn.training
+                    and bn.running_mean is not None
+                    and bn.running_var is not None
+                    and conv.padding_mode == "zeros"
+                ):
                     found.append((seq, conv_name, bn_name))
     return found
 
@@ -160,9 +167,19 @@ def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         gamma = bn.weight if bn.affine else torch.ones_like(scale)
         beta = bn.bias if bn.affine else torch.zeros_like(scale)
         # skip_init: no random initialisation (it would be overwritten, and would advance the global RNG)
-        fused = torch.nn.utils.skip_init(nn.Conv2d, conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                         conv.padding, conv.dilation, conv.groups, bias=True,
-                                         device=conv.weight.device, dtype=conv.weight.dtype)
+        fused = torch.nn.utils.skip_init(
+            nn.Conv2d,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            bias=True,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
         fused.weight.copy_(conv.weight * (gamma * scale).view(-1, 1, 1, 1))
         bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
         fused.bias.copy_((bias - bn.running_mean) * gamma * scale + beta)
@@ -346,10 +363,19 @@ def pgd(
     if not targeted:
         target = None
     labels = target if target is not None else y
-    kwargs = dict(eps=eps, step_size=step_size, steps=steps, norm=norm, loss=loss,
-                  random_start=random_start, targeted=targeted, generator=generator, channels_last=channels_last)
+    kwargs = dict(
+        eps=eps,
+        step_size=step_size,
+        steps=steps,
+        norm=norm,
+        loss=loss,
+        random_start=random_start,
+        targeted=targeted,
+        generator=generator,
+        channels_last=channels_last,
+    )
     run_model: nn.Module = CountingModel(model, counter) if counter is not None else model
-    with attack_mode(model), (folded_batchnorm(model) if fold_bn else contextlib.nullcontext()):
+    with attack_mode(model), folded_batchnorm(model) if fold_bn else contextlib.nullcontext():
         x_best = _pgd_run(run_model, x, labels, **kwargs).contiguous()
         if restarts == 1 or len(x) == 0:
             return x_best
@@ -382,9 +408,23 @@ def fgsm(
 
     For ``norm="l2"`` the step follows the normalized gradient (fast gradient method).
     """
-    return pgd(model, x, y, eps=eps, step_size=eps, steps=1, restarts=1, norm=norm, loss="ce",
-               random_start=False, targeted=targeted, target=target, counter=counter, channels_last=channels_last,
-               fold_bn=fold_bn)
+    return pgd(
+        model,
+        x,
+        y,
+        eps=eps,
+        step_size=eps,
+        steps=1,
+        restarts=1,
+        norm=norm,
+        loss="ce",
+        random_start=False,
+        targeted=targeted,
+        target=target,
+        counter=counter,
+        channels_last=channels_last,
+        fold_bn=fold_bn,
+    )
 
 
 @dataclass(frozen=True)
@@ -419,9 +459,20 @@ class AttackPreset:
         restarts: int | None = None,
     ) -> torch.Tensor:
         eps = self.eps if eps is None else eps
-        return pgd(model, x, y, eps=eps, step_size=self.step_for(eps), steps=self.steps,
-                   restarts=self.restarts if restarts is None else restarts, norm=norm, loss=self.loss,
-                   random_start=self.random_start, generator=generator, counter=counter)
+        return pgd(
+            model,
+            x,
+            y,
+            eps=eps,
+            step_size=self.step_for(eps),
+            steps=self.steps,
+            restarts=self.restarts if restarts is None else restarts,
+            norm=norm,
+            loss=self.loss,
+            random_start=self.random_start,
+            generator=generator,
+            counter=counter,
+        )
 
 
 # The ARNAS paper's white-box attacks (PROTOCOLS.md): l_inf 8/255; FGSM one step of 8/255 without a
@@ -482,8 +533,15 @@ def autoattack(
     reference = _import_autoattack()
     run_model: nn.Module = CountingModel(model, counter) if counter is not None else model
     with attack_mode(model), _fork_rng(x):
-        adversary = reference.AutoAttack(run_model, norm=_REFERENCE_NORMS[norm], eps=eps, version=version,
-                                         attacks=attacks, seed=seed, device=x.device)
+        adversary = reference.AutoAttack(
+            run_model,
+            norm=_REFERENCE_NORMS[norm],
+            eps=eps,
+            version=version,
+            attacks=attacks,
+            seed=seed,
+            device=x.device,
+        )
         if version == "custom":
             adversary.apgd.n_restarts = 1
         adversary.verbose = False
@@ -514,8 +572,18 @@ def square(
 
     run_model: nn.Module = CountingModel(model, counter) if counter is not None else model
     with attack_mode(model), _fork_rng(x), torch.no_grad():
-        attack = SquareAttack(run_model, norm=_REFERENCE_NORMS[norm], n_queries=n_queries, eps=eps, p_init=p_init,
-                              n_restarts=1, seed=seed, verbose=False, resc_schedule=False, device=x.device)
+        attack = SquareAttack(
+            run_model,
+            norm=_REFERENCE_NORMS[norm],
+            n_queries=n_queries,
+            eps=eps,
+            p_init=p_init,
+            n_restarts=1,
+            seed=seed,
+            verbose=False,
+            resc_schedule=False,
+            device=x.device,
+        )
         x_adv = attack.perturb(x, y)
     return x_adv.detach()
 
@@ -536,6 +604,3 @@ def transfer_attack(
     with attack_mode(target), torch.no_grad():
         correct = target(x_adv).argmax(dim=1) == y
     return x_adv, correct
-
-
-

@@ -68,7 +68,9 @@ def save_folder(
 def read_config(folder: str | Path) -> ModelConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(f"{path}: no {CONFIG_FILE}; expected a checkpoint folder with config.json and model.safetensors")
+        raise CheckpointError(
+            f"{path}: no {CONFIG_FILE}; expected a checkpoint folder with config.json and model.safetensors"
+        )
     try:
         return ModelConfig.from_json(path.read_text())
     except ConfigError as exc:
@@ -103,7 +105,9 @@ def load_state(model: torch.nn.Module, weights: str | Path) -> None:
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
         if misshapen:
             k = misshapen[0]
-            parts.append(f"{len(misshapen)} misshapen (e.g. {k}: expected {tuple(own[k].shape)}, got {tuple(state[k].shape)})")
+            parts.append(
+                f"{len(misshapen)} misshapen (e.g. {k}: expected {tuple(own[k].shape)}, got {tuple(state[k].shape)})"
+            )
         raise CheckpointError(f"{weights}: weights do not fit the config: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
 
@@ -116,15 +120,21 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu", expected
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not a directory; expected a checkpoint folder (config.json + model.safetensors)")
+        raise CheckpointError(
+            f"{folder}: not a directory; expected a checkpoint folder (config.json + model.safetensors)"
+        )
     config = read_config(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing; a checkpoint folder needs {WEIGHTS_FILE} (pickle files are not read)")
+        raise CheckpointError(
+            f"{weights}: missing; a checkpoint folder needs {WEIGHTS_FILE} (pickle files are not read)"
+        )
     if expected_sha256 is not None:
         got = sha256_file(weights)
         if got != expected_sha256:
-            raise CheckpointError(f"{weights}: sha256 {got[:12]}... does not match the expected {expected_sha256[:12]}...")
+            raise CheckpointError(
+                f"{weights}: sha256 {got[:12]}... does not match the expected {expected_sha256[:12]}..."
+            )
     model = build_model(config)
     load_state(model, weights)
     model.metrics = read_metrics(folder)  # type: ignore[assignment]

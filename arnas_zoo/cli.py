@@ -131,7 +131,9 @@ def pretrained_command(as_json: bool) -> None:
 @main.command("info")
 @click.argument("target")
 @macro_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (params, params_with_aux, macs, flops_paper, ...).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (params, params_with_aux, macs, flops_paper, ...)."
+)
 @friendly_errors
 def info_command(target: str, as_json: bool, **kwargs: Any) -> None:
     """Structure and statistics of TARGET: a registry name, a genotype JSON, a config.json or a checkpoint folder."""
@@ -148,7 +150,9 @@ def info_command(target: str, as_json: bool, **kwargs: Any) -> None:
 
 @main.command("draw")
 @click.argument("target")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.png, .svg or .pdf).")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.png, .svg or .pdf)."
+)
 @click.option("--cell", "cell_name", help="Draw only this cell type (default: every cell type, one file each).")
 @click.option("--layout", is_flag=True, help="Draw the network's layout of cell types instead of the cells.")
 @macro_options
@@ -232,7 +236,6 @@ def genotype_export(target: str, output: str | None) -> None:
         click.echo(config.genotype.to_json())
 
 
-
 # ---- training commands (arnas_zoo.training, arnas_zoo.quickstart) ----
 def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -246,37 +249,104 @@ def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, Any]:
 
 @main.command("train")
 @click.argument("arch")
-@click.option("--recipe", default="arnas", show_default=True,
-              help="preset name (arnas, advrush, trades, fast, madry_mnist, cpu_digits, cpu_mnist, cpu_cifar10) or a recipe .json")
-@click.option("--dataset", default="digits", show_default=True, help="digits (embedded), mnist, cifar10, cifar100, svhn, ...")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="folder with <dataset>/train.npz or the standard files")
-@click.option("--val-rows", type=int, default=1000, show_default=True,
-              help="the last N training rows are held out to select the best epoch (0: no selection)")
-@click.option("--set", "recipe_sets", multiple=True, metavar="KEY=VALUE", help="override a recipe field, e.g. --set epochs=10 --set eps=8/255")
-@click.option("--model-set", "model_sets", multiple=True, metavar="KEY=VALUE", help="override a model config field, e.g. --model-set init_channels=8")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run folder (state, logs, best/ and last/)")
+@click.option(
+    "--recipe",
+    default="arnas",
+    show_default=True,
+    help="preset name (arnas, advrush, trades, fast, madry_mnist, cpu_digits, cpu_mnist, cpu_cifar10) or a recipe .json",
+)
+@click.option(
+    "--dataset", default="digits", show_default=True, help="digits (embedded), mnist, cifar10, cifar100, svhn, ..."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="folder with <dataset>/train.npz or the standard files",
+)
+@click.option(
+    "--val-rows",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="the last N training rows are held out to select the best epoch (0: no selection)",
+)
+@click.option(
+    "--set",
+    "recipe_sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="override a recipe field, e.g. --set epochs=10 --set eps=8/255",
+)
+@click.option(
+    "--model-set",
+    "model_sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="override a model config field, e.g. --model-set init_channels=8",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="run folder (state, logs, best/ and last/)",
+)
 @click.option("--resume", is_flag=True, help="continue the run in --out exactly where it stopped")
-@click.option("--device", default="auto", show_default=True, help="auto picks CUDA when present (LOCAL_RANK under torchrun)")
+@click.option(
+    "--device", default="auto", show_default=True, help="auto picks CUDA when present (LOCAL_RANK under torchrun)"
+)
 @click.option("--name", default=None, help="name written into config.json (default: the architecture's)")
-@click.option("--eval-attacks", default="fgsm,pgd20", show_default=True,
-              help="attacks run on the best checkpoint at the end (comma-separated; 'none' to skip)")
-@click.option("--eval-n", type=int, default=1000, show_default=True, help="first N test points for the final evaluation")
+@click.option(
+    "--eval-attacks",
+    default="fgsm,pgd20",
+    show_default=True,
+    help="attacks run on the best checkpoint at the end (comma-separated; 'none' to skip)",
+)
+@click.option(
+    "--eval-n", type=int, default=1000, show_default=True, help="first N test points for the final evaluation"
+)
 @click.option("--no-progress", is_flag=True, help="hide the progress bars")
 @friendly_errors
-def train_command(arch: str, recipe: str, dataset: str, data_dir: str | None, val_rows: int, recipe_sets: tuple[str, ...],
-                  model_sets: tuple[str, ...], out_dir: str, resume: bool, device: str, name: str | None,
-                  eval_attacks: str, eval_n: int, no_progress: bool) -> None:
+def train_command(
+    arch: str,
+    recipe: str,
+    dataset: str,
+    data_dir: str | None,
+    val_rows: int,
+    recipe_sets: tuple[str, ...],
+    model_sets: tuple[str, ...],
+    out_dir: str,
+    resume: bool,
+    device: str,
+    name: str | None,
+    eval_attacks: str,
+    eval_n: int,
+    no_progress: bool,
+) -> None:
     """Adversarially train ARCH (a registry name) and write a run folder; works under torchrun (DDP)."""
     import os
 
     from arnas_zoo.training import run_training
 
-    result = run_training(arch, recipe, dataset, data_dir=data_dir, val_rows=val_rows,
-                          recipe_overrides=_key_values(recipe_sets, "--set"),
-                          model_overrides=_key_values(model_sets, "--model-set"), out_dir=out_dir, resume=resume,
-                          device=device, progress=not no_progress, name=name,
-                          eval_attacks=[] if eval_attacks.strip().lower() == "none" else
-                          [a.strip() for a in eval_attacks.split(",") if a.strip()], eval_n=eval_n)
+    result = run_training(
+        arch,
+        recipe,
+        dataset,
+        data_dir=data_dir,
+        val_rows=val_rows,
+        recipe_overrides=_key_values(recipe_sets, "--set"),
+        model_overrides=_key_values(model_sets, "--model-set"),
+        out_dir=out_dir,
+        resume=resume,
+        device=device,
+        progress=not no_progress,
+        name=name,
+        eval_attacks=[]
+        if eval_attacks.strip().lower() == "none"
+        else [a.strip() for a in eval_attacks.split(",") if a.strip()],
+        eval_n=eval_n,
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1] if result.history else {}
         summary = {k: last[k] for k in ("epoch", "train_loss", "val_clean_acc", "val_robust_acc") if k in last}
@@ -293,17 +363,23 @@ def train_command(arch: str, recipe: str, dataset: str, data_dir: str | None, va
 @click.option("--test-n", type=int, default=None, help="first N test images only (smoke test)")
 @click.option("--no-progress", is_flag=True)
 @friendly_errors
-def quickstart_command(out_dir: str, epochs: int | None, device: str, seed: int, train_n: int | None,
-                       test_n: int | None, no_progress: bool) -> None:
+def quickstart_command(
+    out_dir: str, epochs: int | None, device: str, seed: int, train_n: int | None, test_n: int | None, no_progress: bool
+) -> None:
     """Train a small ARNAS network with and without adversarial training on digits (offline) and attack both."""
     from arnas_zoo.quickstart import quickstart
 
-    result = quickstart(out_dir, epochs=epochs, device=device, progress=not no_progress, seed=seed,
-                        train_n=train_n, test_n=test_n)
+    result = quickstart(
+        out_dir, epochs=epochs, device=device, progress=not no_progress, seed=seed, train_n=train_n, test_n=test_n
+    )
     click.echo(result.table())
-    click.echo(f"({result.settings['test']}; {result.settings['attacks']}; {result.seconds:.0f} s on "
-               f"{result.settings['device']})")
+    click.echo(
+        f"({result.settings['test']}; {result.settings['attacks']}; {result.seconds:.0f} s on "
+        f"{result.settings['device']})"
+    )
     click.echo(f"report: {result.out_dir / 'report.md'}")
+
+
 # ---- end of training commands ----
 
 
@@ -316,7 +392,9 @@ def quickstart_command(out_dir: str, epochs: int | None, device: str, seed: int,
 @click.option("--providers", default="auto", show_default=True, help="ONNX Runtime providers: auto, cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @friendly_errors
-def predict_command(model_spec: str, images: tuple[str, ...], top_k: int, device: str, providers: str, as_json: bool) -> None:
+def predict_command(
+    model_spec: str, images: tuple[str, ...], top_k: int, device: str, providers: str, as_json: bool
+) -> None:
     """Classify IMAGES (PNG/JPEG files or npz batches) with a model or an .onnx file.
 
     MODEL_OR_ONNX is a pretrained name (arnas.mnist_linf), a Hub id (org/name@v1.0), a checkpoint
@@ -342,8 +420,11 @@ def predict_command(model_spec: str, images: tuple[str, ...], top_k: int, device
 
 @main.command("check")
 @click.argument("onnx_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--dataset", required=True,
-              help="mnist, cifar100 (test split), cifar10 (validation: last 1000 train rows), digits, or an .npz file.")
+@click.option(
+    "--dataset",
+    required=True,
+    help="mnist, cifar100 (test split), cifar10 (validation: last 1000 train rows), digits, or an .npz file.",
+)
 @click.option("--n", "n", type=int, default=100, show_default=True, help="Number of test images (the first n).")
 @click.option("--source", default=None, help="The PyTorch twin: checkpoint folder, Hub id or pretrained name.")
 @click.option("--eps", type=float, default=None, help="Perturbation budget [the file's trained eps].")
@@ -353,13 +434,30 @@ def predict_command(model_spec: str, images: tuple[str, ...], top_k: int, device
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--probes", is_flag=True, help="Also run the gradient-masking probes on the twin (several PGD-20 runs).")
 @click.option("--providers", default="auto", show_default=True, help="ONNX Runtime providers: auto, cpu or cuda.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Folder with <dataset>/<split>.npz [~/.cache/arnas_zoo/data, then ../shared/data].")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder with <dataset>/<split>.npz [~/.cache/arnas_zoo/data, then ../shared/data].",
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the figures as JSON."
+)
 @friendly_errors
 def check_command(
-    onnx_file: str, dataset: str, n: int, source: str | None, eps: float | None, norm: str | None, queries: int,
-    pgd_steps: int, seed: int, probes: bool, providers: str, data_dir: str | None, json_out: str | None,
+    onnx_file: str,
+    dataset: str,
+    n: int,
+    source: str | None,
+    eps: float | None,
+    norm: str | None,
+    queries: int,
+    pgd_steps: int,
+    seed: int,
+    probes: bool,
+    providers: str,
+    data_dir: str | None,
+    json_out: str | None,
 ) -> None:
     """Attack ONNX_FILE (Square, through ONNX Runtime) and its PyTorch twin; say if they are equally robust.
 
@@ -371,18 +469,34 @@ def check_command(
 
     from arnas_zoo.deploy import check_onnx
 
-    result = check_onnx(onnx_file, dataset, n=n, source=source, eps=eps, norm=norm, square_queries=queries,
-                        pgd_steps=pgd_steps, seed=seed, providers=providers, data_dir=data_dir, probes=probes)
+    result = check_onnx(
+        onnx_file,
+        dataset,
+        n=n,
+        source=source,
+        eps=eps,
+        norm=norm,
+        square_queries=queries,
+        pgd_steps=pgd_steps,
+        seed=seed,
+        providers=providers,
+        data_dir=data_dir,
+        probes=probes,
+    )
     click.echo(result.summary())
     if json_out is not None:
         Path(json_out).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     if result.consistent is False or not all(result.sanity.values()):
         sys.exit(1)
+
+
 # ---- end of deploy commands ----
 
+
 # ---- evaluation commands (robust accuracy, transfer matrix) ----
-def _load_eval_data(dataset: str, split: str, data_dir: str | None, download: bool, val_size: int | None,
-                    n: int | None, device: Any) -> Any:
+def _load_eval_data(
+    dataset: str, split: str, data_dir: str | None, download: bool, val_size: int | None, n: int | None, device: Any
+) -> Any:
     from arnas_zoo.data import load_dataset, split_train_val
 
     data = load_dataset(dataset, split, data_dir=data_dir, device=device, download=download)
@@ -396,30 +510,50 @@ def _resolve_loudly(spec: str, device: Any, dataset: str) -> Any:
 
     resolved = resolve_model(spec, device, dataset=dataset)
     if not resolved.trained:
-        click.echo(f"WARNING: {spec!r} is a registry architecture with RANDOM, UNTRAINED weights; its accuracies "
-                   "mean nothing. Pass a checkpoint folder (config.json + model.safetensors) to evaluate a trained "
-                   "model.", err=True)
+        click.echo(
+            f"WARNING: {spec!r} is a registry architecture with RANDOM, UNTRAINED weights; its accuracies "
+            "mean nothing. Pass a checkpoint folder (config.json + model.safetensors) to evaluate a trained "
+            "model.",
+            err=True,
+        )
     return resolved
 
 
 _data_options = [
-    click.option("--dataset", default="digits", show_default=True,
-                 help="digits (embedded), mnist, cifar10, cifar100, svhn, tinyimagenet"),
+    click.option(
+        "--dataset",
+        default="digits",
+        show_default=True,
+        help="digits (embedded), mnist, cifar10, cifar100, svhn, tinyimagenet",
+    ),
     click.option("--split", default="test", show_default=True, help="split to read (train/test)"),
-    click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                 help="folder with <dataset>/<split>.npz or the torchvision files (default: ~/.cache/arnas_zoo/data, "
-                      "then ../shared/data)"),
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="folder with <dataset>/<split>.npz or the torchvision files (default: ~/.cache/arnas_zoo/data, "
+        "then ../shared/data)",
+    ),
     click.option("--download", is_flag=True, help="download the dataset with torchvision first (needs a network)"),
-    click.option("--val-size", type=int, default=None,
-                 help="use the LAST K rows of the split (the validation rows held out from training)"),
+    click.option(
+        "--val-size",
+        type=int,
+        default=None,
+        help="use the LAST K rows of the split (the validation rows held out from training)",
+    ),
     click.option("--n", "n", type=int, default=None, help="evaluate the first n points (default: all)"),
     click.option("--eps", default="8/255", show_default=True, help="radius; fractions like 8/255 are accepted"),
     click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True),
     click.option("--batch-size", type=int, default=128, show_default=True),
     click.option("--device", default="auto", show_default=True, help="auto picks CUDA when present"),
     click.option("--seed", type=int, default=0, show_default=True),
-    click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-                 help="write the results as JSON (metrics.json format for eval)"),
+    click.option(
+        "--json",
+        "json_out",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="write the results as JSON (metrics.json format for eval)",
+    ),
     click.option("--quiet", is_flag=True, help="no progress bars"),
 ]
 
@@ -433,24 +567,55 @@ def _with_data_options(func: F) -> F:
 @main.command("eval")
 @click.argument("model")
 @_with_data_options
-@click.option("--attacks", default="fgsm,pgd20", show_default=True,
-              help="comma-separated: fgsm, pgd20, pgd100, pgd<K>[-cw][x<R>], apgd-ce, apgd-t, fab-t, square, aa, "
-                   "aa-plus, aa-rand")
+@click.option(
+    "--attacks",
+    default="fgsm,pgd20",
+    show_default=True,
+    help="comma-separated: fgsm, pgd20, pgd100, pgd<K>[-cw][x<R>], apgd-ce, apgd-t, fab-t, square, aa, "
+    "aa-plus, aa-rand",
+)
 @click.option("--no-checks", is_flag=True, help="skip the gradient-masking sanity probes")
 @click.option("--check-n", type=int, default=128, show_default=True, help="points used by the sanity probes")
 @friendly_errors
-def eval_command(model: str, dataset: str, split: str, data_dir: str | None, download: bool, val_size: int | None,
-                 n: int | None, eps: str, norm: str, batch_size: int, device: str, seed: int, json_out: str | None,
-                 quiet: bool, attacks: str, no_checks: bool, check_n: int) -> None:
+def eval_command(
+    model: str,
+    dataset: str,
+    split: str,
+    data_dir: str | None,
+    download: bool,
+    val_size: int | None,
+    n: int | None,
+    eps: str,
+    norm: str,
+    batch_size: int,
+    device: str,
+    seed: int,
+    json_out: str | None,
+    quiet: bool,
+    attacks: str,
+    no_checks: bool,
+    check_n: int,
+) -> None:
     """Robust accuracy of MODEL (folder, Hub id org/name[@rev], pretrained or registry name) under attacks."""
     from arnas_zoo.evaluate import evaluate, parse_eps, pick_device
 
     dev = pick_device(device)
     resolved = _resolve_loudly(model, dev, dataset)
     data = _load_eval_data(dataset, split, data_dir, download, val_size, n, dev)
-    report = evaluate(resolved.model, data, [a for a in attacks.split(",") if a.strip()], eps=parse_eps(eps),
-                      norm=norm, batch_size=batch_size, device=dev, seed=seed, checks=not no_checks, check_n=check_n,
-                      progress=not quiet, model_info=resolved.info())
+    report = evaluate(
+        resolved.model,
+        data,
+        [a for a in attacks.split(",") if a.strip()],
+        eps=parse_eps(eps),
+        norm=norm,
+        batch_size=batch_size,
+        device=dev,
+        seed=seed,
+        checks=not no_checks,
+        check_n=check_n,
+        progress=not quiet,
+        model_info=resolved.info(),
+    )
     click.echo(report.format_table())
     if json_out:
         report.save(json_out)
@@ -462,9 +627,23 @@ def eval_command(model: str, dataset: str, split: str, data_dir: str | None, dow
 @_with_data_options
 @click.option("--attack", default="pgd20", show_default=True, help="attack run on each source model")
 @friendly_errors
-def transfer_command(models: tuple[str, ...], dataset: str, split: str, data_dir: str | None, download: bool,
-                     val_size: int | None, n: int | None, eps: str, norm: str, batch_size: int, device: str, seed: int,
-                     json_out: str | None, quiet: bool, attack: str) -> None:
+def transfer_command(
+    models: tuple[str, ...],
+    dataset: str,
+    split: str,
+    data_dir: str | None,
+    download: bool,
+    val_size: int | None,
+    n: int | None,
+    eps: str,
+    norm: str,
+    batch_size: int,
+    device: str,
+    seed: int,
+    json_out: str | None,
+    quiet: bool,
+    attack: str,
+) -> None:
     """Transfer matrix: examples crafted on each MODEL (rows) classified by each MODEL (columns)."""
     from arnas_zoo.evaluate import parse_eps, pick_device, transfer_matrix, write_json
 
@@ -475,12 +654,23 @@ def transfer_command(models: tuple[str, ...], dataset: str, split: str, data_dir
         key = item.name if item.name not in resolved else spec
         resolved[key] = item.model
     data = _load_eval_data(dataset, split, data_dir, download, val_size, n, dev)
-    report = transfer_matrix(resolved, data, attack=attack, eps=parse_eps(eps), norm=norm, batch_size=batch_size,
-                             device=dev, seed=seed, progress=not quiet)
+    report = transfer_matrix(
+        resolved,
+        data,
+        attack=attack,
+        eps=parse_eps(eps),
+        norm=norm,
+        batch_size=batch_size,
+        device=dev,
+        seed=seed,
+        progress=not quiet,
+    )
     click.echo(report.format_table())
     if json_out:
         write_json(json_out, report.to_dict())
         click.echo(f"wrote {json_out}")
+
+
 # ---- end of evaluation commands ----
 
 

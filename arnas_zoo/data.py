@@ -71,22 +71,39 @@ class DatasetInfo:
 # 1,500 train rows at 16x16); ARNAS and its peers
 # train without normalization, so these are only suggestions for ModelConfig.mean/std.
 DATASETS: dict[str, DatasetInfo] = {
-    "digits": DatasetInfo("digits", 10, 1, 8 * DIGITS_UPSAMPLE, (0.3051,), (0.3750,), ("train", "test"),
-                          tuple(str(i) for i in range(10))),
-    "mnist": DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), ("train", "test"),
-                         tuple(str(i) for i in range(10))),
-    "cifar10": DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                           ("train", "test"), _CIFAR10_CLASSES),
-    "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
-                            ("train", "test")),
-    "svhn": DatasetInfo("svhn", 10, 3, 32, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970),
-                        ("train", "test", "extra"), tuple(str(i) for i in range(10))),
-    "tinyimagenet": DatasetInfo("tinyimagenet", 200, 3, 64, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262),
-                                ("train", "val", "test")),
+    "digits": DatasetInfo(
+        "digits", 10, 1, 8 * DIGITS_UPSAMPLE, (0.3051,), (0.3750,), ("train", "test"), tuple(str(i) for i in range(10))
+    ),
+    "mnist": DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), ("train", "test"), tuple(str(i) for i in range(10))),
+    "cifar10": DatasetInfo(
+        "cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), ("train", "test"), _CIFAR10_CLASSES
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), ("train", "test")
+    ),
+    "svhn": DatasetInfo(
+        "svhn",
+        10,
+        3,
+        32,
+        (0.4377, 0.4438, 0.4728),
+        (0.1980, 0.2010, 0.1970),
+        ("train", "test", "extra"),
+        tuple(str(i) for i in range(10)),
+    ),
+    "tinyimagenet": DatasetInfo(
+        "tinyimagenet", 200, 3, 64, (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262), ("train", "val", "test")
+    ),
 }
 
-_ALIASES = {"cifar-10": "cifar10", "cifar-100": "cifar100", "tiny-imagenet": "tinyimagenet",
-            "tinyimagenet200": "tinyimagenet", "tiny-imagenet-200": "tinyimagenet", "tiny_imagenet": "tinyimagenet"}
+_ALIASES = {
+    "cifar-10": "cifar10",
+    "cifar-100": "cifar100",
+    "tiny-imagenet": "tinyimagenet",
+    "tinyimagenet200": "tinyimagenet",
+    "tiny-imagenet-200": "tinyimagenet",
+    "tiny_imagenet": "tinyimagenet",
+}
 
 
 def _canonical(name: str) -> str:
@@ -176,7 +193,7 @@ class ImageData:
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Consecutive ``(x, y)`` batches in order (the last one may be smaller)."""
         for start in range(0, len(self), batch_size):
-            yield self.x[start:start + batch_size], self.y[start:start + batch_size]
+            yield self.x[start : start + batch_size], self.y[start : start + batch_size]
 
     def describe(self) -> dict[str, Any]:
         """JSON-able identity of the points: dataset, split, n, which official indices, source."""
@@ -302,8 +319,16 @@ def _load_torchvision(name: str, split: str, root: Path, download: bool) -> Imag
         class_names = tuple(getattr(ds, "classes", ()) or ()) or None
         if name == "mnist":
             class_names = DATASETS["mnist"].class_names
-    return ImageData(x=x, y=y, name=name, split=split, indices=torch.arange(len(y)),
-                     num_classes=DATASETS[name].num_classes, class_names=class_names, source=str(root))
+    return ImageData(
+        x=x,
+        y=y,
+        name=name,
+        split=split,
+        indices=torch.arange(len(y)),
+        num_classes=DATASETS[name].num_classes,
+        class_names=class_names,
+        source=str(root),
+    )
 
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -336,9 +361,16 @@ def _load_tinyimagenet(split: str, root: Path, download: bool) -> ImageData:
                 files.append(folder / "val" / "images" / parts[0])
                 labels.append(label_of[parts[1]])
     x = np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.uint8) for f in files])
-    return ImageData(x=_uint8_nhwc_to_float(x), y=torch.tensor(labels, dtype=torch.int64), name="tinyimagenet",
-                     split=split, indices=torch.arange(len(labels)), num_classes=200, class_names=tuple(wnids),
-                     source=str(folder))
+    return ImageData(
+        x=_uint8_nhwc_to_float(x),
+        y=torch.tensor(labels, dtype=torch.int64),
+        name="tinyimagenet",
+        split=split,
+        indices=torch.arange(len(labels)),
+        num_classes=200,
+        class_names=tuple(wnids),
+        source=str(folder),
+    )
 
 
 def load_dataset(
@@ -387,8 +419,11 @@ def load_dataset(
             raise DataNotFoundError(f"{key} {split}: download into {root} failed ({exc})") from None
         raise DataNotFoundError(
             f"{key} {split}: not found; looked in {'; '.join(looked)}. {_fetch_hint(key, split)}"
-            + (". Note: ../shared/data has no CIFAR-10 test split; use --split train and carve a validation set"
-               if key == "cifar10" and split == "test" else "")
+            + (
+                ". Note: ../shared/data has no CIFAR-10 test split; use --split train and carve a validation set"
+                if key == "cifar10" and split == "test"
+                else ""
+            )
         ) from None
     return data.first(n).to(device)
 

@@ -31,9 +31,7 @@ from arnas_zoo.onnx import OnnxModel, is_onnx_path
 Model = Any  # a ZooModel or an OnnxModel: both map [0, 1] NCHW images to logits
 
 
-def load_any(
-    spec: str | os.PathLike[str], device: str = "cpu", providers: str | Sequence[str] = "auto"
-) -> Model:
+def load_any(spec: str | os.PathLike[str], device: str = "cpu", providers: str | Sequence[str] = "auto") -> Model:
     """An :class:`OnnxModel` for ``*.onnx`` files, else :func:`arnas_zoo.hub.load` (eval mode)."""
     if is_onnx_path(spec):
         return OnnxModel(spec, providers=providers)
@@ -89,13 +87,17 @@ def predict_files(
 
 
 # ---- robustness check of a deployed ONNX file -------------------------------------------------------
-def _square(model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, n_queries: int, seed: int) -> torch.Tensor:
+def _square(
+    model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, n_queries: int, seed: int
+) -> torch.Tensor:
     from arnas_zoo.attacks import square
 
     return square(model, x, y, eps=eps, norm=norm, n_queries=n_queries, seed=seed)
 
 
-def _pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int, seed: int) -> torch.Tensor:
+def _pgd(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int, seed: int
+) -> torch.Tensor:
     from arnas_zoo.attacks import pgd
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -159,8 +161,10 @@ class RobustnessCheck:
                 f"{self.discordant_square} images where Square's outcome differs)"
             )
         failed = [name for name, ok in self.sanity.items() if not ok]
-        outcome = "all passed" if not failed else "FAILED: " + "; ".join(
-            f"{name} ({self.sanity_details.get(name, '')})" for name in failed
+        outcome = (
+            "all passed"
+            if not failed
+            else "FAILED: " + "; ".join(f"{name} ({self.sanity_details.get(name, '')})" for name in failed)
         )
         lines.append(f"  sanity checks: {outcome} ({len(self.sanity)})")
         return "\n".join(lines)
@@ -236,9 +240,18 @@ def check_onnx(
     adv_onnx = _square(onnx_model, x, y, eps, norm, square_queries, seed)
     square_onnx_ok = _logits(onnx_model, adv_onnx).argmax(1) == y.cpu()
     result = RobustnessCheck(
-        onnx=str(onnx_path), source=str(source) if source is not None else None, data=label, n=len(x), norm=norm,
-        eps=eps, square_queries=square_queries, pgd_steps=pgd_steps, seed=seed, device=device,
-        provider=onnx_model.provider, clean_onnx=float(clean_onnx_ok.float().mean()),
+        onnx=str(onnx_path),
+        source=str(source) if source is not None else None,
+        data=label,
+        n=len(x),
+        norm=norm,
+        eps=eps,
+        square_queries=square_queries,
+        pgd_steps=pgd_steps,
+        seed=seed,
+        device=device,
+        provider=onnx_model.provider,
+        clean_onnx=float(clean_onnx_ok.float().mean()),
         square_onnx=float(square_onnx_ok.float().mean()),
     )
     square_kw = {"steps": None, "black_box": True, "version": f"{square_queries} queries"}
@@ -278,8 +291,17 @@ def check_onnx(
             _attack_result("square", x, adv_torch, square_torch_ok, eps, norm, **square_kw),
         ]
         onnx_results.append(
-            _attack_result(f"transfer-pgd{pgd_steps}", x, adv_pgd, transfer_ok, eps, norm, steps=pgd_steps,
-                           black_box=True, source=str(source))
+            _attack_result(
+                f"transfer-pgd{pgd_steps}",
+                x,
+                adv_pgd,
+                transfer_ok,
+                eps,
+                norm,
+                steps=pgd_steps,
+                black_box=True,
+                source=str(source),
+            )
         )
     # The evaluation module's automatic checks (Carlini et al. 2019) on both sides; the gradient probes
     # (PGD at eps 0, large eps, eps ladder) need gradients, so they run on the twin only, on request.
@@ -309,8 +331,17 @@ def _attack_result(
     delta = x_adv - x
     outside = torch.maximum((x_adv - 1).clamp_min(0), (-x_adv).clamp_min(0))
     return AttackResult(
-        attack=name, norm=norm, eps=eps, restarts=1, n=len(x), robust_accuracy=float(correct.float().mean()),
-        seconds=0.0, forward_passes_per_image=0.0, backward_passes_per_image=0.0,
+        attack=name,
+        norm=norm,
+        eps=eps,
+        restarts=1,
+        n=len(x),
+        robust_accuracy=float(correct.float().mean()),
+        seconds=0.0,
+        forward_passes_per_image=0.0,
+        backward_passes_per_image=0.0,
         max_perturbation=float(_norm_of(delta, norm).max()) if len(x) else 0.0,
-        out_of_box=float(outside.max()) if len(x) else 0.0, correct=correct.cpu(), **fields,
+        out_of_box=float(outside.max()) if len(x) else 0.0,
+        correct=correct.cpu(),
+        **fields,
     )

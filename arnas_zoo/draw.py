@@ -40,7 +40,9 @@ CELL_COLORS = {
 
 def _check_suffix(path: Path) -> None:
     if path.suffix.lower() not in SUFFIXES:
-        raise ConfigError(f"{path}: expected a file ending in one of {sorted(SUFFIXES)}, got {path.suffix or 'no suffix'!r}")
+        raise ConfigError(
+            f"{path}: expected a file ending in one of {sorted(SUFFIXES)}, got {path.suffix or 'no suffix'!r}"
+        )
 
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
@@ -73,21 +75,50 @@ def draw_cell(genotype: Genotype, cell_name: str, path: str | Path, title: str |
         used_ops.add(edge.op)
         rad = 0.25 if abs(x1 - x0) > 1.5 else 0.1
         ax.add_patch(
-            FancyArrowPatch((x0, y0), (x1, y1), connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>", mutation_scale=12,
-                            color=color, lw=1.6, shrinkA=14, shrinkB=14, zorder=1)
+            FancyArrowPatch(
+                (x0, y0),
+                (x1, y1),
+                connectionstyle=f"arc3,rad={rad}",
+                arrowstyle="-|>",
+                mutation_scale=12,
+                color=color,
+                lw=1.6,
+                shrinkA=14,
+                shrinkB=14,
+                zorder=1,
+            )
         )
     for state in cell.concat:
         x0, y0 = pos[state]
         ax.add_patch(
-            FancyArrowPatch((x0, y0), pos["out"], arrowstyle="-|>", mutation_scale=10, color="#555555", lw=0.8,
-                            linestyle="--", shrinkA=14, shrinkB=14, zorder=1)
+            FancyArrowPatch(
+                (x0, y0),
+                pos["out"],
+                arrowstyle="-|>",
+                mutation_scale=10,
+                color="#555555",
+                lw=0.8,
+                linestyle="--",
+                shrinkA=14,
+                shrinkB=14,
+                zorder=1,
+            )
         )
     for key, (x, y) in pos.items():
         face = "#fdd49e" if key in (0, 1) else ("#c7e9c0" if key == "out" else "#deebf7")
-        ax.add_patch(FancyBboxPatch((x - 0.28, y - 0.22), 0.56, 0.44, boxstyle="round,pad=0.02", fc=face, ec="#333333", zorder=2))
+        ax.add_patch(
+            FancyBboxPatch((x - 0.28, y - 0.22), 0.56, 0.44, boxstyle="round,pad=0.02", fc=face, ec="#333333", zorder=2)
+        )
         ax.text(x, y, labels[key], ha="center", va="center", fontsize=10, zorder=3)
     handles = [plt.Line2D([0], [0], color=OP_COLORS.get(op, "#000000"), lw=2, label=op) for op in sorted(used_ops)]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.02),
+        ncol=min(4, len(handles)),
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_xlim(-0.6, n + 1.6)
     ax.set_ylim(-1.6, 1.6)
     ax.set_aspect("equal")
@@ -133,13 +164,29 @@ def draw_layout(config: ModelConfig, path: str | Path) -> Path:
             palette[cell_type] = extra_colors[len(palette) % len(extra_colors)]
         if i in reductions:
             spatial = (spatial + 1) // 2
-        ax.add_patch(FancyBboxPatch((i * 0.6, -0.4), 0.5, 0.8, boxstyle="round,pad=0.02", fc=palette[cell_type],
-                                    ec="#000000" if i in reductions else "#555555", lw=1.8 if i in reductions else 0.8))
+        ax.add_patch(
+            FancyBboxPatch(
+                (i * 0.6, -0.4),
+                0.5,
+                0.8,
+                boxstyle="round,pad=0.02",
+                fc=palette[cell_type],
+                ec="#000000" if i in reductions else "#555555",
+                lw=1.8 if i in reductions else 0.8,
+            )
+        )
         ax.text(i * 0.6 + 0.25, 0.55, str(c), ha="center", va="bottom", fontsize=6, rotation=90)
         ax.text(i * 0.6 + 0.25, -0.55, f"{spatial}", ha="center", va="top", fontsize=6)
     shown = [t for t in dict.fromkeys(types)]
     handles = [FancyBboxPatch((0, 0), 1, 1, fc=palette[t], ec="#555555", label=t) for t in shown[:8]]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.25),
+        ncol=min(4, len(handles)),
+        fontsize=8,
+        frameon=False,
+    )
     ax.text(-1.4, 1.2, "channels per node (top), spatial size (bottom); bold = reduction", fontsize=7)
     ax.set_xlim(-1.6, len(types) * 0.6 + 0.2)
     ax.set_ylim(-1.2, 1.5)

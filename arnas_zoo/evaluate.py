@@ -106,37 +106,106 @@ class AttackSpec:
 
 
 def _pgd_spec(name: str, steps: int, restarts: int, loss: str, ratio: float = 0.25) -> AttackSpec:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-            generator: torch.Generator | None, counter: PassCounter | None, seed: int) -> torch.Tensor:
-        return pgd(model, x, y, eps=eps, step_size=ratio * eps, steps=steps, restarts=restarts, norm=norm,  # type: ignore[arg-type]
-                   loss=loss, random_start=True, generator=generator, counter=counter)  # type: ignore[arg-type]
+    def run(
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: float,
+        norm: str,
+        generator: torch.Generator | None,
+        counter: PassCounter | None,
+        seed: int,
+    ) -> torch.Tensor:
+        return pgd(
+            model,
+            x,
+            y,
+            eps=eps,
+            step_size=ratio * eps,
+            steps=steps,
+            restarts=restarts,
+            norm=norm,  # type: ignore[arg-type]
+            loss=loss,
+            random_start=True,
+            generator=generator,
+            counter=counter,
+        )  # type: ignore[arg-type]
 
     return AttackSpec(name, run, steps=steps, restarts=restarts, step_size_ratio=ratio, loss=loss, random_start=True)
 
 
 def _preset_spec(preset: AttackPreset) -> AttackSpec:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-            generator: torch.Generator | None, counter: PassCounter | None, seed: int) -> torch.Tensor:
+    def run(
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: float,
+        norm: str,
+        generator: torch.Generator | None,
+        counter: PassCounter | None,
+        seed: int,
+    ) -> torch.Tensor:
         return preset(model, x, y, eps=eps, norm=norm, generator=generator, counter=counter)  # type: ignore[arg-type]
 
-    return AttackSpec(preset.name, run, steps=preset.steps, restarts=preset.restarts,
-                      step_size_ratio=preset.step_size / preset.eps, loss=preset.loss, random_start=preset.random_start)
+    return AttackSpec(
+        preset.name,
+        run,
+        steps=preset.steps,
+        restarts=preset.restarts,
+        step_size_ratio=preset.step_size / preset.eps,
+        loss=preset.loss,
+        random_start=preset.random_start,
+    )
 
 
 def _autoattack_spec(name: str, version: str, attacks: list[str] | None) -> AttackSpec:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-            generator: torch.Generator | None, counter: PassCounter | None, seed: int) -> torch.Tensor:
-        return autoattack(model, x, y, eps=eps, norm=norm, version=version, attacks=attacks, seed=seed,  # type: ignore[arg-type]
-                          counter=counter)
+    def run(
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: float,
+        norm: str,
+        generator: torch.Generator | None,
+        counter: PassCounter | None,
+        seed: int,
+    ) -> torch.Tensor:
+        return autoattack(
+            model,
+            x,
+            y,
+            eps=eps,
+            norm=norm,
+            version=version,
+            attacks=attacks,
+            seed=seed,  # type: ignore[arg-type]
+            counter=counter,
+        )
 
     black_box = attacks == ["square"]
-    return AttackSpec(name, run, steps=None if black_box else 100, version=version if attacks is None else "+".join(attacks),
-                      black_box=black_box)
+    return AttackSpec(
+        name,
+        run,
+        steps=None if black_box else 100,
+        version=version if attacks is None else "+".join(attacks),
+        black_box=black_box,
+    )
 
 
 def _square_spec(name: str, n_queries: int) -> AttackSpec:
-    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-            generator: torch.Generator | None, counter: PassCounter | None, seed: int) -> torch.Tensor:
+    def run(
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: float,
+        norm: str,
+        generator: torch.Generator | None,
+        counter: PassCounter | None,
+        seed: int,
+    ) -> torch.Tensor:
         return square(model, x, y, eps=eps, norm=norm, n_queries=n_queries, seed=seed, counter=counter)  # type: ignore[arg-type]
 
     return AttackSpec(name, run, steps=n_queries, black_box=True, version="reference")
@@ -144,8 +213,18 @@ def _square_spec(name: str, n_queries: int) -> AttackSpec:
 
 _PGD_NAME = re.compile(r"^pgd(\d+)(?:-(ce|cw))?(?:x(\d+))?$")
 _SQUARE_NAME = re.compile(r"^square(\d+)?$")
-ATTACK_NAMES = ("fgsm", "pgd<K>[-cw][x<R>]", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square[<Q>]",
-                "aa", "aa-plus", "aa-rand")
+ATTACK_NAMES = (
+    "fgsm",
+    "pgd<K>[-cw][x<R>]",
+    "apgd-ce",
+    "apgd-dlr",
+    "apgd-t",
+    "fab-t",
+    "square[<Q>]",
+    "aa",
+    "aa-plus",
+    "aa-rand",
+)
 
 
 def make_attack(name: str) -> AttackSpec:
@@ -330,8 +409,10 @@ class EvaluationReport:
             mark = {True: "ok  ", False: "FAIL", None: "skip"}[c.passed]
             lines.append(f"  [{mark}] {c.name}: {c.detail}")
         if self.possible_gradient_masking:
-            lines.append(f"WARNING: possible gradient masking (failed: {', '.join(self.failed_checks)}); "
-                         "these robust accuracies may overstate robustness")
+            lines.append(
+                f"WARNING: possible gradient masking (failed: {', '.join(self.failed_checks)}); "
+                "these robust accuracies may overstate robustness"
+            )
         return "\n".join(lines)
 
 
@@ -348,7 +429,7 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    parts = [model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    parts = [model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size] for i in range(0, len(x), batch_size)]
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
@@ -382,8 +463,13 @@ def run_attack(
     max_size, max_out = 0.0, 0.0
     _sync(data.device)
     start = time.perf_counter()
-    batches = tqdm(list(data.batches(batch_size)), desc=spec.name if source is None else f"{spec.name} <- {source_name}",
-                   unit="batch", disable=None if progress else True, leave=False)
+    batches = tqdm(
+        list(data.batches(batch_size)),
+        desc=spec.name if source is None else f"{spec.name} <- {source_name}",
+        unit="batch",
+        disable=None if progress else True,
+        leave=False,
+    )
     for x, y in batches:
         x_adv = spec.run(counted, x, y, eps=eps, norm=norm, generator=generator, counter=None, seed=seed)
         size, out = _perturbation_size(x_adv, x, norm)
@@ -396,11 +482,22 @@ def run_attack(
     n = max(len(data), 1)
     return AttackResult(
         attack=spec.name if source is None else f"transfer-{spec.name}",
-        norm=norm, eps=eps, n=len(data), robust_accuracy=float(correct.float().mean()) if len(correct) else 0.0,
-        seconds=seconds, forward_passes_per_image=counter.forward / n, backward_passes_per_image=counter.backward / n,
-        correct=correct, max_perturbation=max_size, out_of_box=max_out, source=source_name,
-        **{k: v for k, v in spec.describe(eps).items() if k in ("steps", "restarts", "step_size", "loss",
-                                                                  "random_start", "version")},
+        norm=norm,
+        eps=eps,
+        n=len(data),
+        robust_accuracy=float(correct.float().mean()) if len(correct) else 0.0,
+        seconds=seconds,
+        forward_passes_per_image=counter.forward / n,
+        backward_passes_per_image=counter.backward / n,
+        correct=correct,
+        max_perturbation=max_size,
+        out_of_box=max_out,
+        source=source_name,
+        **{
+            k: v
+            for k, v in spec.describe(eps).items()
+            if k in ("steps", "restarts", "step_size", "loss", "random_start", "version")
+        },
         black_box=spec.black_box or source is not None,
     )
 
@@ -409,14 +506,23 @@ def _tolerance(n: int) -> float:
     return max(2.0 / max(n, 1), 0.01)
 
 
-def _probe_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, steps: int,
-                    batch_size: int, seed: int) -> torch.Tensor:
+def _probe_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, steps: int, batch_size: int, seed: int
+) -> torch.Tensor:
     generator = torch.Generator(device=x.device).manual_seed(seed)
     parts = []
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        x_adv = pgd(model, xb, yb, eps=eps, step_size=eps / 4, steps=steps, norm=norm,  # type: ignore[arg-type]
-                    generator=generator)
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        x_adv = pgd(
+            model,
+            xb,
+            yb,
+            eps=eps,
+            step_size=eps / 4,
+            steps=steps,
+            norm=norm,  # type: ignore[arg-type]
+            generator=generator,
+        )
         with attack_mode(model):
             parts.append(_correct(model, x_adv, yb, batch_size))
     return torch.cat(parts).cpu()
@@ -443,42 +549,75 @@ def sanity_checks(
 
     bad = [r.attack for r in results if r.max_perturbation > eps * (1 + 1e-4) + 1e-6 or r.out_of_box > 1e-6]
     worst = max((r.max_perturbation for r in results), default=0.0)
-    checks.append(SanityCheck("in_ball", not bad, f"outside the {norm} ball or [0,1]: {', '.join(bad)}" if bad
-                              else f"largest perturbation {worst:.4g} <= eps {eps:.4g}, all in [0,1]"))
+    checks.append(
+        SanityCheck(
+            "in_ball",
+            not bad,
+            f"outside the {norm} ball or [0,1]: {', '.join(bad)}"
+            if bad
+            else f"largest perturbation {worst:.4g} <= eps {eps:.4g}, all in [0,1]",
+        )
+    )
 
     # strict: an attack that ascends the loss cannot end above clean accuracy, not even by one point
     above = [f"{r.attack} {100 * r.robust_accuracy:.2f}%" for r in results if r.robust_accuracy > clean + 1e-9]
-    checks.append(SanityCheck("robust_le_clean", not above,
-                              f"above clean {100 * clean:.2f}%: {', '.join(above)}" if above
-                              else f"all robust accuracies <= clean {100 * clean:.2f}%"))
+    checks.append(
+        SanityCheck(
+            "robust_le_clean",
+            not above,
+            f"above clean {100 * clean:.2f}%: {', '.join(above)}"
+            if above
+            else f"all robust accuracies <= clean {100 * clean:.2f}%",
+        )
+    )
 
     white = [r for r in results if not r.black_box]
     black = [r for r in results if r.black_box]
     if white and black:
         best_white = min(white, key=lambda r: r.robust_accuracy)
-        below = [f"{r.attack} {100 * r.robust_accuracy:.2f}%" for r in black
-                 if r.robust_accuracy < best_white.robust_accuracy - tol]
-        checks.append(SanityCheck(
-            "black_box", not below,
-            f"black-box below white-box {best_white.attack} {100 * best_white.robust_accuracy:.2f}%: {', '.join(below)}"
-            if below else f"black-box attacks >= best white-box {best_white.attack} ({100 * best_white.robust_accuracy:.2f}%)"))
+        below = [
+            f"{r.attack} {100 * r.robust_accuracy:.2f}%"
+            for r in black
+            if r.robust_accuracy < best_white.robust_accuracy - tol
+        ]
+        checks.append(
+            SanityCheck(
+                "black_box",
+                not below,
+                f"black-box below white-box {best_white.attack} {100 * best_white.robust_accuracy:.2f}%: {', '.join(below)}"
+                if below
+                else f"black-box attacks >= best white-box {best_white.attack} ({100 * best_white.robust_accuracy:.2f}%)",
+            )
+        )
     else:
-        checks.append(SanityCheck("black_box", None, "needs a white-box and a black-box attack (e.g. pgd20 and square)"))
+        checks.append(
+            SanityCheck("black_box", None, "needs a white-box and a black-box attack (e.g. pgd20 and square)")
+        )
 
     # more steps/restarts among the main results: same loss and norm, compare every pair that differs only there
     pgd_like = [r for r in white if r.steps is not None and r.version is None and r.random_start]
     regressions = [
         f"{b.attack} {100 * b.robust_accuracy:.2f}% > {a.attack} {100 * a.robust_accuracy:.2f}%"
-        for a in pgd_like for b in pgd_like
-        if a is not b and a.loss == b.loss and (b.steps or 0) >= (a.steps or 0) and b.restarts >= a.restarts
-        and ((b.steps or 0) > (a.steps or 0) or b.restarts > a.restarts) and b.robust_accuracy > a.robust_accuracy + tol
+        for a in pgd_like
+        for b in pgd_like
+        if a is not b
+        and a.loss == b.loss
+        and (b.steps or 0) >= (a.steps or 0)
+        and b.restarts >= a.restarts
+        and ((b.steps or 0) > (a.steps or 0) or b.restarts > a.restarts)
+        and b.robust_accuracy > a.robust_accuracy + tol
     ]
 
     if not probes or n == 0:
         for name in ("eps_zero", "large_eps", "monotone_eps"):
             checks.append(SanityCheck(name, None, "probes disabled"))
-        checks.append(SanityCheck("more_steps", not regressions if len(pgd_like) > 1 else None,
-                                  "; ".join(regressions) or "compared the PGD results"))
+        checks.append(
+            SanityCheck(
+                "more_steps",
+                not regressions if len(pgd_like) > 1 else None,
+                "; ".join(regressions) or "compared the PGD results",
+            )
+        )
         return checks
 
     probe = data.first(check_n)
@@ -488,34 +627,61 @@ def sanity_checks(
     kw = dict(norm=norm, batch_size=batch_size, seed=seed)
     at_zero = _probe_accuracy(model, x, y, eps=0.0, steps=2, **kw)
     disagree = float((at_zero != clean_correct[:m]).float().mean())
-    checks.append(SanityCheck("eps_zero", disagree <= 0.01,
-                              f"PGD at eps=0 changed {100 * disagree:.1f}% of {m} clean predictions"
-                              + (" (randomized model?)" if disagree > 0.01 else "")))
+    checks.append(
+        SanityCheck(
+            "eps_zero",
+            disagree <= 0.01,
+            f"PGD at eps=0 changed {100 * disagree:.1f}% of {m} clean predictions"
+            + (" (randomized model?)" if disagree > 0.01 else ""),
+        )
+    )
 
     steps = 20
     base = float(_probe_accuracy(model, x, y, eps=eps, steps=steps, **kw).float().mean())
     few = float(_probe_accuracy(model, x, y, eps=eps, steps=max(steps // 4, 1), **kw).float().mean())
     if base > few + ptol:
         regressions.append(f"probe PGD-{steps} {100 * base:.2f}% > PGD-{max(steps // 4, 1)} {100 * few:.2f}%")
-    checks.append(SanityCheck("more_steps", not regressions,
-                              "; ".join(regressions) if regressions
-                              else f"PGD-{steps} {100 * base:.2f}% <= PGD-{steps // 4} {100 * few:.2f}% on {m} points"
-                              + (f"; {len(pgd_like)} PGD results consistent" if len(pgd_like) > 1 else "")))
+    checks.append(
+        SanityCheck(
+            "more_steps",
+            not regressions,
+            "; ".join(regressions)
+            if regressions
+            else f"PGD-{steps} {100 * base:.2f}% <= PGD-{steps // 4} {100 * few:.2f}% on {m} points"
+            + (f"; {len(pgd_like)} PGD results consistent" if len(pgd_like) > 1 else ""),
+        )
+    )
 
     large = 1.0 if norm == "linf" else float(math.sqrt(x[0].numel()))
     limit = min(0.05, 0.5 / max(data.num_classes, 2))
     at_large = float(_probe_accuracy(model, x, y, eps=large, steps=steps, **kw).float().mean())
-    checks.append(SanityCheck("large_eps", at_large <= limit,
-                              f"PGD-{steps} at eps={large:.3g} leaves {100 * at_large:.2f}% (limit {100 * limit:.1f}%)"))
+    checks.append(
+        SanityCheck(
+            "large_eps",
+            at_large <= limit,
+            f"PGD-{steps} at eps={large:.3g} leaves {100 * at_large:.2f}% (limit {100 * limit:.1f}%)",
+        )
+    )
 
     ladder = [(eps / 2, None), (eps, base), (2 * eps, None)]
-    accs = [acc if acc is not None else float(_probe_accuracy(model, x, y, eps=e, steps=steps, **kw).float().mean())
-            for e, acc in ladder]
-    rising = [f"{100 * a:.2f}% at {e:.4g} -> {100 * b:.2f}% at {f:.4g}"
-              for (e, _), (f, _), a, b in zip(ladder, ladder[1:], accs, accs[1:]) if b > a + ptol]
-    checks.append(SanityCheck("monotone_eps", not rising,
-                              "accuracy rises with eps: " + "; ".join(rising) if rising else
-                              "PGD-20 accuracy " + " >= ".join(f"{100 * a:.2f}%" for a in accs) + " at eps/2, eps, 2eps"))
+    accs = [
+        acc if acc is not None else float(_probe_accuracy(model, x, y, eps=e, steps=steps, **kw).float().mean())
+        for e, acc in ladder
+    ]
+    rising = [
+        f"{100 * a:.2f}% at {e:.4g} -> {100 * b:.2f}% at {f:.4g}"
+        for (e, _), (f, _), a, b in zip(ladder, ladder[1:], accs, accs[1:])
+        if b > a + ptol
+    ]
+    checks.append(
+        SanityCheck(
+            "monotone_eps",
+            not rising,
+            "accuracy rises with eps: " + "; ".join(rising)
+            if rising
+            else "PGD-20 accuracy " + " >= ".join(f"{100 * a:.2f}%" for a in accs) + " at eps/2, eps, 2eps",
+        )
+    )
     return checks
 
 
@@ -564,17 +730,45 @@ def evaluate(
     start = time.perf_counter()
     with attack_mode(model):
         clean_correct = _correct(model, data.x, data.y, batch_size).cpu()
-    results = [run_attack(model, data, spec, eps=eps, norm=norm, batch_size=batch_size, seed=seed, progress=progress)
-               for spec in specs]
+    results = [
+        run_attack(model, data, spec, eps=eps, norm=norm, batch_size=batch_size, seed=seed, progress=progress)
+        for spec in specs
+    ]
     for source_name, source in (transfer_sources or {}).items():
         source.to(dev)
-        results.append(run_attack(model, data, make_attack("pgd20"), eps=eps, norm=norm, batch_size=batch_size,
-                                  seed=seed, progress=progress, source=source, source_name=source_name))
+        results.append(
+            run_attack(
+                model,
+                data,
+                make_attack("pgd20"),
+                eps=eps,
+                norm=norm,
+                batch_size=batch_size,
+                seed=seed,
+                progress=progress,
+                source=source,
+                source_name=source_name,
+            )
+        )
     worst = clean_correct.clone()
     for r in results:
         worst &= r.correct  # type: ignore[arg-type]
-    report_checks = sanity_checks(model, data, clean_correct, results, eps=eps, norm=norm, batch_size=batch_size,
-                                  seed=seed, check_n=check_n, probes=checks) if checks else []
+    report_checks = (
+        sanity_checks(
+            model,
+            data,
+            clean_correct,
+            results,
+            eps=eps,
+            norm=norm,
+            batch_size=batch_size,
+            seed=seed,
+            check_n=check_n,
+            probes=checks,
+        )
+        if checks
+        else []
+    )
     n = max(len(data), 1)
     return EvaluationReport(
         model=dict(model_info or {"name": type(model).__name__, "source": "object"}),
@@ -586,7 +780,12 @@ def evaluate(
         results=results,
         checks=report_checks,
         seed=seed,
-        device=str(dev) + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
+        device=str(dev)
+        + (
+            f" ({torch.cuda.get_device_name(dev)})"
+            if dev.type == "cuda"
+            else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        ),
         batch_size=batch_size,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seconds=time.perf_counter() - start,
@@ -625,11 +824,13 @@ class TransferReport:
 
     def format_table(self) -> str:
         width = max(12, *(len(n) + 2 for n in self.names))
-        lines = [f"transfer {self.attack} ({self.norm} eps={_fmt_eps(self.eps)}), data {self.data['dataset']} "
-                 f"{self.data['split']} n={self.data['n']} (indices {self.data['indices']}), seed {self.seed}, "
-                 f"device {self.device}",
-                 "rows: source (crafts the examples); columns: target (classifies them); diagonal = white-box",
-                 "source \\ target".ljust(width) + "".join(n.rjust(width) for n in self.names)]
+        lines = [
+            f"transfer {self.attack} ({self.norm} eps={_fmt_eps(self.eps)}), data {self.data['dataset']} "
+            f"{self.data['split']} n={self.data['n']} (indices {self.data['indices']}), seed {self.seed}, "
+            f"device {self.device}",
+            "rows: source (crafts the examples); columns: target (classifies them); diagonal = white-box",
+            "source \\ target".ljust(width) + "".join(n.rjust(width) for n in self.names),
+        ]
         lines.append("clean".ljust(width) + "".join(f"{100 * a:.2f}%".rjust(width) for a in self.clean_accuracy))
         for name, row in zip(self.names, self.accuracy):
             lines.append(name.ljust(width) + "".join(f"{100 * a:.2f}%".rjust(width) for a in row))
@@ -673,8 +874,17 @@ def transfer_matrix(
                 with attack_mode(models[target_name]):
                     correct[target_name].append(_correct(models[target_name], x_adv, y, batch_size))
         matrix.append([float(torch.cat(correct[t]).float().mean()) for t in names])
-    return TransferReport(names=names, accuracy=matrix, clean_accuracy=clean, attack=attack, eps=eps, norm=norm,
-                          data=data.describe(), seed=seed, device=str(dev))
+    return TransferReport(
+        names=names,
+        accuracy=matrix,
+        clean_accuracy=clean,
+        attack=attack,
+        eps=eps,
+        norm=norm,
+        data=data.describe(),
+        seed=seed,
+        device=str(dev),
+    )
 
 
 # ---- model resolution --------------------------------------------------------------------------
@@ -692,8 +902,9 @@ class ResolvedModel:
         return {"name": self.name, "source": self.source, "trained": self.trained, "path": self.path}
 
 
-def resolve_model(spec: str, device: str | torch.device = "cpu", *, dataset: str | None = None,
-                  **overrides: Any) -> ResolvedModel:
+def resolve_model(
+    spec: str, device: str | torch.device = "cpu", *, dataset: str | None = None, **overrides: Any
+) -> ResolvedModel:
     """Turn a command-line model spec into a model in eval mode on ``device``.
 
     ``spec`` is a checkpoint folder (``config.json`` + ``model.safetensors``, loaded strictly), a
@@ -713,8 +924,12 @@ def resolve_model(spec: str, device: str | torch.device = "cpu", *, dataset: str
             from arnas_zoo.data import dataset_info
 
             info = dataset_info(dataset)
-            overrides = {"in_channels": info.in_channels, "input_size": info.input_size,
-                         "num_classes": info.num_classes, **overrides}
+            overrides = {
+                "in_channels": info.in_channels,
+                "input_size": info.input_size,
+                "num_classes": info.num_classes,
+                **overrides,
+            }
         model = create_model(spec, **overrides).to(dev).eval()
         return ResolvedModel(model=model, name=spec, source="registry", trained=False)
     # Everything else (checkpoint folders, Hub ids 'org/name[@rev]', pretrained names) goes through the one
@@ -723,8 +938,11 @@ def resolve_model(spec: str, device: str | torch.device = "cpu", *, dataset: str
     model = load(spec, device=dev)
     name = getattr(getattr(model, "config", None), "name", None) or (path.name if where["kind"] == "folder" else spec)
     source = {"folder": "checkpoint", "hub": "hub", "pretrained": "pretrained"}[where["kind"]]
-    location = where.get("path") or where.get("source") or (
-        f"{where['repo_id']}@{where['revision'] or 'main'}" if where["kind"] == "hub" else None)
+    location = (
+        where.get("path")
+        or where.get("source")
+        or (f"{where['repo_id']}@{where['revision'] or 'main'}" if where["kind"] == "hub" else None)
+    )
     return ResolvedModel(model=model, name=str(name), source=source, trained=True, path=location)
 
 

@@ -103,17 +103,13 @@ class Genotype:
             raise GenotypeError(f"$: expected a JSON object, got {_type_name(data)}")
         unknown = sorted(set(map(str, data)) - _TOP_KEYS)
         if unknown:
-            raise GenotypeError(
-                f"$.{unknown[0]}: unknown key; expected only {sorted(_TOP_KEYS)}"
-            )
+            raise GenotypeError(f"$.{unknown[0]}: unknown key; expected only {sorted(_TOP_KEYS)}")
         schema = data.get("schema", SCHEMA)
         if schema != SCHEMA:
             raise GenotypeError(f"$.schema: expected {SCHEMA!r}, got {schema!r}")
         space = data.get("space")
         if not isinstance(space, str) or space not in SPACE_OPS:
-            raise GenotypeError(
-                f"$.space: expected one of {sorted(SPACE_OPS)}, got {space!r}"
-            )
+            raise GenotypeError(f"$.space: expected one of {sorted(SPACE_OPS)}, got {space!r}")
         meta: dict[str, str | None] = {}
         for key in ("name", "source", "paper", "notes"):
             value = data.get(key)
@@ -122,9 +118,7 @@ class Genotype:
             meta[key] = value
         cells_raw = data.get("cells")
         if not isinstance(cells_raw, Mapping) or not cells_raw:
-            raise GenotypeError(
-                f"$.cells: expected a non-empty object of named cells, got {cells_raw!r:.80}"
-            )
+            raise GenotypeError(f"$.cells: expected a non-empty object of named cells, got {cells_raw!r:.80}")
         cells: dict[str, CellGenotype] = {}
         for cell_name, cell_raw in cells_raw.items():
             if not isinstance(cell_name, str) or not cell_name:
@@ -199,9 +193,7 @@ class Genotype:
         try:
             return self.cells[name]
         except KeyError:
-            raise GenotypeError(
-                f"$.cells: no cell named {name!r}; this genotype has {sorted(self.cells)}"
-            ) from None
+            raise GenotypeError(f"$.cells: no cell named {name!r}; this genotype has {sorted(self.cells)}") from None
 
 
 def _state_name(index: int) -> str:

@@ -69,7 +69,11 @@ def parse_hub_id(spec: str) -> tuple[str, str | None] | None:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith(("./", "../", "/", "~", ".\\", "..\\")) or spec in (".", "..") or Path(spec).expanduser().is_dir()
+    return (
+        spec.startswith(("./", "../", "/", "~", ".\\", "..\\"))
+        or spec in (".", "..")
+        or Path(spec).expanduser().is_dir()
+    )
 
 
 def download(
@@ -210,7 +214,9 @@ def load(
             raise ConfigError(f"load: revision={revision!r} does not apply to the local folder {spec!r}")
         folder = Path(spec).expanduser()
         if not folder.is_dir():
-            raise CheckpointError(f"{folder}: no such folder; expected a checkpoint folder (config.json + model.safetensors)")
+            raise CheckpointError(
+                f"{folder}: no such folder; expected a checkpoint folder (config.json + model.safetensors)"
+            )
         return load_folder(folder, device=device)
     hub_id = parse_hub_id(spec)
     if hub_id is not None:

@@ -50,8 +50,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  FLOPs (ARNAS paper convention) {summary['flops_paper'] / 1e6:.2f}M; conv+linear MACs {summary['macs'] / 1e6:.2f}M",
     ]
     if summary.get("genotype"):
-        lines.append(f"  {summary['layers']} cells, C={summary['init_channels']}, placement {'-'.join(summary['placement'])}, "
-                     f"filters {'-'.join(map(str, summary['filter_multipliers']))}, reductions at {summary['reduction_layers']}")
+        lines.append(
+            f"  {summary['layers']} cells, C={summary['init_channels']}, placement {'-'.join(summary['placement'])}, "
+            f"filters {'-'.join(map(str, summary['filter_multipliers']))}, reductions at {summary['reduction_layers']}"
+        )
         runs: list[str] = []
         start = 0
         types = summary["cell_types"]

@@ -79,7 +79,9 @@ class ModelConfig:
         for key in ("mean", "std"):
             value = getattr(self, key)
             if value is not None and len(value) != self.in_channels:
-                raise ConfigError(f"{key}: expected {self.in_channels} values (one per input channel), got {len(value)}")
+                raise ConfigError(
+                    f"{key}: expected {self.in_channels} values (one per input channel), got {len(value)}"
+                )
         if self.std is not None and any(s <= 0 for s in self.std):
             raise ConfigError(f"std: expected positive values, got {list(self.std)}")
         if (self.mean is None) != (self.std is None):
@@ -327,7 +329,15 @@ class CellNetwork(ZooModel):
         self.auxiliary_head: AuxiliaryHead | None = None
         for i, (cell_name, channels) in enumerate(zip(config.layer_cell_types(), config.layer_channels())):
             reduction = i in reductions
-            cell = Cell(config.genotype.cells[cell_name], c_prev_prev, c_prev, channels, reduction, reduction_prev, config.affine)
+            cell = Cell(
+                config.genotype.cells[cell_name],
+                c_prev_prev,
+                c_prev,
+                channels,
+                reduction,
+                reduction_prev,
+                config.affine,
+            )
             self.cells.append(cell)
             if reduction:
                 spatial = (spatial + 1) // 2

@@ -157,7 +157,9 @@ class OnnxModel:
         self.config: ModelConfig | None = None
         if META_CONFIG in self.metadata:
             self.config = ModelConfig.from_json(self.metadata[META_CONFIG])
-        self.parity: dict[str, Any] | None = json.loads(self.metadata[META_PARITY]) if META_PARITY in self.metadata else None
+        self.parity: dict[str, Any] | None = (
+            json.loads(self.metadata[META_PARITY]) if META_PARITY in self.metadata else None
+        )
         self.check_range = check_range
 
     @property
@@ -192,7 +194,9 @@ class OnnxModel:
         if any(isinstance(want, int) and want != got for want, got in zip(fixed, shape[1:])):
             raise InputRangeError(f"expected images of shape (N, {', '.join(map(str, fixed))}), got {tuple(shape)}")
         if self.check_range and (lo < 0.0 or hi > 1.0):
-            raise InputRangeError(f"expected pixel values in [0, 1], got [{lo:.3g}, {hi:.3g}]; the model normalizes itself")
+            raise InputRangeError(
+                f"expected pixel values in [0, 1], got [{lo:.3g}, {hi:.3g}]; the model normalizes itself"
+            )
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         if isinstance(x, torch.Tensor):
@@ -207,7 +211,9 @@ class OnnxModel:
         array = np.asarray(x)
         if array.size:
             self._check(array.shape, float(array.min()), float(array.max()), np.issubdtype(array.dtype, np.floating))
-        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(array, dtype=self.input_dtype)})[0]
+        out = self.session.run(
+            [self.output_name], {self.input_name: np.ascontiguousarray(array, dtype=self.input_dtype)}
+        )[0]
         return np.asarray(out, dtype=np.float32)
 
     forward = __call__

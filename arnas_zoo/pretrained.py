@@ -193,8 +193,63 @@ def spec_line(
 # ---- published checkpoints ------------------------------------------------------------------------
 # One line per trained and evaluated checkpoint (python -m export register FOLDER --name ... prints it).
 # MODEL_CARD.md is checked against this list by tests/test_hub_registry.py.
-register(PretrainedSpec(name='arnas.mnist_linf_cpu_c4l5', arch='arnas', sha256='ae50e4e5500d212fac5f7223232da036320d18fc8a323a56b4431e3b26c4a694', dataset='mnist', threat_model='linf', eps=0.3, description='ARNAS genotype reduced to C=4 and 5 cells (CPU budget), PGD adversarially trained on the first 6000 rows of the MNIST train subset, l_inf eps 0.3.', folder='arnas.mnist_linf_cpu_c4l5'))
-register(PretrainedSpec(name='darts_v2.mnist_linf_cpu_c4l5', arch='darts_v2', sha256='454cd372883280bf63d851426dda81a2f83a5a28d3c6cd67cdebceece295b015', dataset='mnist', threat_model='linf', eps=0.3, description='DARTS_V2 genotype reduced to C=4 and 5 cells (CPU budget), same recipe and budget as arnas.mnist_linf_cpu_c4l5, l_inf eps 0.3.', folder='darts_v2.mnist_linf_cpu_c4l5'))
-register(PretrainedSpec(name='resnet18.mnist_linf_cpu_w8', arch='resnet18', sha256='f877f20cdd9ee40b34a1d9e09c54a344c4509f8352bedacc3db254d1d6779f47', dataset='mnist', threat_model='linf', eps=0.3, description='ResNet-18 (CIFAR stem) at width 8 (CPU budget), same recipe and budget as arnas.mnist_linf_cpu_c4l5, l_inf eps 0.3.', folder='resnet18.mnist_linf_cpu_w8'))
-register(PretrainedSpec(name='arnas.cifar10_linf_cpu_c4l5', arch='arnas', sha256='78bf0f46433746b8a6e5c0f9a2bf683241258231321867b39f37fb72a43d476a', dataset='cifar10', threat_model='linf', eps=0.03137254901960784, description='ARNAS genotype reduced to C=4 and 5 cells (CPU budget), PGD adversarially trained on rows 0-4550 of the CIFAR-10 train subset, l_inf eps 8/255.', folder='arnas.cifar10_linf_cpu_c4l5'))
-register(PretrainedSpec(name='darts_v2.cifar10_linf_cpu_c4l5', arch='darts_v2', sha256='5a8838e4c2ffb8cda422bd39e25d3a52c703324f131d30d89dfc3dd07e85478a', dataset='cifar10', threat_model='linf', eps=0.03137254901960784, description='DARTS_V2 genotype reduced to C=4 and 5 cells (CPU budget), same recipe and budget as arnas.cifar10_linf_cpu_c4l5, l_inf eps 8/255.', folder='darts_v2.cifar10_linf_cpu_c4l5'))
+register(
+    PretrainedSpec(
+        name="arnas.mnist_linf_cpu_c4l5",
+        arch="arnas",
+        sha256="ae50e4e5500d212fac5f7223232da036320d18fc8a323a56b4431e3b26c4a694",
+        dataset="mnist",
+        threat_model="linf",
+        eps=0.3,
+        description="ARNAS genotype reduced to C=4 and 5 cells (CPU budget), PGD adversarially trained on the first 6000 rows of the MNIST train subset, l_inf eps 0.3.",
+        folder="arnas.mnist_linf_cpu_c4l5",
+    )
+)
+register(
+    PretrainedSpec(
+        name="darts_v2.mnist_linf_cpu_c4l5",
+        arch="darts_v2",
+        sha256="454cd372883280bf63d851426dda81a2f83a5a28d3c6cd67cdebceece295b015",
+        dataset="mnist",
+        threat_model="linf",
+        eps=0.3,
+        description="DARTS_V2 genotype reduced to C=4 and 5 cells (CPU budget), same recipe and budget as arnas.mnist_linf_cpu_c4l5, l_inf eps 0.3.",
+        folder="darts_v2.mnist_linf_cpu_c4l5",
+    )
+)
+register(
+    PretrainedSpec(
+        name="resnet18.mnist_linf_cpu_w8",
+        arch="resnet18",
+        sha256="f877f20cdd9ee40b34a1d9e09c54a344c4509f8352bedacc3db254d1d6779f47",
+        dataset="mnist",
+        threat_model="linf",
+        eps=0.3,
+        description="ResNet-18 (CIFAR stem) at width 8 (CPU budget), same recipe and budget as arnas.mnist_linf_cpu_c4l5, l_inf eps 0.3.",
+        folder="resnet18.mnist_linf_cpu_w8",
+    )
+)
+register(
+    PretrainedSpec(
+        name="arnas.cifar10_linf_cpu_c4l5",
+        arch="arnas",
+        sha256="78bf0f46433746b8a6e5c0f9a2bf683241258231321867b39f37fb72a43d476a",
+        dataset="cifar10",
+        threat_model="linf",
+        eps=0.03137254901960784,
+        description="ARNAS genotype reduced to C=4 and 5 cells (CPU budget), PGD adversarially trained on rows 0-4550 of the CIFAR-10 train subset, l_inf eps 8/255.",
+        folder="arnas.cifar10_linf_cpu_c4l5",
+    )
+)
+register(
+    PretrainedSpec(
+        name="darts_v2.cifar10_linf_cpu_c4l5",
+        arch="darts_v2",
+        sha256="5a8838e4c2ffb8cda422bd39e25d3a52c703324f131d30d89dfc3dd07e85478a",
+        dataset="cifar10",
+        threat_model="linf",
+        eps=0.03137254901960784,
+        description="DARTS_V2 genotype reduced to C=4 and 5 cells (CPU budget), same recipe and budget as arnas.cifar10_linf_cpu_c4l5, l_inf eps 8/255.",
+        folder="darts_v2.cifar10_linf_cpu_c4l5",
+    )
+)

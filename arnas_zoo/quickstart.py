@@ -68,8 +68,9 @@ def quickstart(
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     train_all = load_dataset("digits", "train")
     train_split, val_split = split_train_val(train_all, VAL_ROWS)
     test = load_dataset("digits", "test", n=test_n).to(dev)
@@ -90,22 +91,34 @@ def quickstart(
             shutil.rmtree(run_dir)
         torch.manual_seed(seed)  # both networks start from the same initial weights
         model = create_model("arnas", **QUICKSTART_MODEL)
-        outcome = train(model, recipe, train_split, val_split, run_dir, device=dev, progress=progress,
-                        run_name=f"arnas_c4l5_digits_{kind}")
-        metrics = evaluate_folder(outcome.best_dir, test, attacks=("fgsm", f"pgd{pgd_steps}"), eps=adversarial.eps,
-                                  device=dev, seed=seed)
+        outcome = train(
+            model,
+            recipe,
+            train_split,
+            val_split,
+            run_dir,
+            device=dev,
+            progress=progress,
+            run_name=f"arnas_c4l5_digits_{kind}",
+        )
+        metrics = evaluate_folder(
+            outcome.best_dir, test, attacks=("fgsm", f"pgd{pgd_steps}"), eps=adversarial.eps, device=dev, seed=seed
+        )
         by_name = {r["attack"]: r for r in metrics["results"]}
-        result.rows[kind] = {"clean": metrics["clean_accuracy"], "fgsm": by_name["fgsm"]["robust_accuracy"],
-                             "pgd": by_name[f"pgd{pgd_steps}"]["robust_accuracy"]}
+        result.rows[kind] = {
+            "clean": metrics["clean_accuracy"],
+            "fgsm": by_name["fgsm"]["robust_accuracy"],
+            "pgd": by_name[f"pgd{pgd_steps}"]["robust_accuracy"],
+        }
     result.seconds = time.perf_counter() - start
     result.settings = {
         "model": "arnas " + json.dumps(QUICKSTART_MODEL),
         "train": f"digits train rows 0-{min(len(train_split), train_n or len(train_split)) - 1}, "
-                 f"validation rows {len(train_split)}-{len(train_all) - 1}",
+        f"validation rows {len(train_split)}-{len(train_all) - 1}",
         "test": f"digits test split, first n={len(test)} (scikit-learn rows from 1500)",
         "recipe": adversarial.to_dict(),
         "attacks": f"arnas_zoo.evaluate: FGSM eps {adversarial.eps}; PGD-{pgd_steps} eps {adversarial.eps} step "
-                   f"{adversarial.eps / 4:.4g} (eps/4), uniform random start, 1 restart; l_inf",
+        f"{adversarial.eps / 4:.4g} (eps/4), uniform random start, 1 restart; l_inf",
         "device": f"{dev} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "seed": seed,
     }
@@ -115,24 +128,26 @@ def quickstart(
 
 def _write_report(result: QuickstartResult) -> None:
     s = result.settings
-    text = "\n".join([
-        "# arnas-zoo quick start",
-        "",
-        "The same small ARNAS network trained with PGD adversarial training and without adversarial examples.",
-        "",
-        "```",
-        result.table(),
-        "```",
-        "",
-        f"- model: {s['model']}",
-        f"- training data: {s['train']}",
-        f"- evaluated on: {s['test']}",
-        f"- attacks: {s['attacks']}",
-        "- recipe: `cpu_digits` (see adversarial/recipe.json); the standard run uses method=standard and "
-        "selects its best epoch by clean validation accuracy",
-        f"- device: {s['device']}; seed {s['seed']}; wall time {result.seconds:.0f} s",
-        f"- checkpoint folders: {result.out_dir / 'adversarial' / 'best'}, {result.out_dir / 'standard' / 'best'}",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# arnas-zoo quick start",
+            "",
+            "The same small ARNAS network trained with PGD adversarial training and without adversarial examples.",
+            "",
+            "```",
+            result.table(),
+            "```",
+            "",
+            f"- model: {s['model']}",
+            f"- training data: {s['train']}",
+            f"- evaluated on: {s['test']}",
+            f"- attacks: {s['attacks']}",
+            "- recipe: `cpu_digits` (see adversarial/recipe.json); the standard run uses method=standard and "
+            "selects its best epoch by clean validation accuracy",
+            f"- device: {s['device']}; seed {s['seed']}; wall time {result.seconds:.0f} s",
+            f"- checkpoint folders: {result.out_dir / 'adversarial' / 'best'}, {result.out_dir / 'standard' / 'best'}",
+            "",
+        ]
+    )
     atomic_write_text(result.out_dir / "report.md", text)
     atomic_write_json(result.out_dir / "report.json", {"rows": result.rows, "settings": s, "seconds": result.seconds})

@@ -156,13 +156,18 @@ def _register_defaults() -> None:
     baselines = {
         # name: (init_channels = first-stage width, layers = depth, paper, description)
         "resnet18": (64, 18, "He et al., CVPR 2016", "ResNet-18 with the CIFAR stem (3x3 conv, no max pool)"),
-        "resnet18_imagenet": (64, 18, "He et al., CVPR 2016",
-                              "torchvision's ImageNet-style ResNet-18 (the one counted in ARNAS Table 1)"),
+        "resnet18_imagenet": (
+            64,
+            18,
+            "He et al., CVPR 2016",
+            "torchvision's ImageNet-style ResNet-18 (the one counted in ARNAS Table 1)",
+        ),
         "wrn34_10": (160, 34, "Zagoruyko & Komodakis, BMVC 2016", "WideResNet-34-10 (pre-activation)"),
     }
     for key, (width, depth, paper, description) in baselines.items():
         config = ModelConfig(arch=key, init_channels=width, layers=depth, auxiliary=False, name=key)
         register(ArchSpec(key, config, paper=paper, description=description))
+
 
 _register_defaults()
 

@@ -173,8 +173,17 @@ class Recipe:
         for key in ("lr", "eps", "step_size"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"recipe.{key}: expected a positive number, got {getattr(self, key)!r}")
-        for key in ("momentum", "weight_decay", "lr_min", "warmup_epochs", "eps_warmup_epochs", "trades_beta",
-                    "start_sigma", "crop_padding", "cutout"):
+        for key in (
+            "momentum",
+            "weight_decay",
+            "lr_min",
+            "warmup_epochs",
+            "eps_warmup_epochs",
+            "trades_beta",
+            "start_sigma",
+            "crop_padding",
+            "cutout",
+        ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"recipe.{key}: expected a non-negative value, got {getattr(self, key)!r}")
         if self.eps > 1:
@@ -257,46 +266,124 @@ RECIPES: dict[str, Recipe] = {
     # The ARNAS paper trains "following conventions [AdvRush]": same optimizer and schedule; AdvRush's
     # DARTS-space recipe has no auxiliary head, no cutout, batch 64, eps 0.031 and a uniform start.
     "advrush": _ARNAS.replace(
-        name="advrush", batch_size=64, cutout=0, auxiliary_weight=0.0, eps=0.031, start="uniform",
+        name="advrush",
+        batch_size=64,
+        cutout=0,
+        auxiliary_weight=0.0,
+        eps=0.031,
+        start="uniform",
         notes="AdvRush recipe for DARTS-space networks: as ARNAS but batch 64, no aux, no cutout, "
         "PGD-7 eps 0.031 step 0.01, uniform random start",
     ),
     # TRADES (Zhang et al., 2019) with its CIFAR-10 settings.
     "trades": _ARNAS.replace(
-        name="trades", method="trades", batch_size=128, weight_decay=2e-4, epochs=76, milestones=(75.0,),
-        eps=0.031, step_size=0.007, steps=10, trades_beta=6.0, cutout=0, grad_clip=None,
+        name="trades",
+        method="trades",
+        batch_size=128,
+        weight_decay=2e-4,
+        epochs=76,
+        milestones=(75.0,),
+        eps=0.031,
+        step_size=0.007,
+        steps=10,
+        trades_beta=6.0,
+        cutout=0,
+        grad_clip=None,
         notes="TRADES (Zhang et al. 2019) CIFAR-10: beta 6, 10 steps of 0.007, eps 0.031, lr 0.1 x0.1 at 75",
     ),
     # "Fast is better than free" (Wong et al., 2020): FGSM from a uniform start, step 1.25 eps, cyclic lr.
     "fast": Recipe(
-        name="fast", method="fgsm", epochs=15, batch_size=128, lr=0.2, weight_decay=5e-4, grad_clip=None,
-        schedule="cyclic", eps=8 / 255, step_size=10 / 255, steps=1, start="uniform", attack_eval_mode=False,
-        cutout=0, notes="FGSM with random start (Wong et al. 2020): step 1.25*eps, cyclic lr to 0.2",
+        name="fast",
+        method="fgsm",
+        epochs=15,
+        batch_size=128,
+        lr=0.2,
+        weight_decay=5e-4,
+        grad_clip=None,
+        schedule="cyclic",
+        eps=8 / 255,
+        step_size=10 / 255,
+        steps=1,
+        start="uniform",
+        attack_eval_mode=False,
+        cutout=0,
+        notes="FGSM with random start (Wong et al. 2020): step 1.25*eps, cyclic lr to 0.2",
     ),
     # Madry et al. (2018) MNIST: PGD-40 of 0.01 at eps 0.3 (the DSRNA MNIST setting for eps).
     "madry_mnist": Recipe(
-        name="madry_mnist", epochs=100, batch_size=50, lr=0.01, schedule="constant", eps=0.3, step_size=0.01,
-        steps=40, start="uniform", crop_padding=0, flip=False, cutout=0, grad_clip=None,
+        name="madry_mnist",
+        epochs=100,
+        batch_size=50,
+        lr=0.01,
+        schedule="constant",
+        eps=0.3,
+        step_size=0.01,
+        steps=40,
+        start="uniform",
+        crop_padding=0,
+        flip=False,
+        cutout=0,
+        grad_clip=None,
         notes="Madry et al. 2018 MNIST: PGD-40 step 0.01 eps 0.3, uniform start",
     ),
     # ---- small CPU presets (reduced budgets for machines without a GPU) ----
     "cpu_digits": Recipe(
-        name="cpu_digits", epochs=10, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4,
-        eps=0.2, step_size=0.1, steps=3, start="uniform", eps_warmup_epochs=2, crop_padding=1, flip=False,
-        cutout=0, val_steps=5, val_step_size=0.05,
+        name="cpu_digits",
+        epochs=10,
+        batch_size=64,
+        lr=0.05,
+        schedule="cosine",
+        weight_decay=5e-4,
+        eps=0.2,
+        step_size=0.1,
+        steps=3,
+        start="uniform",
+        eps_warmup_epochs=2,
+        crop_padding=1,
+        flip=False,
+        cutout=0,
+        val_steps=5,
+        val_step_size=0.05,
         notes="quick start: scikit-learn digits (16x16), PGD-3 step 0.1 eps 0.2, eps ramp over 2 epochs, 10 epochs",
     ),
     "cpu_mnist": Recipe(
-        name="cpu_mnist", epochs=2, batch_size=64, train_n=6000, lr=0.05, schedule="cosine", weight_decay=5e-4,
-        eps=0.3, step_size=0.12, steps=3, start="uniform", eps_warmup_epochs=1, crop_padding=0, flip=False,
-        cutout=0, val_n=200, val_steps=5, val_step_size=0.1,
+        name="cpu_mnist",
+        epochs=2,
+        batch_size=64,
+        train_n=6000,
+        lr=0.05,
+        schedule="cosine",
+        weight_decay=5e-4,
+        eps=0.3,
+        step_size=0.12,
+        steps=3,
+        start="uniform",
+        eps_warmup_epochs=1,
+        crop_padding=0,
+        flip=False,
+        cutout=0,
+        val_n=200,
+        val_steps=5,
+        val_step_size=0.1,
         notes="CPU budget: first 6000 MNIST training images, eps 0.3, PGD-3 step 0.12, eps ramp over epoch 1, "
         "cosine lr, 2 epochs",
     ),
     "cpu_cifar10": Recipe(
-        name="cpu_cifar10", epochs=3, batch_size=64, lr=0.05, schedule="cosine", weight_decay=5e-4,
-        eps=8 / 255, step_size=3 / 255, steps=3, start="uniform", eps_warmup_epochs=1, cutout=0,
-        val_n=200, val_steps=5, notes="CPU budget: CIFAR-10 eps 8/255, PGD-3 step 3/255, cosine lr, 3 epochs",
+        name="cpu_cifar10",
+        epochs=3,
+        batch_size=64,
+        lr=0.05,
+        schedule="cosine",
+        weight_decay=5e-4,
+        eps=8 / 255,
+        step_size=3 / 255,
+        steps=3,
+        start="uniform",
+        eps_warmup_epochs=1,
+        cutout=0,
+        val_n=200,
+        val_steps=5,
+        notes="CPU budget: CIFAR-10 eps 8/255, PGD-3 step 3/255, cosine lr, 3 epochs",
     ),
 }
 
@@ -473,7 +560,7 @@ class DistBatchNorm2d(nn.BatchNorm2d):
             packed = all_reduce(packed)
         n = packed[-1]
         mean = packed[:c] / n
-        var = (packed[c:2 * c] / n - mean * mean).clamp_min(0.0)
+        var = (packed[c : 2 * c] / n - mean * mean).clamp_min(0.0)
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
@@ -491,7 +578,9 @@ def convert_dist_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every ``BatchNorm2d`` of ``module`` (in place) by :class:`DistBatchNorm2d`, keeping its state."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d) and not isinstance(child, DistBatchNorm2d):
-            new = DistBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new = DistBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             new.load_state_dict(child.state_dict())
             new.to(next(iter(child.state_dict().values())).device)
             setattr(module, name, new)
@@ -588,7 +677,9 @@ def _optimizer_to_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, tor
     return tensors, {"state": state_meta, "param_groups": sd["param_groups"]}
 
 
-def _optimizer_from_state(optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+def _optimizer_from_state(
+    optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> None:
     state = {}
     for index, entries in meta["state"].items():
         state[int(index)] = {
@@ -663,22 +754,35 @@ def _is_main_thread() -> bool:
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Callable[[], Any]) -> float:
+def _accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast: Callable[[], Any]
+) -> float:
     correct = 0
     for start in range(0, x.shape[0], batch_size):
         with autocast():
-            correct += (model(x[start:start + batch_size]).argmax(1) == y[start:start + batch_size]).sum()
+            correct += (model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size]).sum()
     return float(correct) / max(1, x.shape[0])
 
 
-def _robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, batch_size: int,
-                     autocast: Callable[[], Any]) -> float:
+def _robust_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, batch_size: int, autocast: Callable[[], Any]
+) -> float:
     gen = _generator(x.device, _seed_for(recipe.seed, -2, 0))
     correct = 0
     for start in range(0, x.shape[0], batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        x_adv = perturb(model, xb, yb, eps=recipe.eps, step_size=recipe.validation_step_size, steps=recipe.val_steps,
-                        start="uniform", generator=gen, eval_mode=True, autocast=autocast)
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        x_adv = perturb(
+            model,
+            xb,
+            yb,
+            eps=recipe.eps,
+            step_size=recipe.validation_step_size,
+            steps=recipe.val_steps,
+            start="uniform",
+            generator=gen,
+            eval_mode=True,
+            autocast=autocast,
+        )
         with torch.no_grad(), autocast():
             correct += (model(x_adv).argmax(1) == yb).sum()
     return float(correct) / max(1, x.shape[0])
@@ -715,13 +819,17 @@ def train(
 
     dist_info, device = init_distributed(resolve_device(device))
     if recipe.batch_size % dist_info.world:
-        raise ConfigError(f"recipe.batch_size: the global batch ({recipe.batch_size}) must divide evenly over "
-                          f"{dist_info.world} processes")
+        raise ConfigError(
+            f"recipe.batch_size: the global batch ({recipe.batch_size}) must divide evenly over "
+            f"{dist_info.world} processes"
+        )
     out_dir = Path(out_dir)
     state_path = out_dir / STATE_FILE
     if not resume and state_path.exists():
-        raise CheckpointError(f"{state_path}: a run already exists here; pass resume=True (--resume) to continue it "
-                              "or choose another output folder")
+        raise CheckpointError(
+            f"{state_path}: a run already exists here; pass resume=True (--resume) to continue it "
+            "or choose another output folder"
+        )
     config = model if isinstance(model, ModelConfig) else model.config
     net: ZooModel = build_model(config) if isinstance(model, ModelConfig) else model
     config = config.replace(threat_model="linf", eps=recipe.eps, name=run_name or config.name)
@@ -739,8 +847,13 @@ def train(
         return contextlib.nullcontext()
 
     # the authors' recipes decay every parameter (BN and biases included), so one parameter group
-    optimizer = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-                                weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.SGD(
+        net.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+        weight_decay=recipe.weight_decay,
+    )
 
     aux_weight = config.auxiliary_weight if recipe.auxiliary_weight is None else recipe.auxiliary_weight
     has_aux = getattr(net, "auxiliary_head", None) is not None
@@ -749,15 +862,19 @@ def train(
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        train_net = DDP(net, device_ids=[device.index] if use_cuda else None,
-                        find_unused_parameters=has_aux and not use_aux, broadcast_buffers=False)
+        train_net = DDP(
+            net,
+            device_ids=[device.index] if use_cuda else None,
+            find_unused_parameters=has_aux and not use_aux,
+            broadcast_buffers=False,
+        )
     forward_net: nn.Module = net
     if recipe.compile and use_cuda:  # guarded: compile only where it pays off and is supported
         forward_net = torch.compile(net)  # type: ignore[assignment]
 
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    x_train = train_data.x[:recipe.train_n].to(device).contiguous(memory_format=memory_format)
-    y_train = train_data.y[:recipe.train_n].to(device)
+    x_train = train_data.x[: recipe.train_n].to(device).contiguous(memory_format=memory_format)
+    y_train = train_data.y[: recipe.train_n].to(device)
     n_train = x_train.shape[0]
     steps_per_epoch = n_train // recipe.batch_size
     if steps_per_epoch < 1:
@@ -774,12 +891,16 @@ def train(
     if resume:
         tensors, meta = load_train_state(state_path)
         if meta["recipe"] != recipe_dict:
-            diff = sorted(k for k in set(recipe_dict) | set(meta["recipe"]) if recipe_dict.get(k) != meta["recipe"].get(k))
-            raise CheckpointError(f"{state_path}: saved with a different recipe (fields {diff}); resume with the same "
-                                  "recipe or start a new run in another folder")
+            diff = sorted(
+                k for k in set(recipe_dict) | set(meta["recipe"]) if recipe_dict.get(k) != meta["recipe"].get(k)
+            )
+            raise CheckpointError(
+                f"{state_path}: saved with a different recipe (fields {diff}); resume with the same "
+                "recipe or start a new run in another folder"
+            )
         if meta["config"] != config.to_dict():
             raise CheckpointError(f"{state_path}: saved for a different model config; resume with the same model")
-        weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+        weights = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
         try:
             net.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
@@ -803,9 +924,19 @@ def train(
         rng_tensors, rng_meta = _rng_snapshot()
         tensors.update(opt_tensors)
         tensors.update(rng_tensors)
-        meta = {"epoch": epoch, "step": step, "global_step": global_step, "best": best, "history": history,
-                "recipe": recipe_dict, "config": config.to_dict(), "optimizer": opt_meta, "rng": rng_meta,
-                "finished": finished, "world_size": dist_info.world}
+        meta = {
+            "epoch": epoch,
+            "step": step,
+            "global_step": global_step,
+            "best": best,
+            "history": history,
+            "recipe": recipe_dict,
+            "config": config.to_dict(),
+            "optimizer": opt_meta,
+            "rng": rng_meta,
+            "finished": finished,
+            "world_size": dist_info.world,
+        }
         _save_state(state_path, tensors, meta)
 
     def write_folder(folder: Path, metrics: dict[str, Any]) -> None:
@@ -821,18 +952,32 @@ def train(
     with _StopFlag() as stop:
         for epoch in range(start_epoch, recipe.epochs):
             net.train()
-            perm = torch.randperm(n_train, generator=_generator(device, _seed_for(recipe.seed, epoch, -1)),
-                                  device=device)
+            perm = torch.randperm(
+                n_train, generator=_generator(device, _seed_for(recipe.seed, epoch, -1)), device=device
+            )
             first_step = start_step if epoch == start_epoch else 0
             sums = torch.zeros(3, device=device)  # loss, correct on training examples, count
             t0 = time.perf_counter()
-            bar = tqdm(range(first_step, steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}",
-                       disable=None if progress and dist_info.main else True, leave=False)
+            bar = tqdm(
+                range(first_step, steps_per_epoch),
+                desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                disable=None if progress and dist_info.main else True,
+                leave=False,
+            )
             for step in bar:
-                if _should_stop(stop, dist_info, stop_after_steps is not None and steps_done_this_call >= stop_after_steps):
+                if _should_stop(
+                    stop, dist_info, stop_after_steps is not None and steps_done_this_call >= stop_after_steps
+                ):
                     save_state(epoch, step)
-                    log_line({"event": "interrupted", "epoch": epoch, "step": step, "global_step": global_step,
-                              "signal": stop.signal_name or "stop_after_steps"})
+                    log_line(
+                        {
+                            "event": "interrupted",
+                            "epoch": epoch,
+                            "step": step,
+                            "global_step": global_step,
+                            "signal": stop.signal_name or "stop_after_steps",
+                        }
+                    )
                     raise TrainingInterrupted(
                         f"training stopped by {stop.signal_name or 'request'} at epoch {epoch + 1}, step {step}; state "
                         f"saved to {state_path}; continue with resume=True (--resume)"
@@ -842,19 +987,34 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 gen = _generator(device, _seed_for(recipe.seed, epoch, step))
-                idx = perm[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-                xb = augment(x_train[idx], gen, crop_padding=recipe.crop_padding, flip=recipe.flip, cutout=recipe.cutout)
+                idx = perm[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+                xb = augment(
+                    x_train[idx], gen, crop_padding=recipe.crop_padding, flip=recipe.flip, cutout=recipe.cutout
+                )
                 yb = y_train[idx]
                 noise = None
                 if recipe.method != "standard" and recipe.start != "none":
                     draw = torch.randn if recipe.start == "gaussian" else _uniform_pm1
                     noise = draw(xb.shape, generator=gen, device=device, dtype=xb.dtype)
-                shard = slice(dist_info.rank * (recipe.batch_size // dist_info.world),
-                              (dist_info.rank + 1) * (recipe.batch_size // dist_info.world))
+                shard = slice(
+                    dist_info.rank * (recipe.batch_size // dist_info.world),
+                    (dist_info.rank + 1) * (recipe.batch_size // dist_info.world),
+                )
                 xb, yb = xb[shard].contiguous(memory_format=memory_format), yb[shard]
                 noise = None if noise is None else noise[shard]
-                loss, correct = _train_step(train_net, forward_net, optimizer, recipe, xb, yb, noise,
-                                            eps_at(recipe, progress_epochs), use_aux, aux_weight, autocast)
+                loss, correct = _train_step(
+                    train_net,
+                    forward_net,
+                    optimizer,
+                    recipe,
+                    xb,
+                    yb,
+                    noise,
+                    eps_at(recipe, progress_epochs),
+                    use_aux,
+                    aux_weight,
+                    autocast,
+                )
                 sums += torch.stack([loss.detach() * yb.shape[0], correct, torch.tensor(yb.shape[0], device=device)])
                 global_step += 1
                 steps_done_this_call += 1
@@ -865,29 +1025,44 @@ def train(
             seconds = time.perf_counter() - t0
             loss_sum, correct_sum, count = (float(v) for v in sums.cpu())
             record: dict[str, Any] = {
-                "epoch": epoch + 1, "global_step": global_step, "lr": lr_at(recipe, epoch + 1 - 1e-9),
-                "train_loss": loss_sum / max(count, 1), "train_acc": correct_sum / max(count, 1),
+                "epoch": epoch + 1,
+                "global_step": global_step,
+                "lr": lr_at(recipe, epoch + 1 - 1e-9),
+                "train_loss": loss_sum / max(count, 1),
+                "train_acc": correct_sum / max(count, 1),
                 "train_acc_on": "clean" if recipe.method == "standard" else "training adversarial examples",
-                "eps": eps_at(recipe, epoch + 1 - 1e-9), "seconds": seconds, "images_per_s": count / max(seconds, 1e-9),
+                "eps": eps_at(recipe, epoch + 1 - 1e-9),
+                "seconds": seconds,
+                "images_per_s": count / max(seconds, 1e-9),
             }
             validate = val_data is not None and ((epoch + 1) % recipe.val_every == 0 or epoch + 1 == recipe.epochs)
             if validate and dist_info.main:
                 net.eval()
                 record["val_clean_acc"] = _accuracy(forward_net, x_val, y_val, 2 * recipe.batch_size, autocast)
-                record["val_robust_acc"] = _robust_accuracy(forward_net, x_val, y_val, recipe, 2 * recipe.batch_size,
-                                                            autocast)
+                record["val_robust_acc"] = _robust_accuracy(
+                    forward_net, x_val, y_val, recipe, 2 * recipe.batch_size, autocast
+                )
                 record["val_n"] = int(x_val.shape[0])
-                record["val_attack"] = f"PGD-{recipe.val_steps} linf eps {recipe.eps:.4g} step " \
-                                       f"{recipe.validation_step_size:.4g} uniform start"
+                record["val_attack"] = (
+                    f"PGD-{recipe.val_steps} linf eps {recipe.eps:.4g} step "
+                    f"{recipe.validation_step_size:.4g} uniform start"
+                )
                 net.train()
             history.append(record)
             log_line(record)
             if dist_info.main:
                 key = "val_robust_acc" if recipe.select_by == "robust" else "val_clean_acc"
                 selection = {k: v for k, v in record.items() if k.startswith("val_")}
-                epoch_metrics = {"training": {"run": run_name or config.name, "recipe": recipe.name, "epoch": epoch + 1,
-                                              "selection": selection, "train_data": _describe(train_data),
-                                              "train_points_used": f"first {n_train}"}}
+                epoch_metrics = {
+                    "training": {
+                        "run": run_name or config.name,
+                        "recipe": recipe.name,
+                        "epoch": epoch + 1,
+                        "selection": selection,
+                        "train_data": _describe(train_data),
+                        "train_points_used": f"first {n_train}",
+                    }
+                }
                 write_folder(out_dir / "last", epoch_metrics)
                 if key not in record or not best or record[key] > best.get("value", -1.0):
                     if key in record or not best:
@@ -899,8 +1074,9 @@ def train(
                 log.info("epoch %d: %s", epoch + 1, json.dumps(record))
             finished = epoch + 1 == recipe.epochs
         if stop.requested:  # the signal came after the last step check: the state is saved, still stop
-            raise TrainingInterrupted(f"training stopped by {stop.signal_name} after its last epoch; state saved to "
-                                      f"{state_path}")
+            raise TrainingInterrupted(
+                f"training stopped by {stop.signal_name} after its last epoch; state saved to {state_path}"
+            )
     if dist_info.world > 1:
         import torch.distributed as dist
 
@@ -908,14 +1084,29 @@ def train(
     if finished and dist_info.main and not (out_dir / "best").exists():
         write_folder(out_dir / "best", {})
     if finished and dist_info.main and test_data is not None:
-        evaluate_folder(out_dir / "best", test_data, attacks=eval_attacks, eps=recipe.eps, device=device,
-                        seed=recipe.seed, progress=progress)
+        evaluate_folder(
+            out_dir / "best",
+            test_data,
+            attacks=eval_attacks,
+            eps=recipe.eps,
+            device=device,
+            seed=recipe.seed,
+            progress=progress,
+        )
     return TrainResult(out_dir, out_dir / "best", out_dir / "last", history, best)
 
 
-def evaluate_folder(folder: str | Path, data: Any, *, attacks: Sequence[str] = ("fgsm", "pgd20"), eps: float,
-                    device: str | torch.device = "cpu", seed: int = 0, progress: bool = False,
-                    checks: bool = False) -> dict[str, Any]:
+def evaluate_folder(
+    folder: str | Path,
+    data: Any,
+    *,
+    attacks: Sequence[str] = ("fgsm", "pgd20"),
+    eps: float,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+    checks: bool = False,
+) -> dict[str, Any]:
     """Evaluate the checkpoint folder's model with :func:`arnas_zoo.evaluate.evaluate` on ``data``
     and write the report (plus the training record already there) as its ``metrics.json``."""
     from arnas_zoo.checkpoint import load_folder, read_metrics
@@ -923,8 +1114,17 @@ def evaluate_folder(folder: str | Path, data: Any, *, attacks: Sequence[str] = (
 
     folder = Path(folder)
     model = load_folder(folder, device=device)
-    report = evaluate(model, data, attacks=list(attacks), eps=eps, device=device, seed=seed, checks=checks,
-                      progress=progress, model_info={"name": model.config.name, "source": str(folder)})
+    report = evaluate(
+        model,
+        data,
+        attacks=list(attacks),
+        eps=eps,
+        device=device,
+        seed=seed,
+        checks=checks,
+        progress=progress,
+        model_info={"name": model.config.name, "source": str(folder)},
+    )
     metrics = report.to_metrics()
     previous = read_metrics(folder) or {}
     if "training" in previous:
@@ -968,8 +1168,9 @@ def run_training(
             parsed[key] = json.loads(value) if isinstance(value, str) else value
         except json.JSONDecodeError:
             parsed[key] = value
-    config = get_config(arch, in_channels=info.in_channels, input_size=info.input_size,
-                        num_classes=info.num_classes, **parsed)
+    config = get_config(
+        arch, in_channels=info.in_channels, input_size=info.input_size, num_classes=info.num_classes, **parsed
+    )
     the_recipe = get_recipe(recipe, **dict(recipe_overrides or {}))
     data = load_dataset(dataset, "train", data_dir=data_dir)
     if val_rows < 0 or val_rows >= len(data):
@@ -983,9 +1184,19 @@ def run_training(
         except DataNotFoundError:
             test_data = val_split.first(eval_n) if val_split is not None else None
     torch.manual_seed(the_recipe.seed)  # the initial weights depend on the recipe's seed only
-    return train(config, the_recipe, train_split, val_split, out_dir, resume=resume, device=device,
-                 progress=progress, run_name=name or config.name, test_data=test_data,
-                 eval_attacks=eval_attacks or ())
+    return train(
+        config,
+        the_recipe,
+        train_split,
+        val_split,
+        out_dir,
+        resume=resume,
+        device=device,
+        progress=progress,
+        run_name=name or config.name,
+        test_data=test_data,
+        eval_attacks=eval_attacks or (),
+    )
 
 
 def _should_stop(stop: _StopFlag, dist_info: Dist, local_request: bool) -> bool:
@@ -1017,9 +1228,20 @@ def _train_step(
     if recipe.method == "standard":
         inputs = xb
     else:
-        inputs = perturb(forward_net, xb, yb, eps=eps, step_size=step, steps=recipe.steps, start=recipe.start,
-                         start_sigma=recipe.start_sigma, loss="kl" if recipe.method == "trades" else "ce",
-                         noise=noise, eval_mode=recipe.attack_eval_mode, autocast=autocast)
+        inputs = perturb(
+            forward_net,
+            xb,
+            yb,
+            eps=eps,
+            step_size=step,
+            steps=recipe.steps,
+            start=recipe.start,
+            start_sigma=recipe.start_sigma,
+            loss="kl" if recipe.method == "trades" else "ce",
+            noise=noise,
+            eval_mode=recipe.attack_eval_mode,
+            autocast=autocast,
+        )
     optimizer.zero_grad(set_to_none=True)
     with autocast():
         if recipe.method == "trades":
@@ -1027,7 +1249,8 @@ def _train_step(
             adv_logits, _ = _forward_train(train_net, inputs, False)
             clean_logits, adv_logits = clean_logits.float(), adv_logits.float()
             loss = F.cross_entropy(clean_logits, yb) + recipe.trades_beta * F.kl_div(
-                F.log_softmax(adv_logits, dim=1), F.softmax(clean_logits, dim=1), reduction="batchmean")
+                F.log_softmax(adv_logits, dim=1), F.softmax(clean_logits, dim=1), reduction="batchmean"
+            )
             logits = adv_logits
         else:
             logits, aux = _forward_train(train_net, inputs, use_aux)
@@ -1072,8 +1295,11 @@ def _plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     ax = axes[0]
-    for key, label in (("val_clean_acc", "val clean"), ("val_robust_acc", "val robust (PGD)"),
-                       ("train_acc", "train (on trained inputs)")):
+    for key, label in (
+        ("val_clean_acc", "val clean"),
+        ("val_robust_acc", "val robust (PGD)"),
+        ("train_acc", "train (on trained inputs)"),
+    ):
         pts = [(h["epoch"], h[key]) for h in history if key in h]
         if pts:
             ax.plot(*zip(*pts), marker="o", label=label)
@@ -1099,4 +1325,3 @@ def read_log(out_dir: str | Path) -> Iterator[dict[str, Any]]:
         for line in fh:
             if line.strip():
                 yield json.loads(line)
-

@@ -99,18 +99,33 @@ def main() -> None:
     def run_ours() -> None:
         gen = torch.Generator(device=device).manual_seed(args.seed)
         for i in range(0, args.n, args.batch_size):
-            pgd(wrapped["ours"], x_all[i:i + args.batch_size], y_all[i:i + args.batch_size], eps=eps, step_size=alpha,
-                steps=args.steps, generator=gen)
+            pgd(
+                wrapped["ours"],
+                x_all[i : i + args.batch_size],
+                y_all[i : i + args.batch_size],
+                eps=eps,
+                step_size=alpha,
+                steps=args.steps,
+                generator=gen,
+            )
 
     def run_ours_nchw() -> None:
         gen = torch.Generator(device=device).manual_seed(args.seed)
         for i in range(0, args.n, args.batch_size):
-            pgd(wrapped["ours_nchw"], x_all[i:i + args.batch_size], y_all[i:i + args.batch_size], eps=eps,
-                step_size=alpha, steps=args.steps, generator=gen, channels_last=False)
+            pgd(
+                wrapped["ours_nchw"],
+                x_all[i : i + args.batch_size],
+                y_all[i : i + args.batch_size],
+                eps=eps,
+                step_size=alpha,
+                steps=args.steps,
+                generator=gen,
+                channels_last=False,
+            )
 
     def run_theirs() -> None:
         for i in range(0, args.n, args.batch_size):
-            theirs(x_all[i:i + args.batch_size], y_all[i:i + args.batch_size])
+            theirs(x_all[i : i + args.batch_size], y_all[i : i + args.batch_size])
 
     runs = {"ours": run_ours, "ours_nchw": run_ours_nchw, "torchattacks": run_theirs}
     # warm-up (allocator, oneDNN primitive caches) on one batch each, not timed or counted
@@ -120,10 +135,18 @@ def main() -> None:
     for _ in range(args.repeats):
         for key, fn in runs.items():
             times[key].append(timed(fn, device))
-    result = {"benchmark": "pgd20_throughput", "machine": machine(device),
-              "model": {"arch": args.arch, "init_channels": args.init_channels, "layers": args.layers},
-              "data": data_desc, "batch_size": args.batch_size, "steps": args.steps, "eps": eps, "step_size": alpha,
-              "repeats": args.repeats, "results": {}}
+    result = {
+        "benchmark": "pgd20_throughput",
+        "machine": machine(device),
+        "model": {"arch": args.arch, "init_channels": args.init_channels, "layers": args.layers},
+        "data": data_desc,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "eps": eps,
+        "step_size": alpha,
+        "repeats": args.repeats,
+        "results": {},
+    }
     for key in runs:
         best = min(times[key])
         c = counters[key]
@@ -137,14 +160,19 @@ def main() -> None:
             "backward_passes_per_image": c.backward / images,
         }
     for key in ("ours", "ours_nchw"):
-        result[f"speedup_{key}_vs_torchattacks"] = (result["results"][key]["images_per_second"]
-                                                    / result["results"]["torchattacks"]["images_per_second"])
+        result[f"speedup_{key}_vs_torchattacks"] = (
+            result["results"][key]["images_per_second"] / result["results"]["torchattacks"]["images_per_second"]
+        )
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     for key, r in result["results"].items():
-        print(f"{key:>13}: {r['images_per_second']:.3f} img/s, {r['forward_passes_per_image']:.1f} fwd/img, "
-              f"{r['backward_passes_per_image']:.1f} bwd/img")
-    print(f"speedup ours/torchattacks: {result['speedup_ours_vs_torchattacks']:.2f}x (channels_last), "
-          f"{result['speedup_ours_nchw_vs_torchattacks']:.2f}x (NCHW)  -> {args.out}")
+        print(
+            f"{key:>13}: {r['images_per_second']:.3f} img/s, {r['forward_passes_per_image']:.1f} fwd/img, "
+            f"{r['backward_passes_per_image']:.1f} bwd/img"
+        )
+    print(
+        f"speedup ours/torchattacks: {result['speedup_ours_vs_torchattacks']:.2f}x (channels_last), "
+        f"{result['speedup_ours_nchw_vs_torchattacks']:.2f}x (NCHW)  -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

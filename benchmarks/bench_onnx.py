@@ -77,8 +77,12 @@ def main() -> None:
         devices.append(("cuda", "cuda"))
     results = {
         "what": "ONNX Runtime vs PyTorch eager, full-size evaluation networks, random weights, fp32, 32x32 inputs",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "threads": args.threads,
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": args.threads,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "rows": [],
     }

@@ -34,8 +34,13 @@ def measure(args: argparse.Namespace) -> dict:
     from search.runner import SearchState, search_step
 
     device = resolve_device(args.device)
-    overrides = [f"batch_size={args.batch_size}", f"order={args.order}", f"pgd_steps={args.pgd_steps}",
-                 f"channels_last={json.dumps(args.channels_last)}", f"amp={json.dumps(not args.no_amp)}"]
+    overrides = [
+        f"batch_size={args.batch_size}",
+        f"order={args.order}",
+        f"pgd_steps={args.pgd_steps}",
+        f"channels_last={json.dumps(args.channels_last)}",
+        f"amp={json.dumps(not args.no_amp)}",
+    ]
     overrides += [f"init_channels={args.init_channels}", f"layers={args.layers}"]
     cfg = load_config("paper", overrides)
     g = torch.Generator().manual_seed(0)
@@ -67,10 +72,16 @@ def measure(args: argparse.Namespace) -> dict:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         peak_kind = "max RSS of the process"
     return {
-        "batch_size": args.batch_size, "order": args.order, "pgd_steps": args.pgd_steps,
-        "seconds_per_step": sum(times) / len(times), "step_seconds": times, "peak_memory_mb": round(peak_mb, 1),
-        "peak_memory_kind": peak_kind, "device": str(device),
-        "torch_threads": torch.get_num_threads(), "channels_last": cfg.channels_last,
+        "batch_size": args.batch_size,
+        "order": args.order,
+        "pgd_steps": args.pgd_steps,
+        "seconds_per_step": sum(times) / len(times),
+        "step_seconds": times,
+        "peak_memory_mb": round(peak_mb, 1),
+        "peak_memory_kind": peak_kind,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "channels_last": cfg.channels_last,
         "amp_bf16": bool(cfg.amp and device.type == "cuda"),
         "supernet": f"{cfg.layers} cells C={cfg.init_channels} {cfg.placement} {cfg.filters}, 7 ops x 14 edges",
     }
@@ -99,16 +110,42 @@ def main() -> None:
     results = []
     for order in args.orders.split(","):
         for bs in (int(b) for b in args.batch_sizes.split(",")):
-            cmd = [sys.executable, __file__, "--child", "--batch-size", str(bs), "--order", order,
-                   "--pgd-steps", str(args.pgd_steps), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--init-channels", str(args.init_channels), "--layers", str(args.layers), "--device", args.device,
-                   "--channels-last", str(args.channels_last)] + (["--no-amp"] if args.no_amp else [])
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--batch-size",
+                str(bs),
+                "--order",
+                order,
+                "--pgd-steps",
+                str(args.pgd_steps),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--init-channels",
+                str(args.init_channels),
+                "--layers",
+                str(args.layers),
+                "--device",
+                args.device,
+                "--channels-last",
+                str(args.channels_last),
+            ] + (["--no-amp"] if args.no_amp else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             row = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{order:6s} batch {bs:3d}: {row['seconds_per_step']:.2f} s/step, peak {row['peak_memory_mb']:.0f} MB", flush=True)
+            print(
+                f"{order:6s} batch {bs:3d}: {row['seconds_per_step']:.2f} s/step, peak {row['peak_memory_mb']:.0f} MB",
+                flush=True,
+            )
             results.append(row)
-    report = {"benchmark": "search step (PGD train + PGD val + architecture step + weight step)",
-              "host": platform.node(), "python": platform.python_version(), "results": results}
+    report = {
+        "benchmark": "search step (PGD train + PGD val + architecture step + weight step)",
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "results": results,
+    }
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"written {args.out}")
 

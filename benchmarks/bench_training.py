@@ -36,19 +36,20 @@ from arnas_zoo import create_model  # noqa: E402
 from arnas_zoo.training import _train_step, augment, get_recipe  # noqa: E402
 
 
-def reference_step(model, optimizer, images_u8: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
-                   device: torch.device) -> None:
+def reference_step(
+    model, optimizer, images_u8: np.ndarray, labels: np.ndarray, rng: np.random.Generator, device: torch.device
+) -> None:
     """One step the authors' way: per-sample numpy augmentation, host->device copy, fp32 NCHW."""
     batch = []
     for img in images_u8:  # HWC uint8, as a torchvision transform pipeline sees it
         padded = np.pad(img, ((4, 4), (4, 4), (0, 0)))
         dy, dx = rng.integers(0, 9, size=2)
-        crop = padded[dy:dy + 32, dx:dx + 32]
+        crop = padded[dy : dy + 32, dx : dx + 32]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
         t = crop.transpose(2, 0, 1).astype(np.float32) / 255.0
         cy, cx = rng.integers(0, 32, size=2)
-        t[:, max(0, cy - 8):cy + 8, max(0, cx - 8):cx + 8] = 0.0
+        t[:, max(0, cy - 8) : cy + 8, max(0, cx - 8) : cx + 8] = 0.0
         batch.append(t)
     x = torch.from_numpy(np.stack(batch)).to(device)
     y = torch.from_numpy(labels).to(device)
@@ -89,7 +90,10 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
 
         def autocast():
             import contextlib
-            return torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda and recipe.bf16 else contextlib.nullcontext()
+
+            return (
+                torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda and recipe.bf16 else contextlib.nullcontext()
+            )
 
     model.train()
     times = []
@@ -100,7 +104,9 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         if impl == "ours":
             gen = torch.Generator(device=device).manual_seed(i)
-            xb = augment(x_all[sl], gen, crop_padding=4, flip=True, cutout=16).contiguous(memory_format=torch.channels_last)
+            xb = augment(x_all[sl], gen, crop_padding=4, flip=True, cutout=16).contiguous(
+                memory_format=torch.channels_last
+            )
             noise = torch.randn(xb.shape, generator=gen, device=device)
             _train_step(model, model, optimizer, recipe, xb, y_all[sl], noise, recipe.eps, True, 0.4, autocast)
         else:
@@ -115,8 +121,15 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         peak_kind = "peak RSS of the process (includes the Python/torch runtime)"
-    return {"impl": impl, "batch": batch, "step_seconds": times, "median_step_s": float(np.median(times)),
-            "images_per_s": batch / float(np.median(times)), "peak_memory_bytes": int(peak), "peak_memory_kind": peak_kind}
+    return {
+        "impl": impl,
+        "batch": batch,
+        "step_seconds": times,
+        "median_step_s": float(np.median(times)),
+        "images_per_s": batch / float(np.median(times)),
+        "peak_memory_bytes": int(peak),
+        "peak_memory_kind": peak_kind,
+    }
 
 
 def main() -> None:
@@ -139,24 +152,48 @@ def main() -> None:
     rows = []
     for batch in (int(b) for b in args.batches.split(",")):
         for impl in ("reference", "ours"):
-            cmd = [sys.executable, __file__, "--worker", impl, str(batch), "--init-channels", str(args.init_channels),
-                   "--layers", str(args.layers), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                impl,
+                str(batch),
+                "--init-channels",
+                str(args.init_channels),
+                "--layers",
+                str(args.layers),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--device",
+                args.device,
+            ] + (["--threads", str(args.threads)] if args.threads else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
-            print(json.dumps({k: rows[-1][k] for k in ("impl", "batch", "images_per_s", "peak_memory_bytes")}), flush=True)
+            print(
+                json.dumps({k: rows[-1][k] for k in ("impl", "batch", "images_per_s", "peak_memory_bytes")}), flush=True
+            )
     speedups = {}
     for batch in {r["batch"] for r in rows}:
         ref = next(r for r in rows if r["batch"] == batch and r["impl"] == "reference")
         ours = next(r for r in rows if r["batch"] == batch and r["impl"] == "ours")
-        speedups[str(batch)] = {"throughput_ratio_ours_over_reference": ours["images_per_s"] / ref["images_per_s"],
-                                "peak_memory_ratio_ours_over_reference": ours["peak_memory_bytes"] / ref["peak_memory_bytes"]}
+        speedups[str(batch)] = {
+            "throughput_ratio_ours_over_reference": ours["images_per_s"] / ref["images_per_s"],
+            "peak_memory_ratio_ours_over_reference": ours["peak_memory_bytes"] / ref["peak_memory_bytes"],
+        }
     result = {
         "benchmark": "one PGD-7 adversarial training step (ARNAS recipe), ours vs reference loop",
         "model": f"arnas init_channels={args.init_channels} layers={args.layers} (paper: 64, 20)",
-        "device": args.device, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "load_average_at_end": os.getloadavg(),
-        "steps_timed": args.steps, "warmup_steps": args.warmup, "rows": rows, "ratios": speedups,
+        "device": args.device,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_at_end": os.getloadavg(),
+        "steps_timed": args.steps,
+        "warmup_steps": args.warmup,
+        "rows": rows,
+        "ratios": speedups,
     }
     text = json.dumps(result, indent=1)
     if args.out:

@@ -26,8 +26,15 @@ def main() -> None:
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Hub token [$HF_TOKEN or the saved login].")
 @friendly_errors
 def hub_command(
-    folder: Path, repo_id: str, tag: str | None, private: bool, dry_run: bool, out: Path | None,
-    license_: str, no_onnx: bool, token: str | None,
+    folder: Path,
+    repo_id: str,
+    tag: str | None,
+    private: bool,
+    dry_run: bool,
+    out: Path | None,
+    license_: str,
+    no_onnx: bool,
+    token: str | None,
 ) -> None:
     """Build the Hub-ready folder of FOLDER (with its model card) and publish it to --repo-id."""
     from export.hub_publish import build_hub_folder, publish
@@ -41,17 +48,28 @@ def hub_command(
     result = publish(out, repo_id, tag=tag, private=private, token=token)
     click.echo(f"published {result.url} commit {result.commit}" + (f" tag {result.tag}" if result.tag else ""))
     click.echo(f"load it with: arnas_zoo.load({(repo_id + '@' + (tag or result.commit))!r})")
-    click.echo(f"pin it in arnas_zoo/pretrained.py: repo_id={repo_id!r}, revision={result.commit!r}, sha256={result.sha256!r}")
+    click.echo(
+        f"pin it in arnas_zoo/pretrained.py: repo_id={repo_id!r}, revision={result.commit!r}, sha256={result.sha256!r}"
+    )
 
 
 @main.command("onnx")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="ONNX file to write [FOLDER/model.onnx].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="ONNX file to write [FOLDER/model.onnx].",
+)
 @click.option("--opset", type=int, default=None, help="ONNX opset [the exporter's default].")
 @click.option("--fp16", is_flag=True, help="Export half-precision weights and inputs.")
-@click.option("--images", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="npz batch of real images for the parity check [the matching ../shared/data set].")
+@click.option(
+    "--images",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="npz batch of real images for the parity check [the matching ../shared/data set].",
+)
 @click.option("-n", "--n", "n", type=int, default=64, show_default=True, help="Images in the parity check.")
 @friendly_errors
 def onnx_command(folder: Path, output: Path | None, opset: int | None, fp16: bool, images: Path | None, n: int) -> None:
@@ -79,7 +97,9 @@ def register_command(folder: Path, name: str, description: str, repo_id: str | N
 
     click.echo(spec_line(folder, name, description=description, repo_id=repo_id, revision=revision))
     if repo_id is None:
-        click.echo(f"# and copy the folder to arnas_zoo/pretrained/{name}/ (config.json, model.safetensors, metrics.json)")
+        click.echo(
+            f"# and copy the folder to arnas_zoo/pretrained/{name}/ (config.json, model.safetensors, metrics.json)"
+        )
 
 
 @main.command("card")
@@ -95,8 +115,13 @@ def card_command(folder: Path, repo_id: str | None) -> None:
 
 @main.command("zoo-card")
 @click.option("--check", is_flag=True, help="Exit 1 if MODEL_CARD.md differs from the registry instead of writing it.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write [MODEL_CARD.md at the repository root].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write [MODEL_CARD.md at the repository root].",
+)
 @friendly_errors
 def zoo_card_command(check: bool, output: Path | None) -> None:
     """Regenerate MODEL_CARD.md (the zoo's card) from the pretrained registry."""
@@ -111,7 +136,9 @@ def zoo_card_command(check: bool, output: Path | None) -> None:
     text = render_zoo_card(list(list_pretrained()))
     if check:
         if not output.is_file() or output.read_text() != text:
-            click.echo(f"{output} is out of date with arnas_zoo/pretrained.py: run `python -m export zoo-card`", err=True)
+            click.echo(
+                f"{output} is out of date with arnas_zoo/pretrained.py: run `python -m export zoo-card`", err=True
+            )
             sys.exit(1)
         click.echo(f"{output} is up to date")
         return

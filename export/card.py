@@ -62,14 +62,21 @@ def _yaml(value: Any, indent: int = 0) -> list[str]:
 
 
 _NOT_SETTINGS = {
-    "name", "attack", "seconds", "forward_passes_per_image", "backward_passes_per_image", "max_perturbation",
-    "out_of_box", "correct",
+    "name",
+    "attack",
+    "seconds",
+    "forward_passes_per_image",
+    "backward_passes_per_image",
+    "max_perturbation",
+    "out_of_box",
+    "correct",
 }
 
 
 def _row(node: Mapping[str, Any], key: str, default_name: str) -> dict[str, Any]:
     settings = {
-        k: v for k, v in node.items()
+        k: v
+        for k, v in node.items()
         if k not in _ACCURACY_KEYS and k not in _NOT_SETTINGS and isinstance(v, (str, int, float, bool))
     }
     name = str(node.get("attack") or node.get("name") or default_name)
@@ -91,8 +98,12 @@ def iter_results(metrics: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
         return
     n = (metrics.get("data") or {}).get("n") if isinstance(metrics.get("data"), Mapping) else None
     if isinstance(metrics.get("clean_accuracy"), (int, float)):
-        yield {"name": "clean", "value": float(metrics["clean_accuracy"]), "kind": "clean",
-               "settings": {"n": n} if n is not None else {}}
+        yield {
+            "name": "clean",
+            "value": float(metrics["clean_accuracy"]),
+            "kind": "clean",
+            "settings": {"n": n} if n is not None else {},
+        }
 
     def walk(node: Any, name: str) -> Iterator[dict[str, Any]]:
         if isinstance(node, Mapping):
@@ -115,8 +126,12 @@ def iter_results(metrics: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
         if isinstance(value, (Mapping, list)):
             yield from walk(value, "" if key in ("attacks", "results") else key)
     if isinstance(metrics.get("worst_case_accuracy"), (int, float)):
-        yield {"name": "worst case over all attacks (per image)", "value": float(metrics["worst_case_accuracy"]),
-               "kind": "robust", "settings": {"n": n} if n is not None else {}}
+        yield {
+            "name": "worst case over all attacks (per image)",
+            "value": float(metrics["worst_case_accuracy"]),
+            "kind": "robust",
+            "settings": {"n": n} if n is not None else {},
+        }
 
 
 def data_info(metrics: Mapping[str, Any] | None, config: ModelConfig) -> dict[str, Any]:
@@ -310,8 +325,11 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
     if isinstance(checks, list) and checks:
         failed = [c.get("name") for c in checks if isinstance(c, Mapping) and c.get("passed") is False]
         ran = [c for c in checks if isinstance(c, Mapping) and c.get("passed") is not None]
-        body += ["", f"Sanity checks against gradient masking (Carlini et al., 2019): {len(ran)} run, "
-                 + (f"FAILED: {', '.join(map(str, failed))}." if failed else "all passed.")]
+        body += [
+            "",
+            f"Sanity checks against gradient masking (Carlini et al., 2019): {len(ran)} run, "
+            + (f"FAILED: {', '.join(map(str, failed))}." if failed else "all passed."),
+        ]
     if onnx_record is not None:
         parity = onnx_record.get("parity", {})
         body += [

@@ -117,13 +117,17 @@ def publish(
     message = commit_message or f"Upload {hub_folder.name} with arnas-zoo" + (f" ({tag})" if tag else "")
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.upload_folder(folder_path=str(hub_folder), repo_id=repo_id, repo_type="model", commit_message=message)
+        info = api.upload_folder(
+            folder_path=str(hub_folder), repo_id=repo_id, repo_type="model", commit_message=message
+        )
         commit = str(info.oid)
         if tag is not None:
             api.create_tag(repo_id, tag=tag, revision=commit, repo_type="model", tag_message=message)
     except HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
-        raise PublishError(f"{endpoint}: publishing {repo_id} failed with HTTP {status}: {str(exc).splitlines()[0]}") from None
+        raise PublishError(
+            f"{endpoint}: publishing {repo_id} failed with HTTP {status}: {str(exc).splitlines()[0]}"
+        ) from None
     return Published(
         repo_id=repo_id,
         commit=commit,

@@ -35,7 +35,6 @@ from arnas_zoo.images import read_npz_batch
 from arnas_zoo.network import ModelConfig
 from arnas_zoo.onnx import FORMAT, META_CONFIG, META_FORMAT, META_PARITY, META_SOURCE_SHA256, OnnxModel
 
-
 ONNX_RECORD = "onnx.json"
 FP32_TOLERANCE = 1e-4
 REPO = Path(__file__).resolve().parents[1]
@@ -226,7 +225,9 @@ def export_folder(
             onnx.save_model(proto, str(tmp_out), save_as_external_data=False)
             os.replace(tmp_out, output)
             onnx.checker.check_model(str(output), full_check=True)
-    key = os.path.relpath(output, folder) if output.resolve().is_relative_to(folder.resolve()) else str(output.resolve())
+    key = (
+        os.path.relpath(output, folder) if output.resolve().is_relative_to(folder.resolve()) else str(output.resolve())
+    )
     record = {
         "sha256": sha256_file(output) if report.passed else None,
         "source_sha256": source_sha,

@@ -73,21 +73,36 @@ def main() -> None:
     else:
         _, data = split_train_val(load_npz(SHARED / "cifar10" / "train.npz"), 1000)
         source = "shared/data/cifar10/train.npz"
-        eps, step, steps, split_note = 8 / 255, 2 / 255, 20, "cifar10 train.npz rows 4551-5550 (validation: last 1000 rows)"
+        eps, step, steps, split_note = (
+            8 / 255,
+            2 / 255,
+            20,
+            "cifar10 train.npz rows 4551-5550 (validation: last 1000 rows)",
+        )
     model = load_folder(folder, expected_sha256=spec.sha256).to(memory_format=torch.channels_last)
     assert not model.training
     progress_path = run / "eval_progress.json"
     # what the kept per-point results depend on: reusing them for other weights or settings would be silent
-    identity = {"sha256": spec.sha256, "eps": eps, "steps": steps, "step_size": step, "n_total": len(data),
-                "chunk": args.chunk, "aa_chunk": args.aa_chunk}
+    identity = {
+        "sha256": spec.sha256,
+        "eps": eps,
+        "steps": steps,
+        "step_size": step,
+        "n_total": len(data),
+        "chunk": args.chunk,
+        "aa_chunk": args.aa_chunk,
+    }
     state = json.loads(progress_path.read_text()) if progress_path.exists() else {"identity": identity}
     if state.get("identity") != identity:
-        raise SystemExit(f"{progress_path} was made with {state.get('identity')}, this run is {identity}; "
-                         "delete it to start over, or rerun with the settings it was made with")
+        raise SystemExit(
+            f"{progress_path} was made with {state.get('identity')}, this run is {identity}; "
+            "delete it to start over, or rerun with the settings it was made with"
+        )
     if "clean_correct" not in state:
         with torch.no_grad():
-            correct = torch.cat([model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y
-                                 for x, y in data.batches(500)])
+            correct = torch.cat(
+                [model(x.contiguous(memory_format=torch.channels_last)).argmax(1) == y for x, y in data.batches(500)]
+            )
         state["clean_correct"] = correct.int().tolist()
         atomic_write_json(progress_path, state)
     clean_correct = torch.tensor(state["clean_correct"], dtype=torch.bool)
@@ -96,15 +111,18 @@ def main() -> None:
     pgd_limit = len(data) if args.max_pgd is None else min(args.max_pgd, len(data))
     while len(state["pgd_correct"]) < pgd_limit and _now() < _until(args.pgd_until):
         start = len(state["pgd_correct"])
-        x, y = data.x[start:start + args.chunk], data.y[start:start + args.chunk]
+        x, y = data.x[start : start + args.chunk], data.y[start : start + args.chunk]
         gen = torch.Generator().manual_seed(start)  # one seed per chunk: reproducible, resumable
         x_adv = pgd(model, x, y, eps=eps, step_size=step, steps=steps, generator=gen)
         with torch.no_grad():
-            ok = (model(x_adv).argmax(1) == y) & clean_correct[start:start + len(y)]
+            ok = (model(x_adv).argmax(1) == y) & clean_correct[start : start + len(y)]
         state["pgd_correct"] += ok.int().tolist()
         atomic_write_json(progress_path, state)
-        print(f"{_now():%H:%M:%S} {spec.name} PGD-{steps}: {len(state['pgd_correct'])} points, "
-              f"{_acc(state['pgd_correct']):.4f}", flush=True)
+        print(
+            f"{_now():%H:%M:%S} {spec.name} PGD-{steps}: {len(state['pgd_correct'])} points, "
+            f"{_acc(state['pgd_correct']):.4f}",
+            flush=True,
+        )
     aa_limit = len(state["pgd_correct"]) if args.max_aa is None else min(args.max_aa, len(state["pgd_correct"]))
     while len(state["aa_correct"]) < aa_limit and _now() < _until(args.aa_until):
         start = len(state["aa_correct"])
@@ -115,30 +133,48 @@ def main() -> None:
             ok = (model(x_adv).argmax(1) == y) & clean_correct[start:end]
         state["aa_correct"] += ok.int().tolist()
         atomic_write_json(progress_path, state)
-        print(f"{_now():%H:%M:%S} {spec.name} AA: {len(state['aa_correct'])} points, "
-              f"{_acc(state['aa_correct']):.4f}", flush=True)
+        print(
+            f"{_now():%H:%M:%S} {spec.name} AA: {len(state['aa_correct'])} points, {_acc(state['aa_correct']):.4f}",
+            flush=True,
+        )
 
     n_pgd, n_aa = len(state["pgd_correct"]), len(state["aa_correct"])
     device = f"cpu ({platform.processor() or platform.machine()}), {args.threads} thread(s), shared 2-core machine"
     evaluation = {
         "data": {"dataset": spec.dataset, "split": split_note, "source": source, "n_total": len(data)},
         "clean": {"accuracy": _acc(state["clean_correct"]), "n": len(data), "points": f"all {len(data)}"},
-        "pgd": {"robust_accuracy": _acc(state["pgd_correct"]), "n": n_pgd,
-                "points": f"all {n_pgd}" if n_pgd == len(data) else f"first {n_pgd}",
-                "norm": "linf", "eps": eps, "steps": steps, "step_size": step, "restarts": 1,
-                "random_start": "uniform",
-                "seed": f"torch.Generator seeded with each {args.chunk}-point chunk's first row",
-                "clean_accuracy_same_points": _acc(state["clean_correct"][:n_pgd])},
-        "autoattack": {"robust_accuracy": _acc(state["aa_correct"]), "n": n_aa,
-                       "points": f"all {n_aa}" if n_aa == len(data) else f"first {n_aa}",
-                       "version": "standard (APGD-CE, APGD-T, FAB-T, Square)", "norm": "linf", "eps": eps,
-                       "implementation": "pyautoattack (reference)", "seed": 0,
-                       "clean_accuracy_same_points": _acc(state["clean_correct"][:n_aa]),
-                       "pgd_robust_accuracy_same_points": _acc(state["pgd_correct"][:n_aa]),
-                       "worst_case_pgd_or_aa_same_points": _acc([p & a for p, a in zip(state["pgd_correct"],
-                                                                                        state["aa_correct"])])},
+        "pgd": {
+            "robust_accuracy": _acc(state["pgd_correct"]),
+            "n": n_pgd,
+            "points": f"all {n_pgd}" if n_pgd == len(data) else f"first {n_pgd}",
+            "norm": "linf",
+            "eps": eps,
+            "steps": steps,
+            "step_size": step,
+            "restarts": 1,
+            "random_start": "uniform",
+            "seed": f"torch.Generator seeded with each {args.chunk}-point chunk's first row",
+            "clean_accuracy_same_points": _acc(state["clean_correct"][:n_pgd]),
+        },
+        "autoattack": {
+            "robust_accuracy": _acc(state["aa_correct"]),
+            "n": n_aa,
+            "points": f"all {n_aa}" if n_aa == len(data) else f"first {n_aa}",
+            "version": "standard (APGD-CE, APGD-T, FAB-T, Square)",
+            "norm": "linf",
+            "eps": eps,
+            "implementation": "pyautoattack (reference)",
+            "seed": 0,
+            "clean_accuracy_same_points": _acc(state["clean_correct"][:n_aa]),
+            "pgd_robust_accuracy_same_points": _acc(state["pgd_correct"][:n_aa]),
+            "worst_case_pgd_or_aa_same_points": _acc(
+                [p & a for p, a in zip(state["pgd_correct"], state["aa_correct"])]
+            ),
+        },
         "robust_means": "correct on the clean image and on the adversarial image",
-        "device": device, "package_version": __version__, "date": f"{_now():%Y-%m-%d}",
+        "device": device,
+        "package_version": __version__,
+        "date": f"{_now():%Y-%m-%d}",
     }
     metrics = dict(read_metrics(folder) or {})
     metrics["evaluation"] = evaluation

@@ -61,11 +61,23 @@ def load_split(dataset: str) -> tuple[Split, Split]:
         y = torch.from_numpy(archive["y"].astype(np.int64))
         idx = archive["idx"]
     n = len(y) - VAL_ROWS
-    common = {"dataset": dataset, "source": str(path.relative_to(SHARED.parent.parent)) if SHARED.parent.parent in path.parents else str(path)}
-    train_split = Split(x[:n], y[:n], dict(common, split=f"train rows 0-{n - 1}", n=n,
-                                             official_indices=f"{idx[0]}..{idx[n - 1]} (head of official order)"))
-    val_split = Split(x[n:], y[n:], dict(common, split=f"train rows {n}-{len(y) - 1} (validation, last {VAL_ROWS})",
-                                         n=VAL_ROWS))
+    common = {
+        "dataset": dataset,
+        "source": str(path.relative_to(SHARED.parent.parent)) if SHARED.parent.parent in path.parents else str(path),
+    }
+    train_split = Split(
+        x[:n],
+        y[:n],
+        dict(
+            common,
+            split=f"train rows 0-{n - 1}",
+            n=n,
+            official_indices=f"{idx[0]}..{idx[n - 1]} (head of official order)",
+        ),
+    )
+    val_split = Split(
+        x[n:], y[n:], dict(common, split=f"train rows {n}-{len(y) - 1} (validation, last {VAL_ROWS})", n=VAL_ROWS)
+    )
     return train_split, val_split
 
 
@@ -86,8 +98,9 @@ def main(dataset: str, only: str | None = None) -> None:
         torch.manual_seed(recipe.seed)
         model = create_model(arch, in_channels=shape[0], input_size=shape[1], **overrides)
         logging.info("%s: training (%s)", run_name, "resume" if resume else "new")
-        result = train(model, recipe, train_split, val_split, out, resume=resume, device="cpu", progress=False,
-                       run_name=run_name)
+        result = train(
+            model, recipe, train_split, val_split, out, resume=resume, device="cpu", progress=False, run_name=run_name
+        )
         logging.info("%s: done, best %s", run_name, json.dumps(result.best))
 
 

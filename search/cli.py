@@ -33,7 +33,15 @@ def main(verbose: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--no-plots", is_flag=True, help="Skip the pictures at the end.")
 @friendly_errors
-def run_command(config: str, overrides: tuple[str, ...], out: str | None, device: str, name: str | None, no_progress: bool, no_plots: bool) -> None:
+def run_command(
+    config: str,
+    overrides: tuple[str, ...],
+    out: str | None,
+    device: str,
+    name: str | None,
+    no_progress: bool,
+    no_plots: bool,
+) -> None:
     """Run (or resume) a search. CONFIG is a preset (paper, darts, tiny) or a JSON file of config fields.
 
     Runs again on the same folder resume after the last finished epoch. Under torchrun it runs
@@ -46,7 +54,9 @@ def run_command(config: str, overrides: tuple[str, ...], out: str | None, device
     summary = run_search(cfg, out_dir, device=device, progress=not no_progress, plots=not no_plots, name=name)
     if summary.get("world_size", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
         click.echo(f"genotype: {out_dir / 'genotype.json'}")
-        click.echo(f"gamma per epoch (mean): {[round(sum(g) / len(g), 4) if g else None for g in summary['gamma_trace']]}")
+        click.echo(
+            f"gamma per epoch (mean): {[round(sum(g) / len(g), 4) if g else None for g in summary['gamma_trace']]}"
+        )
         click.echo(f"search time: {summary['seconds_total']:.1f} s on {summary['device']} x{summary['world_size']}")
 
 
@@ -58,7 +68,9 @@ def run_command(config: str, overrides: tuple[str, ...], out: str | None, device
 @click.option("--device", default="auto", show_default=True)
 @click.option("--no-progress", is_flag=True)
 @friendly_errors
-def sweep_command(config: str, seeds: str, overrides: tuple[str, ...], out: str | None, device: str, no_progress: bool) -> None:
+def sweep_command(
+    config: str, seeds: str, overrides: tuple[str, ...], out: str | None, device: str, no_progress: bool
+) -> None:
     """Run one search per seed and count the ops of the Accurate and Robust cells (paper Fig. 4)."""
     from arnas_zoo.errors import ConfigError
     from search.sweep import op_table, run_sweep

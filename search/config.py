@@ -102,7 +102,9 @@ class SearchConfig:
         if not 0 <= self.w_lr_min <= self.w_lr:
             raise ConfigError(f"w_lr_min: expected 0 <= w_lr_min <= w_lr ({self.w_lr}), got {self.w_lr_min}")
         if self.lam < 0 or self.eps < 0 or self.step_size < 0:
-            raise ConfigError(f"lam/eps/step_size: expected non-negative numbers, got {self.lam}, {self.eps}, {self.step_size}")
+            raise ConfigError(
+                f"lam/eps/step_size: expected non-negative numbers, got {self.lam}, {self.eps}, {self.step_size}"
+            )
 
     def search_space(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> SearchSpace:
         return SearchSpace(

@@ -73,7 +73,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=generator.device).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=generator.device).to(x.device)
     flip = torch.rand(n, generator=generator, device=generator.device).to(x.device) < 0.5
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None, :]  # (n, h)
     cols = dx[:, None] + torch.arange(w, device=x.device)[None, :]  # (n, w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     batch_idx = torch.arange(n, device=x.device)[:, None, None, None]

@@ -29,7 +29,9 @@ _TIE = 1e-12
 def mgda_weight(t: torch.Tensor, t_hat: torch.Tensor) -> float:
     """The closed-form gamma of Eq. (4) for flat gradients ``t`` and ``t_hat`` (0.5 when they coincide)."""
     if t.shape != t_hat.shape:
-        raise ConfigError(f"mgda_weight: expected gradients of equal shape, got {tuple(t.shape)} and {tuple(t_hat.shape)}")
+        raise ConfigError(
+            f"mgda_weight: expected gradients of equal shape, got {tuple(t.shape)} and {tuple(t_hat.shape)}"
+        )
     t = t.detach().double().flatten()
     t_hat = t_hat.detach().double().flatten()
     diff = t_hat - t

@@ -183,11 +183,20 @@ def search_step(
     training batch. Returns (architecture step info, training loss, #correct)."""
     cfg, model = state.config, state.model
     x_tr_adv = pgd_linf(
-        model, x_tr, y_tr, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.pgd_steps, bn=cfg.attack_bn, autocast=state.autocast
+        model,
+        x_tr,
+        y_tr,
+        eps=cfg.eps,
+        step_size=cfg.step_size,
+        steps=cfg.pgd_steps,
+        bn=cfg.attack_bn,
+        autocast=state.autocast,
     )
     robust_prepared = state.objective.prepare(model, x_val, y_val)
     info = state.architect.step((x_tr_adv, y_tr), (x_val, y_val), robust_prepared, eta=lr)
-    loss, correct = weight_step(model, state.w_opt, x_tr_adv, y_tr, grad_clip=cfg.grad_clip, sync=state.sync, autocast=state.autocast)
+    loss, correct = weight_step(
+        model, state.w_opt, x_tr_adv, y_tr, grad_clip=cfg.grad_clip, sync=state.sync, autocast=state.autocast
+    )
     return info, loss, correct
 
 
@@ -202,9 +211,24 @@ def run_epoch(state: SearchState, progress: bool = True, on_step: StepCallback |
     train_gen = torch.Generator(gen_device).manual_seed(epoch_seed(cfg.seed, epoch, 0) + 1)
     val_gen = torch.Generator(gen_device).manual_seed(epoch_seed(cfg.seed, epoch, 0) + 2)
     shard = (ddp.rank, ddp.world)
-    train_stream = batches(state.data.x_train, state.data.y_train, cfg.batch_size, train_gen, do_augment=cfg.augment, shard=shard)
-    val_stream = batches(state.data.x_val, state.data.y_val, cfg.batch_size, val_gen, do_augment=cfg.augment, shard=shard)
-    sums = dict.fromkeys(("train_loss", "train_correct", "val_natural_loss", "val_natural_correct", "val_robust_loss", "val_robust_correct", "seen"), 0.0)
+    train_stream = batches(
+        state.data.x_train, state.data.y_train, cfg.batch_size, train_gen, do_augment=cfg.augment, shard=shard
+    )
+    val_stream = batches(
+        state.data.x_val, state.data.y_val, cfg.batch_size, val_gen, do_augment=cfg.augment, shard=shard
+    )
+    sums = dict.fromkeys(
+        (
+            "train_loss",
+            "train_correct",
+            "val_natural_loss",
+            "val_natural_correct",
+            "val_robust_loss",
+            "val_robust_correct",
+            "seen",
+        ),
+        0.0,
+    )
     gammas: list[float] = []
     cosines: list[float] = []
     steps = state.steps_per_epoch
@@ -296,7 +320,16 @@ def evaluate_supernet(state: SearchState) -> dict[str, Any]:
                 key = f"{mode}_bn"
                 correct[key] += int((logits.argmax(1) == yb).sum())
                 loss[key] += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
-            x_adv = pgd_linf(model, xb, yb, eps=cfg.eps, step_size=cfg.step_size, steps=cfg.pgd_steps, bn=cfg.attack_bn, autocast=state.autocast)
+            x_adv = pgd_linf(
+                model,
+                xb,
+                yb,
+                eps=cfg.eps,
+                step_size=cfg.step_size,
+                steps=cfg.pgd_steps,
+                bn=cfg.attack_bn,
+                autocast=state.autocast,
+            )
             with bn_mode(model, cfg.attack_bn), torch.no_grad(), state.autocast():
                 correct["pgd"] += int((model(x_adv).float().argmax(1) == yb).sum())
     n = len(x)
@@ -417,9 +450,14 @@ def run_search(
             write_outputs(state, out_dir)
             log.info(
                 "epoch %d: train adv acc %.3f, val natural acc %.3f, gamma mean %.3f",
-                record["epoch"], record["train_adv_acc"], record["val_natural_acc"], record["gamma_mean"],
+                record["epoch"],
+                record["train_adv_acc"],
+                record["val_natural_acc"],
+                record["gamma_mean"],
             )
-    genotype = state.model.genotype(name=name or f"{config.space}-search-seed{config.seed}", notes=genotype_notes(config, data))
+    genotype = state.model.genotype(
+        name=name or f"{config.space}-search-seed{config.seed}", notes=genotype_notes(config, data)
+    )
     summary: dict[str, Any] = {
         "genotype": genotype.to_dict(),
         "epochs": state.epoch,
@@ -438,7 +476,9 @@ def run_search(
     if ddp.main:
         genotype.save(out_dir / "genotype.json")
         space = state.model.space
-        eval_config = ModelConfig(genotype=genotype, name=genotype.name, **EVAL_MACRO[space.space], **space.model_config_overrides())
+        eval_config = ModelConfig(
+            genotype=genotype, name=genotype.name, **EVAL_MACRO[space.space], **space.model_config_overrides()
+        )
         atomic_write_text(out_dir / "eval_config.json", eval_config.to_json() + "\n")
         if plots:
             from search.plots import plot_run

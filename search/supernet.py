@@ -126,10 +126,7 @@ class Supernet(nn.Module):
         self.classifier = nn.Linear(c_prev, space.num_classes)
         shape = (space.num_edges, len(self.primitives))
         self.alphas = nn.ParameterDict(
-            {
-                name: nn.Parameter(arch_init_scale * torch.randn(shape, generator=generator))
-                for name in space.cell_types
-            }
+            {name: nn.Parameter(arch_init_scale * torch.randn(shape, generator=generator)) for name in space.cell_types}
         )
 
     # ---- parameter groups ------------------------------------------------------------------------

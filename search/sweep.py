@@ -66,7 +66,11 @@ def summarize_sweep(out_root: str | Path, seeds: list[int] | None = None) -> dic
         raise ConfigError(f"sweep {out_root}: no finished run (genotype.json) in {missing or 'any seed*/ folder'}")
     genotypes = [Genotype.load(d / "genotype.json") for d in dirs]
     counts = op_counts(genotypes)
-    primitives = list(SearchSpace(space=genotypes[0].space, placement="A-A-R" if genotypes[0].space == "arnas" else "N-N-N").primitives)
+    primitives = list(
+        SearchSpace(
+            space=genotypes[0].space, placement="A-A-R" if genotypes[0].space == "arnas" else "N-N-N"
+        ).primitives
+    )
     primitives = [p for p in primitives if p != "none"]
     summary = {"runs": [d.name for d in dirs], "primitives": primitives, "op_counts": counts}
     atomic_write_json(out_root / "op_counts.json", summary)
@@ -99,7 +103,9 @@ def plot_op_counts(counts: dict[str, dict[str, int]], primitives: list[str], pat
     width = 0.8 / len(cells)
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for i, cell in enumerate(cells):
-        ax.bar(x + (i - (len(cells) - 1) / 2) * width, [counts[cell].get(op, 0) for op in primitives], width, label=cell)
+        ax.bar(
+            x + (i - (len(cells) - 1) / 2) * width, [counts[cell].get(op, 0) for op in primitives], width, label=cell
+        )
     ax.set_xticks(x, primitives, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("times selected")
     ax.set_title(f"Ops selected per cell type ({runs} run(s))")

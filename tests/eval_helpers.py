@@ -20,8 +20,13 @@ class TinyCNN(nn.Module):
     def __init__(self, channels: int = 8, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.head = nn.Linear(2 * channels * 16, num_classes)
 
@@ -37,7 +42,7 @@ def train(model: nn.Module, data: ImageData, epochs: int, lr: float = 3e-3, seed
     for _ in range(epochs):
         order = torch.randperm(len(data), generator=generator)
         for start in range(0, len(data), 64):
-            rows = order[start:start + 64]
+            rows = order[start : start + 64]
             out = model(data.x[rows])
             logits = out[0] if isinstance(out, tuple) else out
             loss = F.cross_entropy(logits, data.y[rows])
@@ -50,7 +55,7 @@ def train(model: nn.Module, data: ImageData, epochs: int, lr: float = 3e-3, seed
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_tiny_cnn() -> TinyCNN:
     torch.manual_seed(0)
     return train(TinyCNN(6), load_dataset("digits", "train"), epochs=3, lr=5e-3)  # type: ignore[return-value]

@@ -202,7 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{payload.get('organization')}/{payload['name']}"
         path = self.server.mirrors / "models" / repo_id
         if path.exists():
-            return self._reply(409, {"error": "You already created this model repo", "url": f"{self.server.endpoint}/{repo_id}"})
+            return self._reply(
+                409, {"error": "You already created this model repo", "url": f"{self.server.endpoint}/{repo_id}"}
+            )
         make_git_repo(self.server.mirrors, repo_id)
         self.server.created[repo_id] = payload
         return self._reply(200, {"url": f"{self.server.endpoint}/{repo_id}", "name": repo_id})

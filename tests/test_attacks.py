@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from eval_helpers import TinyCNN, trained_tiny_cnn
 from torch import nn
 
 from arnas_zoo.attacks import (
@@ -19,7 +20,6 @@ from arnas_zoo.attacks import (
 )
 from arnas_zoo.data import load_dataset
 from arnas_zoo.errors import ConfigError, InputRangeError
-from eval_helpers import TinyCNN, trained_tiny_cnn
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -52,7 +52,9 @@ def test_linf_pgd_reaches_the_analytic_worst_case_of_a_linear_model(loss: str) -
     w = model[1].weight.detach()
     direction = (w[1 - y] - w[y]).view_as(x)
     expected = x + eps * direction.sign()
-    x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=20, loss=loss, generator=torch.Generator().manual_seed(1))
+    x_adv = pgd(
+        model, x, y, eps=eps, step_size=eps / 4, steps=20, loss=loss, generator=torch.Generator().manual_seed(1)
+    )
     assert torch.allclose(x_adv, expected, atol=1e-6)
     with torch.no_grad():
         drop = _margin(model, x, y) - _margin(model, x_adv, y)
@@ -66,7 +68,9 @@ def test_l2_pgd_reaches_the_analytic_worst_case_of_a_linear_model() -> None:
     w = model[1].weight.detach()
     direction = (w[1 - y] - w[y]).view_as(x)
     unit = direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    x_adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=60, norm="l2", generator=torch.Generator().manual_seed(2))
+    x_adv = pgd(
+        model, x, y, eps=eps, step_size=eps / 4, steps=60, norm="l2", generator=torch.Generator().manual_seed(2)
+    )
     assert torch.allclose(x_adv, x + eps * unit, atol=1e-5)
     assert ((x_adv - x).flatten(1).norm(dim=1) <= eps + 1e-5).all()
     with torch.no_grad():
@@ -95,8 +99,9 @@ def test_stronger_attacks_lower_accuracy_on_a_trained_model(digits_batch) -> Non
     eps = 0.1
     clean = _accuracy(model, x, y)
     acc_fgsm = _accuracy(model, fgsm(model, x, y, eps=eps), y)
-    acc_pgd = _accuracy(model, pgd(model, x, y, eps=eps, step_size=eps / 4, steps=20,
-                                   generator=torch.Generator().manual_seed(0)), y)
+    acc_pgd = _accuracy(
+        model, pgd(model, x, y, eps=eps, step_size=eps / 4, steps=20, generator=torch.Generator().manual_seed(0)), y
+    )
     assert clean > 0.85, "the tiny model did not train"
     assert acc_pgd <= acc_fgsm < clean
     assert acc_pgd < 0.5 * clean
@@ -193,8 +198,9 @@ def test_pgd_agrees_with_torchattacks(digits_batch) -> None:
     assert (ours - theirs).abs().max().item() < 1e-5
     assert _accuracy(model, ours, y) == _accuracy(model, theirs, y)
     # with random starts, the accuracies agree within sampling noise
-    ours_rs = _accuracy(model, pgd(model, x, y, eps=eps, step_size=alpha, steps=steps,
-                                   generator=torch.Generator().manual_seed(0)), y)
+    ours_rs = _accuracy(
+        model, pgd(model, x, y, eps=eps, step_size=alpha, steps=steps, generator=torch.Generator().manual_seed(0)), y
+    )
     theirs_rs = _accuracy(model, torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps)(x, y), y)
     assert abs(ours_rs - theirs_rs) <= 0.06
 
@@ -204,8 +210,9 @@ def _compare_with_reference(digits_batch, version: str, attacks, norm: str, eps:
     model = trained_tiny_cnn()
     x, y = digits_batch[0][:n], digits_batch[1][:n]
     ours = _accuracy(model, autoattack(model, x, y, eps=eps, norm=norm, version=version, attacks=attacks, seed=0), y)
-    direct = reference.AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version=version,
-                                  attacks=attacks, seed=0, device="cpu")
+    direct = reference.AutoAttack(
+        model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, version=version, attacks=attacks, seed=0, device="cpu"
+    )
     if version == "custom":
         direct.apgd.n_restarts = 1
     direct.verbose = False
@@ -300,7 +307,10 @@ def test_pgd_with_and_without_folding_agree() -> None:
 
     model = _with_running_stats(create_model("darts_v2", init_channels=4, layers=5))
     x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    runs = [pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=5, random_start=False, fold_bn=fold) for fold in (True, False)]
+    runs = [
+        pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=5, random_start=False, fold_bn=fold)
+        for fold in (True, False)
+    ]
     # sign gradients may flip on float-rounding ties; nearly every pixel must follow the same path
     assert (runs[0] - runs[1]).abs().gt(1e-6).float().mean() < 0.01
 

@@ -29,7 +29,9 @@ def test_info_json_reports_the_paper_figures(runner: CliRunner) -> None:
 
 
 def test_info_text_and_overrides(runner: CliRunner) -> None:
-    result = runner.invoke(main, ["info", "arnas", "-C", "16", "--layers", "8", "--placement", "R-A-A", "--filters", "1-2-4"])
+    result = runner.invoke(
+        main, ["info", "arnas", "-C", "16", "--layers", "8", "--placement", "R-A-A", "--filters", "1-2-4"]
+    )
     assert result.exit_code == 0, result.output
     assert "placement robust-accurate-accurate" in result.stdout and "filters 1-2-4" in result.stdout
     assert "reductions at [2, 5]" in result.stdout
@@ -98,7 +100,13 @@ def test_errors_are_one_line_without_traceback(runner: CliRunner, args, fragment
 
 
 def test_every_command_has_help(runner: CliRunner) -> None:
-    for args in (["--help"], ["info", "--help"], ["list", "--help"], ["draw", "--help"], ["genotype", "validate", "--help"]):
+    for args in (
+        ["--help"],
+        ["info", "--help"],
+        ["list", "--help"],
+        ["draw", "--help"],
+        ["genotype", "validate", "--help"],
+    ):
         result = runner.invoke(main, args)
         assert result.exit_code == 0 and "Usage" in result.stdout
 

@@ -132,5 +132,11 @@ def test_missing_data_error_says_where_and_how(tmp_path: Path) -> None:
 
 def test_imagedata_validates_shapes() -> None:
     with pytest.raises(ConfigError):
-        ImageData(x=torch.zeros(3, 1, 4, 4), y=torch.zeros(2, dtype=torch.long), name="t", split="s",
-                  indices=torch.arange(3), num_classes=2)
+        ImageData(
+            x=torch.zeros(3, 1, 4, 4),
+            y=torch.zeros(2, dtype=torch.long),
+            name="t",
+            split="s",
+            indices=torch.arange(3),
+            num_classes=2,
+        )

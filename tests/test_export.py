@@ -17,17 +17,35 @@ METRICS = {
     "data": {"dataset": "mnist", "split": "test", "subset": "first 200", "n": 200},
     "clean": {"accuracy": 0.91, "n": 200},
     "attacks": [
-        {"name": "pgd-20", "norm": "linf", "eps": 0.1, "steps": 20, "restarts": 1, "step_size": 0.01, "seed": 0,
-         "robust_accuracy": 0.62, "n": 200},
-        {"name": "autoattack", "norm": "linf", "eps": 0.1, "version": "standard", "seed": 0, "robust_accuracy": 0.55,
-         "n": 200},
+        {
+            "name": "pgd-20",
+            "norm": "linf",
+            "eps": 0.1,
+            "steps": 20,
+            "restarts": 1,
+            "step_size": 0.01,
+            "seed": 0,
+            "robust_accuracy": 0.62,
+            "n": 200,
+        },
+        {
+            "name": "autoattack",
+            "norm": "linf",
+            "eps": 0.1,
+            "version": "standard",
+            "seed": 0,
+            "robust_accuracy": 0.55,
+            "n": 200,
+        },
     ],
     "training": {"epochs": 10, "optimizer": "sgd", "lr": 0.1, "attack": "pgd-7"},
 }
 
 
 def _mnist_tiny(**kw: object) -> torch.nn.Module:
-    return create_model("arnas", in_channels=1, input_size=28, init_channels=4, layers=5, threat_model="linf", eps=0.1, **kw)
+    return create_model(
+        "arnas", in_channels=1, input_size=28, init_channels=4, layers=5, threat_model="linf", eps=0.1, **kw
+    )
 
 
 def test_model_card_metadata_is_valid_for_huggingface_hub(tmp_path: Path) -> None:
@@ -78,19 +96,24 @@ def test_hub_folder_refuses_bad_inputs(tmp_path: Path) -> None:
         build_hub_folder(folder, tmp_path / "out")
     out = build_hub_folder(folder, tmp_path / "out2", include_onnx=False)
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "config.json", "genotype.png", "layout.png", "metrics.json", "model.safetensors",
+        "README.md",
+        "config.json",
+        "genotype.png",
+        "layout.png",
+        "metrics.json",
+        "model.safetensors",
     ]
 
 
 def test_fp16_export_parity_and_hub_folder(tmp_path: Path, shared_data: Path) -> None:
+    from arnas_zoo.onnx import OnnxModel
     from export.__main__ import main
     from export.hub_publish import build_hub_folder
 
-    from arnas_zoo.onnx import OnnxModel
-
     folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=METRICS)
-    result = CliRunner().invoke(main, ["onnx", str(folder), "--fp16", "-n", "32"],
-                                env={"ARNAS_ZOO_SHARED_DATA": str(shared_data)})
+    result = CliRunner().invoke(
+        main, ["onnx", str(folder), "--fp16", "-n", "32"], env={"ARNAS_ZOO_SHARED_DATA": str(shared_data)}
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((folder / "onnx.json").read_text())["model.onnx"]
     assert record["fp16"] and record["parity"]["dtype"] == "float16" and record["parity"]["passed"]
@@ -125,17 +148,40 @@ def test_card_reads_the_evaluation_report_layout(tmp_path: Path) -> None:
         "clean_accuracy": 0.9,
         "worst_case_accuracy": 0.5,
         "results": [
-            {"attack": "pgd20", "norm": "linf", "eps": 0.1, "steps": 20, "restarts": 1, "n": 100,
-             "robust_accuracy": 0.55, "seconds": 3.2, "forward_passes_per_image": 21.0, "step_size": 0.01},
-            {"attack": "square", "norm": "linf", "eps": 0.1, "steps": None, "restarts": 1, "n": 100,
-             "robust_accuracy": 0.6, "black_box": True, "seconds": 9.0},
+            {
+                "attack": "pgd20",
+                "norm": "linf",
+                "eps": 0.1,
+                "steps": 20,
+                "restarts": 1,
+                "n": 100,
+                "robust_accuracy": 0.55,
+                "seconds": 3.2,
+                "forward_passes_per_image": 21.0,
+                "step_size": 0.01,
+            },
+            {
+                "attack": "square",
+                "norm": "linf",
+                "eps": 0.1,
+                "steps": None,
+                "restarts": 1,
+                "n": 100,
+                "robust_accuracy": 0.6,
+                "black_box": True,
+                "seconds": 9.0,
+            },
         ],
-        "sanity_checks": [{"name": "in_ball", "passed": True, "detail": "ok"},
-                          {"name": "black_box", "passed": False, "detail": "below"}],
+        "sanity_checks": [
+            {"name": "in_ball", "passed": True, "detail": "ok"},
+            {"name": "black_box", "passed": False, "detail": "below"},
+        ],
     }
     rows = list(iter_results(metrics))
     assert [(r["name"], r["value"], r["kind"]) for r in rows] == [
-        ("clean", 0.9, "clean"), ("pgd20", 0.55, "robust"), ("square", 0.6, "robust"),
+        ("clean", 0.9, "clean"),
+        ("pgd20", 0.55, "robust"),
+        ("square", 0.6, "robust"),
         ("worst case over all attacks (per image)", 0.5, "robust"),
     ]
     assert "seconds" not in rows[1]["settings"] and rows[1]["settings"]["step_size"] == 0.01

@@ -70,18 +70,42 @@ def test_robnet_codes_convert_to_full_dag() -> None:
 @pytest.mark.parametrize(
     "mutate,path,fragment",
     [
-        (lambda d: d["cells"]["robust"]["nodes"][3][0].__setitem__(0, "sep_conv_9x9"), "$.cells.robust.nodes[3][0][0]", "unknown op 'sep_conv_9x9'"),
-        (lambda d: d["cells"]["accurate"]["nodes"][1][0].__setitem__(1, 3), "$.cells.accurate.nodes[1][0][1]", "out of range"),
-        (lambda d: d["cells"]["accurate"]["nodes"][0][0].__setitem__(1, -1), "$.cells.accurate.nodes[0][0][1]", "out of range"),
+        (
+            lambda d: d["cells"]["robust"]["nodes"][3][0].__setitem__(0, "sep_conv_9x9"),
+            "$.cells.robust.nodes[3][0][0]",
+            "unknown op 'sep_conv_9x9'",
+        ),
+        (
+            lambda d: d["cells"]["accurate"]["nodes"][1][0].__setitem__(1, 3),
+            "$.cells.accurate.nodes[1][0][1]",
+            "out of range",
+        ),
+        (
+            lambda d: d["cells"]["accurate"]["nodes"][0][0].__setitem__(1, -1),
+            "$.cells.accurate.nodes[0][0][1]",
+            "out of range",
+        ),
         (lambda d: d["cells"]["accurate"]["nodes"].__setitem__(2, []), "$.cells.accurate.nodes[2]", "empty node"),
         (lambda d: d["cells"]["accurate"].__setitem__("concat", [2, 2]), "$.cells.accurate.concat", "distinct"),
         (lambda d: d["cells"]["accurate"].__setitem__("concat", [2, 9]), "$.cells.accurate.concat[1]", "out of range"),
         (lambda d: d["cells"]["accurate"].__setitem__("concat", []), "$.cells.accurate.concat", "non-empty"),
         (lambda d: d.__setitem__("colour", "red"), "$.colour", "unknown key"),
         (lambda d: d["cells"]["reduce"].__setitem__("weights", []), "$.cells.reduce.weights", "unknown key"),
-        (lambda d: d["cells"]["accurate"]["nodes"][0][0].__setitem__(1, "0"), "$.cells.accurate.nodes[0][0][1]", "expected an integer"),
-        (lambda d: d["cells"]["accurate"]["nodes"][0][0].__setitem__(1, True), "$.cells.accurate.nodes[0][0][1]", "expected an integer"),
-        (lambda d: d["cells"]["accurate"]["nodes"][0].__setitem__(0, ["skip_connect"]), "$.cells.accurate.nodes[0][0]", "[op, input] pair"),
+        (
+            lambda d: d["cells"]["accurate"]["nodes"][0][0].__setitem__(1, "0"),
+            "$.cells.accurate.nodes[0][0][1]",
+            "expected an integer",
+        ),
+        (
+            lambda d: d["cells"]["accurate"]["nodes"][0][0].__setitem__(1, True),
+            "$.cells.accurate.nodes[0][0][1]",
+            "expected an integer",
+        ),
+        (
+            lambda d: d["cells"]["accurate"]["nodes"][0].__setitem__(0, ["skip_connect"]),
+            "$.cells.accurate.nodes[0][0]",
+            "[op, input] pair",
+        ),
         (lambda d: d.__setitem__("space", "nasnet"), "$.space", "expected one of"),
         (lambda d: d.__setitem__("schema", "arnas-zoo/genotype@0"), "$.schema", "expected 'arnas-zoo/genotype@1'"),
         (lambda d: d.__setitem__("cells", []), "$.cells", "non-empty object"),

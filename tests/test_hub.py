@@ -58,13 +58,25 @@ def test_unknown_names_are_typed_with_close_matches(tmp_path: Path, monkeypatch:
     from arnas_zoo import pretrained
 
     monkeypatch.setattr(pretrained, "bundled_root", lambda: tmp_path)
-    spec = register(PretrainedSpec(name="arnas.tiny_linf", arch="arnas", sha256="0" * 64, dataset="mnist",
-                                   threat_model="linf", eps=0.3, description="t", folder="x"))
+    spec = register(
+        PretrainedSpec(
+            name="arnas.tiny_linf",
+            arch="arnas",
+            sha256="0" * 64,
+            dataset="mnist",
+            threat_model="linf",
+            eps=0.3,
+            description="t",
+            folder="x",
+        )
+    )
     try:
         with pytest.raises(UnknownModelError, match="did you mean arnas.tiny_linf") as info:
             arnas_zoo.load("arnas.tiny_lnf")
         assert "\n" not in str(info.value)
-        with pytest.raises(UnknownModelError, match=r"architecture, not a pretrained model \(pretrained: [^)]*\barnas\.tiny_linf\)"):
+        with pytest.raises(
+            UnknownModelError, match=r"architecture, not a pretrained model \(pretrained: [^)]*\barnas\.tiny_linf\)"
+        ):
             arnas_zoo.load("arnas")
         with pytest.raises(UnknownModelError, match="create_model"):
             arnas_zoo.load("darts_v2")
@@ -82,8 +94,16 @@ def test_bundled_entry_checks_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     folder = save_folder(_tiny(threat_model="linf", eps=8 / 255), tmp_path / "arnas.tiny_linf")
     monkeypatch.setattr(pretrained, "bundled_root", lambda: tmp_path)
-    good = PretrainedSpec(name="arnas.tiny_linf", arch="arnas", sha256=sha256_file(folder / "model.safetensors"),
-                          dataset="cifar10", threat_model="linf", eps=8 / 255, description="t", folder=folder.name)
+    good = PretrainedSpec(
+        name="arnas.tiny_linf",
+        arch="arnas",
+        sha256=sha256_file(folder / "model.safetensors"),
+        dataset="cifar10",
+        threat_model="linf",
+        eps=8 / 255,
+        description="t",
+        folder=folder.name,
+    )
     register(good)
     try:
         model = arnas_zoo.load("arnas.tiny_linf")
@@ -91,8 +111,18 @@ def test_bundled_entry_checks_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert describe_source("arnas.tiny_linf")["kind"] == "pretrained"
     finally:
         unregister(good.name)
-    register(PretrainedSpec(name="arnas.tiny_linf", arch="arnas", sha256="f" * 64, dataset="cifar10",
-                            threat_model="linf", eps=8 / 255, description="t", folder=folder.name))
+    register(
+        PretrainedSpec(
+            name="arnas.tiny_linf",
+            arch="arnas",
+            sha256="f" * 64,
+            dataset="cifar10",
+            threat_model="linf",
+            eps=8 / 255,
+            description="t",
+            folder=folder.name,
+        )
+    )
     try:
         with pytest.raises(CheckpointError, match="does not match the expected"):
             arnas_zoo.load("arnas.tiny_linf")
@@ -118,7 +148,6 @@ def test_parse_hub_id(spec: str, expected: tuple[str, str | None] | None) -> Non
 def test_revision_conflict_is_rejected_before_any_download() -> None:
     with pytest.raises(ConfigError, match="two revisions"):
         arnas_zoo.load("org/name@v1", revision="v2")
-
 
 
 def test_evaluate_resolves_through_load(folder: Path) -> None:

@@ -26,8 +26,14 @@ SHA = "a" * 64
 
 def _spec(**overrides: object) -> PretrainedSpec:
     fields: dict[str, object] = dict(
-        name="arnas.test_linf", arch="arnas", sha256=SHA, dataset="mnist", threat_model="linf", eps=0.3,
-        description="test entry", folder="arnas.test_linf",
+        name="arnas.test_linf",
+        arch="arnas",
+        sha256=SHA,
+        dataset="mnist",
+        threat_model="linf",
+        eps=0.3,
+        description="test entry",
+        folder="arnas.test_linf",
     )
     fields.update(overrides)
     return PretrainedSpec(**fields)  # type: ignore[arg-type]
@@ -84,7 +90,11 @@ def test_spec_line_round_trips(tmp_path: Path) -> None:
     assert match is not None
     spec = eval(match.group(1), {"PretrainedSpec": PretrainedSpec})  # noqa: S307 - our own output
     assert (spec.name, spec.dataset, spec.threat_model, spec.eps, spec.folder) == (
-        "arnas.mnist_linf", "mnist", "linf", 0.3, "arnas.mnist_linf",
+        "arnas.mnist_linf",
+        "mnist",
+        "linf",
+        0.3,
+        "arnas.mnist_linf",
     )
     hub_line = spec_line(folder, "arnas.mnist_linf", repo_id="org/arnas-mnist", revision="d" * 40)
     assert "repo_id='org/arnas-mnist'" in hub_line and "folder=" not in hub_line
@@ -109,12 +119,13 @@ def test_model_card_matches_registry() -> None:
 
 
 def test_zoo_card_lists_entries_and_their_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from export import card
     from arnas_zoo import pretrained
+    from export import card
 
     model = create_model("resnet18", init_channels=8, threat_model="linf", eps=8 / 255)
     folder = save_folder(
-        model, tmp_path / "resnet18.cifar10_linf",
+        model,
+        tmp_path / "resnet18.cifar10_linf",
         metrics={"attacks": [{"name": "pgd-20", "eps": 0.0314, "norm": "linf", "steps": 20, "robust_accuracy": 0.4}]},
     )
     monkeypatch.setattr(pretrained, "bundled_root", lambda: tmp_path)

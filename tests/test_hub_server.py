@@ -64,12 +64,16 @@ def _tiny(seed: int) -> torch.nn.Module:
 def _folder(tmp_path: Path, seed: int, name: str = "ck") -> Path:
     metrics = {
         "data": {"dataset": "cifar10", "split": "validation", "n": 16},
-        "attacks": [{"name": "pgd-20", "norm": "linf", "eps": 8 / 255, "steps": 20, "restarts": 1, "robust_accuracy": 0.25}],
+        "attacks": [
+            {"name": "pgd-20", "norm": "linf", "eps": 8 / 255, "steps": 20, "restarts": 1, "robust_accuracy": 0.25}
+        ],
     }
     return save_folder(_tiny(seed), tmp_path / name, metrics=metrics)
 
 
-def _publish(folder: Path, repo_id: str, double: HubUploadDouble, monkeypatch: pytest.MonkeyPatch, tag: str | None = None):
+def _publish(
+    folder: Path, repo_id: str, double: HubUploadDouble, monkeypatch: pytest.MonkeyPatch, tag: str | None = None
+):
     from export.hub_publish import build_hub_folder, publish
 
     monkeypatch.setenv("HF_ENDPOINT", double.endpoint)
@@ -115,17 +119,33 @@ def test_revisions_tags_and_pinned_registry_entry(
         arnas_zoo.load("zoo/versions@v3")
 
     # A registry entry pinned at the first commit keeps loading the old weights, sha256-checked.
-    pinned = PretrainedSpec(name="arnas.versions_linf", arch="arnas", sha256=first.sha256, dataset="cifar10",
-                            threat_model="linf", eps=8 / 255, description="t", repo_id="zoo/versions",
-                            revision=first.commit)
+    pinned = PretrainedSpec(
+        name="arnas.versions_linf",
+        arch="arnas",
+        sha256=first.sha256,
+        dataset="cifar10",
+        threat_model="linf",
+        eps=8 / 255,
+        description="t",
+        repo_id="zoo/versions",
+        revision=first.commit,
+    )
     register(pinned)
     try:
         assert torch.equal(arnas_zoo.load("arnas.versions_linf")(x), old)
     finally:
         unregister(pinned.name)
-    wrong = PretrainedSpec(name="arnas.versions_linf", arch="arnas", sha256=first.sha256, dataset="cifar10",
-                           threat_model="linf", eps=8 / 255, description="t", repo_id="zoo/versions",
-                           revision=second.commit)
+    wrong = PretrainedSpec(
+        name="arnas.versions_linf",
+        arch="arnas",
+        sha256=first.sha256,
+        dataset="cifar10",
+        threat_model="linf",
+        eps=8 / 255,
+        description="t",
+        repo_id="zoo/versions",
+        revision=second.commit,
+    )
     register(wrong)
     try:
         with pytest.raises(CheckpointError, match="does not match the expected"):
@@ -134,10 +154,14 @@ def test_revisions_tags_and_pinned_registry_entry(
         unregister(wrong.name)
 
 
-def test_cache_and_offline_mode(olah: OlahServer, tmp_path: Path, hub_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_and_offline_mode(
+    olah: OlahServer, tmp_path: Path, hub_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = make_git_repo(olah.mirrors, "zoo/offline")
     folder = _folder(tmp_path, seed=4)
-    commit_files(repo, {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")}, "add model")
+    commit_files(
+        repo, {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")}, "add model"
+    )
     x = torch.rand(2, 3, 16, 16)
     expected = arnas_zoo.load("zoo/offline")(x)  # first download fills the cache
     assert any(hub_env.rglob("model.safetensors"))
@@ -161,11 +185,18 @@ def test_repo_errors(olah: OlahServer, tmp_path: Path, hub_env: Path) -> None:
         arnas_zoo.load("zoo/does-not-exist")
     # weights that do not fit their config
     bad = make_git_repo(olah.mirrors, "zoo/misfit")
-    small, large = _folder(tmp_path, seed=5, name="small"), save_folder(
-        create_model("arnas", init_channels=8, layers=5, input_size=16), tmp_path / "large"
+    small, large = (
+        _folder(tmp_path, seed=5, name="small"),
+        save_folder(create_model("arnas", init_channels=8, layers=5, input_size=16), tmp_path / "large"),
     )
-    commit_files(bad, {"config.json": (small / "config.json").read_bytes(),
-                       "model.safetensors": (large / "model.safetensors").read_bytes()}, "mismatch")
+    commit_files(
+        bad,
+        {
+            "config.json": (small / "config.json").read_bytes(),
+            "model.safetensors": (large / "model.safetensors").read_bytes(),
+        },
+        "mismatch",
+    )
     with pytest.raises(CheckpointError, match="weights do not fit the config"):
         arnas_zoo.load("zoo/misfit")
 
@@ -184,11 +215,15 @@ def test_hub_cli_dry_run_publish_and_auth(
 
     monkeypatch.setenv("HF_ENDPOINT", double.endpoint)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    denied = runner.invoke(main, ["hub", str(folder), "--repo-id", "zoo/cli", "--out", str(tmp_path / "o1"),
-                                  "--token", "wrong"])
+    denied = runner.invoke(
+        main, ["hub", str(folder), "--repo-id", "zoo/cli", "--out", str(tmp_path / "o1"), "--token", "wrong"]
+    )
     assert denied.exit_code == 2 and "failed with HTTP 401" in denied.output
-    published = runner.invoke(main, ["hub", str(folder), "--repo-id", "zoo/cli", "--tag", "v1.0", "--private",
-                                     "--out", str(tmp_path / "o2")], env={"HF_TOKEN": TOKEN})
+    published = runner.invoke(
+        main,
+        ["hub", str(folder), "--repo-id", "zoo/cli", "--tag", "v1.0", "--private", "--out", str(tmp_path / "o2")],
+        env={"HF_TOKEN": TOKEN},
+    )
     assert published.exit_code == 0, published.output
     assert "tag v1.0" in published.output and "revision='" in published.output
     assert double.created["zoo/cli"]["visibility"] == "private"
@@ -197,4 +232,4 @@ def test_hub_cli_dry_run_publish_and_auth(
     x = torch.rand(2, 3, 16, 16)
     assert torch.equal(arnas_zoo.load("zoo/cli@v1.0")(x), arnas_zoo.load(str(folder))(x))
     readme = olah.mirrors / "models" / "zoo" / "cli" / "README.md"
-    assert readme.read_text().startswith("---\nlibrary_name: \"arnas-zoo\"")
+    assert readme.read_text().startswith('---\nlibrary_name: "arnas-zoo"')

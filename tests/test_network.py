@@ -38,7 +38,10 @@ def test_arnas_layout_matches_the_paper() -> None:
     assert model.stem[0].out_channels == 192
     cells = list(model.cells)
     assert isinstance(cells[0], Cell)
-    per_node = [cell.preprocess1.op[1].out_channels if hasattr(cell.preprocess1, "op") else cell.preprocess1[1].out_channels for cell in cells]
+    per_node = [
+        cell.preprocess1.op[1].out_channels if hasattr(cell.preprocess1, "op") else cell.preprocess1[1].out_channels
+        for cell in cells
+    ]
     assert per_node[:6] == [64] * 6 and per_node[6:13] == [128] * 7 and per_node[13:] == [128] * 7
     assert model.classifier.in_features == 512
     assert model.auxiliary_head is not None and model.config.auxiliary_layer == 13

@@ -38,9 +38,14 @@ def exported(fitted: torch.nn.Module, shared_data: Path, tmp_path_factory: pytes
     """A fitted tiny MNIST checkpoint folder, exported with `python -m export onnx FOLDER`."""
     from export.__main__ import main as export_cli
 
-    folder = save_folder(fitted, tmp_path_factory.mktemp("onnx") / "mnist-tiny",
-                         metrics={"data": {"dataset": "mnist", "split": "test", "n": 0}})
-    result = CliRunner().invoke(export_cli, ["onnx", str(folder), "-n", "64"], env={"ARNAS_ZOO_SHARED_DATA": str(shared_data)})
+    folder = save_folder(
+        fitted,
+        tmp_path_factory.mktemp("onnx") / "mnist-tiny",
+        metrics={"data": {"dataset": "mnist", "split": "test", "n": 0}},
+    )
+    result = CliRunner().invoke(
+        export_cli, ["onnx", str(folder), "-n", "64"], env={"ARNAS_ZOO_SHARED_DATA": str(shared_data)}
+    )
     assert result.exit_code == 0, result.output
     assert "onnx.checker full check passed" in result.output
     yield folder
@@ -134,7 +139,13 @@ def test_predict_cli_png_npz_onnx_and_folder(exported: Path, shared_data: Path, 
         assert result.exit_code == 0, result.output
         outputs[spec] = json.loads(result.output)
     onnx_rows, torch_rows = outputs.values()
-    assert [r["image"] for r in onnx_rows] == ["digit0.png", "digit1.png", "batch.npz[0]", "batch.npz[1]", "batch.npz[2]"]
+    assert [r["image"] for r in onnx_rows] == [
+        "digit0.png",
+        "digit1.png",
+        "batch.npz[0]",
+        "batch.npz[1]",
+        "batch.npz[2]",
+    ]
     assert [r["top"][0]["class"] for r in onnx_rows] == [r["top"][0]["class"] for r in torch_rows]
     # a PNG and the same image inside the npz batch get the same answer
     assert onnx_rows[0]["top"][0]["class"] == onnx_rows[2]["top"][0]["class"]
@@ -152,8 +163,20 @@ def test_check_cli_agrees_with_its_source_and_flags_another(
 ) -> None:
     runner = CliRunner()
     # Tiny budgets: the point is the plumbing and the verdict logic, not a robustness figure.
-    args = ["check", str(exported / "model.onnx"), "--dataset", "mnist", "--n", "12", "--queries", "10",
-            "--pgd-steps", "1", "--data-dir", str(shared_data)]
+    args = [
+        "check",
+        str(exported / "model.onnx"),
+        "--dataset",
+        "mnist",
+        "--n",
+        "12",
+        "--queries",
+        "10",
+        "--pgd-steps",
+        "1",
+        "--data-dir",
+        str(shared_data),
+    ]
     report = tmp_path / "check.json"
     same = runner.invoke(zoo_cli, [*args, "--source", str(exported), "--json", str(report)])
     assert same.exit_code == 0, same.output

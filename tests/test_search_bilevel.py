@@ -9,7 +9,13 @@ import torch.nn.functional as F
 from arnas_zoo.errors import ConfigError
 from search.attack import pgd_linf
 from search.bilevel import Architect, weight_step
-from search.objectives import PgdCrossEntropy, RobustnessObjective, available_objectives, make_objective, register_objective
+from search.objectives import (
+    PgdCrossEntropy,
+    RobustnessObjective,
+    available_objectives,
+    make_objective,
+    register_objective,
+)
 from search.space import SearchSpace
 from search.supernet import Supernet
 
@@ -122,7 +128,9 @@ def test_second_order_gradient_equals_exact_hypergradient_in_the_fd_limit() -> N
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     out = torch.func.functional_call(model, {**dict(model.named_parameters()), **unrolled, **buffers}, (val[0],))
     exact = torch.autograd.grad(F.cross_entropy(out, val[1]), alphas)
-    t = Architect(model, w_opt, PgdCrossEntropy(0.0, 0.0, 0), order="second", hvp_r=1e-6).gradients(train, val, val, eta)[0]
+    t = Architect(model, w_opt, PgdCrossEntropy(0.0, 0.0, 0), order="second", hvp_r=1e-6).gradients(
+        train, val, val, eta
+    )[0]
     assert float((_flat(t) - _flat(exact)).norm() / _flat(exact).norm()) < 1e-6
 
 

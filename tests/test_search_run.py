@@ -63,8 +63,10 @@ def test_search_writes_valid_outputs(shared_data: Path, tmp_path: Path) -> None:
         assert npz["accurate"].shape == (3, 14, 7)  # initialisation + 2 epochs
         assert np.allclose(npz["robust"].sum(-1), 1.0)
         assert not np.allclose(npz["accurate_logits"][0], npz["accurate_logits"][-1])
-        assert list(npz["primitives"]) == list(create_model.__globals__["get_config"]("arnas").genotype.cells and
-                                               __import__("arnas_zoo.ops", fromlist=["x"]).ARNAS_PRIMITIVES)
+        assert list(npz["primitives"]) == list(
+            create_model.__globals__["get_config"]("arnas").genotype.cells
+            and __import__("arnas_zoo.ops", fromlist=["x"]).ARNAS_PRIMITIVES
+        )
     assert np.load(tmp_path / "gamma.npy").shape == (2, 2)
     assert json.loads((tmp_path / "eval_config.json").read_text())["placement"] == ["accurate", "accurate", "robust"]
     for name in ("alphas_accurate", "alphas_robust", "alphas_reduce", "gamma", "cell_accurate", "cell_robust"):
@@ -97,14 +99,18 @@ def test_resume_after_kill_equals_uninterrupted_run(shared_data: Path, tmp_path:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert resumed["gamma_trace"] == full["gamma_trace"]
     assert resumed["genotype"] == full["genotype"]
-    assert (tmp_path / "full" / "log.jsonl").read_text().count("\n") == (tmp_path / "killed" / "log.jsonl").read_text().count("\n")
+    assert (tmp_path / "full" / "log.jsonl").read_text().count("\n") == (
+        tmp_path / "killed" / "log.jsonl"
+    ).read_text().count("\n")
 
 
 def test_first_order_weighted_sum_and_darts_space(shared_data: Path, tmp_path: Path) -> None:
     cfg = micro_config(shared_data, epochs=1, steps_per_epoch=1, order="first", strategy="weighted_sum", eval_n=0)
     summary = run_search(cfg, tmp_path / "ws", progress=False, plots=False)
     assert all(np.isnan(g) for g in summary["gamma_trace"][0])
-    darts = micro_config(shared_data, epochs=1, steps_per_epoch=1, space="darts", placement="N-N-N", filters="1-2-4", eval_n=0)
+    darts = micro_config(
+        shared_data, epochs=1, steps_per_epoch=1, space="darts", placement="N-N-N", filters="1-2-4", eval_n=0
+    )
     summary = run_search(darts, tmp_path / "darts", progress=False, plots=False)
     g = Genotype.from_dict(summary["genotype"])
     assert g.space == "darts" and set(g.cells) == {"normal", "reduce"}
@@ -114,12 +120,26 @@ def test_first_order_weighted_sum_and_darts_space(shared_data: Path, tmp_path: P
 def test_cli_run_and_errors(shared_data: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     sets = [f"--set={k}={json.dumps(v)}" for k, v in {**MICRO, "epochs": 1, "steps_per_epoch": 1, "eval_n": 0}.items()]
-    result = runner.invoke(search_main, ["run", "tiny", *sets, f"--set=data_dir={shared_data}", "-o", str(tmp_path / "r"), "--no-progress", "--no-plots"])
+    result = runner.invoke(
+        search_main,
+        [
+            "run",
+            "tiny",
+            *sets,
+            f"--set=data_dir={shared_data}",
+            "-o",
+            str(tmp_path / "r"),
+            "--no-progress",
+            "--no-plots",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "genotype:" in result.output and (tmp_path / "r" / "genotype.json").is_file()
     result = runner.invoke(search_main, ["run", "tiny", "--set", "epoch=3", "-o", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "unknown key 'epoch'" in result.output
-    result = runner.invoke(search_main, ["run", "tiny", "--set", "data_dir=/nonexistent", "-o", str(tmp_path / "nodata")])
+    result = runner.invoke(
+        search_main, ["run", "tiny", "--set", "data_dir=/nonexistent", "-o", str(tmp_path / "nodata")]
+    )
     assert result.exit_code == 2 and "not found" in result.output
 
 
@@ -127,7 +147,20 @@ def test_cli_run_and_errors(shared_data: Path, tmp_path: Path) -> None:
 def test_sweep_counts_ops(shared_data: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     sets = [f"--set={k}={json.dumps(v)}" for k, v in {**MICRO, "epochs": 1, "steps_per_epoch": 1, "eval_n": 0}.items()]
-    result = runner.invoke(search_main, ["sweep", "tiny", "--seeds", "0,1", *sets, f"--set=data_dir={shared_data}", "-o", str(tmp_path), "--no-progress"])
+    result = runner.invoke(
+        search_main,
+        [
+            "sweep",
+            "tiny",
+            "--seeds",
+            "0,1",
+            *sets,
+            f"--set=data_dir={shared_data}",
+            "-o",
+            str(tmp_path),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "op_counts.json").read_text())
     assert summary["runs"] == ["seed0", "seed1"]
@@ -146,8 +179,24 @@ def test_torchrun_two_processes_gloo(shared_data: Path, tmp_path: Path) -> None:
     for k, v in {**MICRO, "epochs": 1, "steps_per_epoch": 2, "eval_n": 0, "data_dir": str(shared_data)}.items():
         sets += ["--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "search", "run", "tiny", *sets, "-o", str(tmp_path), "--no-progress", "--no-plots"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "search",
+        "run",
+        "tiny",
+        *sets,
+        "-o",
+        str(tmp_path),
+        "--no-progress",
+        "--no-plots",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())

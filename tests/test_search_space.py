@@ -17,7 +17,16 @@ from search.supernet import Supernet
 
 def test_paper_space_layout() -> None:
     space = SearchSpace()
-    assert space.layer_cell_types() == ["accurate", "accurate", "reduce", "accurate", "accurate", "reduce", "robust", "robust"]
+    assert space.layer_cell_types() == [
+        "accurate",
+        "accurate",
+        "reduce",
+        "accurate",
+        "accurate",
+        "reduce",
+        "robust",
+        "robust",
+    ]
     assert space.layer_channels() == [24, 24, 48, 48, 48, 48, 48, 48]  # doubled at the 1st reduction, kept at the 2nd
     assert space.num_edges == 14 and space.primitives == ARNAS_PRIMITIVES and len(space.primitives) == 7
     assert space.cell_types == ("accurate", "robust", "reduce")

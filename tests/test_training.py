@@ -44,8 +44,8 @@ def digits(n: int, offset: int = 0) -> Data:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.tensor(d.images[offset:offset + n], dtype=torch.float32).div(16)[:, None]
-    return Data(x, torch.tensor(d.target[offset:offset + n]))
+    x = torch.tensor(d.images[offset : offset + n], dtype=torch.float32).div(16)[:, None]
+    return Data(x, torch.tensor(d.target[offset : offset + n]))
 
 
 def tiny_model() -> torch.nn.Module:
@@ -53,8 +53,19 @@ def tiny_model() -> torch.nn.Module:
     return create_model("arnas", in_channels=1, input_size=8, init_channels=4, layers=3)
 
 
-TINY = dict(epochs=3, batch_size=16, lr=0.05, schedule="cosine", eps=0.1, step_size=0.05, steps=2, crop_padding=1,
-            cutout=3, val_steps=2, seed=3)
+TINY = dict(
+    epochs=3,
+    batch_size=16,
+    lr=0.05,
+    schedule="cosine",
+    eps=0.1,
+    step_size=0.05,
+    steps=2,
+    crop_padding=1,
+    cutout=3,
+    val_steps=2,
+    seed=3,
+)
 
 
 def tiny_recipe(**kw) -> Recipe:
@@ -106,7 +117,11 @@ def test_learning_rate_schedules():
     assert lr_at(r, 0) == 0.1 and lr_at(r, 99.99) == 0.1
     assert lr_at(r, 100) == pytest.approx(0.01) and lr_at(r, 150) == pytest.approx(0.001)
     c = get_recipe("arnas", schedule="cosine", epochs=10, lr_min=0.001)
-    assert lr_at(c, 0) == pytest.approx(0.1) and lr_at(c, 5) == pytest.approx(0.0505) and lr_at(c, 10) == pytest.approx(0.001)
+    assert (
+        lr_at(c, 0) == pytest.approx(0.1)
+        and lr_at(c, 5) == pytest.approx(0.0505)
+        and lr_at(c, 10) == pytest.approx(0.001)
+    )
     f = get_recipe("fast", epochs=10)
     assert lr_at(f, 0) == 0 and lr_at(f, 4) == pytest.approx(0.2) and lr_at(f, 10) == pytest.approx(0)
 
@@ -119,12 +134,14 @@ def test_augment_crop_flip_cutout():
     # every output is a shifted copy of its input (zeros where the shift leaves the image)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(x.shape[0]):
-        assert any(torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8]) for dy in range(5) for dx in range(5))
+        assert any(torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8]) for dy in range(5) for dx in range(5))
     shifted = sum(not torch.equal(out[i], x[i]) for i in range(64))
     assert shifted > 40  # 24 of 25 offsets move the image
     flipped = augment(x, torch.Generator().manual_seed(1), crop_padding=0, flip=True, cutout=0)
     n_flip = sum(torch.equal(flipped[i], x[i].flip(2)) for i in range(64))
-    assert 15 < n_flip < 49 and all(torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2)) for i in range(64))
+    assert 15 < n_flip < 49 and all(
+        torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2)) for i in range(64)
+    )
     cut = augment(x, torch.Generator().manual_seed(2), crop_padding=0, flip=False, cutout=4)
     zeroed = (cut == 0).all(1).flatten(1).sum(1)
     assert (zeroed <= 16).all() and (zeroed >= 4).all()  # a 4x4 hole, clipped by the border at worst to 2x2
@@ -138,8 +155,9 @@ def test_perturb_stays_in_ball_raises_loss_and_restores_mode(start):
     model = tiny_model()
     data = digits(64)
     model.train()
-    x_adv = perturb(model, data.x, data.y, eps=0.1, step_size=0.03, steps=5, start=start,
-                    generator=torch.Generator().manual_seed(0))
+    x_adv = perturb(
+        model, data.x, data.y, eps=0.1, step_size=0.03, steps=5, start=start, generator=torch.Generator().manual_seed(0)
+    )
     assert model.training
     assert (x_adv - data.x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     model.eval()
@@ -152,11 +170,21 @@ def test_perturb_stays_in_ball_raises_loss_and_restores_mode(start):
 def test_gaussian_start_is_tiny_and_kl_loss_runs():
     model = tiny_model().eval()
     x = digits(32).x
-    start_only = perturb(model, x, None, eps=0.1, step_size=0.03, steps=0, start="gaussian",
-                         generator=torch.Generator().manual_seed(0))
+    start_only = perturb(
+        model, x, None, eps=0.1, step_size=0.03, steps=0, start="gaussian", generator=torch.Generator().manual_seed(0)
+    )
     assert 0 < (start_only - x).abs().max() < 0.01
-    kl_adv = perturb(model, x, None, eps=0.1, step_size=0.03, steps=3, start="gaussian", loss="kl",
-                     generator=torch.Generator().manual_seed(0))
+    kl_adv = perturb(
+        model,
+        x,
+        None,
+        eps=0.1,
+        step_size=0.03,
+        steps=3,
+        start="gaussian",
+        loss="kl",
+        generator=torch.Generator().manual_seed(0),
+    )
     assert (kl_adv - x).abs().max() > 0.05
 
 
@@ -166,8 +194,9 @@ def finished_run(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run") / "full"
     model = tiny_model()
-    result = train(model, tiny_recipe(), digits(96), digits(32, offset=1000), out, device="cpu", progress=False,
-                   run_name="tiny")
+    result = train(
+        model, tiny_recipe(), digits(96), digits(32, offset=1000), out, device="cpu", progress=False, run_name="tiny"
+    )
     return out, result, weights(model)
 
 
@@ -195,13 +224,31 @@ def test_resume_mid_epoch_gives_identical_weights(finished_run, tmp_path):
     out = tmp_path / "interrupted"
     model = tiny_model()
     with pytest.raises(TrainingInterrupted, match="resume"):
-        train(model, tiny_recipe(), digits(96), digits(32, offset=1000), out, device="cpu", progress=False,
-              run_name="tiny", stop_after_steps=8)  # 6 steps per epoch: stops inside epoch 2
+        train(
+            model,
+            tiny_recipe(),
+            digits(96),
+            digits(32, offset=1000),
+            out,
+            device="cpu",
+            progress=False,
+            run_name="tiny",
+            stop_after_steps=8,
+        )  # 6 steps per epoch: stops inside epoch 2
     _, meta = load_train_state(out / STATE_FILE)
     assert (meta["epoch"], meta["step"]) == (1, 2)
     resumed = tiny_model()  # fresh weights: everything must come from the state file
-    train(resumed, tiny_recipe(), digits(96), digits(32, offset=1000), out, resume=True, device="cpu",
-          progress=False, run_name="tiny")
+    train(
+        resumed,
+        tiny_recipe(),
+        digits(96),
+        digits(32, offset=1000),
+        out,
+        resume=True,
+        device="cpu",
+        progress=False,
+        run_name="tiny",
+    )
     for key, value in resumed.state_dict().items():
         assert torch.equal(value, final[key]), key
     assert [r.get("epoch") for r in read_log(out) if "event" not in r] == [1, 2, 3]
@@ -245,8 +292,17 @@ def test_killed_process_resumes_to_identical_weights(finished_run, tmp_path, sig
     if sig == signal.SIGTERM:  # saved at the next batch boundary, not only at the epoch's end
         assert any(r.get("event") == "interrupted" and r["signal"] == "SIGTERM" for r in read_log(out))
     resumed = tiny_model()
-    train(resumed, tiny_recipe(epochs=epochs), digits(96), digits(32, offset=1000), out, resume=True, device="cpu",
-          progress=False, run_name="tiny")
+    train(
+        resumed,
+        tiny_recipe(epochs=epochs),
+        digits(96),
+        digits(32, offset=1000),
+        out,
+        resume=True,
+        device="cpu",
+        progress=False,
+        run_name="tiny",
+    )
     for key, value in reference.items():
         assert torch.equal(resumed.state_dict()[key], value), key
 
@@ -254,31 +310,62 @@ def test_killed_process_resumes_to_identical_weights(finished_run, tmp_path, sig
 def test_corrupt_or_mismatched_state_is_refused(finished_run, tmp_path):
     out, _, _ = finished_run
     data = (out / STATE_FILE).read_bytes()
-    for name, damaged in (("flipped", data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:]),
-                          ("truncated", data[: len(data) // 2]), ("garbage", b"not a checkpoint")):
+    for name, damaged in (
+        ("flipped", data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:]),
+        ("truncated", data[: len(data) // 2]),
+        ("garbage", b"not a checkpoint"),
+    ):
         folder = tmp_path / name
         folder.mkdir()
         (folder / STATE_FILE).write_bytes(damaged)
         with pytest.raises(CheckpointError, match="corrupt"):
             load_train_state(folder / STATE_FILE)
         with pytest.raises(CheckpointError, match="corrupt"):
-            train(tiny_model(), tiny_recipe(), digits(96), None, folder, resume=True, device="cpu", progress=False,
-                  run_name="tiny")
+            train(
+                tiny_model(),
+                tiny_recipe(),
+                digits(96),
+                None,
+                folder,
+                resume=True,
+                device="cpu",
+                progress=False,
+                run_name="tiny",
+            )
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / STATE_FILE).write_bytes(data)
     with pytest.raises(CheckpointError, match="different recipe.*lr"):
-        train(tiny_model(), tiny_recipe(lr=0.2), digits(96), None, copy, resume=True, device="cpu", progress=False,
-              run_name="tiny")
+        train(
+            tiny_model(),
+            tiny_recipe(lr=0.2),
+            digits(96),
+            None,
+            copy,
+            resume=True,
+            device="cpu",
+            progress=False,
+            run_name="tiny",
+        )
     other_model = create_model("arnas", in_channels=1, input_size=8, init_channels=6, layers=3)
     with pytest.raises(CheckpointError, match="different model"):
-        train(other_model, tiny_recipe(), digits(96), None, copy, resume=True, device="cpu", progress=False,
-              run_name="tiny")
+        train(
+            other_model,
+            tiny_recipe(),
+            digits(96),
+            None,
+            copy,
+            resume=True,
+            device="cpu",
+            progress=False,
+            run_name="tiny",
+        )
     with pytest.raises(CheckpointError, match="already exists"):
         train(tiny_model(), tiny_recipe(), digits(96), None, copy, device="cpu", progress=False, run_name="tiny")
     with pytest.raises(CheckpointError, match="no training state"):
-        train(tiny_model(), tiny_recipe(), digits(96), None, tmp_path / "empty", resume=True, device="cpu",
-              progress=False)
+        train(
+            tiny_model(), tiny_recipe(), digits(96), None, tmp_path / "empty", resume=True, device="cpu", progress=False
+        )
 
 
 @pytest.mark.parametrize("method", ["fgsm", "trades", "standard"])
@@ -290,5 +377,6 @@ def test_other_methods_train(method, tmp_path):
     result = train(model, recipe, digits(64), digits(32, offset=1000), tmp_path / method, device="cpu", progress=False)
     record = result.history[-1]
     assert math.isfinite(record["train_loss"]) and record["train_acc_on"] == (
-        "clean" if method == "standard" else "training adversarial examples")
+        "clean" if method == "standard" else "training adversarial examples"
+    )
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -10,16 +10,51 @@ from click.testing import CliRunner
 from arnas_zoo.checkpoint import load_folder
 from arnas_zoo.cli import main
 
-TINY = ["--set", "epochs=1", "--set", "train_n=64", "--set", "batch_size=32", "--set", "steps=1", "--set", "val_n=32",
-        "--set", "val_steps=1", "--model-set", "init_channels=4", "--model-set", "layers=5", "--no-progress"]
+TINY = [
+    "--set",
+    "epochs=1",
+    "--set",
+    "train_n=64",
+    "--set",
+    "batch_size=32",
+    "--set",
+    "steps=1",
+    "--set",
+    "val_n=32",
+    "--set",
+    "val_steps=1",
+    "--model-set",
+    "init_channels=4",
+    "--model-set",
+    "layers=5",
+    "--no-progress",
+]
 
 
 def test_train_command_writes_run_folder_and_resumes(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "run"
     runner = CliRunner()
-    result = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--dataset", "digits", "--val-rows", "100",
-                                  "--out", str(out), "--eval-attacks", "fgsm", "--eval-n", "16", *TINY])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "arnas",
+            "--recipe",
+            "cpu_digits",
+            "--dataset",
+            "digits",
+            "--val-rows",
+            "100",
+            "--out",
+            str(out),
+            "--eval-attacks",
+            "fgsm",
+            "--eval-n",
+            "16",
+            *TINY,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "finished" in result.output and "best" in result.output
     model = load_folder(out / "best")
@@ -28,18 +63,51 @@ def test_train_command_writes_run_folder_and_resumes(tmp_path):
     assert model.metrics["data"]["split"] == "test" and model.metrics["data"]["n"] == 16  # --eval-n 16
     assert [r["attack"] for r in model.metrics["results"]] == ["fgsm"]
     assert json.loads((out / "recipe.json").read_text())["train_n"] == 64
-    again = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--val-rows", "100", "--out", str(out),
-                                 "--eval-attacks", "none", *TINY])
+    again = runner.invoke(
+        main,
+        [
+            "train",
+            "arnas",
+            "--recipe",
+            "cpu_digits",
+            "--val-rows",
+            "100",
+            "--out",
+            str(out),
+            "--eval-attacks",
+            "none",
+            *TINY,
+        ],
+    )
     assert again.exit_code == 2 and "--resume" in again.output  # never overwrite a run silently
-    resumed = runner.invoke(main, ["train", "arnas", "--recipe", "cpu_digits", "--val-rows", "100", "--out", str(out),
-                                   "--resume", "--eval-attacks", "none", *TINY])
+    resumed = runner.invoke(
+        main,
+        [
+            "train",
+            "arnas",
+            "--recipe",
+            "cpu_digits",
+            "--val-rows",
+            "100",
+            "--out",
+            str(out),
+            "--resume",
+            "--eval-attacks",
+            "none",
+            *TINY,
+        ],
+    )
     assert resumed.exit_code == 0, resumed.output
 
 
 def test_train_command_errors_are_one_line(tmp_path):
     runner = CliRunner()
-    for args, expected in ((["--recipe", "nope"], "unknown recipe"), (["--set", "lr=fast"], "cannot read"),
-                           (["--set", "epochs"], "KEY=VALUE"), (["--model-set", "widht=3"], "widht")):
+    for args, expected in (
+        (["--recipe", "nope"], "unknown recipe"),
+        (["--set", "lr=fast"], "cannot read"),
+        (["--set", "epochs"], "KEY=VALUE"),
+        (["--model-set", "widht=3"], "widht"),
+    ):
         result = runner.invoke(main, ["train", "arnas", "--out", str(tmp_path / "x"), "--eval-attacks", "none", *args])
         assert result.exit_code == 2, result.output
         assert expected in result.output
@@ -47,8 +115,21 @@ def test_train_command_errors_are_one_line(tmp_path):
 
 def test_quickstart_command_prints_both_models(tmp_path):
     torch.set_num_threads(1)
-    result = CliRunner().invoke(main, ["quickstart", "--out", str(tmp_path / "qs"), "--epochs", "1", "--train-n", "64",
-                                       "--test-n", "32", "--no-progress"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "quickstart",
+            "--out",
+            str(tmp_path / "qs"),
+            "--epochs",
+            "1",
+            "--train-n",
+            "64",
+            "--test-n",
+            "32",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "adversarial" in result.output and "standard" in result.output and "PGD" in result.output
     report = json.loads((tmp_path / "qs" / "report.json").read_text())

@@ -42,15 +42,30 @@ def _free_port() -> int:
 def _run(tmp_path: Path, name: str, nproc: int, method: str) -> Path:
     out = tmp_path / name
     script = tmp_path / f"{name}.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out),
-                                                    method=method)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    script.write_text(
+        textwrap.dedent(SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out), method=method))
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env["OMP_NUM_THREADS"] = "1"
     if nproc == 1:
         cmd = [sys.executable, str(script)]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-               "127.0.0.1", "--master_port", str(_free_port()), str(script)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            str(script),
+        ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

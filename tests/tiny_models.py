@@ -22,8 +22,9 @@ from arnas_zoo.network import ZooModel
 def fitted_mnist_model(data_dir: Path, seed: int = 0, n_fit: int = 256) -> ZooModel:
     x, y = read_npz_batch(data_dir / "mnist" / "train.npz", channels=1, n=n_fit)
     torch.manual_seed(seed)
-    model = create_model("arnas", in_channels=1, input_size=28, init_channels=4, layers=5, auxiliary=False,
-                         threat_model="linf", eps=0.1)
+    model = create_model(
+        "arnas", in_channels=1, input_size=28, init_channels=4, layers=5, auxiliary=False, threat_model="linf", eps=0.1
+    )
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.momentum = None  # cumulative average over the calibration batches
@@ -40,7 +41,9 @@ def fitted_mnist_model(data_dir: Path, seed: int = 0, n_fit: int = 256) -> ZooMo
     hook.remove()
     design = torch.cat([torch.cat(features), torch.ones(len(x), 1)], dim=1).double()
     targets = F.one_hot(y, 10).double()
-    weights = torch.linalg.solve(design.T @ design + 1e-2 * torch.eye(design.shape[1], dtype=torch.float64), design.T @ targets)
+    weights = torch.linalg.solve(
+        design.T @ design + 1e-2 * torch.eye(design.shape[1], dtype=torch.float64), design.T @ targets
+    )
     with torch.no_grad():
         model.classifier.weight.copy_(weights[:-1].T.float())
         model.classifier.bias.copy_(weights[-1].float())
