@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -166,23 +167,11 @@ def _fused_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         scale = (bn.running_var + bn.eps).rsqrt()
         gamma = bn.weight if bn.affine else torch.ones_like(scale)
         beta = bn.bias if bn.affine else torch.zeros_like(scale)
-        # skip_init: no random initialisation (it would be overwritten, and would advance the global RNG)
-        fused = torch.nn.utils.skip_init(
-            nn.Conv2d,
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            bias=True,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-        )
-        fused.weight.copy_(conv.weight * (gamma * scale).view(-1, 1, 1, 1))
+        # a copy keeps the conv's class and hyper-parameters (a PointwiseConv2d stays one); its tensors are replaced
+        fused = copy.deepcopy(conv)
+        fused.weight = nn.Parameter(conv.weight * (gamma * scale).view(-1, 1, 1, 1))
         bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
-        fused.bias.copy_((bias - bn.running_mean) * gamma * scale + beta)
+        fused.bias = nn.Parameter((bias - bn.running_mean) * gamma * scale + beta)
     fused.requires_grad_(False)
     return fused
 

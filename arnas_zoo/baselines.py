@@ -18,6 +18,7 @@ from torch import nn
 
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.network import ModelConfig, Normalize, ZooModel
+from arnas_zoo.ops import PointwiseConv2d
 
 
 class BasicBlock(nn.Module):
@@ -31,7 +32,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut: nn.Module = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(PointwiseConv2d(c_in, c_out, stride=stride), nn.BatchNorm2d(c_out))
         self.relu = nn.ReLU(inplace=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +73,7 @@ class WideBlock(nn.Module):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
         self.shortcut: nn.Module | None = None
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+            self.shortcut = PointwiseConv2d(c_in, c_out, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(x))

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from arnas_zoo.errors import ConfigError, DataNotFoundError
+from arnas_zoo.evaluate import fraction
 from arnas_zoo.images import read_images
 from arnas_zoo.network import ModelConfig
 from arnas_zoo.onnx import OnnxModel, is_onnx_path
@@ -251,8 +252,8 @@ def check_onnx(
         seed=seed,
         device=device,
         provider=onnx_model.provider,
-        clean_onnx=float(clean_onnx_ok.float().mean()),
-        square_onnx=float(square_onnx_ok.float().mean()),
+        clean_onnx=fraction(clean_onnx_ok),
+        square_onnx=fraction(square_onnx_ok),
     )
     square_kw = {"steps": None, "black_box": True, "version": f"{square_queries} queries"}
     onnx_results = [_attack_result("square", x, adv_onnx, square_onnx_ok, eps, norm, **square_kw)]
@@ -270,10 +271,10 @@ def check_onnx(
         adv_pgd = _pgd(twin, x, y, eps, norm, pgd_steps, seed)
         pgd_torch_ok = _logits(twin, adv_pgd).argmax(1) == y.cpu()
         transfer_ok = _logits(onnx_model, adv_pgd).argmax(1) == y.cpu()
-        result.clean_torch = float(clean_torch_ok.float().mean())
-        result.square_torch = float(square_torch_ok.float().mean())
-        result.pgd_torch = float(pgd_torch_ok.float().mean())
-        result.transfer_onnx = float(transfer_ok.float().mean())
+        result.clean_torch = fraction(clean_torch_ok)
+        result.square_torch = fraction(square_torch_ok)
+        result.pgd_torch = fraction(pgd_torch_ok)
+        result.transfer_onnx = fraction(transfer_ok)
         discordant = int((square_onnx_ok != square_torch_ok).sum())
         transfer_discordant = int((transfer_ok != pgd_torch_ok).sum())
         result.discordant_square = discordant
@@ -336,7 +337,7 @@ def _attack_result(
         eps=eps,
         restarts=1,
         n=len(x),
-        robust_accuracy=float(correct.float().mean()),
+        robust_accuracy=fraction(correct),
         seconds=0.0,
         forward_passes_per_image=0.0,
         backward_passes_per_image=0.0,

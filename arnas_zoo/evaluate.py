@@ -252,6 +252,16 @@ def make_attack(name: str) -> AttackSpec:
     raise UnknownModelError(f"unknown attack {name!r}; expected one of {', '.join(ATTACK_NAMES)}")
 
 
+def fraction(mask: torch.Tensor) -> float:
+    """Share of true entries as an exact fraction of integer counts (``count / n``, 0.0 when empty).
+
+    Never a float32 mean: 17/48 as a float32 mean is 0.35416666 < 17/48, which made a worst case
+    (computed from counts) look larger than an attack's accuracy.
+    """
+    n = int(mask.numel())
+    return int(mask.sum()) / n if n else 0.0
+
+
 def parse_eps(text: str | float) -> float:
     """``"8/255"`` -> 0.0313..., ``"0.5"`` -> 0.5; rejects negative or malformed radii."""
     if isinstance(text, (int, float)):
@@ -485,7 +495,7 @@ def run_attack(
         norm=norm,
         eps=eps,
         n=len(data),
-        robust_accuracy=float(correct.float().mean()) if len(correct) else 0.0,
+        robust_accuracy=fraction(correct),
         seconds=seconds,
         forward_passes_per_image=counter.forward / n,
         backward_passes_per_image=counter.backward / n,
@@ -544,7 +554,7 @@ def sanity_checks(
     """The automatic checks of Carlini et al. 2019 (see the module docstring for the exact rules)."""
     n = len(data)
     tol = _tolerance(n)
-    clean = float(clean_correct.float().mean()) if n else 0.0
+    clean = fraction(clean_correct)
     checks: list[SanityCheck] = []
 
     bad = [r.attack for r in results if r.max_perturbation > eps * (1 + 1e-4) + 1e-6 or r.out_of_box > 1e-6]
@@ -626,7 +636,7 @@ def sanity_checks(
     x, y = probe.x, probe.y
     kw = dict(norm=norm, batch_size=batch_size, seed=seed)
     at_zero = _probe_accuracy(model, x, y, eps=0.0, steps=2, **kw)
-    disagree = float((at_zero != clean_correct[:m]).float().mean())
+    disagree = fraction(at_zero != clean_correct[:m])
     checks.append(
         SanityCheck(
             "eps_zero",
@@ -637,8 +647,8 @@ def sanity_checks(
     )
 
     steps = 20
-    base = float(_probe_accuracy(model, x, y, eps=eps, steps=steps, **kw).float().mean())
-    few = float(_probe_accuracy(model, x, y, eps=eps, steps=max(steps // 4, 1), **kw).float().mean())
+    base = fraction(_probe_accuracy(model, x, y, eps=eps, steps=steps, **kw))
+    few = fraction(_probe_accuracy(model, x, y, eps=eps, steps=max(steps // 4, 1), **kw))
     if base > few + ptol:
         regressions.append(f"probe PGD-{steps} {100 * base:.2f}% > PGD-{max(steps // 4, 1)} {100 * few:.2f}%")
     checks.append(
@@ -654,7 +664,7 @@ def sanity_checks(
 
     large = 1.0 if norm == "linf" else float(math.sqrt(x[0].numel()))
     limit = min(0.05, 0.5 / max(data.num_classes, 2))
-    at_large = float(_probe_accuracy(model, x, y, eps=large, steps=steps, **kw).float().mean())
+    at_large = fraction(_probe_accuracy(model, x, y, eps=large, steps=steps, **kw))
     checks.append(
         SanityCheck(
             "large_eps",
@@ -665,7 +675,7 @@ def sanity_checks(
 
     ladder = [(eps / 2, None), (eps, base), (2 * eps, None)]
     accs = [
-        acc if acc is not None else float(_probe_accuracy(model, x, y, eps=e, steps=steps, **kw).float().mean())
+        acc if acc is not None else fraction(_probe_accuracy(model, x, y, eps=e, steps=steps, **kw))
         for e, acc in ladder
     ]
     rising = [
@@ -769,14 +779,13 @@ def evaluate(
         if checks
         else []
     )
-    n = max(len(data), 1)
     return EvaluationReport(
         model=dict(model_info or {"name": type(model).__name__, "source": "object"}),
         data=data.describe(),
         norm=norm,
         eps=eps,
-        clean_accuracy=float(clean_correct.float().sum()) / n,
-        worst_case_accuracy=float(worst.float().sum()) / n,
+        clean_accuracy=fraction(clean_correct),
+        worst_case_accuracy=fraction(worst),
         results=results,
         checks=report_checks,
         seed=seed,
@@ -862,7 +871,7 @@ def transfer_matrix(
     clean = []
     for m in models.values():
         with attack_mode(m):
-            clean.append(float(_correct(m, data.x, data.y, batch_size).float().mean()))
+            clean.append(fraction(_correct(m, data.x, data.y, batch_size)))
     matrix: list[list[float]] = []
     for source_name in tqdm(names, desc="sources", disable=None if progress else True, leave=False):
         source = models[source_name]
@@ -873,7 +882,7 @@ def transfer_matrix(
             for target_name in names:
                 with attack_mode(models[target_name]):
                     correct[target_name].append(_correct(models[target_name], x_adv, y, batch_size))
-        matrix.append([float(torch.cat(correct[t]).float().mean()) for t in names])
+        matrix.append([fraction(torch.cat(correct[t])) for t in names])
     return TransferReport(
         names=names,
         accuracy=matrix,
