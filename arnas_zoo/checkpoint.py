@@ -2,8 +2,10 @@
 
 This is the format every part of the project exchanges (DESIGN.md, "The files that connect the
 parts"): training writes it, evaluation and export read it, the Hub holds it. Weights are
-safetensors only (never pickle) and are loaded strictly: a missing, unexpected or misshapen tensor
-is an error, never silently random weights. Files are written atomically.
+safetensors only (never pickle) and are loaded strictly: a missing, unexpected, misshapen,
+non-float32 or non-finite tensor is an error, never silently random or broken weights. Every file
+is untrusted input: its size is bounded and its config validated before the network is built.
+Files are written atomically.
 """
 
 from __future__ import annotations
@@ -13,18 +15,20 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
+from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import CheckpointError, ConfigError
-from arnas_zoo.network import ModelConfig, ZooModel, build_model
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled, so listing the zoo stays light
+    import torch
+
+    from arnas_zoo.models import ZooModel
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
+MAX_JSON_FILE_BYTES = 20_000_000
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -52,6 +56,8 @@ def save_folder(
     config: ModelConfig | None = None,
 ) -> Path:
     """Write ``model`` (its ``config`` unless given) as a checkpoint folder; returns the folder."""
+    from safetensors.torch import save_file
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = config or model.config
@@ -65,6 +71,21 @@ def save_folder(
     return folder
 
 
+def _read_json_file(path: Path) -> Any:
+    from arnas_zoo.genotype import parse_json
+
+    try:
+        if path.stat().st_size > MAX_JSON_FILE_BYTES:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes exceed the limit of {MAX_JSON_FILE_BYTES}")
+        text = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return parse_json(text)
+    except ValueError as exc:  # GenotypeError from the bounded parser
+        raise CheckpointError(f"{path}: {str(exc).removeprefix('$: ')}") from None
+
+
 def read_config(folder: str | Path) -> ModelConfig:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
@@ -72,7 +93,7 @@ def read_config(folder: str | Path) -> ModelConfig:
             f"{path}: no {CONFIG_FILE}; expected a checkpoint folder with config.json and model.safetensors"
         )
     try:
-        return ModelConfig.from_json(path.read_text())
+        return ModelConfig.from_dict(_read_json_file(path))
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
 
@@ -81,41 +102,76 @@ def read_metrics(folder: str | Path) -> dict[str, Any] | None:
     path = Path(folder) / METRICS_FILE
     if not path.is_file():
         return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: malformed JSON ({exc})") from None
+    data = _read_json_file(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
-def load_state(model: torch.nn.Module, weights: str | Path) -> None:
-    """Load safetensors ``weights`` into ``model`` strictly, with a one-line error on mismatch."""
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc})") from None
-    own = model.state_dict()
+def _check_tensors(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], weights: Path) -> None:
+    import torch
+
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     misshapen = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or misshapen:
+    wrong_type = [k for k in own if k in state and state[k].dtype != own[k].dtype]
+    if missing or unexpected or misshapen or wrong_type:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0][:80]})")
         if misshapen:
             k = misshapen[0]
             parts.append(
                 f"{len(misshapen)} misshapen (e.g. {k}: expected {tuple(own[k].shape)}, got {tuple(state[k].shape)})"
             )
+        if wrong_type:
+            k = wrong_type[0]
+            parts.append(
+                f"{len(wrong_type)} of the wrong dtype (e.g. {k}: expected {own[k].dtype}, got {state[k].dtype})"
+            )
         raise CheckpointError(f"{weights}: weights do not fit the config: " + "; ".join(parts))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{weights}: {len(bad)} tensors hold NaN or infinite values (e.g. {bad[0]})")
+
+
+def load_state(model: torch.nn.Module, weights: str | Path) -> None:
+    """Load safetensors ``weights`` into ``model`` strictly, with a one-line error on any mismatch."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights = Path(weights)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({str(exc)[:120]})") from None
+    _check_tensors(state, model.state_dict(), weights)
     model.load_state_dict(state, strict=True)
 
 
-def load_folder(folder: str | Path, device: str | torch.device = "cpu", expected_sha256: str | None = None) -> ZooModel:
+def verify_pins(folder: Path, pins: Mapping[str, str]) -> None:
+    """Each pinned file of ``folder`` must have its pinned sha256 (a registry name means these exact files)."""
+    for name, expected in pins.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing, but the registry pins it (sha256 {expected[:12]}...)")
+        got = sha256_file(path)
+        if got != expected:
+            raise CheckpointError(
+                f"{path}: sha256 {got[:12]}... does not match the pinned {expected[:12]}...; the file was changed "
+                "after it was registered (reinstall arnas-zoo, or load the folder by path to use it anyway)"
+            )
+
+
+def load_folder(
+    folder: str | Path, device: str | torch.device = "cpu", expected_sha256: str | Mapping[str, str] | None = None
+) -> ZooModel:
     """Rebuild the model of a checkpoint folder, load its weights strictly, return it in eval mode.
 
-    The returned model carries ``config`` and ``metrics`` (None when the folder has no
+    ``expected_sha256``: the weights' sha256, or ``{file name: sha256}`` pins checked before anything
+    is read. The returned model carries ``config`` and ``metrics`` (None when the folder has no
     metrics.json) as attributes.
     """
     folder = Path(folder)
@@ -123,19 +179,23 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu", expected
         raise CheckpointError(
             f"{folder}: not a directory; expected a checkpoint folder (config.json + model.safetensors)"
         )
+    if expected_sha256 is not None:
+        pins = {WEIGHTS_FILE: expected_sha256} if isinstance(expected_sha256, str) else dict(expected_sha256)
+        verify_pins(folder, pins)
     config = read_config(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(
             f"{weights}: missing; a checkpoint folder needs {WEIGHTS_FILE} (pickle files are not read)"
         )
-    if expected_sha256 is not None:
-        got = sha256_file(weights)
-        if got != expected_sha256:
-            raise CheckpointError(
-                f"{weights}: sha256 {got[:12]}... does not match the expected {expected_sha256[:12]}..."
-            )
+    metrics = read_metrics(folder)
+    from arnas_zoo.models import build_model, check_config
+
+    try:
+        check_config(config)
+    except ConfigError as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from None
     model = build_model(config)
     load_state(model, weights)
-    model.metrics = read_metrics(folder)  # type: ignore[assignment]
+    model.metrics = metrics  # type: ignore[assignment]
     return model.to(device).eval()

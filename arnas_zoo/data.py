@@ -23,6 +23,7 @@ are ``test``.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from arnas_zoo.errors import ConfigError, DataNotFoundError
+from arnas_zoo.errors import ConfigError, DataError, DataNotFoundError
 
 __all__ = [
     "DATASETS",
@@ -252,18 +253,24 @@ def load_npz(path: str | Path, name: str | None = None, split: str | None = None
         raise DataNotFoundError(f"{path}: no such npz file; expected uint8 NHWC 'x' and int 'y' arrays")
     name = name or path.parent.name
     split = split or path.stem
-    with np.load(path, allow_pickle=False) as archive:
-        if "x" not in archive or "y" not in archive:
-            raise DataNotFoundError(f"{path}: expected arrays 'x' and 'y', got {sorted(archive.files)}")
-        x_np, y_np = archive["x"], archive["y"]
-        idx = archive["idx"] if "idx" in archive else np.arange(len(y_np))
-    if x_np.dtype != np.uint8 or x_np.ndim not in (3, 4):
-        raise ConfigError(f"{path}: 'x' must be uint8 NHWC, got {x_np.dtype} of shape {x_np.shape}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive or "y" not in archive:
+                raise DataError(f"{path}: expected arrays 'x' and 'y', got {sorted(archive.files)[:10]}")
+            x_np, y_np = archive["x"], archive["y"]
+            idx = archive["idx"] if "idx" in archive else np.arange(len(y_np))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: not a readable npz file ({type(exc).__name__})") from None
+    _check_npz_arrays(path, x_np, y_np, idx)
     try:
         info = dataset_info(name)
         num_classes, class_names = info.num_classes, info.class_names
     except ConfigError:
-        num_classes, class_names = int(y_np.max()) + 1, None
+        num_classes, class_names = (int(y_np.max()) + 1 if y_np.size else 1), None
+    if y_np.size and int(y_np.max()) >= num_classes:
+        raise DataError(f"{path}: labels reach {int(y_np.max())}, but {name} has {num_classes} classes")
     labels_full = path.parent / "labels_full.npz"
     if labels_full.is_file() and class_names is None:
         with np.load(labels_full, allow_pickle=False) as meta:
@@ -279,6 +286,23 @@ def load_npz(path: str | Path, name: str | None = None, split: str | None = None
         class_names=class_names,
         source=str(path),
     )
+
+
+def _check_npz_arrays(path: Path, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> None:
+    """The shared npz format, and contents that look like images: refuse what would evaluate silently wrong."""
+    if x.dtype != np.uint8 or x.ndim not in (3, 4):
+        raise DataError(f"{path}: 'x' must be uint8 NHWC (values 0..255), got {x.dtype} of shape {x.shape}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: 'y' must hold one integer label per image, got {y.dtype} of shape {y.shape}")
+    if idx.shape != y.shape:
+        raise DataError(f"{path}: 'idx' must hold one index per image, got shape {idx.shape}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) > 100_000):
+        raise DataError(f"{path}: labels must be class indices >= 0, got {int(y.min())}..{int(y.max())}")
+    if x.size and int(x.max()) <= 1:
+        raise DataError(
+            f"{path}: 'x' is uint8 with values only in 0..1; these look like [0, 1] images cast to uint8 "
+            "(they would evaluate as almost black). Store pixels as 0..255"
+        )
 
 
 def _load_digits(split: str) -> ImageData:
@@ -440,3 +464,38 @@ def split_train_val(data: ImageData, val_size: int) -> tuple[ImageData, ImageDat
     train = replace(data.subset(0, cut), split=f"{data.split}[0:{cut}]")
     val = replace(data.subset(cut, len(data)), split=f"{data.split}[{cut}:{len(data)}]")
     return train, val
+
+
+#: Rows held out as validation when a dataset has no test split on disk (CIFAR-10 offline): the last ones.
+VALIDATION_ROWS = 1000
+
+
+def evaluation_data(
+    dataset: str,
+    *,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    n: int | None = None,
+    val_size: int | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = False,
+) -> ImageData:
+    """The points figures are reported on: the first ``n`` of ``split`` (or of its last ``val_size`` rows).
+
+    The one place of the validation rule: when the test split is not on disk (CIFAR-10 from
+    ``../shared/data``, whose test images are held out) the reported points are the last
+    :data:`VALIDATION_ROWS` rows of the train split -- the rows training keeps out -- and the split
+    name says so (``train[4551:5551]``). A ``dataset`` ending in ``.npz`` is read as one file.
+    """
+    if dataset.lower().endswith(".npz"):
+        data = load_npz(dataset)
+    else:
+        try:
+            data = load_dataset(dataset, split, data_dir=data_dir, download=download)
+        except DataNotFoundError:
+            if split != "test" or val_size is not None:
+                raise
+            data, val_size = load_dataset(dataset, "train", data_dir=data_dir, download=download), VALIDATION_ROWS
+    if val_size is not None:
+        _, data = split_train_val(data, val_size)
+    return data.first(n).to(device)

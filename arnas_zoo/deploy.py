@@ -23,22 +23,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import ConfigError, DataNotFoundError
-from arnas_zoo.evaluate import fraction
+from arnas_zoo.evaluate.report import fraction
 from arnas_zoo.images import read_images
-from arnas_zoo.network import ModelConfig
-from arnas_zoo.onnx import OnnxModel, is_onnx_path
+from arnas_zoo.onnx import OnnxModel
+from arnas_zoo.progress import Progress
+from arnas_zoo.sources import resolve
 
 Model = Any  # a ZooModel or an OnnxModel: both map [0, 1] NCHW images to logits
 
 
-def load_any(spec: str | os.PathLike[str], device: str = "cpu", providers: str | Sequence[str] = "auto") -> Model:
-    """An :class:`OnnxModel` for ``*.onnx`` files, else :func:`arnas_zoo.hub.load` (eval mode)."""
-    if is_onnx_path(spec):
-        return OnnxModel(spec, providers=providers)
-    from arnas_zoo.hub import load
+def load_any(spec: str | os.PathLike[str], device: Any = "cpu", providers: str | Sequence[str] = "auto") -> Model:
+    """An :class:`OnnxModel` for ``*.onnx`` files, else the checkpoint the spec names (eval mode)."""
+    source = resolve(spec, allow_onnx=True)
+    if source.kind == "onnx":
+        return OnnxModel(str(source.path), providers=providers)
+    from arnas_zoo.hub import load_source
 
-    return load(spec, device=device)
+    return load_source(source, device=device)
 
 
 def model_config(model: Model) -> ModelConfig | None:
@@ -65,7 +68,7 @@ def _logits(model: Model, x: torch.Tensor, batch_size: int = 256) -> torch.Tenso
 
 
 def predict_files(
-    model: Model, paths: Sequence[str | os.PathLike[str]], top_k: int = 3, device: str = "cpu"
+    model: Model, paths: Sequence[str | os.PathLike[str]], top_k: int = 3, device: str | torch.device = "cpu"
 ) -> list[dict[str, Any]]:
     """Top-``top_k`` classes with softmax probabilities for each image (npz files give one row each)."""
     channels, size = _input_geometry(model)
@@ -88,22 +91,22 @@ def predict_files(
 
 
 # ---- robustness check of a deployed ONNX file -------------------------------------------------------
-def _square(
-    model: Model, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, n_queries: int, seed: int
-) -> torch.Tensor:
-    from arnas_zoo.attacks import square
+def _in_chunks(fn: Any, x: torch.Tensor, y: torch.Tensor, task: Any, chunk: int = 50) -> torch.Tensor:
+    """``fn`` over chunks of points (each point is attacked independently), reporting progress per chunk."""
+    parts = []
+    for start in range(0, len(x), chunk):
+        parts.append(fn(x[start : start + chunk], y[start : start + chunk]))
+        task.update()
+    return torch.cat(parts)
 
-    return square(model, x, y, eps=eps, norm=norm, n_queries=n_queries, seed=seed)
 
-
-def _pgd(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int, seed: int
-) -> torch.Tensor:
-    from arnas_zoo.attacks import pgd
-
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    # step 2.5 * eps / steps: the usual PGD choice (Madry et al.), reaching the ball's edge from any start
-    return pgd(model, x, y, eps=eps, step_size=2.5 * eps / max(steps, 1), steps=steps, norm=norm, generator=generator)
+def _attack_side(
+    model: Model, x: torch.Tensor, y: torch.Tensor, name: str, run: Any, progress: Progress
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_adv, correct on x_adv)`` of attack ``run(x, y)`` on ``model``, with progress."""
+    with progress.task(f"check: {name}", (len(x) + 49) // 50, "chunks of 50 points") as task:
+        x_adv = _in_chunks(run, x, y, task)
+    return x_adv, _logits(model, x_adv).argmax(1) == y.cpu()
 
 
 def _norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -171,29 +174,26 @@ class RobustnessCheck:
         return "\n".join(lines)
 
 
-def load_eval_data(
-    dataset: str, n: int, channels: int, data_dir: str | os.PathLike[str] | None = None
-) -> tuple[Any, str]:
-    """The first ``n`` labelled images of ``dataset`` (a name :func:`arnas_zoo.data.load_dataset` knows,
-    or an npz file), with a label saying which points they are.
+def _threat(onnx_model: OnnxModel, onnx_path: Any, eps: float | None, norm: str | None) -> tuple[float, str]:
+    config = onnx_model.config
+    norm = (norm or (config.threat_model if config is not None and config.threat_model else "linf")).lower()
+    if norm not in ("linf", "l2"):
+        raise ConfigError(f"norm: Square supports 'linf' or 'l2', got {norm!r}")
+    if eps is None:
+        if config is None or config.eps is None:
+            raise ConfigError(f"{onnx_path}: no eps stored in the file; pass --eps")
+        eps = float(config.eps)
+    return eps, norm
 
-    CIFAR-10 has no test split offline: ``cifar10`` means the validation split, the last 1000 rows of
-    the train split, and the label says so.
-    """
-    from arnas_zoo.data import load_dataset, load_npz, split_train_val
 
-    if dataset.endswith(".npz"):
-        data = load_npz(dataset).first(n)
-    elif dataset.lower().replace("-", "") == "cifar10":
-        _, val = split_train_val(load_dataset("cifar10", "train", data_dir=data_dir), 1000)
-        data = val.first(n)
-    else:
-        data = load_dataset(dataset, "test", data_dir=data_dir, n=n)
+def _check_data(dataset: str, n: int, channels: int, data_dir: Any) -> tuple[Any, str]:
+    from arnas_zoo.data import evaluation_data
+
+    data = evaluation_data(dataset, n=n, data_dir=data_dir)
     if data.x.shape[1] != channels:
         raise DataNotFoundError(f"{dataset}: images have {data.x.shape[1]} channel(s), the model expects {channels}")
     info = data.describe()
-    label = f"{info['dataset']} {info['split']} (official indices {info['indices']})"
-    return data, label
+    return data, f"{info['dataset']} {info['split']} (official indices {info['indices']})"
 
 
 def check_onnx(
@@ -209,37 +209,36 @@ def check_onnx(
     providers: str | Sequence[str] = "auto",
     data_dir: str | os.PathLike[str] | None = None,
     probes: bool = False,
+    progress: bool | Progress = False,
 ) -> RobustnessCheck:
     """Is the ONNX file as robust as its PyTorch source? See the module docstring.
 
     ``eps``/``norm`` default to the threat model stored in the file's config. Without ``source``
     only the ONNX file is attacked (no comparison). The verdict compares Square robust accuracy on
     ONNX and on PyTorch (same images, seed and budget): with ``d`` images whose outcome differs, the
-    figures agree within sampling error when ``|difference| <= 2 * sqrt(d) / n`` (McNemar's
-    test at about 95%), and the transferred PGD examples must fool ONNX as they fool the twin.
-    The evaluation module's sanity checks (:func:`arnas_zoo.evaluate.sanity_checks`: in the ball,
-    robust <= clean, black-box >= white-box) run on both; ``probes`` adds its gradient probes on the
-    twin (PGD at eps 0, at a huge eps and along an eps ladder: several PGD-20 runs).
+    figures agree within sampling error when ``|difference| <= 2 * sqrt(d) / n`` (McNemar's test at
+    about 95%), and the transferred PGD examples must fool ONNX as they fool the twin. The evaluation
+    module's sanity checks run on both; ``probes`` adds its gradient probes on the twin.
     """
+    from arnas_zoo.attacks import pgd, square
+
+    report = Progress.of(progress)
     onnx_model = OnnxModel(onnx_path, providers=providers, check_range=False)
+    eps, norm = _threat(onnx_model, onnx_path, eps, norm)
     config = onnx_model.config
-    norm = (norm or (config.threat_model if config is not None and config.threat_model else "linf")).lower()
-    if norm not in ("linf", "l2"):
-        raise ConfigError(f"norm: Square supports 'linf' or 'l2', got {norm!r}")
-    if eps is None:
-        if config is None or config.eps is None:
-            raise ConfigError(f"{onnx_path}: no eps stored in the file; pass --eps")
-        eps = float(config.eps)
-    channels = config.in_channels if config else (onnx_model.input_shape[1] or 3)
-    data, label = load_eval_data(dataset, n, channels, data_dir)
+    data, label = _check_data(dataset, n, config.in_channels if config else (onnx_model.input_shape[1] or 3), data_dir)
     device = "cuda" if onnx_model.provider == "CUDAExecutionProvider" and torch.cuda.is_available() else "cpu"
     data = data.to(device)
     x, y = data.x, data.y
 
-    clean_onnx_ok = _logits(onnx_model, x).argmax(1) == y.cpu()
+    def square_on(model: Model) -> Any:
+        return lambda xb, yb: square(model, xb, yb, eps=eps, norm=norm, n_queries=square_queries, seed=seed)
+
     clean_onnx_pred = _logits(onnx_model, x).argmax(1)
-    adv_onnx = _square(onnx_model, x, y, eps, norm, square_queries, seed)
-    square_onnx_ok = _logits(onnx_model, adv_onnx).argmax(1) == y.cpu()
+    clean_onnx_ok = clean_onnx_pred == y.cpu()
+    adv_onnx, square_onnx_ok = _attack_side(
+        onnx_model, x, y, f"Square ({square_queries} queries) on ONNX", square_on(onnx_model), report
+    )
     result = RobustnessCheck(
         onnx=str(onnx_path),
         source=str(source) if source is not None else None,
@@ -253,12 +252,18 @@ def check_onnx(
         device=device,
         provider=onnx_model.provider,
         clean_onnx=fraction(clean_onnx_ok),
-        square_onnx=fraction(square_onnx_ok),
+        square_onnx=fraction(clean_onnx_ok & square_onnx_ok),
     )
-    square_kw = {"steps": None, "black_box": True, "version": f"{square_queries} queries"}
-    onnx_results = [_attack_result("square", x, adv_onnx, square_onnx_ok, eps, norm, **square_kw)]
-    twin_results = []
-    clean_torch_ok = None
+    square_kw = {"steps": None, "black_box": True, "version": f"{square_queries} queries", "family": "square"}
+    sides: list[tuple[str, Any, torch.Tensor, list[Any], bool]] = [
+        (
+            "onnx",
+            onnx_model,
+            clean_onnx_ok,
+            [_attack_result("square", x, adv_onnx, square_onnx_ok, clean_onnx_ok, eps, norm, **square_kw)],
+            False,
+        )
+    ]
     checks: dict[str, tuple[bool, str]] = {}
     if source is not None:
         from arnas_zoo.hub import load
@@ -266,37 +271,45 @@ def check_onnx(
         twin = load(source, device=device)
         clean_torch_pred = _logits(twin, x).argmax(1)
         clean_torch_ok = clean_torch_pred == y.cpu()
-        adv_torch = _square(twin, x, y, eps, norm, square_queries, seed)
-        square_torch_ok = _logits(twin, adv_torch).argmax(1) == y.cpu()
-        adv_pgd = _pgd(twin, x, y, eps, norm, pgd_steps, seed)
-        pgd_torch_ok = _logits(twin, adv_pgd).argmax(1) == y.cpu()
-        transfer_ok = _logits(onnx_model, adv_pgd).argmax(1) == y.cpu()
-        result.clean_torch = fraction(clean_torch_ok)
-        result.square_torch = fraction(square_torch_ok)
-        result.pgd_torch = fraction(pgd_torch_ok)
-        result.transfer_onnx = fraction(transfer_ok)
-        discordant = int((square_onnx_ok != square_torch_ok).sum())
-        transfer_discordant = int((transfer_ok != pgd_torch_ok).sum())
-        result.discordant_square = discordant
-        result.margin = 2.0 * math.sqrt(max(discordant, 1)) / len(x)
-        transfer_margin = 2.0 * math.sqrt(max(transfer_discordant, 1)) / len(x)
-        result.consistent = bool(
-            abs(result.square_onnx - result.square_torch) <= result.margin
-            and abs(result.transfer_onnx - result.pgd_torch) <= transfer_margin
+        adv_torch, square_torch_ok = _attack_side(
+            twin, x, y, f"Square ({square_queries} queries) on PyTorch", square_on(twin), report
         )
-        same = bool((clean_onnx_pred == clean_torch_pred).all())
-        checks["clean_predictions_identical"] = (same, f"{int((clean_onnx_pred != clean_torch_pred).sum())} differ")
-        pgd_kw = {"steps": pgd_steps, "black_box": False, "random_start": True, "loss": "ce"}
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+        # step 2.5 * eps / steps: the usual PGD choice (Madry et al.), reaching the ball's edge from any start
+        def run_pgd(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            step = 2.5 * eps / pgd_steps
+            return pgd(twin, xb, yb, eps=eps, step_size=step, steps=pgd_steps, norm=norm, generator=generator)
+
+        adv_pgd, pgd_torch_ok = _attack_side(twin, x, y, f"PGD-{pgd_steps} on PyTorch", run_pgd, report)
+        transfer_ok = _logits(onnx_model, adv_pgd).argmax(1) == y.cpu()
+        _compare(result, clean_onnx_ok, clean_torch_ok, square_onnx_ok, square_torch_ok, pgd_torch_ok, transfer_ok)
+        checks["clean_predictions_identical"] = (
+            bool((clean_onnx_pred == clean_torch_pred).all()),
+            f"{int((clean_onnx_pred != clean_torch_pred).sum())} differ",
+        )
         twin_results = [
-            _attack_result(f"pgd{pgd_steps}", x, adv_pgd, pgd_torch_ok, eps, norm, **pgd_kw),
-            _attack_result("square", x, adv_torch, square_torch_ok, eps, norm, **square_kw),
+            _attack_result(
+                f"pgd{pgd_steps}",
+                x,
+                adv_pgd,
+                pgd_torch_ok,
+                clean_torch_ok,
+                eps,
+                norm,
+                steps=pgd_steps,
+                random_start=True,
+                loss="ce",
+            ),
+            _attack_result("square", x, adv_torch, square_torch_ok, clean_torch_ok, eps, norm, **square_kw),
         ]
-        onnx_results.append(
+        sides[0][3].append(
             _attack_result(
                 f"transfer-pgd{pgd_steps}",
                 x,
                 adv_pgd,
                 transfer_ok,
+                clean_onnx_ok,
                 eps,
                 norm,
                 steps=pgd_steps,
@@ -304,45 +317,85 @@ def check_onnx(
                 source=str(source),
             )
         )
-    # The evaluation module's automatic checks (Carlini et al. 2019) on both sides; the gradient probes
-    # (PGD at eps 0, large eps, eps ladder) need gradients, so they run on the twin only, on request.
-    from arnas_zoo.evaluate import sanity_checks
-
-    common = {"eps": eps, "norm": norm, "batch_size": 256, "seed": seed}
-    for prefix, model, clean_ok, results, run_probes in (
-        ("onnx", onnx_model, clean_onnx_ok, onnx_results, False),
-        ("torch", twin if source is not None else None, clean_torch_ok, twin_results, probes),
-    ):
-        if model is None:
-            continue
-        for check in sanity_checks(model, data, clean_ok.cpu(), results, probes=run_probes, **common):
-            if check.passed is not None:
-                checks[f"{prefix}.{check.name}"] = (bool(check.passed), check.detail)
+        sides.append(("torch", twin, clean_torch_ok, twin_results, probes))
+    _run_sanity_checks(sides, data, eps, norm, seed, checks)
     result.sanity = {name: passed for name, (passed, _) in checks.items()}
     result.sanity_details = {name: detail for name, (_, detail) in checks.items()}
     return result
 
 
+def _compare(
+    result: RobustnessCheck,
+    clean_onnx_ok: torch.Tensor,
+    clean_torch_ok: torch.Tensor,
+    square_onnx_ok: torch.Tensor,
+    square_torch_ok: torch.Tensor,
+    pgd_torch_ok: torch.Tensor,
+    transfer_ok: torch.Tensor,
+) -> None:
+    """The PyTorch side's figures and the verdict (McNemar on the per-point outcomes)."""
+    onnx_robust, torch_robust = clean_onnx_ok & square_onnx_ok, clean_torch_ok & square_torch_ok
+    result.clean_torch = fraction(clean_torch_ok)
+    result.square_torch = fraction(torch_robust)
+    result.pgd_torch = fraction(clean_torch_ok & pgd_torch_ok)
+    result.transfer_onnx = fraction(clean_onnx_ok & transfer_ok)
+    n = max(len(onnx_robust), 1)
+    discordant = int((onnx_robust != torch_robust).sum())
+    transfer_discordant = int(((clean_onnx_ok & transfer_ok) != (clean_torch_ok & pgd_torch_ok)).sum())
+    result.discordant_square = discordant
+    result.margin = 2.0 * math.sqrt(max(discordant, 1)) / n
+    transfer_margin = 2.0 * math.sqrt(max(transfer_discordant, 1)) / n
+    result.consistent = bool(
+        abs(result.square_onnx - result.square_torch) <= result.margin
+        and abs(result.transfer_onnx - result.pgd_torch) <= transfer_margin
+    )
+
+
+def _run_sanity_checks(
+    sides: list[Any], data: Any, eps: float, norm: str, seed: int, checks: dict[str, tuple[bool, str]]
+) -> None:
+    """The evaluation module's automatic checks (Carlini et al. 2019) on both sides; the gradient probes
+    need gradients, so they run on the twin only, on request."""
+    from arnas_zoo.evaluate import sanity_checks
+
+    for prefix, model, clean_ok, results, run_probes in sides:
+        for check in sanity_checks(
+            model, data, clean_ok.cpu(), results, eps=eps, norm=norm, batch_size=256, seed=seed, probes=run_probes
+        ):
+            if check.passed is not None:
+                checks[f"{prefix}.{check.name}"] = (bool(check.passed), check.detail)
+
+
 def _attack_result(
-    name: str, x: torch.Tensor, x_adv: torch.Tensor, correct: torch.Tensor, eps: float, norm: str, **fields: Any
+    name: str,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    correct: torch.Tensor,
+    clean_ok: torch.Tensor,
+    eps: float,
+    norm: str,
+    **fields: Any,
 ) -> Any:
     """An :class:`arnas_zoo.evaluate.AttackResult` for the evaluation module's sanity checks."""
     from arnas_zoo.evaluate import AttackResult
 
     delta = x_adv - x
     outside = torch.maximum((x_adv - 1).clamp_min(0), (-x_adv).clamp_min(0))
+    robust = correct.cpu() & clean_ok.cpu()
     return AttackResult(
         attack=name,
         norm=norm,
         eps=eps,
         restarts=1,
         n=len(x),
-        robust_accuracy=fraction(correct),
+        robust_accuracy=fraction(robust),
+        adversarial_accuracy=fraction(correct),
         seconds=0.0,
         forward_passes_per_image=0.0,
         backward_passes_per_image=0.0,
         max_perturbation=float(_norm_of(delta, norm).max()) if len(x) else 0.0,
         out_of_box=float(outside.max()) if len(x) else 0.0,
         correct=correct.cpu(),
+        robust=robust,
         **fields,
     )

@@ -14,9 +14,9 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
+from arnas_zoo.config import ModelConfig  # noqa: E402
 from arnas_zoo.errors import ConfigError  # noqa: E402
 from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype  # noqa: E402
-from arnas_zoo.network import ModelConfig  # noqa: E402
 
 SUFFIXES = {".png", ".svg", ".pdf"}
 OP_COLORS = {

@@ -34,8 +34,16 @@ class InputRangeError(ArnasZooError, ValueError):
     """Input images are outside [0, 1] or of the wrong shape/dtype."""
 
 
+class DataError(ArnasZooError, ValueError):
+    """A data file (npz batch, image, dataset file) is unreadable, or its contents look wrong."""
+
+
 class DataNotFoundError(ArnasZooError, FileNotFoundError):
     """A dataset is not on disk; the message says where it looked and how to fetch it."""
+
+
+class NonFiniteError(ArnasZooError, FloatingPointError):
+    """A loss or gradient became NaN or infinite; the step was undone and the run stopped."""
 
 
 class CheckpointError(ArnasZooError, RuntimeError):

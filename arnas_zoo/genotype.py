@@ -27,10 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from arnas_zoo.errors import GenotypeError
-from arnas_zoo.ops import SPACE_OPS
+from arnas_zoo.primitives import SPACE_OPS
 
 SCHEMA = "arnas-zoo/genotype@1"
 NUM_CELL_INPUTS = 2
+#: Bounds on untrusted genotype documents, checked before anything is built.
+MAX_CELLS = 1000  # RobNet-free style: one cell type per layer
+MAX_NODES = 64
+MAX_EDGES_PER_NODE = 64
+MAX_NAME_LENGTH = 200
+MAX_TEXT_LENGTH = 100_000  # name/source/paper/notes
+MAX_JSON_BYTES = 50_000_000
 _TOP_KEYS = {"schema", "space", "name", "cells", "source", "paper", "notes"}
 _CELL_KEYS = {"nodes", "concat"}
 
@@ -103,41 +110,48 @@ class Genotype:
             raise GenotypeError(f"$: expected a JSON object, got {_type_name(data)}")
         unknown = sorted(set(map(str, data)) - _TOP_KEYS)
         if unknown:
-            raise GenotypeError(f"$.{unknown[0]}: unknown key; expected only {sorted(_TOP_KEYS)}")
+            raise GenotypeError(f"$.{unknown[0]:.60}: unknown key; expected only {sorted(_TOP_KEYS)}")
         schema = data.get("schema", SCHEMA)
         if schema != SCHEMA:
-            raise GenotypeError(f"$.schema: expected {SCHEMA!r}, got {schema!r}")
+            raise GenotypeError(f"$.schema: expected {SCHEMA!r}, got {schema!r:.80}")
         space = data.get("space")
         if not isinstance(space, str) or space not in SPACE_OPS:
-            raise GenotypeError(f"$.space: expected one of {sorted(SPACE_OPS)}, got {space!r}")
+            raise GenotypeError(f"$.space: expected one of {sorted(SPACE_OPS)}, got {space!r:.60}")
         meta: dict[str, str | None] = {}
         for key in ("name", "source", "paper", "notes"):
             value = data.get(key)
             if value is not None and not isinstance(value, str):
                 raise GenotypeError(f"$.{key}: expected a string, got {_type_name(value)}")
+            limit = MAX_NAME_LENGTH if key == "name" else MAX_TEXT_LENGTH
+            if value is not None and len(value) > limit:
+                raise GenotypeError(f"$.{key}: {len(value)} characters exceed the limit of {limit}")
             meta[key] = value
         cells_raw = data.get("cells")
         if not isinstance(cells_raw, Mapping) or not cells_raw:
             raise GenotypeError(f"$.cells: expected a non-empty object of named cells, got {cells_raw!r:.80}")
+        if len(cells_raw) > MAX_CELLS:
+            raise GenotypeError(f"$.cells: {len(cells_raw)} cell types exceed the limit of {MAX_CELLS}")
         cells: dict[str, CellGenotype] = {}
         for cell_name, cell_raw in cells_raw.items():
-            if not isinstance(cell_name, str) or not cell_name:
-                raise GenotypeError(f"$.cells: expected non-empty string cell names, got {cell_name!r}")
+            if not isinstance(cell_name, str) or not cell_name or len(cell_name) > MAX_NAME_LENGTH:
+                raise GenotypeError(
+                    f"$.cells: expected cell names of 1-{MAX_NAME_LENGTH} characters, got {cell_name!r:.80}"
+                )
             cells[cell_name] = _parse_cell(cell_raw, f"$.cells.{cell_name}", space)
-        return cls(space=space, cells=cells, **meta)
+        return cls(
+            space=space, cells=cells, name=meta["name"], source=meta["source"], paper=meta["paper"], notes=meta["notes"]
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Genotype:
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GenotypeError(f"$: malformed JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text))
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
         path = Path(path)
         try:
+            if path.stat().st_size > MAX_JSON_BYTES:
+                raise GenotypeError(f"{path}: file exceeds the limit of {MAX_JSON_BYTES} bytes")
             text = path.read_bytes()
         except OSError as exc:
             raise GenotypeError(f"{path}: cannot read genotype file ({exc.strerror})") from None
@@ -167,7 +181,8 @@ class Genotype:
         for name, cell in cells.items():
             nodes = ",\n".join("    " + json.dumps(node) for node in cell["nodes"])
             parts.append(
-                f'  {json.dumps(name)}: {{\n   "nodes": [\n{nodes}\n   ],\n   "concat": {json.dumps(cell["concat"])}\n  }}'
+                f'  {json.dumps(name)}: {{\n   "nodes": [\n{nodes}\n   ],\n'
+                f'   "concat": {json.dumps(cell["concat"])}\n  }}'
             )
         return head + ',\n "cells": {\n' + ",\n".join(parts) + "\n }\n}"
 
@@ -196,6 +211,21 @@ class Genotype:
             raise GenotypeError(f"$.cells: no cell named {name!r}; this genotype has {sorted(self.cells)}") from None
 
 
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` for untrusted documents: size-bounded, and every failure a :class:`GenotypeError`.
+
+    Deeply nested arrays (a RecursionError in the parser) and integers of thousands of digits (a
+    ValueError from Python's int-size guard) are malformed input like any other.
+    """
+    if len(text) > MAX_JSON_BYTES:
+        raise GenotypeError(f"$: document of {len(text)} bytes exceeds the limit of {MAX_JSON_BYTES}")
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise GenotypeError(f"$: malformed JSON ({reason})") from None
+
+
 def _state_name(index: int) -> str:
     return ("c_{k-2}", "c_{k-1}")[index] if index < NUM_CELL_INPUTS else f"n{index - NUM_CELL_INPUTS}"
 
@@ -209,10 +239,12 @@ def _parse_cell(raw: Any, path: str, space: str) -> CellGenotype:
         raise GenotypeError(f"{path}: expected an object with keys 'nodes' and 'concat', got {_type_name(raw)}")
     unknown = sorted(set(map(str, raw)) - _CELL_KEYS)
     if unknown:
-        raise GenotypeError(f"{path}.{unknown[0]}: unknown key; expected only {sorted(_CELL_KEYS)}")
+        raise GenotypeError(f"{path}.{unknown[0]:.60}: unknown key; expected only {sorted(_CELL_KEYS)}")
     nodes_raw = raw.get("nodes")
     if not isinstance(nodes_raw, list) or not nodes_raw:
         raise GenotypeError(f"{path}.nodes: expected a non-empty list of nodes, got {nodes_raw!r:.80}")
+    if len(nodes_raw) > MAX_NODES:
+        raise GenotypeError(f"{path}.nodes: {len(nodes_raw)} nodes exceed the limit of {MAX_NODES}")
     vocabulary = SPACE_OPS[space]
     nodes: list[tuple[Edge, ...]] = []
     for k, node_raw in enumerate(nodes_raw):
@@ -221,6 +253,8 @@ def _parse_cell(raw: Any, path: str, space: str) -> CellGenotype:
             raise GenotypeError(f"{npath}: expected a list of [op, input] edges, got {_type_name(node_raw)}")
         if not node_raw:
             raise GenotypeError(f"{npath}: empty node; expected at least one [op, input] edge")
+        if len(node_raw) > MAX_EDGES_PER_NODE:
+            raise GenotypeError(f"{npath}: {len(node_raw)} edges exceed the limit of {MAX_EDGES_PER_NODE}")
         edges = []
         for j, edge_raw in enumerate(node_raw):
             epath = f"{npath}[{j}]"
@@ -231,7 +265,7 @@ def _parse_cell(raw: Any, path: str, space: str) -> CellGenotype:
                 raise GenotypeError(f"{epath}[0]: expected an op name (string), got {_type_name(op)}")
             if op not in vocabulary:
                 raise GenotypeError(
-                    f"{epath}[0]: unknown op {op!r} for space {space!r}; expected one of {sorted(vocabulary)}"
+                    f"{epath}[0]: unknown op {op!r:.60} for space {space!r}; expected one of {sorted(vocabulary)}"
                 )
             if not _is_int(src):
                 raise GenotypeError(f"{epath}[1]: expected an integer input index, got {_type_name(src)}")
@@ -245,8 +279,10 @@ def _parse_cell(raw: Any, path: str, space: str) -> CellGenotype:
         nodes.append(tuple(edges))
     concat_raw = raw.get("concat")
     n_states = len(nodes) + NUM_CELL_INPUTS
-    if not isinstance(concat_raw, list) or not concat_raw:
-        raise GenotypeError(f"{path}.concat: expected a non-empty list of state indices, got {concat_raw!r:.80}")
+    if not isinstance(concat_raw, list) or not concat_raw or len(concat_raw) > n_states:
+        raise GenotypeError(
+            f"{path}.concat: expected a non-empty list of at most {n_states} state indices, got {concat_raw!r:.80}"
+        )
     for j, c in enumerate(concat_raw):
         if not _is_int(c):
             raise GenotypeError(f"{path}.concat[{j}]: expected an integer, got {_type_name(c)}")

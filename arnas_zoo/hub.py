@@ -18,21 +18,19 @@ environment is read at call time, not at import: ``HF_ENDPOINT`` (a mirror or a 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from arnas_zoo.checkpoint import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_folder
-from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError, UnknownModelError
-from arnas_zoo.network import ZooModel
-from arnas_zoo.pretrained import PretrainedSpec, get_pretrained, is_pretrained, list_pretrained
-from arnas_zoo.registry import is_registered, normalize_name
+from arnas_zoo.devices import resolve_device
+from arnas_zoo.errors import ArnasZooError, CheckpointError, UnknownModelError
+from arnas_zoo.models import ZooModel
+from arnas_zoo.pretrained import PretrainedSpec, get_pretrained
+from arnas_zoo.sources import Source, resolve, validate_repo_id, validate_revision
 
 # What a model repo must hold; anything else in it (README.md, model.onnx, ...) is not downloaded.
 HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE)
-_HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
 _TRUE = {"1", "on", "yes", "true"}
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -60,22 +58,6 @@ def hub_cache_dir() -> str | None:
     return None
 
 
-def parse_hub_id(spec: str) -> tuple[str, str | None] | None:
-    """``"org/name@rev"`` -> ``("org/name", "rev")``; ``"org/name"`` -> ``("org/name", None)``; else None."""
-    match = _HUB_ID.match(spec.strip())
-    if match is None:
-        return None
-    return match.group("repo"), match.group("rev")
-
-
-def _looks_like_path(spec: str) -> bool:
-    return (
-        spec.startswith(("./", "../", "/", "~", ".\\", "..\\"))
-        or spec in (".", "..")
-        or Path(spec).expanduser().is_dir()
-    )
-
-
 def download(
     repo_id: str,
     revision: str | None = None,
@@ -98,6 +80,9 @@ def download(
         RevisionNotFoundError,
     )
 
+    validate_repo_id(repo_id)
+    if revision is not None:
+        validate_revision(revision)
     endpoint = hub_endpoint()
     offline = hub_offline()
     where = f"{repo_id}@{revision or 'main'}"
@@ -106,7 +91,7 @@ def download(
             repo_id,
             revision=revision,
             token=token,
-            cache_dir=cache_dir if cache_dir is not None else hub_cache_dir(),
+            cache_dir=str(cache_dir) if cache_dir is not None else hub_cache_dir(),
             allow_patterns=list(HUB_FILES),
             endpoint=endpoint,
             local_files_only=offline,
@@ -117,7 +102,8 @@ def download(
         ) from None
     except GatedRepoError:
         raise HubUnavailableError(
-            f"Hub repo {repo_id!r} is gated at {endpoint}: accept its terms on the Hub and pass token= (or set HF_TOKEN)"
+            f"Hub repo {repo_id!r} is gated at {endpoint}: accept its terms on the Hub and pass token= "
+            "(or set HF_TOKEN)"
         ) from None
     except RepositoryNotFoundError:
         # Some Hub-compatible servers (mirrors) answer an unknown revision with "repo not found".
@@ -142,7 +128,7 @@ def download(
     if not (folder_path / CONFIG_FILE).is_file():
         raise CheckpointError(
             f"Hub repo {where} has no {CONFIG_FILE}: it is not an arnas-zoo model "
-            "(publish one with `python -m export hub FOLDER --repo-id ORG/NAME`)"
+            "(publish one with `arnas-zoo export hub FOLDER --repo-id ORG/NAME`)"
         )
     if not (folder_path / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"Hub repo {where} has no {WEIGHTS_FILE} (only safetensors weights are loaded)")
@@ -155,19 +141,43 @@ def load_pretrained(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> ZooModel:
-    """Load a registry entry from its bundled folder or pinned Hub commit, checking its sha256."""
+    """Load a registry entry from its bundled folder or pinned Hub commit, checking every pinned file's sha256."""
     if spec.folder is not None:
         folder = spec.bundled_path()
         if not folder.is_dir():
             raise CheckpointError(
-                f"pretrained {spec.name!r}: bundled folder {folder} is missing from this installation; reinstall arnas-zoo"
+                f"pretrained {spec.name!r}: bundled folder {folder} is missing from this installation; "
+                "reinstall arnas-zoo"
             )
     else:
         assert spec.repo_id is not None  # guaranteed by PretrainedSpec validation, not user input
         folder = download(spec.repo_id, spec.revision, token=token, cache_dir=cache_dir)
-    model = load_folder(folder, device=device, expected_sha256=spec.sha256)
+    model = load_folder(folder, device=device, expected_sha256=spec.pins())
     model.pretrained = spec  # type: ignore[assignment]
     return model
+
+
+def load_source(
+    source: Source,
+    device: str | torch.device = "cpu",
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> ZooModel:
+    """The model a resolved :class:`~arnas_zoo.sources.Source` names (folder, Hub repo or pinned entry)."""
+    dev = resolve_device(device)
+    if source.kind == "folder":
+        assert source.path is not None
+        if not source.path.is_dir():
+            raise CheckpointError(
+                f"{source.path}: no such folder; expected a checkpoint folder (config.json + model.safetensors)"
+            )
+        return load_folder(source.path, device=dev)
+    if source.kind == "hub":
+        assert source.repo_id is not None
+        return load_folder(download(source.repo_id, source.revision, token=token, cache_dir=cache_dir), device=dev)
+    if source.kind == "pretrained":
+        return load_pretrained(get_pretrained(str(source.name)), device=dev, token=token, cache_dir=cache_dir)
+    raise UnknownModelError(f"{source.spec!r}: a {source.kind} source has no trained weights to load")
 
 
 def load(
@@ -181,7 +191,7 @@ def load(
 
     Args:
         spec: one of
-            - a pretrained registry name: ``"arnas.mnist_linf"`` (pinned source, sha256 checked);
+            - a pretrained registry name: ``"arnas.mnist_linf_cpu_c4l5"`` (pinned, sha256-checked);
             - a Hub repo: ``"org/name"``, ``"org/name@v1.0"`` (tag, branch or commit after ``@``);
             - a local checkpoint folder: ``"./folder"``, an absolute path, or any existing directory
               (an existing directory wins over a Hub id of the same spelling).
@@ -198,75 +208,8 @@ def load(
     Raises:
         UnknownModelError: unknown registry name (with close matches), unknown Hub repo or revision.
         HubUnavailableError: offline (``HF_HUB_OFFLINE=1``) or unreachable Hub, and not cached.
-        CheckpointError: the folder/repo has no config.json, or weights that do not fit the config,
-            or a sha256 that differs from the registry's.
-        ConfigError: contradictory arguments (a revision for a pinned registry name or a folder).
+        CheckpointError: the folder/repo has no config.json, weights that do not fit the config, or a
+            file whose sha256 differs from the registry's pin.
+        ConfigError: contradictory or malformed arguments (a revision for a folder, ``org/..``).
     """
-    if isinstance(spec, os.PathLike):
-        spec = os.fspath(spec)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"load: expected a registry name, 'org/name[@rev]' or a folder path, got {spec!r}")
-    spec = spec.strip()
-    if _looks_like_path(spec):
-        if revision is not None:
-            raise ConfigError(f"load: revision={revision!r} does not apply to the local folder {spec!r}")
-        folder = Path(spec).expanduser()
-        if not folder.is_dir():
-            raise CheckpointError(
-                f"{folder}: no such folder; expected a checkpoint folder (config.json + model.safetensors)"
-            )
-        return load_folder(folder, device=device)
-    hub_id = parse_hub_id(spec)
-    if hub_id is not None:
-        repo_id, at_revision = hub_id
-        if at_revision is not None and revision is not None and at_revision != revision:
-            raise ConfigError(f"load: two revisions given: {spec!r} and revision={revision!r}; give one")
-        folder = download(repo_id, at_revision or revision, token=token, cache_dir=cache_dir)
-        return load_folder(folder, device=device)
-    if is_pretrained(spec):
-        if revision is not None:
-            raise ConfigError(
-                f"load: {spec!r} is pinned by the registry; revision= applies to Hub ids ('org/name@rev') only"
-            )
-        return load_pretrained(get_pretrained(spec), device=device, token=token, cache_dir=cache_dir)
-    raise _unknown_spec(spec)
-
-
-def _unknown_spec(spec: str) -> UnknownModelError:
-    known = [s.name for s in list_pretrained()]
-    if is_registered(spec):
-        # An architecture name: the user probably wants weights for it.
-        trained = [name for name in known if name.split(".")[0] == normalize_name(spec)]
-        hint = f"pretrained: {', '.join(trained)}" if trained else "no pretrained weights are registered for it yet"
-        return UnknownModelError(
-            f"{spec!r} is an architecture, not a pretrained model ({hint}); "
-            f"use arnas_zoo.create_model({spec!r}) for random weights"
-        )
-    import difflib
-
-    from arnas_zoo.registry import list_archs
-
-    archs = [arch.name for arch in list_archs()]
-    # Close matches among pretrained names and architecture names: a typo of either is likely.
-    close = difflib.get_close_matches(normalize_name(spec), known + archs, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    pretrained = ", ".join(sorted(known)) or "none registered yet"
-    return UnknownModelError(
-        f"unknown pretrained model {spec!r}{hint} (pretrained: {pretrained}; architectures for random weights: "
-        f"{', '.join(sorted(archs))}); or give a Hub id 'org/name[@rev]' or a checkpoint folder './path'"
-    )
-
-
-def describe_source(spec: str, revision: str | None = None) -> dict[str, Any]:
-    """How ``load(spec)`` would resolve ``spec``, without loading: kind and location (for CLIs/logs)."""
-    if _looks_like_path(spec):
-        return {"kind": "folder", "path": str(Path(spec).expanduser())}
-    hub_id = parse_hub_id(spec)
-    if hub_id is not None:
-        return {"kind": "hub", "repo_id": hub_id[0], "revision": hub_id[1] or revision, "endpoint": hub_endpoint()}
-    if is_pretrained(spec):
-        entry = get_pretrained(spec)
-        return {"kind": "pretrained", "name": entry.name, "source": entry.source, "sha256": entry.sha256}
-    raise _unknown_spec(spec)
+    return load_source(resolve(spec, revision), device=device, token=token, cache_dir=cache_dir)

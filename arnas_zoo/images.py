@@ -7,13 +7,14 @@ npz batches use the project's data format (``x`` uint8 NHWC, optional ``y`` labe
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from arnas_zoo.errors import DataNotFoundError, InputRangeError
+from arnas_zoo.errors import DataError, DataNotFoundError, InputRangeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -49,12 +50,17 @@ def read_npz_batch(
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no such npz file")
-    with np.load(path, allow_pickle=False) as data:
-        if "x" not in data.files:
-            raise InputRangeError(f"{path}: expected an array 'x' of images, found {data.files}")
-        stop = None if n is None else offset + n
-        x = data["x"][offset:stop]
-        y = data["y"][offset:stop] if "y" in data.files else None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "x" not in data.files:
+                raise InputRangeError(f"{path}: expected an array 'x' of images, found {data.files[:10]}")
+            stop = None if n is None else offset + n
+            x = data["x"][offset:stop]
+            y = data["y"][offset:stop] if "y" in data.files else None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InputRangeError):
+            raise
+        raise DataError(f"{path}: not a readable npz file ({type(exc).__name__}); expected arrays x (and y)") from None
     x = _scale(_to_nchw(x, channels, str(path)), str(path))
     labels = torch.from_numpy(np.asarray(y, dtype=np.int64)) if y is not None else None
     return torch.from_numpy(np.ascontiguousarray(x)), labels
@@ -70,11 +76,14 @@ def read_image_file(path: str | os.PathLike[str], channels: int = 3, size: int |
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"{path}: no such image file")
-    with Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
-        if size is not None and image.size != (size, size):
-            image = image.resize((size, size), Image.Resampling.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            if size is not None and image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
+        raise DataError(f"{path}: not a readable image ({type(exc).__name__}); expected a PNG or JPEG file") from None
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(array.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)

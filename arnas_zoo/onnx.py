@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError, InputRangeError
-from arnas_zoo.network import ModelConfig
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -245,8 +245,3 @@ class OnnxModel:
     def __repr__(self) -> str:
         name = self.config.name if self.config is not None else None
         return f"OnnxModel({str(self.path)!r}, provider={self.provider!r}, name={name!r})"
-
-
-def is_onnx_path(spec: str | os.PathLike[str]) -> bool:
-    """Whether ``spec`` names an ONNX file (by suffix), for CLIs that take a model or an .onnx file."""
-    return str(spec).lower().endswith(".onnx")

@@ -14,6 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arnas_zoo.errors import ConfigError
+from arnas_zoo.primitives import (  # noqa: F401  (re-exported: the vocabulary's names live with their factories)
+    ARNAS_PRIMITIVES,
+    DARTS_PRIMITIVES,
+    PARAMETER_FREE_OPS,
+    POOLING_OPS,
+    ROBNET_PRIMITIVES,
+    SPACE_OPS,
+)
+
 OpFactory = Callable[[int, int, bool], nn.Module]
 
 
@@ -94,7 +104,7 @@ class FactorizedReduce(nn.Module):
     def __init__(self, c_in: int, c_out: int, affine: bool = True):
         super().__init__()
         if c_out % 2:
-            raise ValueError(f"FactorizedReduce needs an even output channel count, got {c_out}")
+            raise ConfigError(f"FactorizedReduce needs an even channel count, got {c_out}; use an even init_channels")
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = PointwiseConv2d(c_in, c_out // 2, stride=2)
         self.conv_2 = PointwiseConv2d(c_in, c_out // 2, stride=2)
@@ -103,9 +113,12 @@ class FactorizedReduce(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
         a = self.conv_1(x)
-        b = self.conv_2(x[:, :, 1:, 1:])
-        if b.shape[-2:] != a.shape[-2:]:  # odd input sizes: pad the offset branch back
-            b = nn.functional.pad(b, (0, a.shape[-1] - b.shape[-1], 0, a.shape[-2] - b.shape[-2]))
+        shifted = x[:, :, 1:, 1:]
+        if x.shape[-2] % 2 or x.shape[-1] % 2:
+            # odd sizes (down to 1x1): a zero row/column keeps the offset branch as large as the other;
+            # a 1x1 conv without bias maps the zeros to zeros
+            shifted = nn.functional.pad(shifted, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        b = self.conv_2(shifted)
         return self.bn(torch.cat([a, b], dim=1))
 
 
@@ -137,31 +150,7 @@ OPS: dict[str, OpFactory] = {
     "res_sep_conv_3x3": lambda c, stride, affine: ResSepConv(c, stride, affine),
 }
 
-#: The DARTS candidate ops, in the order of the DARTS search space (``none`` first).
-DARTS_PRIMITIVES: tuple[str, ...] = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
-#: ARNAS searches the DARTS ops without ``none`` (PROTOCOLS.md, "ARNAS search").
-ARNAS_PRIMITIVES: tuple[str, ...] = DARTS_PRIMITIVES[1:]
-#: RobNet's edge ops (codes '00', '01', '10', '11').
-ROBNET_PRIMITIVES: tuple[str, ...] = ("none", "sep_conv_3x3", "skip_connect", "res_sep_conv_3x3")
-
-#: Which ops a genotype of each space may use.
-SPACE_OPS: dict[str, frozenset[str]] = {
-    "darts": frozenset(DARTS_PRIMITIVES),
-    "arnas": frozenset(DARTS_PRIMITIVES),
-    "robnet": frozenset(ROBNET_PRIMITIVES),
-}
-
-POOLING_OPS = frozenset({"max_pool_3x3", "avg_pool_3x3"})
-PARAMETER_FREE_OPS = frozenset({"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3"})
+assert all(op in OPS for space in SPACE_OPS.values() for op in space), "every vocabulary op needs a factory"
 
 
 def create_op(name: str, channels: int, stride: int, affine: bool) -> nn.Module:

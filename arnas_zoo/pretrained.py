@@ -1,37 +1,33 @@
-"""Registry of pretrained robust models: where their weights live and what they were trained for.
+"""Registry of pretrained robust models: where their files live, pinned, and what they were trained for.
 
-A pretrained entry is data, not code: one frozen :class:`PretrainedSpec` per published checkpoint,
-registered with one line::
-
-    register(PretrainedSpec(name="arnas.mnist_linf", arch="arnas", folder="arnas.mnist_linf",
-                            sha256="...", dataset="mnist", threat_model="linf", eps=0.3,
-                            description="..."))
-
-The weights come either from a folder bundled inside the package (``arnas_zoo/pretrained/<folder>/``,
-a checkpoint folder as written by :func:`arnas_zoo.checkpoint.save_folder`) or from a Hugging Face Hub
-repository pinned to a commit. Either way the sha256 of ``model.safetensors`` is checked when loading
-(:func:`arnas_zoo.hub.load`), so a registry name always means the same weights.
-
-Entries are added only for checkpoints that were actually trained and evaluated; their figures live
-in the checkpoint's ``metrics.json``, never here. :func:`spec_line` prints the line to add for a
-checkpoint folder (``python -m export register FOLDER --name ...``).
+A pretrained entry is data, not code: one object per published checkpoint in
+``arnas_zoo/pretrained/index.json``, read into frozen :class:`PretrainedSpec` records. The files come
+either from a folder bundled inside the package (``arnas_zoo/pretrained/<folder>/``) or from a Hugging
+Face Hub repository pinned to a commit. Either way every file of the model -- ``config.json``,
+``model.safetensors`` and ``metrics.json`` -- is pinned by sha256 and checked before anything is
+built, so a registry name always means the same network, the same weights and the same reported
+figures. Entries are added only for checkpoints that were actually trained and evaluated; their
+figures live in the checkpoint's ``metrics.json``, never here. :func:`index_entry` computes the entry
+for a checkpoint folder (``arnas-zoo export register FOLDER --name ...``).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from arnas_zoo.checkpoint import WEIGHTS_FILE, read_config, read_metrics, sha256_file
+from arnas_zoo.checkpoint import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, read_config, read_metrics, sha256_file
 from arnas_zoo.errors import ConfigError, DuplicateNameError
 from arnas_zoo.registry import normalize_name, unknown_name_error
 
+INDEX_FILE = "index.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAME = re.compile(r"^[a-z0-9_]+\.[a-z0-9_.]+$")
 THREAT_MODELS = ("linf", "l2", "l1", "none")
 
@@ -41,19 +37,19 @@ class PretrainedSpec:
     """One published checkpoint.
 
     Attributes:
-        name: registry name ``<arch>.<dataset>_<threat model>`` style, lower case with one dot
-            (``arnas.mnist_linf``); the dot keeps it apart from Hub ids (``org/name``) and folders.
+        name: registry name ``<arch>.<dataset>_<threat model>...``, lower case with a dot
+            (``arnas.mnist_linf_cpu_c4l5``); the dot keeps it apart from Hub ids and folders.
         arch: the architecture registry name it was built from (``arnas``, ``darts_v2``, ...).
-        sha256: hex sha256 of ``model.safetensors``, checked on every load.
-        dataset: the training data (``mnist``, ``cifar10``, ...), with the subset in ``description``.
+        sha256: sha256 of ``model.safetensors``; ``config_sha256`` / ``metrics_sha256`` of
+            ``config.json`` / ``metrics.json``. All are checked on every load.
+        dataset: the training data (``mnist``, ``cifar10``, ...); ``data`` names the exact mix and split.
         threat_model: ``linf``, ``l2``, ``l1`` (or ``none`` for standard training).
         eps: the perturbation budget the weights were trained for, on the [0, 1] pixel scale.
-        description: one or two sentences: recipe, data subset, headline figure with its attack.
+        description: one or two sentences: recipe, data subset, budget.
         folder: bundled source: a folder name under ``arnas_zoo/pretrained/``.
-        repo_id: Hub source: ``org/name``; needs ``revision``.
-        revision: the 40-hex commit of ``repo_id`` the sha256 was taken from (never a branch: a branch
-            moves, a pin does not).
+        repo_id: Hub source: ``org/name``; needs ``revision``, the 40-hex commit it was pinned at.
         license: the weights' license (SPDX id, lower case as the Hub spells it).
+        superseded_by: the name of a better entry of the same kind, when there is one.
     """
 
     name: str
@@ -63,33 +59,41 @@ class PretrainedSpec:
     threat_model: str
     eps: float
     description: str
+    config_sha256: str | None = None
+    metrics_sha256: str | None = None
     folder: str | None = None
     repo_id: str | None = None
     revision: str | None = None
     license: str = "mit"
+    data: str = ""
+    superseded_by: str | None = None
 
     def __post_init__(self) -> None:
-        where = f"pretrained {self.name!r}"
-        if not _NAME.match(self.name):
+        where = f"pretrained {self.name!r:.60}"
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(f"{where}: name: expected lower-case '<arch>.<variant>' (e.g. 'arnas.mnist_linf')")
-        if not _SHA256.match(self.sha256):
-            raise ConfigError(f"{where}: sha256: expected 64 lower-case hex digits, got {self.sha256!r}")
+        for key in ("sha256", "config_sha256", "metrics_sha256"):
+            value = getattr(self, key)
+            if (value is not None or key == "sha256") and not (isinstance(value, str) and _SHA256.match(value)):
+                raise ConfigError(f"{where}: {key}: expected 64 lower-case hex digits, got {value!r:.80}")
         if self.threat_model not in THREAT_MODELS:
-            raise ConfigError(f"{where}: threat_model: expected one of {THREAT_MODELS}, got {self.threat_model!r}")
-        if not (isinstance(self.eps, (int, float)) and self.eps >= 0):
-            raise ConfigError(f"{where}: eps: expected a number >= 0 on the [0, 1] pixel scale, got {self.eps!r}")
+            raise ConfigError(f"{where}: threat_model: expected one of {THREAT_MODELS}, got {self.threat_model!r:.40}")
+        if not (isinstance(self.eps, (int, float)) and not isinstance(self.eps, bool) and self.eps >= 0):
+            raise ConfigError(f"{where}: eps: expected a number >= 0 on the [0, 1] pixel scale, got {self.eps!r:.40}")
         if (self.folder is None) == (self.repo_id is None):
-            raise ConfigError(f"{where}: give exactly one source: folder= (bundled) or repo_id= (Hub)")
+            raise ConfigError(f"{where}: give exactly one source: folder (bundled) or repo_id (Hub)")
         if self.repo_id is not None:
-            if not _REPO_ID.match(self.repo_id):
-                raise ConfigError(f"{where}: repo_id: expected 'org/name', got {self.repo_id!r}")
+            from arnas_zoo.sources import validate_repo_id
+
+            validate_repo_id(self.repo_id)
             if self.revision is None or not _COMMIT.match(self.revision):
                 raise ConfigError(
-                    f"{where}: revision: a Hub source needs the 40-hex commit it was pinned at, got {self.revision!r}"
-                    " (python -m export hub prints it after publishing)"
+                    f"{where}: revision: a Hub source needs the 40-hex commit it was pinned at, "
+                    f"got {self.revision!r:.60}"
+                    " (arnas-zoo export hub prints it after publishing)"
                 )
         elif self.revision is not None:
-            raise ConfigError(f"{where}: revision only applies to a Hub source (repo_id=)")
+            raise ConfigError(f"{where}: revision only applies to a Hub source (repo_id)")
 
     @property
     def source(self) -> str:
@@ -98,11 +102,34 @@ class PretrainedSpec:
             return f"bundled:{self.folder}"
         return f"{self.repo_id}@{self.revision}"
 
+    def pins(self) -> dict[str, str]:
+        """``{file name: sha256}`` of every pinned file."""
+        pins = {WEIGHTS_FILE: self.sha256}
+        if self.config_sha256 is not None:
+            pins[CONFIG_FILE] = self.config_sha256
+        if self.metrics_sha256 is not None:
+            pins[METRICS_FILE] = self.metrics_sha256
+        return pins
+
     def bundled_path(self) -> Path:
-        """Path of the bundled checkpoint folder (only for ``folder=`` entries)."""
+        """Path of the bundled checkpoint folder (only for ``folder`` entries)."""
         if self.folder is None:
             raise ConfigError(f"pretrained {self.name!r} is a Hub entry ({self.source}), not a bundled folder")
         return bundled_root() / self.folder
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PretrainedSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"pretrained entry: unknown key {unknown[0]!r}; expected some of {sorted(known)}")
+        try:
+            return cls(**dict(data))
+        except TypeError as exc:
+            raise ConfigError(f"pretrained entry: {exc}") from None
 
 
 def bundled_root() -> Path:
@@ -140,116 +167,77 @@ def get_pretrained(name: str) -> PretrainedSpec:
 
 
 def list_pretrained() -> Iterator[PretrainedSpec]:
-    """Every registered entry, in registration order."""
+    """Every registered entry, in index order."""
     return iter(_PRETRAINED.values())
 
 
-def spec_line(
+def _dataset_of(folder: Path) -> str:
+    config = read_config(folder)
+    for source in (dict(config.extra or {}), read_metrics(folder) or {}):
+        data = source.get("data")
+        found = source.get("dataset") or (data.get("dataset") if isinstance(data, dict) else None)
+        if isinstance(found, str):
+            return found
+    return "unknown"
+
+
+def index_entry(
     folder: str | Path,
     name: str,
     *,
     description: str = "",
+    data: str = "",
     repo_id: str | None = None,
     revision: str | None = None,
     bundled_folder: str | None = None,
-) -> str:
-    """The ``register(PretrainedSpec(...))`` line for checkpoint ``folder`` (sha256 computed here).
+) -> PretrainedSpec:
+    """The registry entry for checkpoint ``folder``, every pinned sha256 computed here.
 
     Arch, threat model and eps come from the folder's config.json, the dataset from config.json's
-    ``extra`` or metrics.json (``dataset`` or ``data.dataset``); the line is validated by building
-    the spec before it is returned.
+    ``extra`` or metrics.json; the entry is validated before it is returned.
     """
     folder = Path(folder)
     config = read_config(folder)
-    digest = sha256_file(folder / WEIGHTS_FILE)
-    extra = dict(config.extra or {})
-    dataset = "unknown"
-    for source in (extra, read_metrics(folder) or {}):
-        data = source.get("data")
-        found = source.get("dataset") or (data.get("dataset") if isinstance(data, dict) else None)
-        if isinstance(found, str):
-            dataset = found
-            break
-    arch = extra.get("arch_name") or (config.name or name.split(".")[0])
-    kwargs: dict[str, object] = {
-        "name": name,
-        "arch": str(arch),
-        "sha256": digest,
-        "dataset": str(dataset),
-        "threat_model": config.threat_model or "none",
-        "eps": float(config.eps or 0.0),
-        "description": description,
-    }
-    if repo_id is not None:
-        kwargs["repo_id"] = repo_id
-        kwargs["revision"] = revision
-    else:
-        kwargs["folder"] = bundled_folder or name
-    spec = PretrainedSpec(**kwargs)  # type: ignore[arg-type]  # validates before printing
-    fields = ", ".join(f"{key}={getattr(spec, key)!r}" for key in kwargs)
-    return f"register(PretrainedSpec({fields}))"
+    arch = dict(config.extra or {}).get("arch_name") or (config.name or name.split(".")[0])
+    metrics = folder / METRICS_FILE
+    return PretrainedSpec(
+        name=name,
+        arch=str(arch),
+        sha256=sha256_file(folder / WEIGHTS_FILE),
+        dataset=_dataset_of(folder),
+        threat_model=config.threat_model or "none",
+        eps=float(config.eps or 0.0),
+        description=description,
+        config_sha256=sha256_file(folder / CONFIG_FILE),
+        metrics_sha256=sha256_file(metrics) if metrics.is_file() else None,
+        folder=None if repo_id is not None else (bundled_folder or name),
+        repo_id=repo_id,
+        revision=revision,
+        data=data,
+    )
 
 
-# ---- published checkpoints ------------------------------------------------------------------------
-# One line per trained and evaluated checkpoint (python -m export register FOLDER --name ... prints it).
-# MODEL_CARD.md is checked against this list by tests/test_hub_registry.py.
-register(
-    PretrainedSpec(
-        name="arnas.mnist_linf_cpu_c4l5",
-        arch="arnas",
-        sha256="ae50e4e5500d212fac5f7223232da036320d18fc8a323a56b4431e3b26c4a694",
-        dataset="mnist",
-        threat_model="linf",
-        eps=0.3,
-        description="ARNAS genotype reduced to C=4 and 5 cells (CPU budget), PGD adversarially trained on the first 6000 rows of the MNIST train subset, l_inf eps 0.3.",
-        folder="arnas.mnist_linf_cpu_c4l5",
-    )
-)
-register(
-    PretrainedSpec(
-        name="darts_v2.mnist_linf_cpu_c4l5",
-        arch="darts_v2",
-        sha256="454cd372883280bf63d851426dda81a2f83a5a28d3c6cd67cdebceece295b015",
-        dataset="mnist",
-        threat_model="linf",
-        eps=0.3,
-        description="DARTS_V2 genotype reduced to C=4 and 5 cells (CPU budget), same recipe and budget as arnas.mnist_linf_cpu_c4l5, l_inf eps 0.3.",
-        folder="darts_v2.mnist_linf_cpu_c4l5",
-    )
-)
-register(
-    PretrainedSpec(
-        name="resnet18.mnist_linf_cpu_w8",
-        arch="resnet18",
-        sha256="f877f20cdd9ee40b34a1d9e09c54a344c4509f8352bedacc3db254d1d6779f47",
-        dataset="mnist",
-        threat_model="linf",
-        eps=0.3,
-        description="ResNet-18 (CIFAR stem) at width 8 (CPU budget), same recipe and budget as arnas.mnist_linf_cpu_c4l5, l_inf eps 0.3.",
-        folder="resnet18.mnist_linf_cpu_w8",
-    )
-)
-register(
-    PretrainedSpec(
-        name="arnas.cifar10_linf_cpu_c4l5",
-        arch="arnas",
-        sha256="78bf0f46433746b8a6e5c0f9a2bf683241258231321867b39f37fb72a43d476a",
-        dataset="cifar10",
-        threat_model="linf",
-        eps=0.03137254901960784,
-        description="ARNAS genotype reduced to C=4 and 5 cells (CPU budget), PGD adversarially trained on rows 0-4550 of the CIFAR-10 train subset, l_inf eps 8/255.",
-        folder="arnas.cifar10_linf_cpu_c4l5",
-    )
-)
-register(
-    PretrainedSpec(
-        name="darts_v2.cifar10_linf_cpu_c4l5",
-        arch="darts_v2",
-        sha256="5a8838e4c2ffb8cda422bd39e25d3a52c703324f131d30d89dfc3dd07e85478a",
-        dataset="cifar10",
-        threat_model="linf",
-        eps=0.03137254901960784,
-        description="DARTS_V2 genotype reduced to C=4 and 5 cells (CPU budget), same recipe and budget as arnas.cifar10_linf_cpu_c4l5, l_inf eps 8/255.",
-        folder="darts_v2.cifar10_linf_cpu_c4l5",
-    )
-)
+def read_index(path: str | Path) -> list[PretrainedSpec]:
+    """The entries of an ``index.json`` file (a JSON list of entry objects)."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable pretrained index ({exc})") from None
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: expected a JSON list of entries")
+    return [PretrainedSpec.from_dict(item) for item in raw]
+
+
+def write_index(path: str | Path, entries: list[PretrainedSpec]) -> None:
+    from arnas_zoo.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps([e.to_dict() for e in entries], indent=1) + "\n")
+
+
+def _load_bundled_index() -> None:
+    for spec in read_index(bundled_root() / INDEX_FILE):
+        register(spec)
+
+
+_load_bundled_index()

@@ -1,7 +1,7 @@
 """Registry of buildable architectures, each with its paper's default evaluation configuration.
 
 ``create_model("arnas")`` builds the 20-cell ARNAS evaluation network; keyword overrides change any
-:class:`~arnas_zoo.network.ModelConfig` field (``create_model("arnas", init_channels=8, layers=5)``).
+:class:`~arnas_zoo.config.ModelConfig` field (``create_model("arnas", init_channels=8, layers=5)``).
 Metadata lives in the registered :class:`ArchSpec`, never in branches on names.
 """
 
@@ -11,11 +11,14 @@ import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import DuplicateNameError, UnknownModelError
 from arnas_zoo.genotype import Genotype
-from arnas_zoo.network import ModelConfig, ZooModel, build_model
+
+if TYPE_CHECKING:
+    from arnas_zoo.models import ZooModel
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ def get_config(name: str, **overrides: Any) -> ModelConfig:
 
 def create_model(name: str, **overrides: Any) -> ZooModel:
     """Build registered architecture ``name`` (randomly initialised) with config overrides."""
+    from arnas_zoo.models import build_model  # torch is imported only when a network is built
+
     return build_model(get_config(name, **overrides))
 
 
@@ -115,17 +120,24 @@ def _register_defaults() -> None:
             )
         )
     robnet = bundled_genotype("robnet_large")
-    robnet_common = dict(
-        genotype=robnet,
-        placement=("shared",) * 3,
-        reduction_cell="shared",
-        affine=False,
-        auxiliary=False,
-    )
+
+    def robnet_config(init_channels: int, layers: int, name: str) -> ModelConfig:
+        # one RobNet cell code shared by every cell, reductions included; RobNet's ops are non-affine
+        return ModelConfig(
+            genotype=robnet,
+            placement=("shared",) * 3,
+            reduction_cell="shared",
+            affine=False,
+            auxiliary=False,
+            init_channels=init_channels,
+            layers=layers,
+            name=name,
+        )
+
     register(
         ArchSpec(
             "robnet_large",
-            ModelConfig(init_channels=36, layers=20, name="robnet_large", **robnet_common),
+            robnet_config(init_channels=36, layers=20, name="robnet_large"),
             paper="Guo et al., CVPR 2020",
             description="one RobNet cell code shared by all 20 cells (C=36)",
         )
@@ -133,7 +145,7 @@ def _register_defaults() -> None:
     register(
         ArchSpec(
             "robnet_large_v2",
-            ModelConfig(init_channels=64, layers=33, name="robnet_large_v2", **robnet_common),
+            robnet_config(init_channels=64, layers=33, name="robnet_large_v2"),
             paper="Guo et al., CVPR 2020",
             description="the RobNet-large cell code at C=64, 33 cells",
         )
@@ -200,8 +212,8 @@ def resolve_config(target: str, **overrides: Any) -> ModelConfig:
     import json
     from pathlib import Path
 
+    from arnas_zoo.config import CONFIG_SCHEMA
     from arnas_zoo.errors import ConfigError
-    from arnas_zoo.network import CONFIG_SCHEMA
 
     path = Path(target)
     if path.is_dir():

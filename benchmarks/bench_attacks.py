@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arnas_zoo.attacks import CountingModel, PassCounter, pgd  # noqa: E402
 from arnas_zoo.data import load_dataset, shared_data_dir  # noqa: E402
-from arnas_zoo.evaluate import pick_device  # noqa: E402
+from arnas_zoo.devices import resolve_device as pick_device  # noqa: E402
 from arnas_zoo.registry import create_model  # noqa: E402
 
 

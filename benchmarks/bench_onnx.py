@@ -107,7 +107,8 @@ def main() -> None:
                     print(
                         f"{arch:10s} {device:4s} batch {batch:3d}: torch {row['torch']['median_ms']:9.1f} ms "
                         f"({row['torch']['images_per_s']:8.1f} img/s)  ORT {row['onnxruntime']['median_ms']:9.1f} ms "
-                        f"({row['onnxruntime']['images_per_s']:8.1f} img/s)  ORT speedup x{row['speedup_ort_over_torch']:.2f}",
+                        f"({row['onnxruntime']['images_per_s']:8.1f} img/s)  "
+                        f"ORT speedup x{row['speedup_ort_over_torch']:.2f}",
                         flush=True,
                     )
                 model = model.to("cpu")

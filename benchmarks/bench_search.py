@@ -26,12 +26,15 @@ sys.path.insert(0, str(REPO))
 
 
 def measure(args: argparse.Namespace) -> dict:
+    import tempfile
+
     import torch
 
-    from arnas_zoo.distributed import Dist, resolve_device
+    from arnas_zoo.devices import resolve_device
+    from arnas_zoo.runs.distributed import Dist
     from search.config import load_config
     from search.data import SearchData
-    from search.runner import SearchState, search_step
+    from search.run import SearchRun
 
     device = resolve_device(args.device)
     overrides = [
@@ -48,19 +51,15 @@ def measure(args: argparse.Namespace) -> dict:
     x = torch.rand(2 * n, 3, 32, 32, generator=g).to(device)
     y = torch.randint(0, 10, (2 * n,), generator=g).to(device)
     data = SearchData(x[:n], y[:n], x[n:], y[n:], 10, "synthetic uniform [0, 1] images")
-    state = SearchState(cfg, data, device, Dist())
+    run = SearchRun(cfg, data, Path(tempfile.mkdtemp()), device, Dist(device=device))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
     for i in range(args.warmup + args.steps):
-        sl = slice(i * args.batch_size, (i + 1) * args.batch_size)
-        xt, xv = data.x_train[sl], data.x_val[sl]
-        if cfg.channels_last:
-            xt, xv = xt.contiguous(memory_format=torch.channels_last), xv.contiguous(memory_format=torch.channels_last)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        search_step(state, xt, data.y_train[sl], xv, data.y_val[sl], cfg.w_lr)
+        run.step(0, i)  # one full search step: batches, PGD, architecture step, weight step
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i >= args.warmup:

@@ -3,7 +3,7 @@
     python benchmarks/bench_training.py --out benchmarks/results/training_cpu.json            # CPU, reduced width
     python benchmarks/bench_training.py --init-channels 64 --layers 20 --device cuda           # the paper's network
 
-*ours* is :func:`arnas_zoo.training._train_step` as :func:`~arnas_zoo.training.train` runs it: data
+*ours* is :func:`arnas_zoo.training.step.train_step` as :func:`~arnas_zoo.training.train` runs it: data
 resident on the device, augmentation on tensors (crop, flip, cutout), channels_last, bf16 autocast on
 CUDA. *reference* is a plain loop written the way the ARNAS recipe runs: per-sample augmentation on
 host arrays (a DataLoader's transforms), a host-to-device copy of every batch, fp32, NCHW. Both use
@@ -33,7 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from arnas_zoo import create_model  # noqa: E402
-from arnas_zoo.training import _train_step, augment, get_recipe  # noqa: E402
+from arnas_zoo.runs.distributed import Dist  # noqa: E402
+from arnas_zoo.training import augment, get_recipe  # noqa: E402
+from arnas_zoo.training.step import StepModels, train_step  # noqa: E402
 
 
 def reference_step(
@@ -108,7 +110,8 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
                 memory_format=torch.channels_last
             )
             noise = torch.randn(xb.shape, generator=gen, device=device)
-            _train_step(model, model, optimizer, recipe, xb, y_all[sl], noise, recipe.eps, True, 0.4, autocast)
+            models = StepModels(model, model, use_aux=True, aux_weight=0.4, dist=Dist())
+            train_step(models, optimizer, recipe, xb, y_all[sl], noise, recipe.eps, autocast)
         else:
             reference_step(model, optimizer, images[sl], labels[sl], rng, device)
         if device.type == "cuda":

@@ -27,9 +27,11 @@ from arnas_zoo.checkpoint import (
     sha256_file,
 )
 from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError
-from arnas_zoo.hub import hub_endpoint, parse_hub_id
-from export.card import GENOTYPE_PICTURE, LAYOUT_PICTURE, render_card
-from export.onnx_export import ONNX_RECORD, read_onnx_record
+from arnas_zoo.hub import hub_endpoint
+from arnas_zoo.sources import parse_hub_id
+
+from .card import GENOTYPE_PICTURE, LAYOUT_PICTURE, render_card
+from .onnx_export import ONNX_RECORD, read_onnx_record
 
 ONNX_FILE = "model.onnx"
 

@@ -30,14 +30,13 @@ import numpy as np
 import torch
 
 from arnas_zoo.checkpoint import WEIGHTS_FILE, atomic_write_json, load_folder, sha256_file
+from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import CheckpointError, DataNotFoundError
 from arnas_zoo.images import read_npz_batch
-from arnas_zoo.network import ModelConfig
 from arnas_zoo.onnx import FORMAT, META_CONFIG, META_FORMAT, META_PARITY, META_SOURCE_SHA256, OnnxModel
 
 ONNX_RECORD = "onnx.json"
 FP32_TOLERANCE = 1e-4
-REPO = Path(__file__).resolve().parents[1]
 
 
 class ParityError(CheckpointError):
@@ -62,39 +61,23 @@ class ParityReport:
         return asdict(self)
 
 
-def shared_data_dir() -> Path | None:
-    """``$ARNAS_ZOO_SHARED_DATA`` or ``../shared/data`` beside this checkout, when present."""
-    for candidate in (os.environ.get("ARNAS_ZOO_SHARED_DATA"), str(REPO.parent / "shared" / "data")):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
-
-
 def default_images(config: ModelConfig, n: int) -> tuple[torch.Tensor, str]:
-    """Real images matching ``config``'s input: MNIST test (1x28x28), CIFAR-100 test or the CIFAR-10
-    validation split (last 1000 rows of the offline train subset; 3x32x32)."""
-    root = shared_data_dir()
-    if root is None:
+    """Real images matching ``config``'s input: its training dataset's evaluation points
+    (:func:`arnas_zoo.data.evaluation_data`: the test split, or CIFAR-10's validation rows offline)."""
+    from arnas_zoo.data import evaluation_data
+
+    by_shape = {(1, 28, 10): "mnist", (1, 16, 10): "digits", (3, 32, 10): "cifar10", (3, 32, 100): "cifar100"}
+    dataset = dict(config.extra or {}).get("dataset") or by_shape.get(
+        (config.in_channels, config.input_size, config.num_classes)
+    )
+    if not isinstance(dataset, str):
         raise DataNotFoundError(
-            "no real images for the parity check: pass --images FILE.npz or set ARNAS_ZOO_SHARED_DATA"
+            f"no known dataset of shape {config.in_channels}x{config.input_size}x{config.input_size} with "
+            f"{config.num_classes} classes for the parity check; pass --images FILE.npz"
         )
-    if (config.in_channels, config.input_size) == (1, 28):
-        path, offset, label = root / "mnist" / "test.npz", 0, "mnist/test.npz rows 0.."
-    elif (config.in_channels, config.input_size) == (3, 32) and config.num_classes == 100:
-        path, offset, label = root / "cifar100" / "test.npz", 0, "cifar100/test.npz rows 0.."
-    elif (config.in_channels, config.input_size) == (3, 32):
-        # CIFAR-10 test images are held out; the last 1000 train rows are the validation split.
-        path, label = root / "cifar10" / "train.npz", "cifar10/train.npz validation split (last 1000 rows) "
-        with np.load(path) as data:
-            offset = len(data["y"]) - 1000
-        label += f"rows {offset}.."
-    else:
-        raise DataNotFoundError(
-            f"no bundled real images of shape {config.in_channels}x{config.input_size}x{config.input_size}; "
-            "pass --images FILE.npz"
-        )
-    x, _ = read_npz_batch(path, channels=config.in_channels, n=n, offset=offset)
-    return x, f"{label}{offset + len(x) - 1}"
+    data = evaluation_data(dataset, n=n)
+    info = data.describe()
+    return data.x, f"{info['dataset']} {info['split']} (official indices {info['indices']})"
 
 
 def export_onnx(

@@ -9,7 +9,7 @@ Run it with ``python -m search run CONFIG`` (see ``docs/search.md``). Public pie
 - :class:`~search.objectives.RobustnessObjective`, :func:`~search.objectives.register_objective`
 - :func:`~search.discretize.discretize`
 - :class:`~search.config.SearchConfig`, :func:`~search.config.load_config`,
-  :func:`~search.runner.run_search`, :func:`~search.sweep.run_sweep`
+  :func:`~search.run.run_search` (on the shared run machinery, :mod:`arnas_zoo.runs`), :func:`~search.sweep.run_sweep`
 """
 
 from search.bilevel import Architect, weight_step

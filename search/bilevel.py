@@ -14,8 +14,12 @@ every rank computes the same gamma and the same update.
 
 Forward passes in the architecture step run in train mode (batch statistics, as in DARTS) with the
 batch-norm running statistics restored afterwards, so that they only ever average weight-training
-batches. bf16 autocast (CUDA) covers the forward passes except the finite-difference ones: a
-difference of two gradients at ``w +- r v`` would drown in bf16 rounding.
+batches. bf16 autocast (CUDA) covers the forward passes except the finite-difference ones, which
+also run without TF32: a difference of two gradients at ``w +- r v`` would drown in that rounding.
+
+Guards: a non-finite ``t`` or ``t_hat`` raises :class:`~arnas_zoo.errors.NonFiniteError` before the
+architecture moves, and the weights are restored (in a ``finally``) whenever a second-order step
+fails half-way, so an error never leaves unrolled or perturbed weights behind.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from search.attack import frozen_bn_stats, full_precision
+from arnas_zoo.attacks.batchnorm import frozen_running_stats
+from arnas_zoo.errors import NonFiniteError
+from arnas_zoo.runs.precision import full_precision, no_tf32
 from search.mgda import combine, flat
 from search.objectives import RobustnessObjective
 from search.supernet import Supernet
@@ -58,6 +64,10 @@ class ArchStepInfo:
     t_norm: float
     t_hat_norm: float
     cosine: float
+
+    @property
+    def norm_ratio(self) -> float:
+        return self.t_hat_norm / self.t_norm if self.t_norm > 0 else float("inf")
 
 
 class Architect:
@@ -115,10 +125,11 @@ class Architect:
         if norm == 0.0:
             return [torch.zeros_like(a) for a in alphas]
         r = self.hvp_r / norm
-        self._set_weights(base, v, r)
-        g_plus = _grads(self._train_loss(x, y), alphas)
-        self._set_weights(base, v, -r)
-        g_minus = _grads(self._train_loss(x, y), alphas)
+        with no_tf32():
+            self._set_weights(base, v, r)
+            g_plus = _grads(self._train_loss(x, y), alphas)
+            self._set_weights(base, v, -r)
+            g_minus = _grads(self._train_loss(x, y), alphas)
         self._set_weights(base, None, 0.0)
         return self.sync([(a - b) / (2.0 * r) for a, b in zip(g_plus, g_minus)])
 
@@ -146,27 +157,12 @@ class Architect:
         else:
             weights = model.weight_parameters()
             base = [p.detach().clone() for p in weights]
-            x_tr, y_tr = train_batch
-            with self.autocast():
-                train_loss = self._train_loss(x_tr, y_tr)
-            g_train = self.sync(_grads(train_loss, weights))
-            opt = self.weight_optimizer
-            group = opt.param_groups[0]
-            momentum, wd = group["momentum"], group["weight_decay"]
-            unrolled = []
-            for p, b, g in zip(weights, base, g_train):
-                step = g + wd * b
-                buf = opt.state.get(p, {}).get("momentum_buffer")
-                if buf is not None:
-                    step = step + momentum * buf
-                unrolled.append(b - eta * step)
-            self._set_weights(unrolled, None, 0.0)
-            dt, v_nat, nat_loss, nat_correct = self._objective_grads(natural, y_val, 1.0)
-            dt_hat, v_rob, rob_loss, rob_correct = self._objective_grads(robust, y_val, self.lam)
-            h_nat = self._hessian_vector(v_nat, base, x_tr, y_tr)
-            h_rob = self._hessian_vector(v_rob, base, x_tr, y_tr)
-            t = [g - eta * h for g, h in zip(dt, h_nat)]
-            t_hat = [g - eta * h for g, h in zip(dt_hat, h_rob)]
+            try:
+                t, t_hat, nat_loss, nat_correct, rob_loss, rob_correct = self._second_order(
+                    base, train_batch, natural, robust, y_val, eta
+                )
+            finally:  # an error half-way must not leave unrolled or perturbed weights behind
+                self._set_weights(base, None, 0.0)
         info = {
             "natural_loss": nat_loss,
             "natural_correct": nat_correct,
@@ -174,6 +170,40 @@ class Architect:
             "robust_correct": rob_correct,
         }
         return t, t_hat, info
+
+    def _second_order(
+        self,
+        base: list[torch.Tensor],
+        train_batch: tuple[torch.Tensor, torch.Tensor],
+        natural: Any,
+        robust: Any,
+        y_val: torch.Tensor,
+        eta: float,
+    ) -> tuple[Any, ...]:
+        """``t`` and ``t_hat`` at the one-step-unrolled weights, with the implicit term (DARTS Eq. 7-8)."""
+        weights = self.model.weight_parameters()
+        x_tr, y_tr = train_batch
+        with self.autocast():
+            train_loss = self._train_loss(x_tr, y_tr)
+        g_train = self.sync(_grads(train_loss, weights))
+        opt = self.weight_optimizer
+        group = opt.param_groups[0]
+        momentum, wd = group["momentum"], group["weight_decay"]
+        unrolled = []
+        for p, b, g in zip(weights, base, g_train):
+            step = g + wd * b
+            buf = opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                step = step + momentum * buf
+            unrolled.append(b - eta * step)
+        self._set_weights(unrolled, None, 0.0)
+        dt, v_nat, nat_loss, nat_correct = self._objective_grads(natural, y_val, 1.0)
+        dt_hat, v_rob, rob_loss, rob_correct = self._objective_grads(robust, y_val, self.lam)
+        h_nat = self._hessian_vector(v_nat, base, x_tr, y_tr)
+        h_rob = self._hessian_vector(v_rob, base, x_tr, y_tr)
+        t = [g - eta * h for g, h in zip(dt, h_nat)]
+        t_hat = [g - eta * h for g, h in zip(dt_hat, h_rob)]
+        return t, t_hat, nat_loss, nat_correct, rob_loss, rob_correct
 
     # ---- the step --------------------------------------------------------------------------------
     def step(
@@ -185,21 +215,15 @@ class Architect:
     ) -> ArchStepInfo:
         """One Adam step on the architecture; weights and BN statistics are left as they were."""
         self.model.train()
-        with frozen_bn_stats(self.model):
+        with frozen_running_stats(self.model):
             t, t_hat, info = self.gradients(train_batch, val_batch, robust_prepared, eta)
-        combined = combine(t, t_hat, self.strategy)
+        combined = combine(t, t_hat, self.strategy)  # raises NonFiniteError before anything moves
         self.optimizer.zero_grad(set_to_none=True)
         for a, d in zip(self.model.arch_parameters(), combined.direction):
             a.grad = d.detach().to(a.dtype)
         self.optimizer.step()
-        ft, fh = flat(t).double(), flat(t_hat).double()
-        tn, hn = float(ft.norm()), float(fh.norm())
         return ArchStepInfo(
-            gamma=combined.gamma,
-            t_norm=tn,
-            t_hat_norm=hn,
-            cosine=float(ft.dot(fh)) / (tn * hn) if tn > 0 and hn > 0 else 0.0,
-            **info,
+            gamma=combined.gamma, t_norm=combined.t_norm, t_hat_norm=combined.t_hat_norm, cosine=combined.cosine, **info
         )
 
 
@@ -219,6 +243,8 @@ def weight_step(
     with autocast():
         logits = full_precision(model(x))
     loss = F.cross_entropy(logits, y)
+    if not bool(torch.isfinite(loss)):
+        raise NonFiniteError(f"weight step: the training loss is {float(loss)}; lower w_lr or check the data")
     grads = sync(_grads(loss, weights))
     for p, g in zip(weights, grads):
         p.grad = g

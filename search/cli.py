@@ -1,15 +1,17 @@
-"""The ``python -m search`` command line: thin click commands over :mod:`search.runner` and :mod:`search.sweep`."""
+"""The ``python -m search`` command line: thin click commands over :mod:`search.run` and :mod:`search.sweep`."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import click
 
-from arnas_zoo.cli import friendly_errors
-from search.config import PRESETS, load_config
+from arnas_zoo.cli.common import friendly_errors, progress_for, quiet_option
+from arnas_zoo.threads import apply_thread_policy
+from search.config import PRESETS, load_config, parse_overrides
 
 
 def _out_default(config_source: str, seed: int) -> Path:
@@ -18,72 +20,104 @@ def _out_default(config_source: str, seed: int) -> Path:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("-v", "--verbose", is_flag=True, help="Log every epoch.")
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
-    """ARNAS architecture search: supernet, MGDA bi-level optimisation, genotype JSON."""
+    """Architecture search: ARNAS (MGDA bi-level) and the peers' strategies, writing genotype JSON."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    apply_thread_policy()
 
 
 @main.command("run")
 @click.argument("config", default="paper")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field (repeatable).")
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (default runs/search-CONFIG-seedN).")
+@click.option("--resume", is_flag=True, help="Continue the search in --out where it stopped.")
+@click.option("--resume-previous", is_flag=True, help="Continue from the state saved before the latest one.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--name", help="Genotype name (default <space>-search-seed<N>).")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @click.option("--no-plots", is_flag=True, help="Skip the pictures at the end.")
+@quiet_option
 @friendly_errors
 def run_command(
     config: str,
     overrides: tuple[str, ...],
     out: str | None,
+    resume: bool,
+    resume_previous: bool,
     device: str,
     name: str | None,
-    no_progress: bool,
     no_plots: bool,
+    quiet: bool,
 ) -> None:
-    """Run (or resume) a search. CONFIG is a preset (paper, darts, tiny) or a JSON file of config fields.
+    """Run (or resume) a search. CONFIG is a preset (paper, darts, tiny, ...) or a JSON file of config fields.
 
-    Runs again on the same folder resume after the last finished epoch. Under torchrun it runs
-    data-parallel (gloo on CPU, NCCL on CUDA).
+    One line per epoch (a bar on a terminal); SIGTERM/Ctrl-C save the state: rerun with --resume. Under
+    torchrun it runs data-parallel (gloo on CPU, NCCL on CUDA).
     """
-    from search.runner import run_search
+    from search.run import run_search
 
     cfg = load_config(config, overrides)
     out_dir = Path(out) if out else _out_default(config, cfg.seed)
-    summary = run_search(cfg, out_dir, device=device, progress=not no_progress, plots=not no_plots, name=name)
-    if summary.get("world_size", 1) == 1 or int(__import__("os").environ.get("RANK", "0")) == 0:
+    summary = run_search(
+        cfg,
+        out_dir,
+        device=device,
+        progress=progress_for(quiet),
+        plots=not no_plots,
+        resume=resume,
+        previous=resume_previous,
+        name=name,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"genotype: {out_dir / 'genotype.json'}")
         click.echo(
             f"gamma per epoch (mean): {[round(sum(g) / len(g), 4) if g else None for g in summary['gamma_trace']]}"
         )
+        click.echo(f"MGDA (last epoch): {summary['mgda']}")
         click.echo(f"search time: {summary['seconds_total']:.1f} s on {summary['device']} x{summary['world_size']}")
 
 
 @main.command("sweep")
 @click.argument("config", default="paper")
 @click.option("--seeds", default="0,1,2,3", show_default=True, help="Comma-separated seeds.")
+@click.option(
+    "--vary",
+    default=None,
+    metavar="KEY=V1,V2,...",
+    help="Also sweep one config field, e.g. --vary lam=0.01,0.1,1 (the MGDA lambda sweep).",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field (repeatable).")
 @click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (default runs/sweep-CONFIG).")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--no-progress", is_flag=True)
+@quiet_option
 @friendly_errors
 def sweep_command(
-    config: str, seeds: str, overrides: tuple[str, ...], out: str | None, device: str, no_progress: bool
+    config: str, seeds: str, vary: str | None, overrides: tuple[str, ...], out: str | None, device: str, quiet: bool
 ) -> None:
-    """Run one search per seed and count the ops of the Accurate and Robust cells (paper Fig. 4)."""
+    """Run one search per seed (and value) and count the ops of the Accurate and Robust cells (paper Fig. 4)."""
     from arnas_zoo.errors import ConfigError
     from search.sweep import op_table, run_sweep
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+        raise ConfigError(f"--seeds: expected comma-separated integers, got {seeds[:80]!r}") from None
+    varied = None
+    if vary is not None:
+        key, _, values = vary.partition("=")
+        if not key.strip() or not values.strip():
+            raise ConfigError(f"--vary: expected KEY=V1,V2,..., got {vary[:80]!r}")
+        varied = (key.strip(), [parse_overrides([f"{key}={v}"])[key.strip()] for v in values.split(",") if v.strip()])
     cfg = load_config(config, overrides)
     out_root = Path(out) if out else Path("runs") / f"sweep-{Path(config).stem}"
-    summary = run_sweep(cfg, seed_list, out_root, device=device, progress=not no_progress)
-    click.echo(op_table(summary["op_counts"], summary["primitives"], len(summary["runs"])))
-    click.echo(f"written: {out_root / 'op_counts.md'}, {out_root / 'op_counts.png'}")
+    summary = run_sweep(cfg, seed_list, out_root, device=device, progress=progress_for(quiet), vary=varied)
+    if varied is None:
+        click.echo(op_table(summary["op_counts"], summary["primitives"], len(summary["runs"])))
+        click.echo(f"written: {out_root / 'op_counts.md'}, {out_root / 'op_counts.png'}")
+    else:
+        for row in summary["runs"]:
+            click.echo(json.dumps(row))
+        click.echo(f"written: {out_root / 'sweep.json'}")
 
 
 @main.command("summarize")

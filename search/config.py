@@ -11,6 +11,7 @@ be, else kept as strings.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -68,7 +69,7 @@ class SearchConfig:
     eps: float = 8 / 255
     step_size: float = 2 / 255
     pgd_steps: int = 7
-    attack_bn: str = "eval"
+    attack_bn: str = "batch"  # PGD with batch statistics (the function both levels train); "eval": running statistics
     # end-of-epoch evaluation on the first `eval_n` architecture-split images (0 disables)
     eval_n: int = 256
     # reproducibility and hardware
@@ -77,6 +78,11 @@ class SearchConfig:
     channels_last: bool = True
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value, default = getattr(self, f.name), f.default
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{f.name}: expected a number, got {value!r:.40}")
         self.search_space()  # validates the space fields
         if self.order not in ORDERS:
             raise ConfigError(f"order: expected one of {list(ORDERS)}, got {self.order!r}")
@@ -101,10 +107,31 @@ class SearchConfig:
                 raise ConfigError(f"{key}: expected a positive number, got {getattr(self, key)!r}")
         if not 0 <= self.w_lr_min <= self.w_lr:
             raise ConfigError(f"w_lr_min: expected 0 <= w_lr_min <= w_lr ({self.w_lr}), got {self.w_lr_min}")
-        if self.lam < 0 or self.eps < 0 or self.step_size < 0:
-            raise ConfigError(
-                f"lam/eps/step_size: expected non-negative numbers, got {self.lam}, {self.eps}, {self.step_size}"
-            )
+        for key in (
+            "lam",
+            "eps",
+            "step_size",
+            "w_lr",
+            "a_lr",
+            "hvp_r",
+            "w_lr_min",
+            "w_momentum",
+            "w_weight_decay",
+            "a_weight_decay",
+            "grad_clip",
+            "arch_init_scale",
+            "a_beta1",
+            "a_beta2",
+            "train_fraction",
+        ):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{key}: expected a finite non-negative number, got {value!r:.40}")
+        if self.eps > 1:
+            raise ConfigError(f"eps: expected a radius in [0, 1] pixel units (8/255 = 0.0314), got {self.eps}")
+        for key in ("space", "placement", "filters", "dataset", "order", "strategy", "robust_objective", "attack_bn"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"{key}: expected a string, got {getattr(self, key)!r:.40}")
 
     def search_space(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> SearchSpace:
         return SearchSpace(
@@ -141,7 +168,7 @@ class SearchConfig:
 
 
 def _bad_int(value: Any, minimum: int) -> bool:
-    return not isinstance(value, int) or isinstance(value, bool) or value < minimum
+    return not isinstance(value, int) or isinstance(value, bool) or value < minimum or value > 2**40
 
 
 #: Named presets; `paper` is the default.
@@ -151,6 +178,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "darts": {"space": "darts", "placement": "N-N-N", "filters": "1-2-4", "init_channels": 16},
     # a CPU smoke run (about a minute on 2 busy cores): 5 cells at C=8 on 16x16 (area-downsampled)
     # CIFAR images, 256+256 images, 3 epochs of 4 steps of batch 16, PGD-3, second order, MGDA
+    # the MGDA lambda of the robust objective: sweep it with `python -m search sweep tiny --vary lam=0.01,0.1,1`
+    "tiny-mgda-normalized": {
+        "strategy": "mgda_normalized",
+        "layers": 5,
+        "init_channels": 8,
+        "resize": 16,
+        "n_images": 512,
+        "batch_size": 16,
+        "epochs": 3,
+        "steps_per_epoch": 4,
+        "pgd_steps": 3,
+        "eval_n": 64,
+    },
     "tiny": {
         "layers": 5,
         "init_channels": 8,
@@ -171,10 +211,10 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set: expected key=value, got {pair!r}")
+            raise ConfigError(f"--set: expected key=value, got {pair[:80]!r}")
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON: keep the text
             value = raw
         out[key.strip()] = value
     return out
@@ -188,11 +228,13 @@ def load_config(source: str | None = None, overrides: Iterable[str] = ()) -> Sea
     else:
         path = Path(source)
         if not path.is_file():
-            raise ConfigError(f"config: {source!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
+            raise ConfigError(f"config: {source[:80]!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
+        from arnas_zoo.genotype import parse_json
+
         try:
-            base = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"config {path}: malformed JSON ({exc})") from None
+            base = parse_json(path.read_bytes())
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"config {path}: {str(exc).removeprefix('$: ')}") from None
         if not isinstance(base, dict):
             raise ConfigError(f"config {path}: expected a JSON object, got {type(base).__name__}")
     base.update(parse_overrides(overrides))

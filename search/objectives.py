@@ -5,22 +5,22 @@ objective has two halves: :meth:`RobustnessObjective.prepare` does the work that
 differentiated (e.g. crafting PGD examples against the current supernet), and
 :meth:`RobustnessObjective.loss` evaluates a loss that is differentiable w.r.t. weights and
 architecture, so that the second-order step can re-evaluate it at the unrolled weights. Register
-new ones (a DSRNA-style certified bound or Jacobian norm, say) with :func:`register_objective`.
+new ones with :func:`register_objective` (DSRNA's Jacobian and certified-bound objectives do).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arnas_zoo.attacks import pgd
 from arnas_zoo.errors import ConfigError
-from search.attack import full_precision, pgd_linf
+from arnas_zoo.runs.precision import Autocast, full_precision
 
 
 class RobustnessObjective(ABC):
@@ -29,32 +29,45 @@ class RobustnessObjective(ABC):
     name: str = "objective"
 
     @abstractmethod
-    def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Any:
-        """Non-differentiated preparation (called once per step with the current weights)."""
+    def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None) -> Any:
+        """Non-differentiated preparation (called once per step with the current weights).
+
+        ``noise`` holds U(-1, 1) draws of ``x``'s shape for objectives that need a random start.
+        """
 
     @abstractmethod
     def loss(self, model: nn.Module, prepared: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(scalar loss, logits or None)``; differentiable w.r.t. the model's parameters."""
 
+    def describe(self) -> str:
+        return self.name
+
 
 class PgdCrossEntropy(RobustnessObjective):
-    """ARNAS' objective: cross-entropy on PGD examples crafted against the current supernet."""
+    """ARNAS' objective: cross-entropy on PGD examples crafted against the current supernet.
+
+    ``bn="batch"`` crafts with batch statistics (the function both levels train, and what the authors'
+    code attacks); ``"eval"`` with the running statistics.
+    """
 
     name = "pgd_ce"
 
-    def __init__(
-        self,
-        eps: float,
-        step_size: float,
-        steps: int,
-        bn: str = "eval",
-        autocast: Callable[[], AbstractContextManager[None]] = nullcontext,
-    ):
+    def __init__(self, eps: float, step_size: float, steps: int, bn: str = "batch", autocast: Autocast | None = None):
         self.eps, self.step_size, self.steps, self.bn, self.autocast = eps, step_size, steps, bn, autocast
 
-    def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x_adv = pgd_linf(
-            model, x, y, eps=self.eps, step_size=self.step_size, steps=self.steps, bn=self.bn, autocast=self.autocast
+    def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None) -> Any:
+        x_adv = pgd(
+            model,
+            x,
+            y,
+            eps=self.eps,
+            step_size=self.step_size,
+            steps=self.steps,
+            start="uniform",
+            noise=noise,
+            bn=self.bn,
+            autocast=self.autocast,
+            check_inputs=False,
         )
         return x_adv, y
 
@@ -62,6 +75,9 @@ class PgdCrossEntropy(RobustnessObjective):
         x_adv, y = prepared
         logits = full_precision(model(x_adv))
         return F.cross_entropy(logits, y), logits
+
+    def describe(self) -> str:
+        return f"CE on PGD-{self.steps} examples (eps {self.eps:.4g}, step {self.step_size:.4g}, BN {self.bn})"
 
 
 ObjectiveFactory = Callable[..., RobustnessObjective]
@@ -87,7 +103,7 @@ def make_objective(name: str, **kwargs: Any) -> RobustnessObjective:
     return factory(**kwargs)
 
 
-def _pgd_ce_factory(config: Any, autocast: Callable[[], AbstractContextManager[None]] = nullcontext) -> PgdCrossEntropy:
+def _pgd_ce_factory(config: Any, autocast: Autocast | None = None) -> PgdCrossEntropy:
     return PgdCrossEntropy(config.eps, config.step_size, config.pgd_steps, config.attack_bn, autocast)
 
 

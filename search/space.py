@@ -6,7 +6,7 @@ of the depth; filters double at the first reduction and are kept at the second (
 ablations move the accurate/robust cells (``R-A-A``, ``A-R-A``, ``A-A-A``) or change the filters
 (``1-2-3``, ``1-2-4``). The plain DARTS space (normal/reduce, 1-2-4, ``none`` among the ops) is here
 for baselines. The layout rules (reductions at ``L//3`` and ``2L//3``, a reduction cell takes the
-width of the stage it opens) are those of :class:`arnas_zoo.network.ModelConfig`, so that a
+width of the stage it opens) are those of :class:`arnas_zoo.config.ModelConfig`, so that a
 discretised genotype builds with the same macro it was searched in.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arnas_zoo.errors import ConfigError
-from arnas_zoo.ops import ARNAS_PRIMITIVES, DARTS_PRIMITIVES
+from arnas_zoo.primitives import ARNAS_PRIMITIVES, DARTS_PRIMITIVES
 
 #: Stage placements of Table 4, written as in the paper (A = accurate, R = robust).
 PLACEMENT_LETTERS = {"A": "accurate", "R": "robust", "N": "normal"}
@@ -134,7 +134,7 @@ class SearchSpace:
         return tuple(c for c in order if c in present)
 
     def model_config_overrides(self) -> dict[str, Any]:
-        """Macro fields for :class:`arnas_zoo.network.ModelConfig` so the evaluation network keeps this layout."""
+        """Macro fields for :class:`arnas_zoo.config.ModelConfig` so the evaluation network keeps this layout."""
         return {"placement": self.stage_types, "filter_multipliers": self.filter_multipliers, "reduction_cell": REDUCE}
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype
-from arnas_zoo.network import Normalize
+from arnas_zoo.models import Normalize
 from arnas_zoo.ops import POOLING_OPS, FactorizedReduce, ReLUConvBN, create_op
 from search.space import SearchSpace
 

@@ -1,7 +1,9 @@
-"""Several seeds of one search and the statistics of the ops each cell type chose (paper Fig. 4).
+"""Several runs of one search: seeds (the op statistics of paper Fig. 4) or values of one setting.
 
 The paper counts the ops of the top-10 architectures of each of 4 seeds; a run here yields one
 discretised genotype (the final one), so the counts are over the final genotypes of the seeds.
+``vary=("lam", [0.01, 0.1, 1.0])`` runs every seed at every value (the MGDA lambda sweep) and writes
+``sweep.json`` with each run's last-epoch MGDA diagnostics and accuracies next to the op counts.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text  # noqa: E
 from arnas_zoo.errors import ConfigError  # noqa: E402
 from arnas_zoo.genotype import Genotype  # noqa: E402
 from search.config import SearchConfig  # noqa: E402
-from search.runner import run_search  # noqa: E402
+from search.run import STATE_FILE, run_search  # noqa: E402
 from search.space import SearchSpace  # noqa: E402
 
 #: Cell types whose op choices Fig. 4 compares (the DARTS space's are shown when those are absent).
@@ -37,15 +39,50 @@ def run_sweep(
     out_root: str | Path,
     *,
     device: str = "auto",
-    progress: bool = True,
+    progress: Any = True,
+    vary: tuple[str, list[Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) one search per seed into ``out_root/seed<N>`` and summarise the op choices."""
+    """Run (or resume) one search per seed (and value of ``vary``) and summarise them.
+
+    Runs go to ``out_root/seed<N>`` (or ``out_root/<key><value>/seed<N>`` with ``vary``); a finished run
+    is not repeated, an interrupted one continues.
+    """
     if not seeds:
         raise ConfigError("seeds: expected at least one seed")
     out_root = Path(out_root)
-    for seed in seeds:
-        run_search(config.replace(seed=seed), seed_dir(out_root, seed), device=device, progress=progress)
+    groups = (
+        [(out_root, config)]
+        if vary is None
+        else [(out_root / f"{vary[0]}{value}", config.replace(**{vary[0]: value})) for value in vary[1]]
+    )
+    rows = []
+    for root, cfg in groups:
+        for seed in seeds:
+            folder = seed_dir(root, seed)
+            summary = run_search(
+                cfg.replace(seed=seed), folder, device=device, progress=progress, resume=(folder / STATE_FILE).exists()
+            )
+            last = _last_record(folder)
+            rows.append(
+                {
+                    "folder": str(folder.relative_to(out_root)),
+                    "seed": seed,
+                    **summary.get("mgda", {}),
+                    **({vary[0]: cfg.to_dict()[vary[0]]} if vary else {}),
+                    **{k: last.get(k) for k in ("val_natural_acc", "train_adv_acc")},
+                }
+            )
+    if vary is not None:
+        atomic_write_json(out_root / "sweep.json", {"vary": vary[0], "values": list(vary[1]), "runs": rows})
+        return {"runs": rows}
     return summarize_sweep(out_root, seeds)
+
+
+def _last_record(folder: Path) -> dict[str, Any]:
+    import json
+
+    lines = (folder / "log.jsonl").read_text().splitlines()
+    return json.loads(lines[-1]) if lines else {}
 
 
 def op_counts(genotypes: list[Genotype]) -> dict[str, dict[str, int]]:

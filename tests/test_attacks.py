@@ -192,7 +192,7 @@ def test_pgd_agrees_with_torchattacks(digits_batch) -> None:
     model = trained_tiny_cnn()
     x, y = digits_batch
     eps, alpha, steps = 0.06, 0.015, 10
-    ours = pgd(model, x, y, eps=eps, step_size=alpha, steps=steps, random_start=False, channels_last=False)
+    ours = pgd(model, x, y, eps=eps, step_size=alpha, steps=steps, start="none", channels_last=False)
     theirs = torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, y)
     # same maths and memory layout without a random start: identical up to float rounding of the projection
     assert (ours - theirs).abs().max().item() < 1e-5
@@ -308,8 +308,7 @@ def test_pgd_with_and_without_folding_agree() -> None:
     model = _with_running_stats(create_model("darts_v2", init_channels=4, layers=5))
     x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
     runs = [
-        pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=5, random_start=False, fold_bn=fold)
-        for fold in (True, False)
+        pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=5, start="none", fold_bn=fold) for fold in (True, False)
     ]
     # sign gradients may flip on float-rounding ties; nearly every pixel must follow the same path
     assert (runs[0] - runs[1]).abs().gt(1e-6).float().mean() < 0.01
@@ -324,3 +323,90 @@ def test_pgd_does_not_touch_the_global_random_state() -> None:
     state = torch.get_rng_state()
     pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=2, generator=torch.Generator().manual_seed(0))
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_folding_skips_sequential_subclasses_with_their_own_forward() -> None:
+    """A third-party Sequential subclass that reorders its children must be attacked as it computes."""
+    from arnas_zoo.attacks import folded_batchnorm
+
+    class Reordered(torch.nn.Sequential):
+        def forward(self, x):  # BN first, then the conv: folding "conv -> BN" would change the function
+            return self[0](self[1](x) + 1.0)
+
+    torch.manual_seed(0)
+    model = Reordered(torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.BatchNorm2d(3))
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.rand(2, 3, 8, 8)
+    reference = model(x)
+    with folded_batchnorm(model):
+        assert isinstance(model[1], torch.nn.BatchNorm2d)  # left alone
+        assert torch.equal(model(x), reference)
+
+
+@pytest.mark.parametrize("bn", ["eval", "batch"])
+def test_bn_modes_attack_the_named_function_and_keep_running_statistics(bn: str) -> None:
+    from arnas_zoo.attacks import pgd
+    from arnas_zoo.registry import create_model
+
+    model = _with_running_stats(create_model("arnas", init_channels=4, layers=5)).train()
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    x_adv = pgd(model, x, y, eps=8 / 255, step_size=2 / 255, steps=3, bn=bn, generator=torch.Generator().manual_seed(0))
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    for name, value in model.named_buffers():
+        assert torch.equal(value, buffers[name]), name  # attack batches never reach the running statistics
+    # the examples raise the loss of the function they were crafted on
+    from arnas_zoo.attacks import bn_mode
+
+    with bn_mode(model, bn), torch.no_grad():
+        before = torch.nn.functional.cross_entropy(model(x), y)
+        after = torch.nn.functional.cross_entropy(model(x_adv), y)
+    assert after > before
+
+
+@pytest.mark.parametrize("start", ["uniform", "normal", "none"])
+def test_starts_and_the_kl_loss(start: str) -> None:
+    from arnas_zoo.attacks import pgd
+
+    model = trained_tiny_cnn()
+    x, y = load_dataset("digits", "test", n=32).x, load_dataset("digits", "test", n=32).y
+    only_start = pgd(
+        model,
+        x,
+        y,
+        eps=0.1,
+        step_size=0.03,
+        steps=0,
+        start=start,
+        sigma=0.001,
+        generator=torch.Generator().manual_seed(0),
+    )
+    size = float((only_start - x).abs().max())
+    assert {"uniform": 0.05 < size <= 0.1 + 1e-6, "normal": 0 < size < 0.01, "none": size == 0}[start]
+    kl_adv = pgd(
+        model,
+        x,
+        y,
+        eps=0.1,
+        step_size=0.03,
+        steps=3,
+        start=start,
+        loss="kl",
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert 0.05 < float((kl_adv - x).abs().max()) <= 0.1 + 1e-6
+
+
+def test_non_finite_radii_are_refused() -> None:
+    from arnas_zoo.attacks import pgd
+
+    model = trained_tiny_cnn()
+    x, y = load_dataset("digits", "test", n=4).x, load_dataset("digits", "test", n=4).y
+    for eps in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ConfigError, match="eps"):
+            pgd(model, x, y, eps=eps, step_size=0.01, steps=1)
+    with pytest.raises(ConfigError, match="labels"):
+        pgd(model, x, y.float(), eps=0.1, step_size=0.01, steps=1)

@@ -82,8 +82,8 @@ def test_genotype_validate_and_export(runner: CliRunner, tmp_path: Path) -> None
     "args,fragment",
     [
         (["info", "darts_v3"], "did you mean darts_v2"),
-        (["info", "arnas", "--placement", "A-A"], "--placement: expected three stages"),
-        (["info", "arnas", "--filters", "1-x-2"], "--filters: expected three integers"),
+        (["info", "arnas", "--placement", "A-A"], "placement: expected three stages"),
+        (["info", "arnas", "--filters", "1-x-2"], "filters: expected three positive integers"),
         (["info", "missing.json"], "no such file"),
         (["draw", "resnet18", "-o", "x.png"], "hand-crafted network has no cells"),
         (["draw", "arnas", "-o", "x.gif"], "expected a file ending in"),

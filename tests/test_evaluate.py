@@ -23,16 +23,18 @@ from arnas_zoo.attacks import pgd
 from arnas_zoo.cli import main
 from arnas_zoo.data import load_dataset
 from arnas_zoo.errors import ConfigError, UnknownModelError
-from arnas_zoo.evaluate import (
-    AttackSpec,
-    evaluate,
-    make_attack,
-    parse_eps,
-    resolve_model,
-    transfer_matrix,
-)
+from arnas_zoo.evaluate import AttackSpec, evaluate, make_attack, parse_eps, transfer_matrix
 
-CHECKS = {"in_ball", "robust_le_clean", "eps_zero", "more_steps", "large_eps", "black_box", "monotone_eps"}
+CHECKS = {
+    "in_ball",
+    "robust_le_clean",
+    "eps_zero",
+    "more_steps",
+    "large_eps",
+    "black_box",
+    "monotone_eps",
+    "autoattack_le_pgd",
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +60,22 @@ def test_honest_model_report_passes_every_check(digits) -> None:  # type: ignore
     )
     status = _status(report)
     assert set(status) == CHECKS
-    assert all(status.values()), report.format_table()
+    assert all(v is True for k, v in status.items() if k != "autoattack_le_pgd"), report.format_table()
+    assert status["autoattack_le_pgd"] is None  # no AutoAttack in this report
     assert not report.possible_gradient_masking and "WARNING" not in report.format_table()
     metrics = json.loads(json.dumps(report.to_metrics()))  # JSON-able
-    for key in ("clean_accuracy", "worst_case_accuracy", "data", "results", "seed", "package_version", "device"):
+    for key in (
+        "clean_accuracy",
+        "worst_case_accuracy",
+        "data",
+        "results",
+        "seed",
+        "versions",
+        "device",
+        "robust_accuracy_definition",
+    ):
         assert key in metrics
+    assert {"torch", "numpy", "python", "arnas_zoo"} <= set(metrics["versions"])
     assert metrics["data"] == {
         "dataset": "digits",
         "split": "test",
@@ -71,21 +84,33 @@ def test_honest_model_report_passes_every_check(digits) -> None:  # type: ignore
         "source": "sklearn.datasets.load_digits (embedded)",
     }
     for result in metrics["results"]:
-        assert {"attack", "norm", "eps", "steps", "restarts", "n", "robust_accuracy"} <= set(result)
+        assert {"attack", "norm", "eps", "steps", "restarts", "n", "robust_accuracy", "adversarial_accuracy"} <= set(
+            result
+        )
     pgd10 = report.result("pgd10")
     assert pgd10.steps == 10 and pgd10.forward_passes_per_image == 10 and pgd10.backward_passes_per_image == 10
     assert abs(pgd10.step_size - 0.025) < 1e-12
     # the worst case is per sample: at most every single attack, and exactly the AND of their flags
     assert report.worst_case_accuracy <= min(r.robust_accuracy for r in report.results)
-    flags = torch.stack([r.correct for r in report.results]).all(0)
-    assert report.worst_case_accuracy == pytest.approx(flags.float().mean().item())
+    flags = torch.stack([r.robust for r in report.results]).all(0)
+    assert report.worst_case_accuracy == int(flags.sum()) / len(flags)  # an exact fraction of counts
     # the recorded PGD-10 figure is the one pgd() gives for the same seed
+    from arnas_zoo.evaluate.runner import batch_generator
+
     again = pgd(
-        model, digits.x, digits.y, eps=0.1, step_size=0.025, steps=10, generator=torch.Generator().manual_seed(0)
-    )
+        model,
+        digits.x,
+        digits.y,
+        eps=0.1,
+        step_size=0.025,
+        steps=10,
+        generator=batch_generator(torch.device("cpu"), 0, 0),
+    )  # the 48 points are one batch
     with torch.no_grad():
-        direct = (model(again).argmax(1) == digits.y).float().mean().item()
-    assert pgd10.robust_accuracy == pytest.approx(direct)
+        adversarial = model(again).argmax(1) == digits.y
+        clean = model(digits.x).argmax(1) == digits.y
+    assert pgd10.adversarial_accuracy == int(adversarial.sum()) / len(digits.y)
+    assert pgd10.robust_accuracy == int((adversarial & clean).sum()) / len(digits.y)  # the headline: AND
 
 
 def test_quantized_input_masks_gradients_and_is_flagged(digits) -> None:  # type: ignore[no-untyped-def]
@@ -118,8 +143,10 @@ def test_randomized_model_fails_eps_zero(digits) -> None:  # type: ignore[no-unt
 def test_reversed_gradients_fail_the_ordering_checks(digits) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     weak = train(TinyCNN(6), load_dataset("digits", "train").first(150), epochs=1, lr=5e-3)
+    # all 297 test points: the checks flag significant differences only, and 48 points are too few for more_steps
+    every = load_dataset("digits", "test")
     report = evaluate(
-        ReversedGradient(weak), digits, ["fgsm", "pgd10"], eps=0.06, device="cpu", progress=False, check_n=48
+        ReversedGradient(weak), every, ["fgsm", "pgd10"], eps=0.06, device="cpu", progress=False, check_n=len(every)
     )
     status = _status(report)
     for name in ("robust_le_clean", "more_steps", "large_eps", "monotone_eps"):
@@ -168,14 +195,68 @@ def test_names_and_eps_parsing() -> None:
         evaluate(TinyCNN(), load_dataset("digits", n=4), ["fgsm", "fgsm"], progress=False)
 
 
-def test_resolve_model_registry_and_checkpoint(tmp_path: Path) -> None:
-    resolved = resolve_model("resnet18", "cpu", dataset="digits", init_channels=4)
+def test_load_for_eval_registry_and_checkpoint(tmp_path: Path) -> None:
+    from arnas_zoo.cli.evaluation import load_for_eval
+
+    resolved = load_for_eval("resnet18", "cpu", dataset="digits")
     assert not resolved.trained and resolved.model.config.in_channels == 1 and resolved.model.config.input_size == 16
     folder = train_zoo_checkpoint(tmp_path / "ck", load_dataset("digits", "train").first(64), epochs=1)
-    loaded = resolve_model(str(folder), "cpu")
-    assert loaded.trained and loaded.source == "checkpoint" and not loaded.model.training
+    loaded = load_for_eval(str(folder), "cpu", None)
+    assert loaded.trained and loaded.kind == "folder" and not loaded.model.training
     with pytest.raises(UnknownModelError, match="checkpoint folder"):
-        resolve_model("resnet19", "cpu")
+        load_for_eval("resnet19", "cpu", None)
+
+
+def test_fgsm_cannot_make_a_misclassified_point_robust(digits) -> None:  # type: ignore[no-untyped-def]
+    """The headline counts a point only when clean AND adversarial predictions are right."""
+
+    def repair(model, x, y, *, eps, norm, generator, counter, seed):  # type: ignore[no-untyped-def]
+        return x  # no perturbation: the adversarial prediction equals the clean one ...
+
+    class Flipper(torch.nn.Module):  # ... except that this model is right on perturbed-free inputs only half the time
+        def __init__(self, model):  # type: ignore[no-untyped-def]
+            super().__init__()
+            self.model, self.calls = model, 0
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            logits = self.model(x)
+            return logits if self.calls > 1 else -logits  # the first (clean) pass is wrong everywhere
+
+    report = evaluate(
+        Flipper(trained_tiny_cnn()),
+        digits,
+        [AttackSpec("repairing", repair)],
+        eps=0.1,
+        device="cpu",
+        progress=False,
+        checks=False,
+    )
+    result = report.result("repairing")
+    assert report.clean_accuracy < 0.1 and result.adversarial_accuracy > 0.5
+    assert result.robust_accuracy <= report.clean_accuracy and report.worst_case_accuracy <= report.clean_accuracy
+
+
+def test_transfer_weaker_than_clean_error_raises_no_flag_and_weak_autoattack_does(digits) -> None:  # type: ignore[no-untyped-def]
+    model = trained_tiny_cnn()
+
+    def no_attack(model, x, y, *, eps, norm, generator, counter, seed):  # type: ignore[no-untyped-def]
+        return x
+
+    weak_aa = AttackSpec("aa", no_attack, steps=100, version="standard", family="autoattack")
+    report = evaluate(
+        model,
+        digits,
+        ["pgd10", weak_aa],
+        eps=0.1,
+        device="cpu",
+        progress=False,
+        check_n=48,
+        transfer_sources={"random": TinyCNN(6)},
+    )
+    status = _status(report)
+    assert status["robust_le_clean"] is True and status["black_box"] is True
+    assert status["autoattack_le_pgd"] is False and "aa" in report.format_table()
 
 
 @pytest.fixture(scope="module")
@@ -304,3 +385,4 @@ def test_reference_attacks_run_through_evaluate(digits) -> None:  # type: ignore
     assert apgd.backward_passes_per_image > 0 and not apgd.black_box
     assert sq.black_box and sq.backward_passes_per_image == 0
     assert apgd.robust_accuracy <= report.clean_accuracy and sq.max_perturbation <= 0.1 + 1e-6
+    assert apgd.family == "autoattack" and sq.family == "square"

@@ -13,33 +13,25 @@ from arnas_zoo import create_model
 from arnas_zoo.checkpoint import save_folder
 from arnas_zoo.errors import CheckpointError, ConfigError
 
-METRICS = {
-    "data": {"dataset": "mnist", "split": "test", "subset": "first 200", "n": 200},
-    "clean": {"accuracy": 0.91, "n": 200},
-    "attacks": [
-        {
-            "name": "pgd-20",
-            "norm": "linf",
-            "eps": 0.1,
-            "steps": 20,
-            "restarts": 1,
-            "step_size": 0.01,
-            "seed": 0,
-            "robust_accuracy": 0.62,
-            "n": 200,
-        },
-        {
-            "name": "autoattack",
-            "norm": "linf",
-            "eps": 0.1,
-            "version": "standard",
-            "seed": 0,
-            "robust_accuracy": 0.55,
-            "n": 200,
-        },
-    ],
-    "training": {"epochs": 10, "optimizer": "sgd", "lr": 0.1, "attack": "pgd-7"},
-}
+
+def _metrics() -> dict:
+    """A real evaluation report (arnas_zoo.evaluate) of the tiny model on 16 fixed images, plus a training record."""
+    from arnas_zoo.data import ImageData
+    from arnas_zoo.evaluate import evaluate
+
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(
+        x=torch.rand(16, 1, 28, 28, generator=g),
+        y=torch.randint(0, 10, (16,), generator=g),
+        name="mnist",
+        split="test",
+        indices=torch.arange(16),
+        num_classes=10,
+    )
+    report = evaluate(_mnist_tiny().eval(), data, ["fgsm", "pgd3"], eps=0.1, device="cpu", progress=False, checks=False)
+    metrics = report.to_metrics()
+    metrics["training"] = {"epochs": 10, "optimizer": "sgd", "lr": 0.1, "attack": "pgd-7"}
+    return metrics
 
 
 def _mnist_tiny(**kw: object) -> torch.nn.Module:
@@ -54,7 +46,8 @@ def test_model_card_metadata_is_valid_for_huggingface_hub(tmp_path: Path) -> Non
 
     from export.card import render_card
 
-    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=METRICS)
+    metrics = _metrics()
+    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=metrics)
     text = render_card(folder, repo_id="zoo/arnas-mnist")
     card = ModelCard(text)  # huggingface_hub's own parser
     data = card.data.to_dict()
@@ -63,14 +56,19 @@ def test_model_card_metadata_is_valid_for_huggingface_hub(tmp_path: Path) -> Non
     name, results = model_index_to_eval_results(data["model-index"])
     assert name == "arnas-mnist"
     by_name = {r.metric_name: r for r in results}
-    assert by_name["clean accuracy"].metric_value == 91.0
-    assert by_name["pgd-20"].metric_value == 62.0 and by_name["pgd-20"].metric_args["steps"] == 20
-    assert by_name["autoattack"].metric_type == "robust_accuracy" and by_name["autoattack"].dataset_split == "test"
+    pgd = next(r for r in metrics["results"] if r["attack"] == "pgd3")
+    assert by_name["clean"].metric_value == round(100 * metrics["clean_accuracy"], 2)
+    assert by_name["pgd3"].metric_value == round(100 * pgd["robust_accuracy"], 2)
+    assert by_name["pgd3"].metric_args["steps"] == 3 and by_name["pgd3"].metric_type == "robust_accuracy"
+    assert by_name["pgd3"].dataset_split == "test"
     body = card.text
     # every attack's settings in the evaluation table; recipe; genotype picture; limitations
-    assert "| pgd-20 | 62.00% | norm=linf, eps=0.1, steps=20, restarts=1, step_size=0.01, seed=0, n=200 |" in body
+    assert (
+        f"| pgd3 | {100 * pgd['robust_accuracy']:.2f}% | norm=linf, eps=0.1, steps=3, restarts=1, n=16, loss=ce" in body
+    )
     assert "| optimizer | sgd |" in body and "```mermaid" in body and "-- dil_conv_3x3 -->" in body
-    assert "Measured on: dataset = mnist, split = test, subset = first 200, n = 200." in body
+    assert "Measured on mnist test, n = 16 (official indices 0-15)" in body and "clean input *and*" in body
+    assert "No sanity checks against gradient masking were run" in body
     assert "## Limitations" in body and 'arnas_zoo.load("zoo/arnas-mnist")' in body
 
 
@@ -86,7 +84,7 @@ def test_card_without_metrics_says_so(tmp_path: Path) -> None:
 def test_hub_folder_refuses_bad_inputs(tmp_path: Path) -> None:
     from export.hub_publish import build_hub_folder
 
-    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=METRICS)
+    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=_metrics())
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
     with pytest.raises(ConfigError, match="not empty"):
@@ -107,10 +105,10 @@ def test_hub_folder_refuses_bad_inputs(tmp_path: Path) -> None:
 
 def test_fp16_export_parity_and_hub_folder(tmp_path: Path, shared_data: Path) -> None:
     from arnas_zoo.onnx import OnnxModel
-    from export.__main__ import main
+    from export.cli import main
     from export.hub_publish import build_hub_folder
 
-    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=METRICS)
+    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=_metrics())
     result = CliRunner().invoke(
         main, ["onnx", str(folder), "--fp16", "-n", "32"], env={"ARNAS_ZOO_SHARED_DATA": str(shared_data)}
     )
@@ -129,7 +127,7 @@ def test_fp16_export_parity_and_hub_folder(tmp_path: Path, shared_data: Path) ->
 
 
 def test_export_cli_errors_are_one_line(tmp_path: Path) -> None:
-    from export.__main__ import main
+    from export.cli import main
 
     folder = save_folder(create_model("arnas", init_channels=4, layers=5, input_size=16), tmp_path / "ck")
     result = CliRunner().invoke(main, ["onnx", str(folder)], env={"ARNAS_ZOO_SHARED_DATA": str(tmp_path / "none")})
@@ -137,55 +135,25 @@ def test_export_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
 
 
-def test_card_reads_the_evaluation_report_layout(tmp_path: Path) -> None:
-    """metrics.json as arnas_zoo.evaluate writes it (clean_accuracy, results[], worst case, checks)."""
-    from export.card import iter_results, render_card
+def test_card_reports_the_sanity_checks(tmp_path: Path) -> None:
+    from export.card import read_evaluation, render_card
 
-    metrics = {
-        "schema": "arnas-zoo/metrics@1",
-        "data": {"dataset": "mnist", "split": "test", "n": 100, "indices": "0-99"},
-        "threat_model": {"norm": "linf", "eps": 0.1},
-        "clean_accuracy": 0.9,
-        "worst_case_accuracy": 0.5,
-        "results": [
-            {
-                "attack": "pgd20",
-                "norm": "linf",
-                "eps": 0.1,
-                "steps": 20,
-                "restarts": 1,
-                "n": 100,
-                "robust_accuracy": 0.55,
-                "seconds": 3.2,
-                "forward_passes_per_image": 21.0,
-                "step_size": 0.01,
-            },
-            {
-                "attack": "square",
-                "norm": "linf",
-                "eps": 0.1,
-                "steps": None,
-                "restarts": 1,
-                "n": 100,
-                "robust_accuracy": 0.6,
-                "black_box": True,
-                "seconds": 9.0,
-            },
-        ],
-        "sanity_checks": [
-            {"name": "in_ball", "passed": True, "detail": "ok"},
-            {"name": "black_box", "passed": False, "detail": "below"},
-        ],
-    }
-    rows = list(iter_results(metrics))
-    assert [(r["name"], r["value"], r["kind"]) for r in rows] == [
-        ("clean", 0.9, "clean"),
-        ("pgd20", 0.55, "robust"),
-        ("square", 0.6, "robust"),
-        ("worst case over all attacks (per image)", 0.5, "robust"),
+    metrics = _metrics()
+    metrics["sanity_checks"] = [
+        {"name": "in_ball", "passed": True, "detail": "ok"},
+        {"name": "black_box", "passed": False, "detail": "below"},
     ]
-    assert "seconds" not in rows[1]["settings"] and rows[1]["settings"]["step_size"] == 0.01
+    report = read_evaluation(metrics)
+    assert report is not None and report.failed_checks == ["black_box"]
     folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics=metrics)
-    text = render_card(folder)
-    assert "| pgd20 | 55.00% | norm=linf, eps=0.1, steps=20, restarts=1, n=100, step_size=0.01 |" in text
-    assert "Sanity checks against gradient masking (Carlini et al., 2019): 2 run, FAILED: black_box." in text
+    assert "Sanity checks against gradient masking (Carlini et al., 2019): 2 run, FAILED: black_box." in render_card(
+        folder
+    )
+
+
+def test_card_refuses_metrics_that_are_not_a_report(tmp_path: Path) -> None:
+    from export.card import render_card
+
+    folder = save_folder(_mnist_tiny(), tmp_path / "ck", metrics={"schema": "something/else@9", "results": []})
+    with pytest.raises(CheckpointError, match="expected schema"):
+        render_card(folder)

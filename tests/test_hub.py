@@ -12,8 +12,8 @@ import arnas_zoo
 from arnas_zoo import create_model
 from arnas_zoo.checkpoint import save_folder, sha256_file
 from arnas_zoo.errors import CheckpointError, ConfigError, UnknownModelError
-from arnas_zoo.hub import describe_source, parse_hub_id
 from arnas_zoo.pretrained import PretrainedSpec, register, unregister
+from arnas_zoo.sources import parse_hub_id, resolve
 
 
 def _tiny(**kw: object) -> torch.nn.Module:
@@ -44,7 +44,7 @@ def test_load_folder_errors(tmp_path: Path, folder: Path) -> None:
     empty.mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         arnas_zoo.load(str(empty))
-    with pytest.raises(ConfigError, match="does not apply to the local folder"):
+    with pytest.raises(ConfigError, match="does not apply to the local path"):
         arnas_zoo.load(str(folder), revision="v1")
     # weights that do not fit: a config with more channels than the saved weights
     config = json.loads((folder / "config.json").read_text())
@@ -108,7 +108,7 @@ def test_bundled_entry_checks_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyP
     try:
         model = arnas_zoo.load("arnas.tiny_linf")
         assert not model.training and model.pretrained is good and model.config.eps == pytest.approx(8 / 255)
-        assert describe_source("arnas.tiny_linf")["kind"] == "pretrained"
+        assert resolve("arnas.tiny_linf").describe()["kind"] == "pretrained"
     finally:
         unregister(good.name)
     register(
@@ -124,7 +124,7 @@ def test_bundled_entry_checks_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyP
         )
     )
     try:
-        with pytest.raises(CheckpointError, match="does not match the expected"):
+        with pytest.raises(CheckpointError, match="does not match the pinned"):
             arnas_zoo.load("arnas.tiny_linf")
     finally:
         unregister("arnas.tiny_linf")
@@ -150,14 +150,59 @@ def test_revision_conflict_is_rejected_before_any_download() -> None:
         arnas_zoo.load("org/name@v1", revision="v2")
 
 
-def test_evaluate_resolves_through_load(folder: Path) -> None:
-    """The CLI's one resolver (arnas_zoo.evaluate.resolve_model) loads folders/Hub ids/pretrained via load."""
-    from arnas_zoo.evaluate import resolve_model
+def test_eval_resolves_through_the_one_resolver(folder: Path) -> None:
+    """`arnas-zoo eval` loads folders/Hub ids/pretrained names through sources.resolve, like load()."""
+    from arnas_zoo.cli.evaluation import load_for_eval
 
-    resolved = resolve_model(str(folder), "cpu")
-    assert resolved.trained and resolved.source == "checkpoint" and resolved.path == str(folder)
+    resolved = load_for_eval(str(folder), "cpu", None)
+    assert resolved.trained and resolved.kind == "folder" and resolved.location == str(folder)
     assert resolved.model.metrics == arnas_zoo.load(str(folder)).metrics
-    random = resolve_model("resnet18", "cpu", init_channels=8)
-    assert not random.trained and random.source == "registry"
+    random = load_for_eval("resnet18", "cpu", "digits")
+    assert not random.trained and random.kind == "arch"
     with pytest.raises(UnknownModelError, match="did you mean resnet18"):
-        resolve_model("resnet81", "cpu")
+        load_for_eval("resnet81", "cpu", None)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "org/..",
+        "../../evil/x@main",
+        "org/name@../../evilref",
+        "org/name@refs/../../x",
+        "org/name@" + "a" * 300,
+        "org/na..me",
+        "org/name@a\\b",
+        "org//name",
+    ],
+)
+def test_hub_ids_and_revisions_are_validated_before_any_cache_access(
+    spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((ConfigError, UnknownModelError, CheckpointError)):  # a "../" spec is a (missing) folder
+        arnas_zoo.load(spec)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_pins_cover_config_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry name means these exact files: an edited config.json or metrics.json is refused."""
+    from arnas_zoo import pretrained
+
+    folder = save_folder(_tiny(threat_model="linf", eps=0.3), tmp_path / "arnas.pinned_linf", metrics={"a": 1})
+    monkeypatch.setattr(pretrained, "bundled_root", lambda: tmp_path)
+    entry = pretrained.index_entry(folder, "arnas.pinned_linf", description="t")
+    assert set(entry.pins()) == {"config.json", "model.safetensors", "metrics.json"}
+    register(entry)
+    try:
+        assert arnas_zoo.load("arnas.pinned_linf").config.eps == 0.3
+        config = json.loads((folder / "config.json").read_text())
+        config["eps"] = 0.9
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(CheckpointError, match="config.json: sha256 .* does not match the pinned"):
+            arnas_zoo.load("arnas.pinned_linf")
+        assert arnas_zoo.load(str(folder)).config.eps == 0.9  # by path it is the user's own folder
+    finally:
+        unregister(entry.name)

@@ -1,8 +1,7 @@
-"""The pretrained registry: spec validation, duplicates, close matches, spec lines, MODEL_CARD.md sync."""
+"""The pretrained registry: entry validation, duplicates, close matches, index entries, MODEL_CARD.md sync."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,10 @@ from arnas_zoo.errors import ConfigError, DuplicateNameError, UnknownModelError
 from arnas_zoo.pretrained import (
     PretrainedSpec,
     get_pretrained,
+    index_entry,
     list_pretrained,
+    read_index,
     register,
-    spec_line,
     unregister,
 )
 
@@ -49,7 +49,7 @@ def _spec(**overrides: object) -> PretrainedSpec:
         ({"repo_id": "org/name"}, "exactly one source"),
         ({"folder": None}, "exactly one source"),
         ({"folder": None, "repo_id": "org/name", "revision": "main"}, "40-hex commit"),
-        ({"folder": None, "repo_id": "not a repo", "revision": "b" * 40}, "repo_id"),
+        ({"folder": None, "repo_id": "not a repo", "revision": "b" * 40}, "repo id"),
         ({"revision": "b" * 40}, "revision only applies"),
     ],
 )
@@ -80,39 +80,53 @@ def test_register_duplicate_raises_and_unknown_suggests() -> None:
         get_pretrained(spec.name)
 
 
-def test_spec_line_round_trips(tmp_path: Path) -> None:
+def test_index_entry_round_trips(tmp_path: Path) -> None:
     model = create_model("arnas", in_channels=1, input_size=28, init_channels=4, layers=5, threat_model="linf", eps=0.3)
     folder = save_folder(model, tmp_path / "ck", metrics={"data": {"dataset": "mnist", "split": "test", "n": 10}})
-    line = spec_line(folder, "arnas.mnist_linf", description="tiny")
-    assert sha256_file(folder / "model.safetensors") in line
-    # The printed line is valid Python that rebuilds the same spec.
-    match = re.fullmatch(r"register\((PretrainedSpec\(.*\))\)", line)
-    assert match is not None
-    spec = eval(match.group(1), {"PretrainedSpec": PretrainedSpec})  # noqa: S307 - our own output
-    assert (spec.name, spec.dataset, spec.threat_model, spec.eps, spec.folder) == (
+    entry = index_entry(folder, "arnas.mnist_linf", description="tiny")
+    assert entry.sha256 == sha256_file(folder / "model.safetensors")
+    assert entry.config_sha256 == sha256_file(folder / "config.json")
+    assert entry.metrics_sha256 == sha256_file(folder / "metrics.json")
+    assert (entry.name, entry.dataset, entry.threat_model, entry.eps, entry.folder) == (
         "arnas.mnist_linf",
         "mnist",
         "linf",
         0.3,
         "arnas.mnist_linf",
     )
-    hub_line = spec_line(folder, "arnas.mnist_linf", repo_id="org/arnas-mnist", revision="d" * 40)
-    assert "repo_id='org/arnas-mnist'" in hub_line and "folder=" not in hub_line
+    assert PretrainedSpec.from_dict(entry.to_dict()) == entry
+    hub = index_entry(folder, "arnas.mnist_linf", repo_id="org/arnas-mnist", revision="d" * 40)
+    assert hub.repo_id == "org/arnas-mnist" and hub.folder is None
 
 
-def test_register_cli_prints_line(tmp_path: Path) -> None:
-    from export.__main__ import main
+def test_register_cli_prints_or_adds_the_entry(tmp_path: Path) -> None:
+    from export.cli import main
 
     folder = save_folder(create_model("resnet18", init_channels=8), tmp_path / "ck")
     result = CliRunner().invoke(main, ["register", str(folder), "--name", "resnet18.cifar10_linf"])
     assert result.exit_code == 0, result.output
     assert sha256_file(folder / "model.safetensors") in result.output
+    index = tmp_path / "index.json"
+    added = CliRunner().invoke(
+        main, ["register", str(folder), "--name", "resnet18.cifar10_linf", "--index", str(index)]
+    )
+    assert added.exit_code == 0, added.output
+    assert [e.name for e in read_index(index)] == ["resnet18.cifar10_linf"]
+    again = CliRunner().invoke(
+        main, ["register", str(folder), "--name", "resnet18.cifar10_linf", "--index", str(index)]
+    )
+    assert again.exit_code == 2 and "already registered" in again.output
     bad = CliRunner().invoke(main, ["register", str(folder), "--name", "Bad Name"])
     assert bad.exit_code == 2 and "error: pretrained 'Bad Name'" in bad.output
 
 
+def test_bundled_index_pins_every_file() -> None:
+    for spec in list_pretrained():
+        assert set(spec.pins()) == {"config.json", "model.safetensors", "metrics.json"}, spec.name
+
+
 def test_model_card_matches_registry() -> None:
-    """MODEL_CARD.md is generated from the registry: regenerate it (python -m export zoo-card) on drift."""
+    """MODEL_CARD.md is generated from the registry: regenerate it (arnas-zoo export zoo-card) on drift."""
     from export.card import render_zoo_card
 
     assert (REPO / "MODEL_CARD.md").read_text() == render_zoo_card(list(list_pretrained()))
@@ -120,18 +134,19 @@ def test_model_card_matches_registry() -> None:
 
 def test_zoo_card_lists_entries_and_their_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from arnas_zoo import pretrained
+    from arnas_zoo.data import load_dataset
+    from arnas_zoo.evaluate import evaluate
     from export import card
 
-    model = create_model("resnet18", init_channels=8, threat_model="linf", eps=8 / 255)
-    folder = save_folder(
-        model,
-        tmp_path / "resnet18.cifar10_linf",
-        metrics={"attacks": [{"name": "pgd-20", "eps": 0.0314, "norm": "linf", "steps": 20, "robust_accuracy": 0.4}]},
-    )
+    data = load_dataset("digits", "test", n=8)
+    model = create_model("resnet18", init_channels=4, in_channels=1, input_size=16, threat_model="linf", eps=0.1)
+    report = evaluate(model, data, ["pgd2"], eps=0.1, device="cpu", progress=False, checks=False)
+    folder = save_folder(model, tmp_path / "resnet18.cifar10_linf", metrics=report.to_metrics())
     monkeypatch.setattr(pretrained, "bundled_root", lambda: tmp_path)
     digest = sha256_file(folder / "model.safetensors")
     spec = _spec(name="resnet18.cifar10_linf", arch="resnet18", folder=folder.name, sha256=digest)
     text = card.render_zoo_card([spec])
     assert "| `resnet18.cifar10_linf` | resnet18 | mnist | linf |" in text
-    assert "pgd-20 40.00% (eps=0.0314, norm=linf, steps=20)" in text
+    figure = f"pgd2 {100 * report.result('pgd2').robust_accuracy:.2f}% (norm=linf, eps=0.1, steps=2"
+    assert figure in text and "digits test, n=8" in text
     assert "No pretrained weights are registered yet" not in text

@@ -148,7 +148,7 @@ def test_revisions_tags_and_pinned_registry_entry(
     )
     register(wrong)
     try:
-        with pytest.raises(CheckpointError, match="does not match the expected"):
+        with pytest.raises(CheckpointError, match="does not match the pinned"):
             arnas_zoo.load("arnas.versions_linf")
     finally:
         unregister(wrong.name)
@@ -204,7 +204,7 @@ def test_repo_errors(olah: OlahServer, tmp_path: Path, hub_env: Path) -> None:
 def test_hub_cli_dry_run_publish_and_auth(
     olah: OlahServer, double: HubUploadDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from export.__main__ import main
+    from export.cli import main
 
     folder = _folder(tmp_path, seed=6)
     runner = CliRunner()
@@ -225,11 +225,13 @@ def test_hub_cli_dry_run_publish_and_auth(
         env={"HF_TOKEN": TOKEN},
     )
     assert published.exit_code == 0, published.output
-    assert "tag v1.0" in published.output and "revision='" in published.output
+    assert "tag v1.0" in published.output and "--revision " in published.output
     assert double.created["zoo/cli"]["visibility"] == "private"
     monkeypatch.setenv("HF_ENDPOINT", olah.endpoint)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     x = torch.rand(2, 3, 16, 16)
     assert torch.equal(arnas_zoo.load("zoo/cli@v1.0")(x), arnas_zoo.load(str(folder))(x))
     readme = olah.mirrors / "models" / "zoo" / "cli" / "README.md"
-    assert readme.read_text().startswith('---\nlibrary_name: "arnas-zoo"')
+    from huggingface_hub import ModelCard
+
+    assert ModelCard(readme.read_text()).data.library_name == "arnas-zoo"

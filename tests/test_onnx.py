@@ -36,7 +36,7 @@ def fitted(shared_data: Path) -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def exported(fitted: torch.nn.Module, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fitted tiny MNIST checkpoint folder, exported with `python -m export onnx FOLDER`."""
-    from export.__main__ import main as export_cli
+    from export.cli import main as export_cli
 
     folder = save_folder(
         fitted,
@@ -62,7 +62,7 @@ def test_export_record_and_file(exported: Path) -> None:
     assert record["exporter"] == "torch.onnx.export(dynamo=True)" and record["dynamic_batch"]
     assert parity["passed"] and parity["n"] == 64 and parity["dtype"] == "float32"
     assert parity["max_abs_diff"] <= 1e-4 and parity["top1_agreement"] == 1.0
-    assert parity["images"] == "mnist/test.npz rows 0..63"
+    assert parity["images"] == "mnist test (official indices 0-63)"
     proto = onnx.load(str(path))
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch dimension
     assert record["opset"] == next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -153,9 +153,10 @@ def test_predict_cli_png_npz_onnx_and_folder(exported: Path, shared_data: Path, 
         expected = load_folder(exported)(x).softmax(1).max(1).values
     assert [r["top"][0]["probability"] for r in onnx_rows[2:]] == pytest.approx(expected.tolist(), abs=1e-4)
     table = runner.invoke(zoo_cli, ["predict", str(exported / "model.onnx"), pngs[0]])
-    assert table.exit_code == 0 and table.output.startswith("digit0.png\t")
+    assert table.exit_code == 0 and table.stdout.startswith("digit0.png\t")
+    assert "ONNX Runtime provider: CPUExecutionProvider" in table.stderr
     bad = runner.invoke(zoo_cli, ["predict", "arnas.no_such_model", pngs[0]])
-    assert bad.exit_code == 2 and bad.output.startswith("error: unknown pretrained model")
+    assert bad.exit_code == 2 and bad.output.startswith("error: unknown model")
 
 
 def test_check_cli_agrees_with_its_source_and_flags_another(

@@ -55,6 +55,11 @@ def test_factorized_reduce_trains_in_channels_last_at_small_widths() -> None:
 def test_factorized_reduce_keeps_its_parameter_names() -> None:
     # bundled checkpoints were saved with nn.Conv2d here: the state dict must not change
     assert sorted(FactorizedReduce(4, 8).state_dict()) == [
-        "bn.bias", "bn.num_batches_tracked", "bn.running_mean", "bn.running_var", "bn.weight",
-        "conv_1.weight", "conv_2.weight",
-    ]  # fmt: skip
+        "bn.bias",
+        "bn.num_batches_tracked",
+        "bn.running_mean",
+        "bn.running_var",
+        "bn.weight",
+        "conv_1.weight",
+        "conv_2.weight",
+    ]

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arnas_zoo.errors import ConfigError
-from search.attack import pgd_linf
+from arnas_zoo.attacks import bn_mode, pgd
+from arnas_zoo.errors import ConfigError, NonFiniteError
 from search.bilevel import Architect, weight_step
 from search.objectives import (
     PgdCrossEntropy,
@@ -32,6 +32,12 @@ def _tiny(dtype: torch.dtype = torch.float32) -> Supernet:
 def _batch(n: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, 8, 8, generator=g, dtype=dtype), torch.randint(0, 10, (n,), generator=g)
+
+
+def pgd_linf(model, x, y, *, eps, step_size, steps, bn="eval"):  # type: ignore[no-untyped-def]
+    return pgd(
+        model, x, y, eps=eps, step_size=step_size, steps=steps, bn=bn, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def test_pgd_stays_in_the_ball_and_leaves_the_model_alone() -> None:
@@ -143,7 +149,7 @@ def test_arch_step_moves_only_alphas_and_weight_step_only_weights() -> None:
     alphas0 = [a.detach().clone() for a in model.arch_parameters()]
     weights0 = [p.detach().clone() for p in model.weight_parameters()]
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    info = architect.step(train, val, objective.prepare(model, *val), eta=0.1)
+    info = architect.step(train, val, objective.prepare(model, *val, None), eta=0.1)
     assert 0.0 <= info.gamma <= 1.0 and info.t_norm > 0 and info.t_hat_norm > 0
     for k, b in model.named_buffers():  # BN statistics only ever see weight-training batches
         assert torch.equal(b, buffers[k]), k
@@ -163,7 +169,7 @@ def test_mgda_step_direction_is_gamma_combination() -> None:
     architect = Architect(model, w_opt, objective, order="first", lam=0.1)
     architect.optimizer = torch.optim.SGD(model.arch_parameters(), lr=1.0)
     train, val = _batch(4, 1), _batch(4, 2)
-    prepared = objective.prepare(model, *val)
+    prepared = objective.prepare(model, *val, None)
     t, t_hat, _ = architect.gradients(train, val, prepared, eta=0.1)
     before = [a.detach().clone() for a in model.arch_parameters()]
     info = architect.step(train, val, prepared, eta=0.1)
@@ -180,7 +186,7 @@ class NoisyCrossEntropy(RobustnessObjective):
     def __init__(self) -> None:
         self.calls = 0
 
-    def prepare(self, model, x, y):
+    def prepare(self, model, x, y, noise):
         self.calls += 1
         return (x + 0.1 * torch.randn_like(x)).clamp(0, 1), y
 
@@ -198,9 +204,94 @@ def test_robustness_objective_is_pluggable() -> None:
     w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.1)
     architect = Architect(model, w_opt, objective, order="first")
     val = _batch(4, 2)
-    info = architect.step(_batch(4, 1), val, objective.prepare(model, *val), eta=0.1)
+    info = architect.step(_batch(4, 1), val, objective.prepare(model, *val, None), eta=0.1)
     assert instance.calls == 1 and info.robust_loss > 0
     with pytest.raises(ConfigError, match="already registered"):
         register_objective("noisy_ce_test", lambda config, autocast=None: instance)
     with pytest.raises(ConfigError, match="unknown"):
         make_objective("dsrna_bound", config=None)
+
+
+def test_crafting_with_batch_statistics_attacks_the_trained_function() -> None:
+    """The supernet trains in train mode (batch statistics): PGD crafted with running statistics
+    ("eval") barely raises the train-mode loss; crafted with batch statistics (the default) it does."""
+    model = _tiny().train()
+    x, y = _batch(16, 3)
+    with torch.no_grad():  # running statistics that lag the batch ones, as early in a search
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None:
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    losses = {}
+    for bn in ("eval", "batch"):
+        x_adv = PgdCrossEntropy(8 / 255, 2 / 255, 5, bn=bn).prepare(model, x, y, None)[0]
+        with bn_mode(model, "batch"), torch.no_grad():
+            losses[bn] = float(F.cross_entropy(model(x_adv), y))
+    with bn_mode(model, "batch"), torch.no_grad():
+        clean = float(F.cross_entropy(model(x), y))
+    assert losses["batch"] > losses["eval"] and losses["batch"] > clean
+    from search.config import SearchConfig
+
+    assert SearchConfig().attack_bn == "batch"
+
+
+def test_non_finite_gradients_raise_and_leave_weights_and_alphas_alone() -> None:
+    model = _tiny().train()
+    w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.1, momentum=0.9)
+
+    class Poisoned(PgdCrossEntropy):
+        def loss(self, model, prepared):  # type: ignore[no-untyped-def]
+            loss, logits = super().loss(model, prepared)
+            return loss * float("nan"), logits
+
+    objective = Poisoned(8 / 255, 2 / 255, 1)
+    train, val = _batch(4, 1), _batch(4, 2)
+    for order in ("first", "second"):
+        architect = Architect(model, w_opt, objective, order=order)
+        weights0 = [p.detach().clone() for p in model.weight_parameters()]
+        alphas0 = [a.detach().clone() for a in model.arch_parameters()]
+        with pytest.raises(NonFiniteError, match="not finite"):
+            architect.step(train, val, objective.prepare(model, *val, None), eta=0.1)
+        assert all(torch.equal(p, b) for p, b in zip(model.weight_parameters(), weights0))  # unroll undone
+        assert all(torch.equal(a, b) for a, b in zip(model.arch_parameters(), alphas0))
+
+
+def test_second_order_failure_half_way_restores_the_weights() -> None:
+    model = _tiny().train()
+    w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.1, momentum=0.9)
+
+    class Exploding(PgdCrossEntropy):
+        def loss(self, model, prepared):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")  # called at the unrolled weights
+
+    architect = Architect(model, w_opt, Exploding(8 / 255, 2 / 255, 1), order="second")
+    weights0 = [p.detach().clone() for p in model.weight_parameters()]
+    val = _batch(4, 2)
+    with pytest.raises(RuntimeError, match="boom"):
+        architect.step(_batch(4, 1), val, (val[0], val[1]), eta=0.1)
+    assert all(torch.equal(p, b) for p, b in zip(model.weight_parameters(), weights0))
+
+
+def test_hessian_vector_product_runs_without_tf32() -> None:
+    """TF32 would drown the finite difference; the HVP switches it off (and restores the setting)."""
+    seen = []
+    model = _tiny().train()
+    weights = model.weight_parameters()
+    architect = Architect(model, torch.optim.SGD(weights, lr=0.1), PgdCrossEntropy(0.0, 0.0, 0))
+    original = architect._train_loss
+
+    def spy(x, y):  # type: ignore[no-untyped-def]
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return original(x, y)
+
+    architect._train_loss = spy  # type: ignore[method-assign]
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        architect._hessian_vector(
+            [torch.randn_like(p) for p in weights], [p.detach().clone() for p in weights], *_batch()
+        )
+        assert seen and all(flags == (False, False) for flags in seen)
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cudnn.allow_tf32 = before

@@ -1,4 +1,4 @@
-"""Adversarial training: recipes, augmentation, the training attack, outputs, resume and corruption."""
+"""Adversarial training: recipes, augmentation, the training step, outputs, resume and corruption."""
 
 from __future__ import annotations
 
@@ -17,19 +17,10 @@ import torch
 from arnas_zoo import create_model
 from arnas_zoo.checkpoint import load_folder
 from arnas_zoo.errors import CheckpointError, ConfigError
-from arnas_zoo.training import (
-    RECIPES,
-    STATE_FILE,
-    Recipe,
-    TrainingInterrupted,
-    augment,
-    get_recipe,
-    load_train_state,
-    lr_at,
-    perturb,
-    read_log,
-    train,
-)
+from arnas_zoo.runs import read_state
+from arnas_zoo.runs.schedules import scheduled_lr
+from arnas_zoo.training import RECIPES, STATE_FILE, Recipe, TrainingInterrupted, augment, get_recipe, train
+from arnas_zoo.training.step import StepModels, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,19 +44,19 @@ def tiny_model() -> torch.nn.Module:
     return create_model("arnas", in_channels=1, input_size=8, init_channels=4, layers=3)
 
 
-TINY = dict(
-    epochs=3,
-    batch_size=16,
-    lr=0.05,
-    schedule="cosine",
-    eps=0.1,
-    step_size=0.05,
-    steps=2,
-    crop_padding=1,
-    cutout=3,
-    val_steps=2,
-    seed=3,
-)
+TINY = {
+    "epochs": 3,
+    "batch_size": 16,
+    "lr": 0.05,
+    "schedule": "cosine",
+    "eps": 0.1,
+    "step_size": 0.05,
+    "steps": 2,
+    "crop_padding": 1,
+    "cutout": 3,
+    "val_steps": 2,
+    "seed": 3,
+}
 
 
 def tiny_recipe(**kw) -> Recipe:
@@ -76,32 +67,55 @@ def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def lr_at(recipe: Recipe, t: float) -> float:
+    return scheduled_lr(
+        recipe.schedule,
+        t,
+        lr=recipe.lr,
+        total=recipe.epochs,
+        lr_min=recipe.lr_min,
+        milestones=recipe.milestones,
+        gamma=recipe.gamma,
+        warmup=recipe.warmup_epochs,
+    )
+
+
 # ---- recipes ------------------------------------------------------------------------------------
 def test_presets_carry_published_settings():
     arnas = get_recipe("arnas")
     assert (arnas.lr, arnas.momentum, arnas.weight_decay, arnas.grad_clip) == (0.1, 0.9, 1e-4, 5.0)
-    assert (arnas.epochs, arnas.batch_size, arnas.milestones, arnas.cutout) == (200, 32, (100.0, 150.0), 16)
-    assert (arnas.steps, arnas.step_size, arnas.start, arnas.start_sigma) == (7, 0.01, "gaussian", 0.001)
-    assert arnas.eps == pytest.approx(8 / 255) and arnas.attack_eval_mode
+    # the authors' adjust_learning_rate decays from epoch index 99 and 149 (0-based)
+    assert (arnas.epochs, arnas.batch_size, arnas.milestones, arnas.cutout) == (200, 32, (99.0, 149.0), 16)
+    assert (arnas.steps, arnas.step_size, arnas.start, arnas.start_sigma) == (7, 0.01, "normal", 0.001)
+    assert arnas.eps == pytest.approx(8 / 255) and arnas.attack_bn == "eval" and arnas.aux_input == "clean"
     advrush = get_recipe("advrush")
     assert (advrush.batch_size, advrush.cutout, advrush.auxiliary_weight, advrush.eps) == (64, 0, 0.0, 0.031)
+    assert (advrush.start, advrush.start_sigma) == ("normal", 0.001)  # AdvRush's madry_loss: x + 0.001 N(0, 1)
     for name, recipe in RECIPES.items():
         assert recipe.name == name
         assert Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
 
 
 def test_overrides_are_coerced_and_checked():
-    r = get_recipe("arnas", eps="8/255", epochs="3", flip="false", milestones="1,2", grad_clip="none")
-    assert r.eps == pytest.approx(8 / 255) and r.epochs == 3 and r.flip is False
+    r = get_recipe("arnas", eps="8/255", epochs="3", flip="false", milestones="1,2", grad_clip="none", start="gaussian")
+    assert r.eps == pytest.approx(8 / 255) and r.epochs == 3 and r.flip is False and r.start == "normal"
     assert r.milestones == (1.0, 2.0) and r.grad_clip is None
-    with pytest.raises(ConfigError, match="unknown field"):
-        get_recipe("arnas", learning_rate=0.1)
-    with pytest.raises(ConfigError, match="method"):
-        get_recipe("arnas", method="cw")
-    with pytest.raises(ConfigError, match="epochs"):
-        get_recipe("arnas", epochs=0)
-    with pytest.raises(ConfigError, match="cannot read"):
-        get_recipe("arnas", lr="fast")
+    for changes, fragment in (
+        ({"learning_rate": 0.1}, "unknown field"),
+        ({"method": "cw"}, "method"),
+        ({"epochs": 0}, "epochs"),
+        ({"lr": "fast"}, "cannot read"),
+        ({"eps": "1/0"}, "cannot read"),
+        ({"lr": "nan"}, "finite"),
+        ({"epochs": "1e30"}, "epochs"),
+        ({"steps": True}, "cannot read"),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            get_recipe("arnas", **changes)
     with pytest.raises(ConfigError, match="unknown recipe"):
         get_recipe("arnass")
 
@@ -114,84 +128,89 @@ def test_recipe_json_file(tmp_path):
 
 def test_learning_rate_schedules():
     r = get_recipe("arnas")
-    assert lr_at(r, 0) == 0.1 and lr_at(r, 99.99) == 0.1
-    assert lr_at(r, 100) == pytest.approx(0.01) and lr_at(r, 150) == pytest.approx(0.001)
+    assert lr_at(r, 0) == 0.1 and lr_at(r, 98.99) == 0.1
+    assert lr_at(r, 99) == pytest.approx(0.01) and lr_at(r, 149) == pytest.approx(0.001)
     c = get_recipe("arnas", schedule="cosine", epochs=10, lr_min=0.001)
-    assert (
-        lr_at(c, 0) == pytest.approx(0.1)
-        and lr_at(c, 5) == pytest.approx(0.0505)
-        and lr_at(c, 10) == pytest.approx(0.001)
-    )
+    assert lr_at(c, 0) == pytest.approx(0.1) and lr_at(c, 5) == pytest.approx(0.0505)
+    assert lr_at(c, 10) == pytest.approx(0.001)
     f = get_recipe("fast", epochs=10)
     assert lr_at(f, 0) == 0 and lr_at(f, 4) == pytest.approx(0.2) and lr_at(f, 10) == pytest.approx(0)
 
 
-# ---- augmentation and the training attack -------------------------------------------------------
+# ---- augmentation and the training step ---------------------------------------------------------
 def test_augment_crop_flip_cutout():
     x = torch.rand(64, 3, 8, 8)
-    gen = torch.Generator().manual_seed(0)
-    out = augment(x, gen, crop_padding=2, flip=False, cutout=0)
+    out = augment(x, torch.Generator().manual_seed(0), crop_padding=2, flip=False, cutout=0)
     # every output is a shifted copy of its input (zeros where the shift leaves the image)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(x.shape[0]):
         assert any(torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 8]) for dy in range(5) for dx in range(5))
-    shifted = sum(not torch.equal(out[i], x[i]) for i in range(64))
-    assert shifted > 40  # 24 of 25 offsets move the image
+    assert sum(not torch.equal(out[i], x[i]) for i in range(64)) > 40  # 24 of 25 offsets move the image
     flipped = augment(x, torch.Generator().manual_seed(1), crop_padding=0, flip=True, cutout=0)
     n_flip = sum(torch.equal(flipped[i], x[i].flip(2)) for i in range(64))
-    assert 15 < n_flip < 49 and all(
-        torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2)) for i in range(64)
-    )
+    assert 15 < n_flip < 49
+    assert all(torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(2)) for i in range(64))
     cut = augment(x, torch.Generator().manual_seed(2), crop_padding=0, flip=False, cutout=4)
     zeroed = (cut == 0).all(1).flatten(1).sum(1)
     assert (zeroed <= 16).all() and (zeroed >= 4).all()  # a 4x4 hole, clipped by the border at worst to 2x2
     assert torch.equal(cut[cut != 0], x[cut != 0])
-    again = augment(x, torch.Generator().manual_seed(2), crop_padding=0, flip=False, cutout=4)
-    assert torch.equal(cut, again)
+    assert torch.equal(cut, augment(x, torch.Generator().manual_seed(2), crop_padding=0, flip=False, cutout=4))
 
 
-@pytest.mark.parametrize("start", ["uniform", "gaussian", "none"])
-def test_perturb_stays_in_ball_raises_loss_and_restores_mode(start):
-    model = tiny_model()
-    data = digits(64)
-    model.train()
-    x_adv = perturb(
-        model, data.x, data.y, eps=0.1, step_size=0.03, steps=5, start=start, generator=torch.Generator().manual_seed(0)
+class _AuxSpy(torch.nn.Module):
+    """Records which inputs reach the auxiliary head (in train mode)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.aux_inputs: list[torch.Tensor] = []
+        self.auxiliary_head = model.auxiliary_head
+
+    def forward(self, x):
+        return self.model(x)
+
+    def forward_train(self, x):
+        if self.training:
+            self.aux_inputs.append(x.detach().clone())
+        return self.model.forward_train(x)
+
+
+@pytest.mark.parametrize("aux_input", ["clean", "adversarial"])
+def test_auxiliary_head_sees_the_recipe_s_input(aux_input):
+    """The ARNAS recipe feeds the auxiliary head the CLEAN batch (the authors' adv_train.py)."""
+    from arnas_zoo.runs.distributed import Dist
+
+    torch.manual_seed(0)
+    net = create_model("arnas", in_channels=1, input_size=8, init_channels=4, layers=3, auxiliary=True)
+    spy = _AuxSpy(net).train()
+    recipe = tiny_recipe(aux_input=aux_input, steps=2, start="uniform")
+    data = digits(16)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    models = StepModels(spy, spy, use_aux=True, aux_weight=0.4, dist=Dist())
+    train_step(
+        models, optimizer, recipe, data.x, data.y, None, recipe.eps, lambda: torch.autocast("cpu", enabled=False)
     )
-    assert model.training
-    assert (x_adv - data.x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
-    model.eval()
-    with torch.no_grad():
-        clean = torch.nn.functional.cross_entropy(model(data.x), data.y)
-        adv = torch.nn.functional.cross_entropy(model(x_adv), data.y)
-    assert adv > clean
+    assert len(spy.aux_inputs) == 1
+    assert torch.equal(spy.aux_inputs[0], data.x) == (aux_input == "clean")
+    assert get_recipe("arnas").aux_input == "clean"
 
 
-def test_gaussian_start_is_tiny_and_kl_loss_runs():
-    model = tiny_model().eval()
-    x = digits(32).x
-    start_only = perturb(
-        model, x, None, eps=0.1, step_size=0.03, steps=0, start="gaussian", generator=torch.Generator().manual_seed(0)
-    )
-    assert 0 < (start_only - x).abs().max() < 0.01
-    kl_adv = perturb(
-        model,
-        x,
-        None,
-        eps=0.1,
-        step_size=0.03,
-        steps=3,
-        start="gaussian",
-        loss="kl",
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert (kl_adv - x).abs().max() > 0.05
+def test_jacobian_penalty_estimates_the_frobenius_norm_without_bias():
+    from arnas_zoo.training.step import jacobian_penalty
+
+    torch.manual_seed(0)
+    net = create_model("resnet18", in_channels=1, input_size=8, init_channels=4).eval()
+    x = digits(8).x
+    estimates = torch.stack([jacobian_penalty(net, x) for _ in range(300)])
+    exact = torch.stack(
+        [torch.autograd.functional.jacobian(lambda v: net(v[None])[0], x[i]).pow(2).sum() for i in range(8)]
+    ).mean()
+    assert float(estimates.mean().detach()) == pytest.approx(float(exact), rel=0.1)  # unbiased (Hoffman et al. 2019)
 
 
 # ---- a run: outputs, resume, corruption ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("run") / "full"
     model = tiny_model()
     result = train(
@@ -202,30 +221,28 @@ def finished_run(tmp_path_factory):
 
 def test_run_folder_outputs(finished_run):
     out, result, final = finished_run
-    records = list(read_log(out))
+    records = read_log(out)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(0 <= r["val_robust_acc"] <= r["val_clean_acc"] + 0.2 for r in records)
     best_epoch = max(records, key=lambda r: r["val_robust_acc"])["epoch"]
     assert result.best["epoch"] == best_epoch
-    best = load_folder(out / "best")
-    assert best.metrics["training"]["epoch"] == best_epoch
+    assert load_folder(out / "best").metrics["training"]["epoch"] == best_epoch
     last = load_folder(out / "last")
     assert last.config.name == "tiny" and last.config.eps == pytest.approx(0.1) and last.config.threat_model == "linf"
     for key, value in last.state_dict().items():
         assert torch.equal(value, final[key]), key
     assert (out / "curves.png").stat().st_size > 1000
     assert json.loads((out / "recipe.json").read_text())["epochs"] == 3
-    _, meta = load_train_state(out / STATE_FILE)
-    assert meta["finished"] and meta["epoch"] == 3
+    _, header = read_state(out / STATE_FILE)
+    assert (header["epoch"], header["step"]) == (3, 0)
 
 
-def test_resume_mid_epoch_gives_identical_weights(finished_run, tmp_path):
-    _, _, final = finished_run
+def test_resume_mid_epoch_gives_identical_weights_and_log(finished_run, tmp_path):
+    ref_out, _, final = finished_run
     out = tmp_path / "interrupted"
-    model = tiny_model()
     with pytest.raises(TrainingInterrupted, match="resume"):
         train(
-            model,
+            tiny_model(),
             tiny_recipe(),
             digits(96),
             digits(32, offset=1000),
@@ -235,8 +252,8 @@ def test_resume_mid_epoch_gives_identical_weights(finished_run, tmp_path):
             run_name="tiny",
             stop_after_steps=8,
         )  # 6 steps per epoch: stops inside epoch 2
-    _, meta = load_train_state(out / STATE_FILE)
-    assert (meta["epoch"], meta["step"]) == (1, 2)
+    _, header = read_state(out / STATE_FILE)
+    assert (header["epoch"], header["step"]) == (1, 2)
     resumed = tiny_model()  # fresh weights: everything must come from the state file
     train(
         resumed,
@@ -251,7 +268,9 @@ def test_resume_mid_epoch_gives_identical_weights(finished_run, tmp_path):
     )
     for key, value in resumed.state_dict().items():
         assert torch.equal(value, final[key]), key
-    assert [r.get("epoch") for r in read_log(out) if "event" not in r] == [1, 2, 3]
+    drop = ("seconds", "images_per_s")
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
+    assert strip(read_log(out)) == strip(read_log(ref_out))  # each epoch once, the same figures
 
 
 WORKER = """
@@ -263,38 +282,36 @@ from test_training import tiny_model, tiny_recipe, digits
 from arnas_zoo.training import train, TrainingInterrupted
 try:
     train(tiny_model(), tiny_recipe(epochs={epochs}), digits(96), digits(32, offset=1000), {out!r}, device="cpu",
-          progress=False, run_name="tiny")
+          progress=False, run_name="tiny", resume={resume})
 except TrainingInterrupted:
     sys.exit(143)
 """
 
 
-def _spawn(out: Path, epochs: int) -> subprocess.Popen:
-    code = WORKER.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out), epochs=epochs)
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stderr=subprocess.PIPE)
+def _spawn(out: Path, epochs: int, resume: bool = False, env: dict | None = None) -> subprocess.Popen:
+    import os
+
+    code = WORKER.format(repo=str(REPO), tests=str(REPO / "tests"), out=str(out), epochs=epochs, resume=resume)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+    )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_process_resumes_to_identical_weights(finished_run, tmp_path, sig):
+def test_sigterm_saves_at_a_step_boundary_and_resumes_identically(finished_run, tmp_path):
     _, _, reference = finished_run  # the same recipe (3 epochs), data and seed, never interrupted
-    torch.set_num_threads(1)
-    epochs = 3
     out = tmp_path / "killed"
-    proc = _spawn(out, epochs)
+    proc = _spawn(out, 3)
     deadline = time.time() + 120
     while not (out / STATE_FILE).exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)  # the state file appears after the first epoch
-    proc.send_signal(sig)
-    code = proc.wait(timeout=120)
-    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 143), proc.stderr.read().decode()[-2000:]
-    _, meta = load_train_state(out / STATE_FILE)
-    assert meta["epoch"] < epochs and not meta["finished"]
-    if sig == signal.SIGTERM:  # saved at the next batch boundary, not only at the epoch's end
-        assert any(r.get("event") == "interrupted" and r["signal"] == "SIGTERM" for r in read_log(out))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, proc.stderr.read().decode()[-2000:]
+    _, header = read_state(out / STATE_FILE)
+    assert header["epoch"] < 3
     resumed = tiny_model()
     train(
         resumed,
-        tiny_recipe(epochs=epochs),
+        tiny_recipe(),
         digits(96),
         digits(32, offset=1000),
         out,
@@ -307,20 +324,55 @@ def test_killed_process_resumes_to_identical_weights(finished_run, tmp_path, sig
         assert torch.equal(resumed.state_dict()[key], value), key
 
 
-def test_corrupt_or_mismatched_state_is_refused(finished_run, tmp_path):
+@pytest.mark.parametrize("point", ["state:2", "log:2", "last:2", "best:2", "plot:2"])
+def test_a_kill_after_any_write_resumes_to_the_uninterrupted_run(finished_run, tmp_path, point):
+    """SIGKILL right after each write point of epoch 2 (a test hook, not a timer): resume gives the
+    uninterrupted run's weights and a log with each epoch once."""
+    ref_out, _, reference = finished_run
+    out = tmp_path / "kill"
+    proc = _spawn(out, 3, env={"ARNAS_ZOO_KILL_AFTER": point})
+    assert proc.wait(timeout=300) == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    proc = _spawn(out, 3, resume=True)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:]
+    assert [r["epoch"] for r in read_log(out)] == [1, 2, 3]
+    last = load_folder(out / "last").state_dict()
+    for key, value in reference.items():
+        assert torch.equal(last[key], value), key
+    assert (
+        load_folder(out / "best").metrics["training"]["epoch"]
+        == load_folder(ref_out / "best").metrics["training"]["epoch"]
+    )
+
+
+def _tamper_header(data: bytes, edit) -> bytes:  # type: ignore[no-untyped-def]
+    """Rewrite the JSON header of a safetensors file (same length not required)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    state = json.loads(header["__metadata__"]["header"])
+    edit(state)
+    header["__metadata__"]["header"] = json.dumps(state, sort_keys=True)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
+
+
+def test_tampered_or_corrupt_states_are_refused_and_the_previous_one_resumes(finished_run, tmp_path):
     out, _, _ = finished_run
     data = (out / STATE_FILE).read_bytes()
-    for name, damaged in (
-        ("flipped", data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:]),
-        ("truncated", data[: len(data) // 2]),
-        ("garbage", b"not a checkpoint"),
-    ):
+    damaged = {
+        "flipped": data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:],
+        "truncated": data[: len(data) // 2],
+        "garbage": b"not a checkpoint",
+        "epoch-edited": _tamper_header(data, lambda s: s.update(epoch=2)),
+        "lr-edited": _tamper_header(data, lambda s: s["task"]["optimizer"]["param_groups"][0].update(lr=0.5)),
+    }
+    for name, content in damaged.items():
         folder = tmp_path / name
         folder.mkdir()
-        (folder / STATE_FILE).write_bytes(damaged)
-        with pytest.raises(CheckpointError, match="corrupt"):
-            load_train_state(folder / STATE_FILE)
-        with pytest.raises(CheckpointError, match="corrupt"):
+        (folder / STATE_FILE).write_bytes(content)
+        with pytest.raises(CheckpointError, match="unreadable|digest mismatch"):
+            read_state(folder / STATE_FILE)
+        with pytest.raises(CheckpointError, match="unreadable|digest mismatch"):
             train(
                 tiny_model(),
                 tiny_recipe(),
@@ -332,10 +384,45 @@ def test_corrupt_or_mismatched_state_is_refused(finished_run, tmp_path):
                 progress=False,
                 run_name="tiny",
             )
+    # the state before the latest is kept beside it: a damaged latest one falls back on request
+    prev = out / STATE_FILE.replace(".safetensors", ".prev.safetensors")
+    assert prev.is_file()
+    folder = tmp_path / "fallback"
+    folder.mkdir()
+    (folder / STATE_FILE).write_bytes(damaged["flipped"])
+    (folder / prev.name).write_bytes(prev.read_bytes())
+    with pytest.raises(CheckpointError, match="--resume-previous"):
+        train(
+            tiny_model(),
+            tiny_recipe(),
+            digits(96),
+            digits(32, offset=1000),
+            folder,
+            resume=True,
+            device="cpu",
+            progress=False,
+            run_name="tiny",
+        )
+    result = train(
+        tiny_model(),
+        tiny_recipe(),
+        digits(96),
+        digits(32, offset=1000),
+        folder,
+        previous=True,
+        device="cpu",
+        progress=False,
+        run_name="tiny",
+    )
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+
+
+def test_mismatched_or_missing_states_are_refused(finished_run, tmp_path):
+    out, _, _ = finished_run
     copy = tmp_path / "copy"
     copy.mkdir()
-    (copy / STATE_FILE).write_bytes(data)
-    with pytest.raises(CheckpointError, match="different recipe.*lr"):
+    (copy / STATE_FILE).write_bytes((out / STATE_FILE).read_bytes())
+    with pytest.raises(CheckpointError, match="different settings.*recipe"):
         train(
             tiny_model(),
             tiny_recipe(lr=0.2),
@@ -348,7 +435,7 @@ def test_corrupt_or_mismatched_state_is_refused(finished_run, tmp_path):
             run_name="tiny",
         )
     other_model = create_model("arnas", in_channels=1, input_size=8, init_channels=6, layers=3)
-    with pytest.raises(CheckpointError, match="different model"):
+    with pytest.raises(CheckpointError, match="different settings.*config"):
         train(
             other_model,
             tiny_recipe(),
@@ -362,7 +449,7 @@ def test_corrupt_or_mismatched_state_is_refused(finished_run, tmp_path):
         )
     with pytest.raises(CheckpointError, match="already exists"):
         train(tiny_model(), tiny_recipe(), digits(96), None, copy, device="cpu", progress=False, run_name="tiny")
-    with pytest.raises(CheckpointError, match="no training state"):
+    with pytest.raises(CheckpointError, match="no saved state"):
         train(
             tiny_model(), tiny_recipe(), digits(96), None, tmp_path / "empty", resume=True, device="cpu", progress=False
         )
@@ -370,13 +457,11 @@ def test_corrupt_or_mismatched_state_is_refused(finished_run, tmp_path):
 
 @pytest.mark.parametrize("method", ["fgsm", "trades", "standard"])
 def test_other_methods_train(method, tmp_path):
-    torch.set_num_threads(1)
     model = tiny_model()
     before = weights(model)
     recipe = tiny_recipe(method=method, epochs=1, steps=1 if method == "fgsm" else 2, start="uniform")
     result = train(model, recipe, digits(64), digits(32, offset=1000), tmp_path / method, device="cpu", progress=False)
     record = result.history[-1]
-    assert math.isfinite(record["train_loss"]) and record["train_acc_on"] == (
-        "clean" if method == "standard" else "training adversarial examples"
-    )
+    assert math.isfinite(record["train_loss"])
+    assert record["train_acc_on"] == ("clean" if method == "standard" else "training adversarial examples")
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())

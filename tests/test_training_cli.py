@@ -136,8 +136,15 @@ def test_quickstart_command_prints_both_models(tmp_path):
     assert set(report["rows"]) == {"adversarial", "standard"}
     for row in report["rows"].values():
         assert 0 <= row["pgd"] <= row["clean"] <= 1
+    assert (
+        "next:" in result.output and "arnas-zoo export onnx" in result.output and "expected at seed 0" in result.output
+    )
+    assert "sanity checks" in result.output and "time:" in result.output
     metrics = load_folder(tmp_path / "qs" / "adversarial" / "best").metrics
     assert metrics["data"]["n"] == 32 and metrics["data"]["dataset"] == "digits"
+    ran = [c for c in metrics["sanity_checks"] if c["passed"] is not None]
+    assert len(ran) >= 5 and metrics["possible_gradient_masking"] in (True, False)  # the checks it claims ran
+    assert set(report["phases"]) == {"train adversarial", "evaluate adversarial", "train standard", "evaluate standard"}
     assert {r["attack"]: r["steps"] for r in metrics["results"]} == {"fgsm": 1, "pgd20": 20}
     assert metrics["training"]["recipe"] == "cpu_digits"
     standard = json.loads((tmp_path / "qs" / "standard" / "recipe.json").read_text())

@@ -1,4 +1,5 @@
-"""Every bundled pretrained checkpoint loads, is pinned, and its recorded clean accuracy is reproducible."""
+"""Every bundled pretrained checkpoint loads with all its files pinned, its metrics.json is an evaluation
+report whose figures are consistent, and its recorded clean accuracy is reproducible on the same points."""
 
 from __future__ import annotations
 
@@ -8,34 +9,42 @@ import pytest
 import torch
 
 import arnas_zoo
-from arnas_zoo.data import load_npz, split_train_val
+from arnas_zoo.checkpoint import sha256_file
+from arnas_zoo.data import evaluation_data
+from arnas_zoo.evaluate import EvaluationReport
 from arnas_zoo.pretrained import list_pretrained
 
 SPECS = [spec for spec in list_pretrained() if spec.folder is not None]
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
-def test_bundled_checkpoint_loads_and_reproduces_its_clean_accuracy(spec, shared_data: Path) -> None:
-    model = arnas_zoo.load(spec.name)  # checks the pinned sha256
+def test_pins_hold_and_the_report_is_consistent(spec) -> None:  # type: ignore[no-untyped-def]
+    folder = spec.bundled_path()
+    for file, digest in spec.pins().items():
+        assert sha256_file(folder / file) == digest, file
+    model = arnas_zoo.load(spec.name)
     assert not model.training
     assert model.config.eps == pytest.approx(spec.eps) and model.config.threat_model == spec.threat_model
-    evaluation = model.metrics["evaluation"]
-    recorded = evaluation["clean"]["accuracy"]
-    if spec.dataset == "mnist":
-        data = load_npz(shared_data / "mnist" / "test.npz").first(2000)
-        tolerance = 0.03  # 2000 of the 10000 recorded points: sampling error, not a different model
-    else:
-        # the recorded CIFAR-10 figures use the last 1000 rows of the train subset as a validation split
-        _, data = split_train_val(load_npz(shared_data / "cifar10" / "train.npz"), 1000)
-        tolerance = 1e-9  # the very same 1000 points
+    report = EvaluationReport.from_metrics(model.metrics, spec.name)
+    assert report.eps == pytest.approx(spec.eps) and report.data["dataset"] == spec.dataset
+    by_attack = {r.attack: r for r in report.results}
+    for r in report.results:  # the headline counts points correct on clean AND adversarial inputs
+        assert r.n == report.data["n"] and r.robust_accuracy <= report.clean_accuracy
+        assert report.worst_case_accuracy <= r.robust_accuracy
+    for aa in (r for r in report.results if r.family == "autoattack"):
+        for pgd in (r for r in report.results if r.family == "pgd" and r.random_start):
+            # AutoAttack is not weaker than PGD on the same points (within the sampling noise of n points)
+            assert aa.robust_accuracy <= pgd.robust_accuracy + 2 / report.data["n"] ** 0.5, (aa.attack, pgd.attack)
+    assert not report.failed_checks, report.failed_checks
+    assert {"fgsm", "pgd20"} <= set(by_attack)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_recorded_clean_accuracy_is_reproduced_on_the_same_points(spec, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    model = arnas_zoo.load(spec.name)
+    report = EvaluationReport.from_metrics(model.metrics, spec.name)
+    data = evaluation_data(spec.dataset, n=report.data["n"], data_dir=shared_data)
+    assert data.describe()["indices"] == report.data["indices"]
     with torch.no_grad():
-        accuracy = (model(data.x).argmax(1) == data.y).double().mean().item()
-    assert accuracy == pytest.approx(recorded, abs=tolerance)
-    # a robust figure never exceeds the clean one on the same points
-    pgd = evaluation["pgd"]
-    assert pgd["robust_accuracy"] <= pgd["clean_accuracy_same_points"]
-    assert pgd["n"] == evaluation["data"]["n_total"], "PGD must cover the whole evaluation split"
-    aa = evaluation["autoattack"]
-    assert aa["n"] > 0 and aa["robust_accuracy"] <= aa["clean_accuracy_same_points"]
-    # the per-point worst case of the two attacks is below each of them on the same points
-    assert aa["worst_case_pgd_or_aa_same_points"] <= min(aa["robust_accuracy"], aa["pgd_robust_accuracy_same_points"])
+        correct = int((model(data.x).argmax(1) == data.y).sum())
+    assert correct / len(data) == report.clean_accuracy

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from arnas_zoo import create_model
 from arnas_zoo.images import read_npz_batch
-from arnas_zoo.network import ZooModel
+from arnas_zoo.models import ZooModel
 
 
 def fitted_mnist_model(data_dir: Path, seed: int = 0, n_fit: int = 256) -> ZooModel:

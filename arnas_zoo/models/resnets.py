@@ -6,7 +6,7 @@
   which is the network the ARNAS paper's Table 1 counted at 32x32.
 - ``wrn34_10``: WideResNet-34-10 (Zagoruyko & Komodakis), the usual robust-training baseline.
 
-For the baselines, ``init_channels`` is the width of the first stage (64 for ResNet-18, 160 = 16x10
+For these families ``init_channels`` is the width of the first stage (64 for ResNet-18, 160 = 16x10
 for WRN-34-10) and, for the WideResNet, ``layers`` is the depth; torchvision's ResNet-18 has fixed
 widths. Smaller values give the tiny versions the tests use.
 """
@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import ConfigError
-from arnas_zoo.network import ModelConfig, Normalize, ZooModel
+from arnas_zoo.models.base import ZooModel, input_normalization, register_family
 from arnas_zoo.ops import PointwiseConv2d
 
 
@@ -85,8 +86,6 @@ class WideBlock(nn.Module):
 class WideResNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, depth: int = 34, width: int = 160):
         super().__init__()
-        if (depth - 4) % 6:
-            raise ConfigError(f"layers: a WideResNet needs depth 6n+4 (e.g. 34), got {depth}")
         n = (depth - 4) // 6
         widths = [16, width, 2 * width, 4 * width]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
@@ -107,35 +106,55 @@ class WideResNet(nn.Module):
         return self.fc(self.pool(out).flatten(1))
 
 
-def _imagenet_resnet18(in_channels: int, num_classes: int) -> nn.Module:
-    from torchvision.models import resnet18
-
-    net = resnet18(weights=None, num_classes=num_classes)
-    if in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-    return net
-
-
 class BaselineNetwork(ZooModel):
     """A hand-crafted network behind the zoo's interface (normalization inside, logits out)."""
 
     def __init__(self, config: ModelConfig, body: nn.Module):
         super().__init__()
         self.config = config
-        self.normalize = Normalize(config.mean, config.std) if config.mean is not None else nn.Identity()
+        self.normalize = input_normalization(config)
         self.body = body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.normalize(x))
 
 
-def build_baseline(config: ModelConfig) -> BaselineNetwork:
-    if config.arch == "resnet18":
-        body: nn.Module = CifarResNet18(config.in_channels, config.num_classes, config.init_channels)
-    elif config.arch == "resnet18_imagenet":
-        body = _imagenet_resnet18(config.in_channels, config.num_classes)
-    elif config.arch == "wrn34_10":
-        body = WideResNet(config.in_channels, config.num_classes, config.layers, config.init_channels)
-    else:
-        raise ConfigError(f"arch: no hand-crafted baseline named {config.arch!r}")
-    return BaselineNetwork(config, body)
+def _resnet18_params(config: ModelConfig) -> int:
+    w = config.init_channels
+    return 2_800 * w * w + 9 * config.in_channels * w + 8 * w * config.num_classes + 100 * w
+
+
+@register_family("resnet18", estimate_params=_resnet18_params, description="ResNet-18, CIFAR stem")
+def build_resnet18(config: ModelConfig) -> ZooModel:
+    return BaselineNetwork(config, CifarResNet18(config.in_channels, config.num_classes, config.init_channels))
+
+
+def _imagenet_params(config: ModelConfig) -> int:
+    return 11_200_000 + 49 * 64 * config.in_channels + 513 * config.num_classes
+
+
+@register_family("resnet18_imagenet", estimate_params=_imagenet_params, description="torchvision ResNet-18")
+def build_resnet18_imagenet(config: ModelConfig) -> ZooModel:
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None, num_classes=config.num_classes)
+    if config.in_channels != 3:
+        net.conv1 = nn.Conv2d(config.in_channels, 64, 7, stride=2, padding=3, bias=False)
+    return BaselineNetwork(config, net)
+
+
+def _check_wrn(config: ModelConfig) -> None:
+    if (config.layers - 4) % 6 or config.layers < 10:
+        raise ConfigError(f"layers: a WideResNet needs depth 6n+4 with n >= 1 (e.g. 34), got {config.layers}")
+
+
+def _wrn_params(config: ModelConfig) -> int:
+    n, w = (config.layers - 4) // 6, config.init_channels
+    return n * 2 * 9 * (w * w + 4 * w * w + 16 * w * w) + 9 * 16 * (config.in_channels + w) + 4 * w * config.num_classes
+
+
+@register_family("wrn34_10", check=_check_wrn, estimate_params=_wrn_params, description="WideResNet (pre-activation)")
+def build_wide_resnet(config: ModelConfig) -> ZooModel:
+    return BaselineNetwork(
+        config, WideResNet(config.in_channels, config.num_classes, config.layers, config.init_channels)
+    )

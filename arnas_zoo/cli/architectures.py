@@ -1,0 +1,177 @@
+"""``list``, ``info``, ``draw``, ``genotype``, ``pretrained``: the architectures and the zoo, without training."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from arnas_zoo.cli.common import F, friendly_errors
+from arnas_zoo.config import parse_filters, parse_placement
+from arnas_zoo.errors import ConfigError, GenotypeError
+
+_MACRO_INTS = ("layers", "init_channels", "num_classes", "in_channels", "input_size")
+
+
+def macro_options(func: F) -> F:
+    """Options that override the macro of a registry entry or genotype."""
+    options = [
+        click.option("--layers", type=int, help="Number of cells (default: the paper's)."),
+        click.option("--init-channels", "-C", type=int, help="Initial channels C."),
+        click.option("--num-classes", type=int, help="Output classes."),
+        click.option("--in-channels", type=int, help="Input channels (1 for MNIST)."),
+        click.option("--input-size", type=int, help="Input height/width (28 MNIST, 32 CIFAR, 64 Tiny-ImageNet)."),
+        click.option("--placement", help="Cell type per stage, e.g. A-A-R, R-A-A, A-R-A, A-A-A."),
+        click.option("--filters", help="Filter multipliers per stage, e.g. 1-2-2, 1-2-3, 1-2-4."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def collect_overrides(kwargs: dict[str, Any]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {key: kwargs.pop(key) for key in _MACRO_INTS if kwargs.get(key) is not None}
+    for key in _MACRO_INTS:
+        kwargs.pop(key, None)
+    placement = kwargs.pop("placement", None)
+    if placement:
+        overrides["placement"] = parse_placement(placement)
+    filters = kwargs.pop("filters", None)
+    if filters:
+        overrides["filter_multipliers"] = parse_filters(filters)
+    return overrides
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")
+@friendly_errors
+def list_command(as_json: bool) -> None:
+    """List the registered architectures with parameters and paper-convention FLOPs (32x32x3, 10 classes)."""
+    from arnas_zoo.introspect import architecture_table
+
+    rows = architecture_table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'name':<18} {'space':<13} {'params':>9} {'FLOPs':>10}  paper")
+    for row in rows:
+        click.echo(
+            f"{row['name']:<18} {row['space']:<13} {row['params'] / 1e6:>8.4f}M {row['flops_paper'] / 1e6:>9.2f}M  "
+            f"{row['paper']}"
+        )
+
+
+@click.command("pretrained")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")
+@friendly_errors
+def pretrained_command(as_json: bool) -> None:
+    """List the pretrained checkpoints that arnas_zoo.load(NAME) finds (every file pinned by sha256)."""
+    from arnas_zoo.pretrained import list_pretrained
+
+    specs = list(list_pretrained())
+    if as_json:
+        click.echo(json.dumps([spec.to_dict() for spec in specs], indent=1))
+        return
+    click.echo(f"{'name':<38} {'data':<8} {'threat':<6} {'eps':>7}  source")
+    for spec in specs:
+        note = f"  (superseded by {spec.superseded_by})" if spec.superseded_by else ""
+        click.echo(f"{spec.name:<38} {spec.dataset:<8} {spec.threat_model:<6} {spec.eps:>7.4g}  {spec.source}{note}")
+
+
+@click.command("info")
+@click.argument("target")
+@macro_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (params, macs, flops_paper, ...).")
+@friendly_errors
+def info_command(target: str, as_json: bool, **kwargs: Any) -> None:
+    """Structure and statistics of TARGET: a registry name, a genotype JSON, a config.json or a checkpoint folder."""
+    from arnas_zoo.introspect import describe, format_summary
+
+    summary = describe(target, **collect_overrides(kwargs))
+    click.echo(json.dumps(summary, indent=1) if as_json else format_summary(summary))
+
+
+@click.command("draw")
+@click.argument("target")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file (.png, .svg or .pdf)."
+)
+@click.option("--cell", "cell_name", help="Draw only this cell type (default: every cell type, one file each).")
+@click.option("--layout", is_flag=True, help="Draw the network's layout of cell types instead of the cells.")
+@macro_options
+@friendly_errors
+def draw_command(target: str, output: str, cell_name: str | None, layout: bool, **kwargs: Any) -> None:
+    """Draw the cells (or the layout) of TARGET: a registry name, a genotype JSON or a checkpoint folder.
+
+    With several cell types and no --cell, writes OUTPUT with the cell name added before the
+    suffix (arnas-accurate.png, arnas-robust.png, ...).
+    """
+    from arnas_zoo.draw import draw_cell, draw_layout
+    from arnas_zoo.registry import resolve_config
+
+    config = resolve_config(target, **collect_overrides(kwargs))
+    out = Path(output)
+    if layout:
+        click.echo(str(draw_layout(config, out)))
+        return
+    if config.genotype is None:
+        raise ConfigError(f"{target}: a hand-crafted network has no cells to draw; try --layout on a cell network")
+    names = [cell_name] if cell_name else list(config.genotype.cells)
+    for name in names:
+        path = out if len(names) == 1 else out.with_name(f"{out.stem}-{name}{out.suffix}")
+        click.echo(str(draw_cell(config.genotype, name, path)))
+
+
+@click.group("genotype")
+def genotype_group() -> None:
+    """Validate, show and convert genotype JSON files."""
+
+
+@genotype_group.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@friendly_errors
+def genotype_validate(files: tuple[str, ...]) -> None:
+    """Check FILES against the genotype schema; print OK or the first error with its JSON path."""
+    from arnas_zoo.genotype import Genotype
+
+    failed = 0
+    for file in files:
+        try:
+            g = Genotype.load(file)
+        except GenotypeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            failed += 1
+        else:
+            click.echo(f"OK {file}: space={g.space}, cells={list(g.cells)}")
+    if failed:
+        sys.exit(1)
+
+
+def _genotype_of(target: str) -> Any:
+    from arnas_zoo.registry import resolve_config
+
+    config = resolve_config(target)
+    if config.genotype is None:
+        raise ConfigError(f"{target}: hand-crafted network ({config.arch}); it has no genotype")
+    return config.genotype
+
+
+@genotype_group.command("show")
+@click.argument("target")
+@friendly_errors
+def genotype_show(target: str) -> None:
+    """Pretty-print the genotype of TARGET (registry name, genotype JSON or checkpoint folder)."""
+    click.echo(_genotype_of(target).pretty())
+
+
+@genotype_group.command("export")
+@click.argument("target")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@friendly_errors
+def genotype_export(target: str, output: str | None) -> None:
+    """Write the genotype of TARGET (e.g. a registry name) as genotype JSON."""
+    genotype = _genotype_of(target)
+    click.echo(str(genotype.save(output)) if output else genotype.to_json())

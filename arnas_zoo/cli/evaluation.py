@@ -1,0 +1,244 @@
+"""``eval`` and ``transfer``: robust accuracy of models under attacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from arnas_zoo.cli.common import F, friendly_errors, model_defaults, pick, progress_for, quiet_option
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to evaluate, and what it is (for reports and warnings)."""
+
+    model: Any
+    name: str
+    kind: str  # a sources.Source kind: folder | hub | pretrained | arch (random weights)
+    location: str
+
+    @property
+    def trained(self) -> bool:
+        return self.kind != "arch"
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.kind, "trained": self.trained, "path": self.location}
+
+
+def load_for_eval(spec: str, device: Any, dataset: str | None) -> LoadedModel:
+    """Resolve ``spec`` (folder, Hub id, pretrained name, or a registry architecture with RANDOM weights)."""
+    from arnas_zoo.hub import load_source
+    from arnas_zoo.sources import resolve
+
+    source = resolve(spec, allow_arch=True)
+    if source.kind == "arch":
+        from arnas_zoo.data import dataset_info
+        from arnas_zoo.registry import create_model
+
+        info = dataset_info(dataset or "digits")
+        model = (
+            create_model(spec, in_channels=info.in_channels, input_size=info.input_size, num_classes=info.num_classes)
+            .to(device)
+            .eval()
+        )
+        click.echo(
+            f"WARNING: {spec!r} is a registry architecture with RANDOM, UNTRAINED weights; its accuracies "
+            "mean nothing. Pass a checkpoint folder, Hub id or pretrained name to evaluate a trained model.",
+            err=True,
+        )
+        return LoadedModel(model, spec, "arch", spec)
+    model = load_source(source, device=device)
+    name = getattr(model.config, "name", None) or source.location
+    return LoadedModel(model, str(name), source.kind, source.location)
+
+
+_data_options = [
+    click.option(
+        "--dataset",
+        default=None,
+        help="digits, mnist, cifar10, cifar100, svhn, tinyimagenet or an .npz file [the model's training data]",
+    ),
+    click.option(
+        "--split",
+        default="test",
+        show_default=True,
+        help="split to read (train/test); CIFAR-10 offline: the last 1000 train rows",
+    ),
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="folder with <dataset>/<split>.npz or the torchvision files "
+        "[~/.cache/arnas_zoo/data, then ../shared/data]",
+    ),
+    click.option("--download", is_flag=True, help="download the dataset with torchvision first (needs a network)"),
+    click.option(
+        "--val-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="use the LAST K rows of the split (the validation rows held out from training)",
+    ),
+    click.option("--n", "n", type=click.IntRange(min=1), default=None, help="evaluate the first n points [all]"),
+    click.option("--eps", default=None, help="radius, e.g. 0.3 or 8/255 [the eps the model was trained for]"),
+    click.option("--norm", type=click.Choice(["linf", "l2"]), default=None, help="threat model [the model's]"),
+    click.option("--batch-size", type=click.IntRange(min=1, max=100_000), default=128, show_default=True),
+    click.option("--device", default="auto", show_default=True, help="auto picks CUDA when present"),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option(
+        "--json",
+        "json_out",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="write the results as JSON (metrics.json format for eval)",
+    ),
+    quiet_option,
+]
+
+
+def data_options(func: F) -> F:
+    for option in reversed(_data_options):
+        func = option(func)
+    return func
+
+
+def threat_settings(
+    models: list[Any], dataset: str | None, eps: str | None, norm: str | None
+) -> tuple[str, float, str]:
+    """Dataset, eps and norm: as given, else what the (first) model was trained for; said on stderr."""
+    from arnas_zoo.evaluate import parse_eps
+
+    defaults = model_defaults(models[0]) if models else {}
+    notes: list[str] = []
+    dataset = pick(dataset, "dataset", defaults, "digits", notes)
+    eps_value = parse_eps(eps) if eps is not None else float(pick(None, "eps", defaults, 8 / 255, notes))
+    norm = pick(norm, "norm", defaults, "linf", notes)
+    if notes:
+        click.echo("using " + "; ".join(notes), err=True)
+    return str(dataset), eps_value, str(norm)
+
+
+@click.command("eval")
+@click.argument("model")
+@data_options
+@click.option(
+    "--attacks",
+    default="fgsm,pgd20",
+    show_default=True,
+    help="comma-separated: fgsm, pgd20, pgd100, pgd<K>[-cw][x<R>], apgd-ce, apgd-t, fab-t, square, aa, "
+    "aa-plus, aa-rand",
+)
+@click.option("--no-checks", is_flag=True, help="skip the gradient-masking sanity checks and probes")
+@click.option("--check-n", type=click.IntRange(min=1), default=128, show_default=True, help="points used by the probes")
+@friendly_errors
+def eval_command(
+    model: str,
+    dataset: str | None,
+    split: str,
+    data_dir: str | None,
+    download: bool,
+    val_size: int | None,
+    n: int | None,
+    eps: str | None,
+    norm: str | None,
+    batch_size: int,
+    device: str,
+    seed: int,
+    json_out: str | None,
+    quiet: bool,
+    attacks: str,
+    no_checks: bool,
+    check_n: int,
+) -> None:
+    """Robust accuracy of MODEL (folder, Hub id org/name[@rev], pretrained or registry name) under attacks.
+
+    Dataset, eps and norm default to what the model was trained for (read from its files).
+    """
+    from arnas_zoo.data import evaluation_data
+    from arnas_zoo.devices import resolve_device
+    from arnas_zoo.evaluate import evaluate, parse_attacks
+
+    names = parse_attacks(attacks)
+    dev = resolve_device(device)
+    loaded = load_for_eval(model, dev, dataset)
+    dataset, eps_value, norm = threat_settings([loaded.model], dataset, eps, norm)
+    data = evaluation_data(
+        dataset, split=split, data_dir=data_dir, n=n, val_size=val_size, device=dev, download=download
+    )
+    report = evaluate(
+        loaded.model,
+        data,
+        names,
+        eps=eps_value,
+        norm=norm,
+        batch_size=batch_size,
+        device=dev,
+        seed=seed,
+        checks=not no_checks,
+        check_n=check_n,
+        progress=progress_for(quiet),
+        model_info=loaded.info(),
+    )
+    click.echo(report.format_table())
+    if json_out:
+        report.save(json_out)
+        click.echo(f"wrote {json_out}")
+
+
+@click.command("transfer")
+@click.argument("models", nargs=-1, required=True)
+@data_options
+@click.option("--attack", default="pgd20", show_default=True, help="attack run on each source model")
+@friendly_errors
+def transfer_command(
+    models: tuple[str, ...],
+    dataset: str | None,
+    split: str,
+    data_dir: str | None,
+    download: bool,
+    val_size: int | None,
+    n: int | None,
+    eps: str | None,
+    norm: str | None,
+    batch_size: int,
+    device: str,
+    seed: int,
+    json_out: str | None,
+    quiet: bool,
+    attack: str,
+) -> None:
+    """Transfer matrix: examples crafted on each MODEL (rows) classified by each MODEL (columns)."""
+    from arnas_zoo.checkpoint import atomic_write_json
+    from arnas_zoo.data import evaluation_data
+    from arnas_zoo.devices import resolve_device
+    from arnas_zoo.evaluate import make_attack, transfer_matrix
+
+    make_attack(attack)
+    dev = resolve_device(device)
+    loaded: dict[str, Any] = {}
+    for spec in models:
+        item = load_for_eval(spec, dev, dataset)
+        loaded[item.name if item.name not in loaded else spec] = item.model
+    dataset, eps_value, norm = threat_settings(list(loaded.values()), dataset, eps, norm)
+    data = evaluation_data(
+        dataset, split=split, data_dir=data_dir, n=n, val_size=val_size, device=dev, download=download
+    )
+    report = transfer_matrix(
+        loaded,
+        data,
+        attack=attack,
+        eps=eps_value,
+        norm=norm,
+        batch_size=batch_size,
+        device=dev,
+        seed=seed,
+        progress=progress_for(quiet),
+    )
+    click.echo(report.format_table())
+    if json_out:
+        from pathlib import Path
+
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(json_out), report.to_dict())
+        click.echo(f"wrote {json_out}")

@@ -1,0 +1,43 @@
+"""Mixed precision: which autocast a run uses, and logits in full precision for the loss."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+
+Autocast = Callable[[], contextlib.AbstractContextManager[Any]]
+
+
+def autocast_for(device: torch.device, bf16: bool, *, cpu: bool = False) -> Autocast:
+    """bf16 autocast on CUDA when ``bf16``; on CPU only when ``cpu`` is also asked for (opt-in: it pays
+    only on CPUs with native bf16). Otherwise a no-op context."""
+    if bf16 and (device.type == "cuda" or (cpu and device.type == "cpu")):
+        return partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def full_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss: float32 under bf16/fp16 autocast; float64 left alone (tests run in float64)."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+@contextlib.contextmanager
+def no_tf32() -> Any:
+    """TF32 off for matmuls and cuDNN convolutions inside the block (restored after).
+
+    On Ampere+ GPUs cuDNN convolutions run in TF32 by default (10-bit mantissa); a finite difference
+    of two gradients at ``w +- r v`` drowns in that rounding, so the Hessian-vector product of the
+    second-order search runs in full float32. No effect on CPU.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
