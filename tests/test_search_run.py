@@ -24,7 +24,8 @@ from search.config import SearchConfig, load_config, parse_overrides
 from search.run import STATE_FILE, run_search
 
 REPO = Path(__file__).resolve().parents[1]
-# smaller than the `tiny` preset: 4 cells (A, reduce, reduce, R) of 2 nodes, 8x8 images, 64+64 of them, 2 epochs of 2 steps of 8, PGD-1
+# smaller than the `tiny` preset: 4 cells (A, reduce, reduce, R) of 2 nodes, 8x8 images, 64+64 of them,
+# 2 epochs of 2 steps of 8, PGD-1
 MICRO = {
     "layers": 4,
     "nodes": 2,
