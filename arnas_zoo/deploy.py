@@ -196,6 +196,118 @@ def _check_data(dataset: str, n: int, channels: int, data_dir: Any) -> tuple[Any
     return data, f"{info['dataset']} {info['split']} (official indices {info['indices']})"
 
 
+@dataclass
+class _Setup:
+    """The points and attack settings both sides of a check share."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    eps: float
+    norm: str
+    queries: int
+    pgd_steps: int
+    seed: int
+    device: str
+    report: Progress
+
+    def square_on(self, model: Model) -> Any:
+        from arnas_zoo.attacks import square
+
+        return lambda xb, yb: square(
+            model, xb, yb, eps=self.eps, norm=self.norm, n_queries=self.queries, seed=self.seed
+        )
+
+    def result(
+        self, name: str, x_adv: torch.Tensor, correct: torch.Tensor, clean_ok: torch.Tensor, **fields: Any
+    ) -> Any:
+        return _attack_result(name, self.x, x_adv, correct, clean_ok, self.eps, self.norm, **fields)
+
+    @property
+    def square_fields(self) -> dict[str, Any]:
+        return {"steps": None, "black_box": True, "version": f"{self.queries} queries", "family": "square"}
+
+
+@dataclass
+class _Side:
+    """One model's part of a check: its clean outcome and attack results (for the sanity checks)."""
+
+    name: str
+    model: Model
+    clean_pred: torch.Tensor
+    clean_ok: torch.Tensor
+    results: list[Any]
+    probes: bool = False
+
+
+def _onnx_side(setup: _Setup, onnx_model: OnnxModel) -> tuple[_Side, torch.Tensor]:
+    clean_pred = _logits(onnx_model, setup.x).argmax(1)
+    clean_ok = clean_pred == setup.y.cpu()
+    adv, square_ok = _attack_side(
+        onnx_model,
+        setup.x,
+        setup.y,
+        f"Square ({setup.queries} queries) on ONNX",
+        setup.square_on(onnx_model),
+        setup.report,
+    )
+    side = _Side(
+        "onnx",
+        onnx_model,
+        clean_pred,
+        clean_ok,
+        [setup.result("square", adv, square_ok, clean_ok, **setup.square_fields)],
+    )
+    return side, square_ok
+
+
+def _twin_side(
+    setup: _Setup, twin: Model, onnx: _Side, probes: bool
+) -> tuple[_Side, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The PyTorch twin attacked the same way, plus PGD on it transferred to ONNX."""
+    from arnas_zoo.attacks import pgd
+
+    clean_pred = _logits(twin, setup.x).argmax(1)
+    clean_ok = clean_pred == setup.y.cpu()
+    adv_square, square_ok = _attack_side(
+        twin, setup.x, setup.y, f"Square ({setup.queries} queries) on PyTorch", setup.square_on(twin), setup.report
+    )
+    generator = torch.Generator(device=setup.device).manual_seed(setup.seed)
+
+    def run_pgd(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        # step 2.5 * eps / steps: the usual PGD choice (Madry et al.), reaching the ball's edge from any start
+        return pgd(
+            twin,
+            xb,
+            yb,
+            eps=setup.eps,
+            step_size=2.5 * setup.eps / setup.pgd_steps,
+            steps=setup.pgd_steps,
+            norm=setup.norm,
+            generator=generator,
+        )
+
+    adv_pgd, pgd_ok = _attack_side(twin, setup.x, setup.y, f"PGD-{setup.pgd_steps} on PyTorch", run_pgd, setup.report)
+    transfer_ok = _logits(onnx.model, adv_pgd).argmax(1) == setup.y.cpu()
+    onnx.results.append(
+        setup.result(
+            f"transfer-pgd{setup.pgd_steps}",
+            adv_pgd,
+            transfer_ok,
+            onnx.clean_ok,
+            steps=setup.pgd_steps,
+            black_box=True,
+            source="the PyTorch twin",
+        )
+    )
+    results = [
+        setup.result(
+            f"pgd{setup.pgd_steps}", adv_pgd, pgd_ok, clean_ok, steps=setup.pgd_steps, random_start=True, loss="ce"
+        ),
+        setup.result("square", adv_square, square_ok, clean_ok, **setup.square_fields),
+    ]
+    return _Side("torch", twin, clean_pred, clean_ok, results, probes), square_ok, pgd_ok, transfer_ok
+
+
 def check_onnx(
     onnx_path: str | os.PathLike[str],
     dataset: str,
@@ -220,30 +332,19 @@ def check_onnx(
     about 95%), and the transferred PGD examples must fool ONNX as they fool the twin. The evaluation
     module's sanity checks run on both; ``probes`` adds its gradient probes on the twin.
     """
-    from arnas_zoo.attacks import pgd, square
-
-    report = Progress.of(progress)
     onnx_model = OnnxModel(onnx_path, providers=providers, check_range=False)
     eps, norm = _threat(onnx_model, onnx_path, eps, norm)
     config = onnx_model.config
     data, label = _check_data(dataset, n, config.in_channels if config else (onnx_model.input_shape[1] or 3), data_dir)
     device = "cuda" if onnx_model.provider == "CUDAExecutionProvider" and torch.cuda.is_available() else "cpu"
     data = data.to(device)
-    x, y = data.x, data.y
-
-    def square_on(model: Model) -> Any:
-        return lambda xb, yb: square(model, xb, yb, eps=eps, norm=norm, n_queries=square_queries, seed=seed)
-
-    clean_onnx_pred = _logits(onnx_model, x).argmax(1)
-    clean_onnx_ok = clean_onnx_pred == y.cpu()
-    adv_onnx, square_onnx_ok = _attack_side(
-        onnx_model, x, y, f"Square ({square_queries} queries) on ONNX", square_on(onnx_model), report
-    )
+    setup = _Setup(data.x, data.y, eps, norm, square_queries, pgd_steps, seed, device, Progress.of(progress))
+    onnx, square_onnx_ok = _onnx_side(setup, onnx_model)
     result = RobustnessCheck(
         onnx=str(onnx_path),
         source=str(source) if source is not None else None,
         data=label,
-        n=len(x),
+        n=len(data),
         norm=norm,
         eps=eps,
         square_queries=square_queries,
@@ -251,73 +352,18 @@ def check_onnx(
         seed=seed,
         device=device,
         provider=onnx_model.provider,
-        clean_onnx=fraction(clean_onnx_ok),
-        square_onnx=fraction(clean_onnx_ok & square_onnx_ok),
+        clean_onnx=fraction(onnx.clean_ok),
+        square_onnx=fraction(onnx.clean_ok & square_onnx_ok),
     )
-    square_kw = {"steps": None, "black_box": True, "version": f"{square_queries} queries", "family": "square"}
-    sides: list[tuple[str, Any, torch.Tensor, list[Any], bool]] = [
-        (
-            "onnx",
-            onnx_model,
-            clean_onnx_ok,
-            [_attack_result("square", x, adv_onnx, square_onnx_ok, clean_onnx_ok, eps, norm, **square_kw)],
-            False,
-        )
-    ]
-    checks: dict[str, tuple[bool, str]] = {}
+    sides, checks = [onnx], {}
     if source is not None:
         from arnas_zoo.hub import load
 
-        twin = load(source, device=device)
-        clean_torch_pred = _logits(twin, x).argmax(1)
-        clean_torch_ok = clean_torch_pred == y.cpu()
-        adv_torch, square_torch_ok = _attack_side(
-            twin, x, y, f"Square ({square_queries} queries) on PyTorch", square_on(twin), report
-        )
-        generator = torch.Generator(device=device).manual_seed(seed)
-
-        # step 2.5 * eps / steps: the usual PGD choice (Madry et al.), reaching the ball's edge from any start
-        def run_pgd(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            step = 2.5 * eps / pgd_steps
-            return pgd(twin, xb, yb, eps=eps, step_size=step, steps=pgd_steps, norm=norm, generator=generator)
-
-        adv_pgd, pgd_torch_ok = _attack_side(twin, x, y, f"PGD-{pgd_steps} on PyTorch", run_pgd, report)
-        transfer_ok = _logits(onnx_model, adv_pgd).argmax(1) == y.cpu()
-        _compare(result, clean_onnx_ok, clean_torch_ok, square_onnx_ok, square_torch_ok, pgd_torch_ok, transfer_ok)
-        checks["clean_predictions_identical"] = (
-            bool((clean_onnx_pred == clean_torch_pred).all()),
-            f"{int((clean_onnx_pred != clean_torch_pred).sum())} differ",
-        )
-        twin_results = [
-            _attack_result(
-                f"pgd{pgd_steps}",
-                x,
-                adv_pgd,
-                pgd_torch_ok,
-                clean_torch_ok,
-                eps,
-                norm,
-                steps=pgd_steps,
-                random_start=True,
-                loss="ce",
-            ),
-            _attack_result("square", x, adv_torch, square_torch_ok, clean_torch_ok, eps, norm, **square_kw),
-        ]
-        sides[0][3].append(
-            _attack_result(
-                f"transfer-pgd{pgd_steps}",
-                x,
-                adv_pgd,
-                transfer_ok,
-                clean_onnx_ok,
-                eps,
-                norm,
-                steps=pgd_steps,
-                black_box=True,
-                source=str(source),
-            )
-        )
-        sides.append(("torch", twin, clean_torch_ok, twin_results, probes))
+        twin, square_torch_ok, pgd_ok, transfer_ok = _twin_side(setup, load(source, device=device), onnx, probes)
+        _compare(result, onnx.clean_ok, twin.clean_ok, square_onnx_ok, square_torch_ok, pgd_ok, transfer_ok)
+        differ = int((onnx.clean_pred != twin.clean_pred).sum())
+        checks["clean_predictions_identical"] = (differ == 0, f"{differ} differ")
+        sides.append(twin)
     _run_sanity_checks(sides, data, eps, norm, seed, checks)
     result.sanity = {name: passed for name, (passed, _) in checks.items()}
     result.sanity_details = {name: detail for name, (_, detail) in checks.items()}
@@ -352,18 +398,27 @@ def _compare(
 
 
 def _run_sanity_checks(
-    sides: list[Any], data: Any, eps: float, norm: str, seed: int, checks: dict[str, tuple[bool, str]]
+    sides: list[_Side], data: Any, eps: float, norm: str, seed: int, checks: dict[str, tuple[bool, str]]
 ) -> None:
     """The evaluation module's automatic checks (Carlini et al. 2019) on both sides; the gradient probes
     need gradients, so they run on the twin only, on request."""
     from arnas_zoo.evaluate import sanity_checks
 
-    for prefix, model, clean_ok, results, run_probes in sides:
-        for check in sanity_checks(
-            model, data, clean_ok.cpu(), results, eps=eps, norm=norm, batch_size=256, seed=seed, probes=run_probes
-        ):
+    for side in sides:
+        found = sanity_checks(
+            side.model,
+            data,
+            side.clean_ok.cpu(),
+            side.results,
+            eps=eps,
+            norm=norm,
+            batch_size=256,
+            seed=seed,
+            probes=side.probes,
+        )
+        for check in found:
             if check.passed is not None:
-                checks[f"{prefix}.{check.name}"] = (bool(check.passed), check.detail)
+                checks[f"{side.name}.{check.name}"] = (bool(check.passed), check.detail)
 
 
 def _attack_result(

@@ -100,10 +100,7 @@ def quickstart(
     first training/test images only (smoke tests).
     """
     from arnas_zoo.data import load_dataset, split_train_val
-    from arnas_zoo.evaluate import evaluate
-    from arnas_zoo.models import build_model
-    from arnas_zoo.registry import get_config
-    from arnas_zoo.training import get_recipe, train
+    from arnas_zoo.training import get_recipe
 
     report = Progress.of(progress)
     start = time.perf_counter()
@@ -120,50 +117,8 @@ def quickstart(
     standard = adversarial.replace(method="standard", name="cpu_digits_standard", select_by="clean")
     result = QuickstartResult(out_dir)
     attacks = ("fgsm", f"pgd{pgd_steps}")
-    config = get_config("arnas", **QUICKSTART_MODEL)
     for kind, recipe in (("adversarial", adversarial), ("standard", standard)):
-        run_dir = out_dir / kind
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        report.write(f"quickstart: training the {kind} network ({recipe.epochs} epochs, recipe {recipe.name})")
-        t0 = time.perf_counter()
-        torch.manual_seed(seed)  # both networks start from the same initial weights
-        outcome = train(
-            build_model(config),
-            recipe,
-            train_split,
-            val_split,
-            run_dir,
-            device=dev,
-            progress=report,
-            run_name=f"arnas_c4l5_digits_{kind}",
-        )
-        result.phases[f"train {kind}"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        from arnas_zoo.checkpoint import load_folder, read_metrics
-
-        model = load_folder(outcome.best_dir, device=dev)
-        evaluation = evaluate(
-            model,
-            test,
-            attacks,
-            eps=adversarial.eps,
-            device=dev,
-            seed=seed,
-            checks=checks,
-            progress=report,
-            model_info={"name": model.config.name, "source": str(outcome.best_dir)},
-        )
-        metrics = evaluation.to_metrics()
-        metrics["training"] = (read_metrics(outcome.best_dir) or {}).get("training", {})
-        atomic_write_json(outcome.best_dir / "metrics.json", metrics)
-        result.phases[f"evaluate {kind}"] = time.perf_counter() - t0
-        result.rows[kind] = {
-            "clean": evaluation.clean_accuracy,
-            "fgsm": evaluation.result("fgsm").robust_accuracy,
-            "pgd": evaluation.result(f"pgd{pgd_steps}").robust_accuracy,
-        }
-        result.checks[kind] = evaluation.failed_checks if checks else ["not run"]
+        _train_and_attack(result, kind, recipe, (train_split, val_split, test), attacks, dev, report, checks)
     result.seconds = time.perf_counter() - start
     result.settings = {
         "model": "arnas " + json.dumps(QUICKSTART_MODEL),
@@ -182,6 +137,66 @@ def quickstart(
     }
     _write_report(result)
     return result
+
+
+def _train_and_attack(
+    result: QuickstartResult,
+    kind: str,
+    recipe: Any,
+    splits: tuple[Any, Any, Any],
+    attacks: tuple[str, str],
+    dev: torch.device,
+    report: Progress,
+    checks: bool,
+) -> None:
+    """Train one of the two networks from the seed's initial weights, then attack its best checkpoint."""
+    from arnas_zoo.checkpoint import load_folder, read_metrics
+    from arnas_zoo.evaluate import evaluate
+    from arnas_zoo.models import build_model
+    from arnas_zoo.registry import get_config
+    from arnas_zoo.training import train
+
+    train_split, val_split, test = splits
+    run_dir = result.out_dir / kind
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    report.write(f"quickstart: training the {kind} network ({recipe.epochs} epochs, recipe {recipe.name})")
+    t0 = time.perf_counter()
+    torch.manual_seed(recipe.seed)  # both networks start from the same initial weights
+    outcome = train(
+        build_model(get_config("arnas", **QUICKSTART_MODEL)),
+        recipe,
+        train_split,
+        val_split,
+        run_dir,
+        device=dev,
+        progress=report,
+        run_name=f"arnas_c4l5_digits_{kind}",
+    )
+    result.phases[f"train {kind}"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = load_folder(outcome.best_dir, device=dev)
+    evaluation = evaluate(
+        model,
+        test,
+        attacks,
+        eps=recipe.eps,
+        device=dev,
+        seed=recipe.seed,
+        checks=checks,
+        progress=report,
+        model_info={"name": model.config.name, "source": str(outcome.best_dir)},
+    )
+    metrics = evaluation.to_metrics()
+    metrics["training"] = (read_metrics(outcome.best_dir) or {}).get("training", {})
+    atomic_write_json(outcome.best_dir / "metrics.json", metrics)
+    result.phases[f"evaluate {kind}"] = time.perf_counter() - t0
+    result.rows[kind] = {
+        "clean": evaluation.clean_accuracy,
+        "fgsm": evaluation.result(attacks[0]).robust_accuracy,
+        "pgd": evaluation.result(attacks[1]).robust_accuracy,
+    }
+    result.checks[kind] = evaluation.failed_checks if checks else ["not run"]
 
 
 def _write_report(result: QuickstartResult) -> None:

@@ -8,6 +8,7 @@ Metadata lives in the registered :class:`ArchSpec`, never in branches on names.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -89,96 +90,17 @@ def bundled_genotype(stem: str) -> Genotype:
 
 
 def _register_defaults() -> None:
-    darts_papers = {
-        "darts_v1": ("DARTS (first order)", "Liu et al., ICLR 2019"),
-        "darts_v2": ("DARTS (second order)", "Liu et al., ICLR 2019"),
-        "pdarts": ("P-DARTS", "Chen et al., ICCV 2019"),
-        "advrush": ("AdvRush", "Mok et al., ICCV 2021"),
-        "racl": ("RACL", "Dong et al., 2020 (arXiv 2009.00902)"),
-    }
-    register(
-        ArchSpec(
-            "arnas",
-            ModelConfig(
-                genotype=bundled_genotype("arnas"),
-                init_channels=64,
-                placement=("accurate", "accurate", "robust"),
-                filter_multipliers=(1, 2, 2),
-                name="arnas",
-            ),
-            paper="Ou et al., CVPR 2024 (arXiv 2405.05502)",
-            description="Accurate cells before the 2nd reduction, Robust cells after; 1-2-2 filters",
-        )
-    )
-    for key, (title, paper) in darts_papers.items():
+    """Register every architecture of ``arnas_zoo/architectures.json`` (the registry is data)."""
+    entries = json.loads(resources.files("arnas_zoo").joinpath("architectures.json").read_text())
+    for entry in entries:
+        fields = dict(entry["config"], name=entry["name"])
+        if "genotype" in entry:
+            fields["genotype"] = bundled_genotype(entry["genotype"]).to_dict()
         register(
             ArchSpec(
-                key,
-                ModelConfig(genotype=bundled_genotype(key), init_channels=36, name=key),
-                paper=paper,
-                description=f"{title} normal/reduce cells, DARTS macro (C=36, 20 cells, 1-2-4)",
+                entry["name"], ModelConfig.from_dict(fields), paper=entry["paper"], description=entry["description"]
             )
         )
-    robnet = bundled_genotype("robnet_large")
-
-    def robnet_config(init_channels: int, layers: int, name: str) -> ModelConfig:
-        # one RobNet cell code shared by every cell, reductions included; RobNet's ops are non-affine
-        return ModelConfig(
-            genotype=robnet,
-            placement=("shared",) * 3,
-            reduction_cell="shared",
-            affine=False,
-            auxiliary=False,
-            init_channels=init_channels,
-            layers=layers,
-            name=name,
-        )
-
-    register(
-        ArchSpec(
-            "robnet_large",
-            robnet_config(init_channels=36, layers=20, name="robnet_large"),
-            paper="Guo et al., CVPR 2020",
-            description="one RobNet cell code shared by all 20 cells (C=36)",
-        )
-    )
-    register(
-        ArchSpec(
-            "robnet_large_v2",
-            robnet_config(init_channels=64, layers=33, name="robnet_large_v2"),
-            paper="Guo et al., CVPR 2020",
-            description="the RobNet-large cell code at C=64, 33 cells",
-        )
-    )
-    register(
-        ArchSpec(
-            "robnet_free",
-            ModelConfig(
-                genotype=bundled_genotype("robnet_free"),
-                init_channels=36,
-                cell_types=tuple(f"cell{i}" for i in range(20)),
-                affine=False,
-                auxiliary=False,
-                name="robnet_free",
-            ),
-            paper="Guo et al., CVPR 2020",
-            description="one RobNet cell code per cell (20 cells, C=36)",
-        )
-    )
-    baselines = {
-        # name: (init_channels = first-stage width, layers = depth, paper, description)
-        "resnet18": (64, 18, "He et al., CVPR 2016", "ResNet-18 with the CIFAR stem (3x3 conv, no max pool)"),
-        "resnet18_imagenet": (
-            64,
-            18,
-            "He et al., CVPR 2016",
-            "torchvision's ImageNet-style ResNet-18 (the one counted in ARNAS Table 1)",
-        ),
-        "wrn34_10": (160, 34, "Zagoruyko & Komodakis, BMVC 2016", "WideResNet-34-10 (pre-activation)"),
-    }
-    for key, (width, depth, paper, description) in baselines.items():
-        config = ModelConfig(arch=key, init_channels=width, layers=depth, auxiliary=False, name=key)
-        register(ArchSpec(key, config, paper=paper, description=description))
 
 
 _register_defaults()

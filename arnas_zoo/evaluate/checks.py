@@ -197,37 +197,37 @@ def sanity_checks(
             )
         )
         return checks
-    probe = data.first(check_n)
+    return checks + _probe_checks(
+        model, data.first(check_n), clean_correct, regressions, eps, Probe(norm, batch_size, seed)
+    )
+
+
+def _probe_checks(
+    model: nn.Module, probe: ImageData, clean_correct: torch.Tensor, regressions: list[str], eps: float, common: Probe
+) -> list[SanityCheck]:
+    """eps_zero, more_steps (with the regressions found among the main results), large_eps, monotone_eps."""
     m, x, y = len(probe), probe.x, probe.y
-    kw = Probe(norm, batch_size, seed)
-    at_zero = _probe(model, x, y, eps=0.0, steps=2, common=kw)
-    disagree = fraction(at_zero != clean_correct[:m])
+    checks = []
+    disagree = fraction(_probe(model, x, y, eps=0.0, steps=2, common=common) != clean_correct[:m])
+    note = " (randomized model?)" if disagree > 0.01 else ""
     checks.append(
         SanityCheck(
-            "eps_zero",
-            disagree <= 0.01,
-            f"PGD at eps=0 changed {100 * disagree:.1f}% of {m} clean predictions"
-            + (" (randomized model?)" if disagree > 0.01 else ""),
+            "eps_zero", disagree <= 0.01, f"PGD at eps=0 changed {100 * disagree:.1f}% of {m} clean predictions{note}"
         )
     )
     few_steps = max(PROBE_STEPS // 4, 1)
-    base = _probe(model, x, y, eps=eps, steps=PROBE_STEPS, common=kw)
-    few = _probe(model, x, y, eps=eps, steps=few_steps, common=kw)
+    base = _probe(model, x, y, eps=eps, steps=PROBE_STEPS, common=common)
+    few = _probe(model, x, y, eps=eps, steps=few_steps, common=common)
     if significantly_more(base, few):
         regressions.append(f"probe PGD-{PROBE_STEPS} {_pct(fraction(base))} > PGD-{few_steps} {_pct(fraction(few))}")
-    checks.append(
-        SanityCheck(
-            "more_steps",
-            not regressions,
-            "; ".join(regressions)
-            if regressions
-            else f"PGD-{PROBE_STEPS} {_pct(fraction(base))} not significantly above PGD-{few_steps} "
-            f"{_pct(fraction(few))} on {m} points",
-        )
+    detail = (
+        f"PGD-{PROBE_STEPS} {_pct(fraction(base))} not significantly above PGD-{few_steps} "
+        f"{_pct(fraction(few))} on {m} points"
     )
-    large = 1.0 if norm == "linf" else float(math.sqrt(x[0].numel()))
-    limit = min(0.05, 0.5 / max(data.num_classes, 2))
-    at_large = fraction(_probe(model, x, y, eps=large, steps=PROBE_STEPS, common=kw))
+    checks.append(SanityCheck("more_steps", not regressions, "; ".join(regressions) or detail))
+    large = 1.0 if common.norm == "linf" else float(math.sqrt(x[0].numel()))
+    limit = min(0.05, 0.5 / max(probe.num_classes, 2))
+    at_large = fraction(_probe(model, x, y, eps=large, steps=PROBE_STEPS, common=common))
     checks.append(
         SanityCheck(
             "large_eps",
@@ -236,22 +236,23 @@ def sanity_checks(
         )
     )
     ladder = [
-        (eps / 2, _probe(model, x, y, eps=eps / 2, steps=PROBE_STEPS, common=kw)),
+        (eps / 2, _probe(model, x, y, eps=eps / 2, steps=PROBE_STEPS, common=common)),
         (eps, base),
-        (2 * eps, _probe(model, x, y, eps=2 * eps, steps=PROBE_STEPS, common=kw)),
+        (2 * eps, _probe(model, x, y, eps=2 * eps, steps=PROBE_STEPS, common=common)),
     ]
     rising = [
         f"{_pct(fraction(a))} at {e:.4g} -> {_pct(fraction(b))} at {f:.4g}"
         for (e, a), (f, b) in zip(ladder, ladder[1:])
         if significantly_more(b, a)
     ]
+    falling = " >= ".join(_pct(fraction(a)) for _, a in ladder)
     checks.append(
         SanityCheck(
             "monotone_eps",
             not rising,
             "accuracy rises with eps: " + "; ".join(rising)
             if rising
-            else "PGD-20 accuracy " + " >= ".join(_pct(fraction(a)) for _, a in ladder) + " at eps/2, eps, 2eps",
+            else f"PGD-20 accuracy {falling} at eps/2, eps, 2eps",
         )
     )
     return checks

@@ -122,6 +122,24 @@ def check_model_fits(model: nn.Module, data: ImageData) -> None:
         )
 
 
+def _checked_inputs(
+    model: nn.Module, data: ImageData, attacks: Iterable[str | AttackSpec], norm: str, batch_size: int
+) -> list[AttackSpec]:
+    """The attack specs, after checking the threat model, batch size, images and labels."""
+    if norm not in ("linf", "l2"):
+        raise ConfigError(f"norm: expected 'linf' or 'l2', got {norm!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size: expected a positive integer, got {batch_size}")
+    specs = [make_attack(a) if isinstance(a, str) else a for a in attacks]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"attacks: each attack once, got {names}")
+    check_images(data.x, f"{data.name} images")
+    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    check_labels(data.y, len(data), num_classes, f"{data.name} labels")
+    return specs
+
+
 def evaluate(
     model: nn.Module,
     data: ImageData,
@@ -151,18 +169,9 @@ def evaluate(
         transfer_sources: name -> model; PGD-20 examples crafted on each are scored on ``model``.
         model_info: what to record about the model (name, source) in the report.
     """
-    if norm not in ("linf", "l2"):
-        raise ConfigError(f"norm: expected 'linf' or 'l2', got {norm!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size: expected a positive integer, got {batch_size}")
+    specs = _checked_inputs(model, data, attacks, norm, batch_size)
     report_progress = Progress.of(progress)
     dev = resolve_device(device)
-    specs = [make_attack(a) if isinstance(a, str) else a for a in attacks]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"attacks: each attack once, got {names}")
-    check_images(data.x, f"{data.name} images")
-    check_labels(data.y, len(data), getattr(getattr(model, "config", None), "num_classes", None), f"{data.name} labels")
     data = data.to(dev)
     model.to(dev)
     check_model_fits(model, data)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -78,6 +79,56 @@ def _as_floats(sums: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sums.items()}
 
 
+@dataclass
+class _Position:
+    """Where a run stands: the next epoch and step, the finished epochs' records, the epoch's partial sums."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: dict[str, Any] = field(default_factory=dict)
+
+
+def _start(task: RunTask, state_path: Path, resume: bool, previous: bool, info: Dist) -> _Position:
+    """A fresh position, or the saved one (its settings checked, the task restored, outputs regenerated)."""
+    if not (resume or previous):
+        if state_path.exists():
+            raise CheckpointError(
+                f"{state_path}: a run already exists here; resume it (--resume) or choose another output folder"
+            )
+        return _Position()
+    tensors, header = load_state(state_path, schema=task.schema, previous=previous)
+    diff = _settings_diff(header.get("settings", {}), task.settings())
+    if diff:
+        raise CheckpointError(
+            f"{state_path}: saved with different settings ({', '.join(diff[:8])}); resume with the same "
+            "settings or start a new run in another folder"
+        )
+    task.load(tensors, header["task"])
+    position = _Position(int(header["epoch"]), int(header["step"]), list(header["history"]), dict(header["sums"]))
+    if info.main:  # a kill may have come between the state and its derived files
+        task.write_outputs(position.history)
+    return position
+
+
+def _save(task: RunTask, state_path: Path, info: Dist, position: _Position, sums: Mapping[str, Any]) -> None:
+    if not info.main:
+        return
+    tensors, meta = task.state()
+    header = {
+        "schema": task.schema,
+        "settings": task.settings(),
+        "epoch": position.epoch,
+        "step": position.step,
+        "sums": _as_floats(sums),
+        "history": position.history,
+        "task": meta,
+        "world_size": info.world,
+    }
+    save_state(state_path, tensors, header)
+    write_point("state")
+
+
 def run_task(
     task: RunTask,
     state_path: str | Path,
@@ -98,72 +149,36 @@ def run_task(
     info = dist_info or Dist()
     report = Progress.of(progress) if info.main else Progress(enabled=False)
     state_path = Path(state_path)
-    settings = task.settings()
-    epoch, first_step, history, partial = 0, 0, [], {}
-    if resume or previous:
-        tensors, header = load_state(state_path, schema=task.schema, previous=previous)
-        diff = _settings_diff(header.get("settings", {}), settings)
-        if diff:
-            raise CheckpointError(
-                f"{state_path}: saved with different settings ({', '.join(diff[:8])}); resume with the same "
-                "settings or start a new run in another folder"
-            )
-        task.load(tensors, header["task"])
-        epoch, first_step = int(header["epoch"]), int(header["step"])
-        history, partial = list(header["history"]), dict(header["sums"])
-        if info.main:  # a kill may have come between the state and its derived files
-            task.write_outputs(history)
-    elif state_path.exists():
-        raise CheckpointError(
-            f"{state_path}: a run already exists here; resume it (--resume) or choose another output folder"
-        )
-
-    def save(at_epoch: int, at_step: int, sums: Mapping[str, Any]) -> None:
-        if not info.main:
-            return
-        tensors, meta = task.state()
-        header = {
-            "schema": task.schema,
-            "settings": settings,
-            "epoch": at_epoch,
-            "step": at_step,
-            "sums": _as_floats(sums),
-            "history": history,
-            "task": meta,
-            "world_size": info.world,
-        }
-        save_state(state_path, tensors, header)
-        write_point("state")
-
+    at = _start(task, state_path, resume, previous, info)
     steps_this_call = 0
     with StopFlag() as stop:
-        while epoch < task.epochs:
-            sums: dict[str, Any] = dict(partial) if first_step else {}
+        while at.epoch < task.epochs:
+            sums: dict[str, Any] = dict(at.partial) if at.step else {}
             started = time.perf_counter()
-            with report.task(f"{label} epoch {epoch + 1}/{task.epochs}", task.steps_per_epoch - first_step) as bar:
-                for step in range(first_step, task.steps_per_epoch):
+            with report.task(f"{label} epoch {at.epoch + 1}/{task.epochs}", task.steps_per_epoch - at.step) as bar:
+                while at.step < task.steps_per_epoch:
                     limit = stop_after_steps is not None and steps_this_call >= stop_after_steps
                     if vote(info, stop.requested or limit):
-                        save(epoch, step, sums)
+                        _save(task, state_path, info, at, sums)
                         raise RunInterrupted(
-                            f"{label} stopped by {stop.signal_name or 'request'} at epoch {epoch + 1}, step {step}; "
-                            f"state saved to {state_path}; continue with --resume"
+                            f"{label} stopped by {stop.signal_name or 'request'} at epoch {at.epoch + 1}, step "
+                            f"{at.step}; state saved to {state_path}; continue with --resume"
                         )
-                    for key, value in task.step(epoch, step).items():
+                    for key, value in task.step(at.epoch, at.step).items():
                         sums[key] = sums[key] + value if key in sums else value
-                    steps_this_call += 1
+                    at.step, steps_this_call = at.step + 1, steps_this_call + 1
                     bar.update()
-            record = task.end_epoch(epoch, _as_floats(sums), time.perf_counter() - started)
-            history.append(record)
-            epoch, first_step, partial = epoch + 1, 0, {}
-            save(epoch, 0, {})  # the state first ...
+            record = task.end_epoch(at.epoch, _as_floats(sums), time.perf_counter() - started)
+            at.history.append(record)
+            at.epoch, at.step, at.partial = at.epoch + 1, 0, {}
+            _save(task, state_path, info, at, {})  # the state first ...
             if info.main:
-                task.write_outputs(history)  # ... then everything derived from it
+                task.write_outputs(at.history)  # ... then everything derived from it
                 write_point("outputs")
-                report.write(f"{label} epoch {epoch}/{task.epochs}: {summarize(record)}")
+                report.write(f"{label} epoch {at.epoch}/{task.epochs}: {summarize(record)}")
         if stop.requested:  # the signal came after the last step check: the state is saved, still stop
             raise RunInterrupted(f"{label} stopped by {stop.signal_name} after its last epoch; state saved")
-    return history
+    return at.history
 
 
 def summarize(record: Mapping[str, Any], keys: tuple[str, ...] = ()) -> str:
