@@ -176,9 +176,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # the DARTS space with ARNAS' optimisation, for baselines (C=16 as in DARTS' own search)
     "darts": {"space": "darts", "placement": "N-N-N", "filters": "1-2-4", "init_channels": 16},
-    # a CPU smoke run (about a minute on 2 busy cores): 5 cells at C=8 on 16x16 (area-downsampled)
-    # CIFAR images, 256+256 images, 3 epochs of 4 steps of batch 16, PGD-3, second order, MGDA
-    # the MGDA lambda of the robust objective: sweep it with `python -m search sweep tiny --vary lam=0.01,0.1,1`
+    # the tiny run below with MGDA over gradients scaled to unit norm (search.mgda.mgda_normalized), for
+    # comparing with plain MGDA; sweep the robust objective's lambda with
+    # `python -m search sweep tiny --vary lam=0.01,0.1,1`
     "tiny-mgda-normalized": {
         "strategy": "mgda_normalized",
         "layers": 5,
@@ -191,6 +191,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pgd_steps": 3,
         "eval_n": 64,
     },
+    # a CPU smoke run (a few minutes on 2 busy cores): 5 cells at C=8 on 16x16 (area-downsampled)
+    # CIFAR images, 256+256 images, 3 epochs of 4 steps of batch 16, PGD-3, second order, MGDA
     "tiny": {
         "layers": 5,
         "init_channels": 8,

@@ -1,7 +1,8 @@
-"""Pictures of a search run: architecture weights over epochs, the MGDA gamma trace, the final cells."""
+"""Pictures of a search run: architecture weights over epochs, the MGDA gamma trace, the objectives, the cells."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -66,6 +67,34 @@ def plot_gamma(gamma: np.ndarray, path: Path) -> Path:
     return path
 
 
+def plot_objectives(history: list[dict], path: Path) -> Path | None:
+    """The architecture step's natural and robust objectives at every step, and the MGDA cosine / norm ratio."""
+    keys = sorted({k for r in history for k in r if k.startswith("step_val_") and k.endswith("_loss")})
+    if not keys:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    for key in keys:
+        values = [v for r in history for v in r.get(key, [])]
+        steps = [
+            r["epoch"] - 1 + (i + 1) / max(len(r.get(key, [])), 1) for r in history for i in range(len(r.get(key, [])))
+        ]
+        top.plot(steps, values, lw=1.0, marker=".", ms=3, label=key[len("step_val_") :].replace("_", " "))
+    top.set_ylabel("validation loss")
+    top.set_title("architecture-step objectives per step")
+    top.legend(fontsize=8)
+    epochs = [r["epoch"] for r in history]
+    for key, label in (("cosine_mean", "cosine(t, t_hat)"), ("norm_ratio_mean", "||t_hat|| / ||t||")):
+        if any(key in r for r in history):
+            bottom.plot(epochs, [r.get(key, float("nan")) for r in history], "o-", label=label)
+    bottom.set_xlabel("epoch")
+    bottom.set_ylabel("epoch mean")
+    bottom.legend(fontsize=8, title="gamma = 0 where cosine >= ratio", title_fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_run(out_dir: Path, genotype: Genotype | None = None) -> list[Path]:
     """Write ``plots/`` for a run folder from its ``alphas.npz``, ``gamma.npy`` and genotype."""
     out_dir = Path(out_dir)
@@ -81,6 +110,12 @@ def plot_run(out_dir: Path, genotype: Genotype | None = None) -> list[Path]:
     gamma = np.load(out_dir / "gamma.npy")
     if gamma.size and not np.isnan(gamma).all():
         written.append(plot_gamma(gamma, plot_dir / "gamma.png"))
+    log_path = out_dir / "log.jsonl"
+    if log_path.is_file():
+        history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        objectives = plot_objectives(history, plot_dir / "objectives.png")
+        if objectives is not None:
+            written.append(objectives)
     if genotype is None and (out_dir / "genotype.json").is_file():
         genotype = Genotype.load(out_dir / "genotype.json")
     if genotype is not None:

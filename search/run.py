@@ -10,7 +10,7 @@ Output folder (rank 0 writes; everything but the state is regenerated from it af
 - ``gamma.npy``              the gamma of every architecture step, ``(epochs, steps)``
 - ``genotype.json``          the discretised genotype after the last finished epoch; ``eval_config.json``
                               the evaluation network config (paper macro with this search's placement)
-- ``plots/``                 architecture weights per cell type, gamma trace, objective curves, final cells
+- ``plots/``                 architecture weights per cell type, gamma trace, the objectives per step, final cells
 - ``summary.json``           written when the run is complete
 
 Every step's batches and attack starts come from ``(seed, epoch, step)`` (:mod:`search.data`), so a run
@@ -202,8 +202,15 @@ class SearchRun:
         loss, correct = weight_step(
             model, self.w_opt, x_adv, y_tr, grad_clip=cfg.grad_clip, sync=self.sync, autocast=self.autocast
         )
-        for key, value in (("gamma", info.gamma), ("cosine", info.cosine), ("norm_ratio", info.norm_ratio)):
-            self.trace.setdefault(key, []).append(value)
+        per_step = (
+            ("gamma", info.gamma),
+            ("cosine", info.cosine),
+            ("norm_ratio", info.norm_ratio),
+            ("natural_loss", info.natural_loss),
+            ("robust_loss", info.robust_loss),
+        )
+        for key, value in per_step:
+            self.trace.setdefault(key, []).append(float(value))
         n = len(y_tr)
         return {
             "train_loss": loss * n,
@@ -232,6 +239,9 @@ class SearchRun:
             "val_natural_acc": s["val_natural_correct"] / seen,
             f"val_{cfg.robust_objective}_loss": s["val_robust_loss"] / seen,
             **mgda_diagnostics(self.trace),
+            # the architecture step's objectives at every step (local batch; plots/objectives.png)
+            "step_val_natural_loss": self.trace.get("natural_loss", []),
+            f"step_val_{cfg.robust_objective}_loss": self.trace.get("robust_loss", []),
             "attack_bn": cfg.attack_bn,
             "objective": self.objective.describe(),
         }

@@ -104,3 +104,29 @@ def test_weighted_sum_is_eq2() -> None:
     assert math.isnan(out.gamma)
     with pytest.raises(ConfigError, match="strategy"):
         combine(t, t_hat, "average")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_gamma_is_zero_exactly_when_the_cosine_reaches_the_norm_ratio(seed: int) -> None:
+    # docs/search.md: gamma = 0  <=>  cos(t, t_hat) >= ||t_hat|| / ||t||  (the paper's lambda = 0.1 regime)
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(16, generator=g, dtype=torch.float64)
+    t_hat = (0.3 * t + torch.randn(16, generator=g, dtype=torch.float64)) * (0.05 + 0.1 * seed)
+    out = combine([t], [t_hat], "mgda")
+    assert math.isclose(out.norm_ratio, float(t_hat.norm() / t.norm()), rel_tol=1e-12)
+    if abs(out.cosine - out.norm_ratio) > 1e-9:
+        assert (out.gamma == 0.0) == (out.cosine > out.norm_ratio), (out.cosine, out.norm_ratio, out.gamma)
+
+
+def test_normalized_mgda_weighs_directions_not_scales() -> None:
+    # a short t_hat at 45 degrees to a long t: plain MGDA picks t_hat (gamma 0); two unit vectors are
+    # equally long, so Eq. 4 on them gives gamma = (1 - u.v) / (2 - 2 u.v) = 0.5 whatever the angle
+    t = torch.tensor([10.0, 0.0, 0.0])
+    t_hat = torch.tensor([0.5, 0.5, 0.0])
+    assert combine([t], [t_hat], "mgda").gamma == 0.0
+    normalized = combine([t], [t_hat], "mgda_normalized")
+    assert math.isclose(normalized.gamma, 0.5, rel_tol=1e-9)
+    d = normalized.direction[0]
+    unit_t, unit_h = t / t.norm(), t_hat / t_hat.norm()
+    # the direction is the min-norm point of the unit vectors' segment: equal inner products with both
+    assert math.isclose(float(d @ unit_t), float(d @ unit_h), rel_tol=1e-6)

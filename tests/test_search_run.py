@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -86,6 +87,9 @@ def test_search_writes_valid_outputs_and_mgda_diagnostics(shared_data: Path, tmp
         assert 0 <= r["gamma_frac_0"] <= 1 and 0 <= r["gamma_frac_1"] <= 1
         assert -1 <= r["cosine_mean"] <= 1 and r["norm_ratio_mean"] > 0
         assert r["attack_bn"] == "batch"
+        # the architecture step's objectives, one value per step
+        assert len(r["step_val_natural_loss"]) == len(r["step_val_pgd_ce_loss"]) == r["steps"]
+        assert all(math.isfinite(v) and v > 0 for v in r["step_val_pgd_ce_loss"])
     assert set(summary["mgda"]) == {"gamma_frac_0", "gamma_frac_1", "cosine_mean", "norm_ratio_mean"}
     with np.load(tmp_path / "alphas.npz") as npz:
         assert npz["accurate"].shape == (3, 14, 7)  # initialisation + 2 epochs
@@ -94,7 +98,15 @@ def test_search_writes_valid_outputs_and_mgda_diagnostics(shared_data: Path, tmp
         assert list(npz["primitives"]) == list(ARNAS_PRIMITIVES)
     assert np.load(tmp_path / "gamma.npy").shape == (2, 2)
     assert json.loads((tmp_path / "eval_config.json").read_text())["placement"] == ["accurate", "accurate", "robust"]
-    for name in ("alphas_accurate", "alphas_robust", "alphas_reduce", "gamma", "cell_accurate", "cell_robust"):
+    for name in (
+        "alphas_accurate",
+        "alphas_robust",
+        "alphas_reduce",
+        "gamma",
+        "objectives",
+        "cell_accurate",
+        "cell_robust",
+    ):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 1000
     with pytest.raises(CheckpointError, match="already exists"):
         run_search(cfg, tmp_path, progress=False)

@@ -4,6 +4,7 @@ would evaluate silently wrong are refused, and fuzzed documents and command line
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,8 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
+#: ARNAS_ZOO_FUZZ_SCALE=N multiplies the number of fuzzed cases (the default run: 330 cases, a few seconds).
+FUZZ_SCALE = max(1, int(os.environ.get("ARNAS_ZOO_FUZZ_SCALE", "1")))
 VALID = get_config("arnas").to_dict()
 GENOTYPE = VALID["genotype"]
 
@@ -180,7 +183,7 @@ genotype_paths = st.sampled_from(
 config_keys = st.sampled_from(sorted(VALID) + ["unknown"])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150 * FUZZ_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(path=genotype_paths, value=json_values)
 def test_fuzzed_genotypes_raise_only_genotype_errors(path: list[str], value: object) -> None:
     try:
@@ -189,7 +192,7 @@ def test_fuzzed_genotypes_raise_only_genotype_errors(path: list[str], value: obj
         pass
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150 * FUZZ_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(key=config_keys, value=json_values)
 def test_fuzzed_configs_raise_only_config_errors_and_never_build_big(key: str, value: object) -> None:
     try:
@@ -202,7 +205,9 @@ def test_fuzzed_configs_raise_only_config_errors_and_never_build_big(key: str, v
 
 
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=30 * FUZZ_SCALE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(
     args=st.lists(
