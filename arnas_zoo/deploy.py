@@ -358,8 +358,10 @@ def check_onnx(
     sides, checks = [onnx], {}
     if source is not None:
         from arnas_zoo.hub import load
+        from arnas_zoo.runs.precision import no_tf32
 
-        twin, square_torch_ok, pgd_ok, transfer_ok = _twin_side(setup, load(source, device=device), onnx, probes)
+        with no_tf32():  # the twin in full float32, like ONNX Runtime (TF32 would move borderline predictions)
+            twin, square_torch_ok, pgd_ok, transfer_ok = _twin_side(setup, load(source, device=device), onnx, probes)
         _compare(result, onnx.clean_ok, twin.clean_ok, square_onnx_ok, square_torch_ok, pgd_ok, transfer_ok)
         differ = int((onnx.clean_pred != twin.clean_pred).sum())
         checks["clean_predictions_identical"] = (differ == 0, f"{differ} differ")

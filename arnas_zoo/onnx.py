@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,25 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 
 class ProviderError(ArnasZooError, RuntimeError):
     """The requested ONNX Runtime execution provider is not available or did not load."""
+
+
+class ProviderFallbackWarning(UserWarning):
+    """``providers="auto"`` asked for CUDA, and ONNX Runtime runs the graph on the CPU instead."""
+
+
+#: CUDA provider options: a heuristic cuDNN algorithm choice. The default exhaustive search benchmarks
+#: every algorithm for each new input shape, which makes attacks with varying batch sizes (Square,
+#: restarts on the surviving points) spend most of their time searching.
+CUDA_OPTIONS = {"cudnn_conv_algo_search": "HEURISTIC"}
+
+
+def _fallback_message(path: Path) -> str:
+    cuda = getattr(torch.version, "cuda", None)
+    return (
+        f"{path}: the CUDA provider did not load, ONNX Runtime runs this model on the CPU. The usual cause is an "
+        f"onnxruntime-gpu build for another CUDA/cuDNN than the one installed (torch is built for CUDA {cuda}); "
+        "see the onnxruntime-gpu install matrix, or pass providers='cpu' to silence this"
+    )
 
 
 def _ort() -> Any:
@@ -133,7 +153,9 @@ class OnnxModel:
             options.intra_op_num_threads = int(threads)
         options.log_severity_level = 3  # warnings about unused initializers are noise for users
         self.device_id = int(device_id)
-        with_options = [(name, {"device_id": self.device_id}) if name == CUDA else name for name in requested]
+        with_options = [
+            (name, {"device_id": self.device_id, **CUDA_OPTIONS}) if name == CUDA else name for name in requested
+        ]
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=with_options)
         except _ort_errors() as exc:
@@ -145,12 +167,15 @@ class OnnxModel:
                 f"{self.path}: the CUDA provider did not load (running providers: {self.providers}); "
                 "check the CUDA/cuDNN libraries onnxruntime-gpu needs, or use providers='auto'"
             )
+        if CUDA in requested and CUDA not in self.providers:
+            warnings.warn(_fallback_message(self.path), ProviderFallbackWarning, stacklevel=2)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise CheckpointError(f"{self.path}: expected one image input, got {[i.name for i in inputs]}")
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         self.input_dtype = _ORT_TYPES.get(inputs[0].type, np.float32)
+        self.output_dtype = _ORT_TYPES.get(outputs[0].type, np.float32)
         self.input_shape = list(inputs[0].shape)
         self.num_classes = outputs[0].shape[-1] if isinstance(outputs[0].shape[-1], int) else None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
@@ -227,16 +252,17 @@ class OnnxModel:
         if self.num_classes is None:
             raise CheckpointError(f"{self.path}: the output's class dimension is not static; cannot bind CUDA output")
         dtype = torch.float16 if self.input_dtype == np.float16 else torch.float32
+        out_dtype = torch.float16 if self.output_dtype == np.float16 else torch.float32
         x = x.to(dtype=dtype).contiguous()
         device_id = x.device.index or 0
         if device_id != self.device_id:
             raise InputRangeError(
                 f"input is on cuda:{device_id}, the session runs on cuda:{self.device_id} (OnnxModel(device_id=...))"
             )
-        out = torch.empty((x.shape[0], self.num_classes), dtype=dtype, device=x.device)
+        out = torch.empty((x.shape[0], self.num_classes), dtype=out_dtype, device=x.device)
         binding = self.session.io_binding()
         binding.bind_input(self.input_name, "cuda", device_id, self.input_dtype, tuple(x.shape), x.data_ptr())
-        binding.bind_output(self.output_name, "cuda", device_id, self.input_dtype, tuple(out.shape), out.data_ptr())
+        binding.bind_output(self.output_name, "cuda", device_id, self.output_dtype, tuple(out.shape), out.data_ptr())
         # ORT may run on its own CUDA stream: make the producer of `x` finish first.
         torch.cuda.current_stream(x.device).synchronize()
         self.session.run_with_iobinding(binding)

@@ -37,7 +37,7 @@ from arnas_zoo.progress import Progress
 from arnas_zoo.runs import run_task, scheduled_lr
 from arnas_zoo.runs.distributed import Dist, all_reduce_mean, all_reduce_sum, convert_dist_batchnorm, init_distributed
 from arnas_zoo.runs.faults import write_point
-from arnas_zoo.runs.precision import autocast_for
+from arnas_zoo.runs.precision import autocast_for, tune_cudnn
 from arnas_zoo.runs.state import (
     load_module,
     load_optimizer,
@@ -88,6 +88,7 @@ class SearchRun:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.sync = (lambda grads: all_reduce_mean(grads, dist)) if dist.world > 1 else (lambda grads: grads)
         self.autocast = autocast_for(device, config.amp)
+        tune_cudnn(device)
         self.w_opt = torch.optim.SGD(
             self.model.weight_parameters(),
             lr=config.w_lr,

@@ -193,3 +193,30 @@ def test_check_cli_agrees_with_its_source_and_flags_another(
     differs = runner.invoke(zoo_cli, [*args, "--source", str(other)])
     assert differs.exit_code == 1
     assert "FAILED: clean_predictions_identical" in differs.output
+
+
+def test_auto_providers_warn_when_cuda_does_not_load(exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # emulates an onnxruntime-gpu build that lists CUDA but cannot load it (CUDA/cuDNN mismatch with torch):
+    # ONNX Runtime then runs on the CPU without an error, and the user must hear about it
+    import arnas_zoo.onnx as zoo_onnx
+
+    real = ort.InferenceSession
+    seen: list[object] = []
+
+    class Session:  # asks for CUDA with the heuristic cuDNN search, gets only the CPU provider
+        def __init__(self, path: str, sess_options: object = None, providers: list[object] | None = None) -> None:
+            seen.extend(providers or [])
+            self._inner = real(path, sess_options=sess_options, providers=[CPU])
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._inner, name)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", CPU])
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    with pytest.warns(zoo_onnx.ProviderFallbackWarning, match="CUDA provider did not load"):
+        session = OnnxModel(exported / "model.onnx", providers="auto")
+    assert session.provider == CPU
+    cuda = next(p for p in seen if isinstance(p, tuple))
+    assert cuda[0] == "CUDAExecutionProvider" and cuda[1]["cudnn_conv_algo_search"] == "HEURISTIC"
+    with pytest.raises(ProviderError, match="did not load"):
+        OnnxModel(exported / "model.onnx", providers="cuda")

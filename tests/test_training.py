@@ -465,3 +465,37 @@ def test_other_methods_train(method, tmp_path):
     assert math.isfinite(record["train_loss"])
     assert record["train_acc_on"] == ("clean" if method == "standard" else "training adversarial examples")
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_compiled_training_equals_eager_and_compiles_a_bounded_number_of_graphs(tmp_path, monkeypatch):
+    # dynamo's capture with the eager backend: the same kernels as eager, without a C compiler's minutes;
+    # what is measured is how many graphs the run needs (guards: train/eval mode, grad mode, shapes, layout)
+    import torch._dynamo
+
+    from arnas_zoo.training.compiled import BACKEND_ENV
+
+    monkeypatch.setenv(BACKEND_ENV, "eager")
+    torch._dynamo.reset()
+    recipe = tiny_recipe(epochs=2)
+    eager_model, compiled_model = tiny_model(), tiny_model()
+    eager = train(
+        eager_model, recipe, digits(96), digits(40, offset=1000), tmp_path / "e", device="cpu", progress=False
+    )
+    compiled = train(
+        compiled_model,
+        recipe.replace(compile=True),
+        digits(96),
+        digits(40, offset=1000),  # 40 = 2 batches of 16 + a partial one: one dynamic-shape recompile
+        tmp_path / "c",
+        device="cpu",
+        progress=False,
+    )
+    for key, value in eager_model.state_dict().items():
+        assert torch.allclose(value.float(), compiled_model.state_dict()[key].float(), atol=1e-5), key
+    graphs = [r["compiled_graphs"] for r in compiled.history]
+    # forward: the attack, the train-mode forward, validation; the partial batch makes the batch dimension
+    # dynamic for validation and its attack; forward_train with the auxiliary head: 6 graphs
+    assert graphs[0] <= 6, graphs
+    assert graphs[1] == graphs[0], f"epoch 2 recompiled: {graphs}"
+    assert "compiled_graphs" not in eager.history[-1]
+    torch._dynamo.reset()

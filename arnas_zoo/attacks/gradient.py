@@ -153,6 +153,13 @@ def _pgd_run(
     return x_adv.detach()
 
 
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format of ``x`` (adversarial examples come back in the layout of the clean batch)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def _fooled(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     with torch.no_grad():
         pred = model(x_adv).argmax(dim=1)
@@ -223,7 +230,8 @@ def pgd(
         check_inputs: check ``x`` and ``y`` (one host sync); callers that validated them may skip it.
 
     Returns:
-        Detached adversarial images, (N, C, H, W), within ``eps`` of ``x`` in ``norm`` and in [0, 1].
+        Detached adversarial images, (N, C, H, W), within ``eps`` of ``x`` in ``norm`` and in [0, 1], in
+        the memory layout of ``x`` (channels_last in, channels_last out).
     """
     _check_arguments(eps, step_size, steps, restarts, norm, loss, start, bn)
     if check_inputs:
@@ -241,7 +249,7 @@ def pgd(
     fold = folded_batchnorm(model) if fold_bn and bn == "eval" and not hasattr(model, "_orig_mod") else None
     # enable_grad: an attack called inside torch.no_grad() (an evaluation loop) still needs input gradients
     with torch.enable_grad(), bn_mode(model, bn), fold or contextlib.nullcontext():
-        x_best = _pgd_run(run_model, x, labels, run, generator, noise).contiguous()
+        x_best = _pgd_run(run_model, x, labels, run, generator, noise).contiguous(memory_format=_layout(x))
         if restarts == 1 or len(x) == 0:
             return x_best
         fooled = _fooled(run_model, x_best, y, target)

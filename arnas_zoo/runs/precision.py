@@ -41,3 +41,14 @@ def no_tf32() -> Any:
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
         torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def tune_cudnn(device: torch.device) -> None:
+    """Let cuDNN pick the fastest convolution algorithms for a run's fixed shapes (CUDA only).
+
+    Training and search feed the same batch shapes for thousands of steps, so the one-off benchmark
+    per shape pays for itself. It makes the chosen algorithms, and so the low bits of a CUDA run,
+    depend on timing: bit-exact resume is a CPU promise (docs/gpu.md).
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True

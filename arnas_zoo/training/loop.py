@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from arnas_zoo.attacks import attack_mode, draw_noise, pgd
 from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text, save_folder
@@ -38,7 +37,7 @@ from arnas_zoo.runs import augment, generator, run_task, scheduled_lr, seed_for
 from arnas_zoo.runs.distributed import Dist, all_reduce_sum, convert_dist_batchnorm, init_distributed
 from arnas_zoo.runs.faults import write_point
 from arnas_zoo.runs.loop import RunInterrupted, resave_state
-from arnas_zoo.runs.precision import autocast_for
+from arnas_zoo.runs.precision import autocast_for, tune_cudnn
 from arnas_zoo.runs.state import (
     load_module,
     load_optimizer,
@@ -48,6 +47,7 @@ from arnas_zoo.runs.state import (
     rng_state,
     unprefixed,
 )
+from arnas_zoo.training.compiled import compiled_models, graphs_compiled, warn_near_limit
 from arnas_zoo.training.plots import plot_curves
 from arnas_zoo.training.recipe import Recipe
 from arnas_zoo.training.step import StepModels, train_step
@@ -104,6 +104,7 @@ class TrainingRun:
         self.config: ModelConfig = net.config
         self.run_name = run_name or self.config.name
         self.autocast = autocast_for(device, recipe.bf16, cpu=recipe.bf16_cpu)
+        tune_cudnn(device)
         self.memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         # one parameter group: the authors' recipes decay every parameter, BN and biases included
         self.optimizer = torch.optim.SGD(
@@ -115,10 +116,11 @@ class TrainingRun:
         )
         aux_weight = self.config.auxiliary_weight if recipe.auxiliary_weight is None else recipe.auxiliary_weight
         use_aux = getattr(net, "auxiliary_head", None) is not None and aux_weight > 0
-        attack_net: nn.Module = net
-        if recipe.compile and device.type == "cuda":
-            attack_net = torch.compile(net)  # type: ignore[assignment]
-        self.models = StepModels(net, attack_net, use_aux, aux_weight, dist)
+        self.models = (
+            compiled_models(net, use_aux, aux_weight, dist)
+            if recipe.compile
+            else StepModels(net, net, use_aux, aux_weight, dist)
+        )
         self.x_train = train_data.x[: recipe.train_n].to(device).contiguous(memory_format=self.memory_format)
         self.y_train = train_data.y[: recipe.train_n].to(device)
         self.train_description = _describe(train_data)
@@ -233,18 +235,24 @@ class TrainingRun:
         }
         if self.val is not None and self.dist.main and ((epoch + 1) % r.val_every == 0 or epoch + 1 == r.epochs):
             record.update(self._validate())
+        if r.compile:
+            record["compiled_graphs"] = graphs_compiled()
+            warn_near_limit(record["compiled_graphs"])
         self._select(record)
         return record
 
     def _validate(self) -> dict[str, Any]:
         assert self.val is not None
         r, (x, y) = self.recipe, self.val
-        batch = 2 * r.batch_size
+        # full precision (model selection must not turn on bf16 rounding), batches of the training shape
+        # (a compiled model reuses its graphs)
+        batch = r.batch_size // self.dist.world
         gen = generator(self.device, seed_for(r.seed, -2, 0))
         clean = robust = 0
         for start in range(0, x.shape[0], batch):
-            xb, yb = x[start : start + batch], y[start : start + batch]
-            with attack_mode(self.net), torch.no_grad(), self.autocast():
+            # clone: a slice's storage offset is a guard of a compiled graph (one graph per offset otherwise)
+            xb, yb = x[start : start + batch].clone(), y[start : start + batch]
+            with attack_mode(self.net), torch.no_grad():
                 clean += int((self.models.attack_net(xb).argmax(1) == yb).sum())
             x_adv = pgd(
                 self.models.attack_net,
@@ -255,10 +263,9 @@ class TrainingRun:
                 steps=r.val_steps,
                 start="uniform",
                 generator=gen,
-                autocast=self.autocast,
                 check_inputs=False,
             )
-            with attack_mode(self.net), torch.no_grad(), self.autocast():
+            with attack_mode(self.net), torch.no_grad():
                 robust += int((self.models.attack_net(x_adv).argmax(1) == yb).sum())
         n = max(1, x.shape[0])
         return {

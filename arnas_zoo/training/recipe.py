@@ -77,7 +77,7 @@ class Recipe:
     channels_last: bool = True
     bf16: bool = True  # bf16 autocast on CUDA
     bf16_cpu: bool = False  # bf16 autocast on CPU too (opt-in: pays only on CPUs with native bf16)
-    compile: bool = False  # torch.compile of the model (CUDA; falls back to eager where it fails)
+    compile: bool = False  # torch.compile the forward passes (training/compiled.py; eager where it fails)
     seed: int = 0
     notes: str = ""
 

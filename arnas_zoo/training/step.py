@@ -14,6 +14,7 @@ penalty on the input-Jacobian's Frobenius norm (random projections, Hoffman et a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,8 @@ class StepModels:
 
     ``train_net`` is the network the optimizer trains (its gradients are averaged over the processes
     of a data-parallel run after the backward pass, so any number of forward passes per step is fine);
-    ``attack_net`` is what the attack differentiates (the same module, or its compiled version).
+    ``attack_net`` is what the attack differentiates (the same module, or its compiled version);
+    ``compiled_train`` (with ``torch.compile``) is the compiled ``forward_train`` of ``train_net``.
     """
 
     train_net: nn.Module
@@ -40,6 +42,15 @@ class StepModels:
     use_aux: bool
     aux_weight: float
     dist: Dist
+    compiled_train: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]] | None = None
+
+    def forward(self, x: torch.Tensor, with_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training forward pass: ``(logits, aux_logits or None)``."""
+        if self.compiled_train is None:
+            return forward_train(self.train_net, x, with_aux)
+        if with_aux:
+            return self.compiled_train(x)
+        return self.attack_net(x), None  # the compiled forward (its train-mode graph)
 
 
 def forward_train(net: nn.Module, x: torch.Tensor, use_aux: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -101,15 +112,15 @@ def train_step(
     with autocast():
         clean_logits, aux = None, None
         if recipe.method == "trades" or aux_on_clean:
-            clean_logits, aux = forward_train(models.train_net, x, models.use_aux and aux_on_clean)
+            clean_logits, aux = models.forward(x, models.use_aux and aux_on_clean)
         if recipe.method in ("standard", "trades") and clean_logits is None:
-            clean_logits, aux = forward_train(models.train_net, x, models.use_aux)
+            clean_logits, aux = models.forward(x, models.use_aux)
         if recipe.method == "standard":
             assert clean_logits is not None
             logits = full_precision(clean_logits)
             loss = F.cross_entropy(logits, y)
         else:
-            adv_logits, adv_aux = forward_train(models.train_net, inputs, models.use_aux and not aux_on_clean)
+            adv_logits, adv_aux = models.forward(inputs, models.use_aux and not aux_on_clean)
             aux = aux if aux_on_clean else adv_aux
             logits = full_precision(adv_logits)
             if recipe.method == "trades":
