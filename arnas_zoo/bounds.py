@@ -577,21 +577,32 @@ def certified_radius(
     norm: str = "linf",
     method: str = "ibp",
     eps_max: float = 1.0,
-    steps: int = 12,
+    steps: int = 16,
+    eps_min_ratio: float = 1e-6,
 ) -> torch.Tensor:
-    """``(N,)`` the largest certified radius per point, by bisection on ``[0, eps_max]`` (0 when ``y``
-    is not the prediction at ``x``). After ``steps`` halvings the value is within ``eps_max / 2**steps``
-    below the largest radius the method certifies (bounds grow with eps, so bisection is valid)."""
+    """``(N,)`` the largest certified radius per point, by bisection (0 when ``y`` is not the prediction).
+
+    The bisection runs on a log scale over ``[eps_max * eps_min_ratio, eps_max]``: the radii bounds certify
+    for networks not trained for it are orders of magnitude below the attack radius, and a linear bisection
+    would round them all to 0. A point not certified at the lower end gets 0; the result is within a factor
+    ``(1 / eps_min_ratio) ** (1 / 2**steps)`` below the largest radius the method certifies (bounds grow
+    with eps, so bisection is valid).
+    """
     _check(eps_max, norm, method)
-    lo = torch.zeros(len(x), dtype=torch.float64, device=x.device)
-    hi = torch.full_like(lo, float(eps_max))
-    ok0 = certified(model, x, y, 0.0, norm=norm, method=method)
+    if not 0 < eps_min_ratio < 1:
+        raise ConfigError(f"eps_min_ratio: expected a ratio in (0, 1), got {eps_min_ratio}")
+    floor = eps_max * eps_min_ratio
+    lo = torch.full((len(x),), math.log(floor), dtype=torch.float64, device=x.device)
+    hi = torch.full_like(lo, math.log(eps_max))
+    ok_floor = _certified_at(model, x, y, lo.exp(), norm, method)
+    ok_top = _certified_at(model, x, y, hi.exp(), norm, method)
     for _ in range(steps):
         mid = (lo + hi) / 2
-        ok = _certified_at(model, x, y, mid, norm, method)
+        ok = _certified_at(model, x, y, mid.exp(), norm, method)
         lo = torch.where(ok, mid, lo)
         hi = torch.where(ok, hi, mid)
-    return torch.where(ok0, lo, torch.zeros_like(lo))
+    radius = torch.where(ok_top, torch.full_like(lo, eps_max), lo.exp())
+    return torch.where(ok_floor, radius, torch.zeros_like(radius))
 
 
 def _certified_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor, norm: str, method: str) -> Any:

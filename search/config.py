@@ -70,6 +70,15 @@ class SearchConfig:
     step_size: float = 2 / 255
     pgd_steps: int = 7
     attack_bn: str = "batch"  # PGD with batch statistics (the function both levels train); "eval": running statistics
+    weight_attack: str = "pgd"  # the weights train on PGD examples (ARNAS) or on clean images ("none": DSRNA)
+    # DSRNA's robustness metrics (robust_objective jacobian | certified | combined); threat norm of both
+    threat_norm: str = "linf"
+    jacobian_estimator: str = "exact"  # exact: all K rows of the input Jacobian; projection: Hoffman et al.
+    jacobian_projections: int = 1
+    cert_method: str = "ibp"  # ibp | crown (search/objectives.py: what the certified objective bounds with)
+    cert_eps_init: float = 0.03  # DSRNA: eps starts at 0.03 and moves with the gap between the bounds
+    cert_gap_target: float = 1.0  # target mean gap (logits) between the margins' upper and lower bounds
+    cert_eps_factor: float = 1.1  # eps *= target/gap, clipped to [1/8, factor] (search/objectives.py)
     # end-of-epoch evaluation on the first `eval_n` architecture-split images (0 disables)
     eval_n: int = 256
     # reproducibility and hardware
@@ -90,6 +99,22 @@ class SearchConfig:
             raise ConfigError(f"strategy: expected one of {list(STRATEGIES)}, got {self.strategy!r}")
         if self.attack_bn not in ATTACK_BN_MODES:
             raise ConfigError(f"attack_bn: expected one of {list(ATTACK_BN_MODES)}, got {self.attack_bn!r}")
+        choices = {
+            "weight_attack": ("pgd", "none"),
+            "threat_norm": ("linf", "l2"),
+            "jacobian_estimator": ("exact", "projection"),
+            "cert_method": ("ibp", "crown"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key}: expected one of {list(allowed)}, got {getattr(self, key)!r:.40}")
+        if _bad_int(self.jacobian_projections, minimum=1):
+            raise ConfigError(f"jacobian_projections: expected a positive integer, got {self.jacobian_projections!r}")
+        if not (self.cert_eps_factor > 1 and self.cert_gap_target > 0 and 0 < self.cert_eps_init <= 1):
+            raise ConfigError(
+                "cert_eps_factor > 1, cert_gap_target > 0 and 0 < cert_eps_init <= 1 expected, got "
+                f"{self.cert_eps_factor}, {self.cert_gap_target}, {self.cert_eps_init}"
+            )
         for key in ("epochs", "batch_size"):
             if _bad_int(getattr(self, key), minimum=1):
                 raise ConfigError(f"{key}: expected a positive integer, got {getattr(self, key)!r}")
@@ -123,13 +148,26 @@ class SearchConfig:
             "a_beta1",
             "a_beta2",
             "train_fraction",
+            "cert_eps_init",
+            "cert_gap_target",
+            "cert_eps_factor",
         ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{key}: expected a finite non-negative number, got {value!r:.40}")
         if self.eps > 1:
             raise ConfigError(f"eps: expected a radius in [0, 1] pixel units (8/255 = 0.0314), got {self.eps}")
-        for key in ("space", "placement", "filters", "dataset", "order", "strategy", "robust_objective", "attack_bn"):
+        for key in (
+            "space",
+            "placement",
+            "filters",
+            "dataset",
+            "order",
+            "strategy",
+            "robust_objective",
+            "attack_bn",
+            "weight_attack",
+        ):
             if not isinstance(getattr(self, key), str):
                 raise ConfigError(f"{key}: expected a string, got {getattr(self, key)!r:.40}")
 
@@ -171,6 +209,37 @@ def _bad_int(value: Any, minimum: int) -> bool:
     return not isinstance(value, int) or isinstance(value, bool) or value < minimum or value > 2**40
 
 
+_DSRNA: dict[str, Any] = {
+    "space": "darts",
+    "placement": "N-N-N",
+    "filters": "1-2-4",
+    "layers": 8,
+    "init_channels": 16,
+    "epochs": 50,
+    "order": "first",
+    "strategy": "weighted_sum",
+    "lam": 0.01,
+    "weight_attack": "none",
+    "eval_n": 0,
+}
+#: DSRNA-CB's optimisers (Sec. 4.1): SGD 0.1, batch 256; Adam 6e-4, weight decay 3e-4
+_DSRNA_CB_OPT: dict[str, Any] = {"w_lr": 0.1, "batch_size": 256, "a_lr": 6e-4, "a_weight_decay": 3e-4}
+#: DSRNA-Jacobian's: SGD 0.025, batch 128; Adam 3e-4, weight decay 1e-3
+_DSRNA_JACOBIAN_OPT: dict[str, Any] = {"w_lr": 0.025, "batch_size": 128, "a_lr": 3e-4, "a_weight_decay": 1e-3}
+_DSRNA_TINY: dict[str, Any] = {
+    "dataset": "mnist",
+    "resize": 14,
+    "layers": 4,
+    "init_channels": 4,
+    "n_images": 512,
+    "batch_size": 16,
+    "epochs": 3,
+    "steps_per_epoch": 4,
+    "eps": 0.1,
+    "cert_eps_init": 0.01,
+    "eval_n": 64,
+}
+
 #: Named presets; `paper` is the default.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -204,6 +273,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pgd_steps": 3,
         "eval_n": 64,
     },
+    # DSRNA (Hosseini, Yang & Xie, CVPR 2021; Sec. 4.1): the DARTS space with 'none' (the paper uses
+    # PC-DARTS; its partial channels are not implemented here), 8 cells, C=16, 50 epochs, clean weight
+    # training, first order, L_val - gamma * R with gamma = 0.01 (Eq. 16: strategy weighted_sum)
+    "dsrna-jacobian": {**_DSRNA, **_DSRNA_JACOBIAN_OPT, "robust_objective": "jacobian"},
+    "dsrna-cb": {**_DSRNA, **_DSRNA_CB_OPT, "robust_objective": "certified"},
+    "dsrna-combined": {**_DSRNA, **_DSRNA_CB_OPT, "robust_objective": "combined"},
+    # minutes on 2 CPU cores: MNIST at 14x14 (area-downsampled), 4 cells, C=4, 3 epochs of 4 steps
+    "dsrna-jacobian-tiny": {**_DSRNA, **_DSRNA_JACOBIAN_OPT, **_DSRNA_TINY, "robust_objective": "jacobian"},
+    "dsrna-cb-tiny": {**_DSRNA, **_DSRNA_CB_OPT, **_DSRNA_TINY, "robust_objective": "certified"},
+    "dsrna-combined-tiny": {**_DSRNA, **_DSRNA_CB_OPT, **_DSRNA_TINY, "robust_objective": "combined"},
 }
 
 

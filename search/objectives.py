@@ -10,6 +10,7 @@ new ones with :func:`register_objective` (DSRNA's Jacobian and certified-bound o
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,8 @@ class RobustnessObjective(ABC):
     """A differentiable robustness loss of the supernet on a validation batch."""
 
     name: str = "objective"
+    #: the mean of a number over the processes of a data-parallel run (set by the run; identity alone)
+    mean_over_ranks: Callable[[float], float] = staticmethod(lambda value: value)
 
     @abstractmethod
     def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None) -> Any:
@@ -41,6 +44,13 @@ class RobustnessObjective(ABC):
 
     def describe(self) -> str:
         return self.name
+
+    def state(self) -> dict[str, Any]:
+        """What must survive a resume (JSON-able); most objectives keep none."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:  # noqa: B027 -- a no-op default, not abstract
+        """Restore :meth:`state` (resume)."""
 
 
 class PgdCrossEntropy(RobustnessObjective):
@@ -108,3 +118,178 @@ def _pgd_ce_factory(config: Any, autocast: Autocast | None = None) -> PgdCrossEn
 
 
 register_objective("pgd_ce", _pgd_ce_factory)
+
+
+# ---- DSRNA's robustness metrics (Hosseini, Yang & Xie, CVPR 2021, Sec. 3.1) ----------------------------
+def jacobian_row_norms(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    q: float,
+    estimator: str = "exact",
+    projections: int = 1,
+    create_graph: bool = True,
+) -> torch.Tensor:
+    """``(N,)`` the mean over classes of ``||J_k(x)||_q``, the rows of the input Jacobian of the logits.
+
+    DSRNA Eq. 12-15 bound the logit shift under an l_p perturbation of size delta by
+    ``delta * ||J_k||_q`` with ``q`` dual to ``p`` (q = 1 for l_inf, 2 for l_2); the metric is its mean
+    over classes and points. ``estimator="exact"`` computes all K rows (K backward passes with the graph
+    kept, so the result is differentiable in weights and architecture): exact, and affordable for
+    K = 10. ``"projection"`` is Hoffman et al. (2019)'s random-projection estimate of the Frobenius norm
+    ``||J||_F`` (what the paper uses for l_2), divided by sqrt(K) to be on the scale of a row norm; it costs
+    ``projections`` backward passes whatever K is, for many-class datasets.
+    """
+    x = x.detach().requires_grad_(True)
+    logits = full_precision(model(x))
+    n, k = logits.shape
+    if estimator == "projection":
+        total = logits.new_zeros(n)
+        for _ in range(projections):
+            v = torch.randn_like(logits)
+            v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            (jv,) = torch.autograd.grad((logits * v).sum(), x, create_graph=create_graph)
+            total = total + k * jv.flatten(1).pow(2).sum(1)
+        return (total / projections).clamp_min(0).sqrt() / math.sqrt(k)
+    if estimator != "exact":
+        raise ConfigError(f"jacobian_estimator: expected 'exact' or 'projection', got {estimator!r}")
+    rows = []
+    for cls in range(k):
+        (row,) = torch.autograd.grad(logits[:, cls].sum(), x, create_graph=create_graph, retain_graph=True)
+        rows.append(row.flatten(1).norm(p=q, dim=1))
+    return torch.stack(rows, dim=1).mean(1)
+
+
+class JacobianNorm(RobustnessObjective):
+    """DSRNA-Jacobian: minimise the mean ``||J_k(x)||_q`` (maximise the Jacobian norm bound R)."""
+
+    name = "jacobian"
+
+    def __init__(self, norm: str = "linf", estimator: str = "exact", projections: int = 1):
+        self.q = 1.0 if norm == "linf" else 2.0
+        self.norm, self.estimator, self.projections = norm, estimator, projections
+
+    def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None) -> Any:
+        return x, y
+
+    def loss(self, model: nn.Module, prepared: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        x, _ = prepared
+        norms = jacobian_row_norms(model, x, q=self.q, estimator=self.estimator, projections=self.projections)
+        return norms.mean(), None
+
+    def describe(self) -> str:
+        return f"mean l{self.q:g} norm of the input-Jacobian rows ({self.estimator}; threat {self.norm})"
+
+
+class CertifiedMargin(RobustnessObjective):
+    """DSRNA-CB: maximise the certified lower bounds of the margins ``z_y - z_j`` at an adaptive eps.
+
+    The loss is the cross-entropy of the worst-case logits the lower bounds imply (``-lb_j`` for
+    ``j != y``, 0 for ``y``; Gowal et al. 2018's certified-training loss): a smooth function that
+    decreases as every lower bound grows. The raw mean of the bounds would be dominated by points
+    whose bounds are vacuous (-1e6 and below on an untrained supernet).
+
+    eps (our rule for the paper's "increased or decreased based on the gap between the certified
+    upper and lower bounds"): before each step, the mean gap ``g`` between the margins' upper and
+    lower bounds at the current eps is measured (averaged over the processes of a data-parallel run),
+    and eps is multiplied by ``gap_target / g`` clipped to ``[1/8, factor]``, within
+    ``[1e-6, eps_max]``: the gap grows about linearly with eps, so eps tracks the radius at which the
+    bounds stay informative as the supernet trains, falling fast from a vacuous start and growing
+    slowly. eps is part of the run's state (exact resume) and of every epoch's log.
+    """
+
+    name = "certified"
+
+    def __init__(
+        self,
+        eps_init: float,
+        eps_max: float,
+        norm: str = "linf",
+        method: str = "ibp",
+        gap_target: float = 1.0,
+        factor: float = 1.1,
+    ):
+        self.eps, self.eps_max = float(eps_init), float(max(eps_max, eps_init))
+        self.norm, self.method, self.gap_target, self.factor = norm, method, gap_target, factor
+        self.last_gap = float("nan")
+
+    def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None) -> Any:
+        from arnas_zoo.bounds import margin_bounds
+
+        used = self.eps
+        with torch.no_grad():
+            lower, upper = margin_bounds(model, x, y, used, norm=self.norm, method=self.method, upper=True)
+        gap = self.mean_over_ranks(float((upper - lower).mean()))  # every rank moves eps alike
+        self.last_gap = gap
+        if math.isfinite(gap) and gap > 0:
+            # the gap grows about linearly with eps: move eps toward the target gap, shrinking by up to 8x a
+            # step (an untrained supernet's bounds are vacuous at the paper's 0.03) and growing by `factor`
+            scale = min(max(self.gap_target / gap, 1.0 / 8.0), self.factor)
+            self.eps = min(max(self.eps * scale, 1e-6), self.eps_max)
+        return x, y, used
+
+    def loss(self, model: nn.Module, prepared: tuple[torch.Tensor, torch.Tensor, float]) -> tuple[torch.Tensor, None]:
+        from arnas_zoo.bounds import margin_bounds
+
+        x, y, eps = prepared
+        lower = margin_bounds(model, x, y, eps, norm=self.norm, method=self.method)
+        assert isinstance(lower, torch.Tensor)
+        worst = torch.cat([torch.zeros_like(lower[:, :1]), -lower], dim=1)  # class 0 stands for y
+        return F.cross_entropy(worst, torch.zeros_like(y)), None
+
+    def state(self) -> dict[str, Any]:
+        return {"eps": self.eps, "last_gap": self.last_gap}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.eps, self.last_gap = float(state["eps"]), float(state["last_gap"])
+
+    def describe(self) -> str:
+        return (
+            f"certified margin ({self.method}, {self.norm}, adaptive eps {self.eps:.3g}, gap target {self.gap_target})"
+        )
+
+
+class Combined(RobustnessObjective):
+    """DSRNA-Combined: the sum of the Jacobian and the certified objectives (paper Sec. 3.2)."""
+
+    name = "combined"
+
+    def __init__(self, jacobian: JacobianNorm, certified: CertifiedMargin):
+        self.jacobian, self.certified = jacobian, certified
+
+    def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor | None) -> Any:
+        return self.jacobian.prepare(model, x, y, noise), self.certified.prepare(model, x, y, noise)
+
+    def loss(self, model: nn.Module, prepared: tuple[Any, Any]) -> tuple[torch.Tensor, None]:
+        return self.jacobian.loss(model, prepared[0])[0] + self.certified.loss(model, prepared[1])[0], None
+
+    def state(self) -> dict[str, Any]:
+        return self.certified.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.certified.load_state(state)
+
+    def describe(self) -> str:
+        return f"{self.jacobian.describe()} + {self.certified.describe()}"
+
+
+def _jacobian_factory(config: Any, autocast: Autocast | None = None) -> JacobianNorm:
+    return JacobianNorm(config.threat_norm, config.jacobian_estimator, config.jacobian_projections)
+
+
+def _certified_factory(config: Any, autocast: Autocast | None = None) -> CertifiedMargin:
+    return CertifiedMargin(
+        config.cert_eps_init,
+        config.eps,
+        config.threat_norm,
+        config.cert_method,
+        config.cert_gap_target,
+        config.cert_eps_factor,
+    )
+
+
+register_objective("jacobian", _jacobian_factory)
+register_objective("certified", _certified_factory)
+register_objective(
+    "combined", lambda config, autocast=None: Combined(_jacobian_factory(config), _certified_factory(config))
+)

@@ -96,6 +96,10 @@ class SearchRun:
             weight_decay=config.w_weight_decay,
         )
         self.objective = make_objective(config.robust_objective, config=config, autocast=self.autocast)
+        if dist.world > 1:
+            self.objective.mean_over_ranks = lambda v: float(  # type: ignore[method-assign]
+                all_reduce_sum(dist, torch.tensor([v], dtype=torch.float64))[0] / dist.world
+            )
         self.architect = Architect(
             self.model,
             self.w_opt,
@@ -145,6 +149,7 @@ class SearchRun:
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors = prefixed("model", self.model.state_dict())
         meta: dict[str, Any] = {"gamma_trace": self.gamma_trace, "trace": self.trace}
+        meta["objective"] = self.objective.state()
         for prefix, opt in (("w_opt", self.w_opt), ("a_opt", self.architect.optimizer)):
             opt_tensors, meta[prefix] = optimizer_state(opt, prefix)
             tensors.update(opt_tensors)
@@ -161,6 +166,7 @@ class SearchRun:
         load_optimizer(self.architect.optimizer, tensors, meta["a_opt"], where)
         restore_rng(tensors, meta["rng"])
         self.gamma_trace, self.trace = meta["gamma_trace"], meta["trace"]
+        self.objective.load_state(meta.get("objective", {}))
         history = {k: tensors[f"alpha_history/{k}"].numpy() for k in self.model.arch_names}
         rows = len(next(iter(history.values())))
         self.alpha_history = [{k: history[k][i] for k in history} for i in range(rows)]
@@ -185,19 +191,21 @@ class SearchRun:
                 x_tr.contiguous(memory_format=torch.channels_last),
                 x_val.contiguous(memory_format=torch.channels_last),
             )
-        x_adv = pgd(
-            model,
-            x_tr,
-            y_tr,
-            eps=cfg.eps,
-            step_size=cfg.step_size,
-            steps=cfg.pgd_steps,
-            start="uniform",
-            noise=noise_tr,
-            bn=cfg.attack_bn,
-            autocast=self.autocast,
-            check_inputs=False,
-        )
+        x_adv = x_tr  # DSRNA trains the weights on clean images (weight_attack="none")
+        if cfg.weight_attack == "pgd":
+            x_adv = pgd(
+                model,
+                x_tr,
+                y_tr,
+                eps=cfg.eps,
+                step_size=cfg.step_size,
+                steps=cfg.pgd_steps,
+                start="uniform",
+                noise=noise_tr,
+                bn=cfg.attack_bn,
+                autocast=self.autocast,
+                check_inputs=False,
+            )
         prepared = self.objective.prepare(model, x_val, y_val, noise_val)
         info = self.architect.step((x_adv, y_tr), (x_val, y_val), prepared, eta=lr)
         loss, correct = weight_step(
@@ -244,7 +252,9 @@ class SearchRun:
             "step_val_natural_loss": self.trace.get("natural_loss", []),
             f"step_val_{cfg.robust_objective}_loss": self.trace.get("robust_loss", []),
             "attack_bn": cfg.attack_bn,
+            "weights_trained_on": "PGD examples" if cfg.weight_attack == "pgd" else "clean images",
             "objective": self.objective.describe(),
+            "objective_state": self.objective.state(),
         }
         if s["val_robust_correct"] >= 0:
             record[f"val_{cfg.robust_objective}_acc"] = s["val_robust_correct"] / seen

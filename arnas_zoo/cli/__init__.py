@@ -28,6 +28,7 @@ COMMANDS = {
     "quickstart": "arnas_zoo.cli.training:quickstart_command",
     "eval": "arnas_zoo.cli.evaluation:eval_command",
     "transfer": "arnas_zoo.cli.evaluation:transfer_command",
+    "certify": "arnas_zoo.cli.evaluation:certify_command",
     "predict": "arnas_zoo.cli.deployment:predict_command",
     "check": "arnas_zoo.cli.deployment:check_command",
 }
@@ -41,6 +42,7 @@ SHORT_HELP = {
     "quickstart": "Adversarial vs standard training of a small ARNAS on digits.",
     "eval": "Robust accuracy of a model under attacks, with sanity checks.",
     "transfer": "Transfer matrix between models (black-box).",
+    "certify": "Certified accuracy and radius (IBP / CROWN bounds).",
     "predict": "Classify images with a model or an ONNX file.",
     "check": "Is a deployed ONNX file as robust as its source?",
     "export": "Export ONNX, publish to the Hub, register pretrained entries.",
