@@ -8,6 +8,11 @@ does not depend on the pixels. Writes one JSON file.
 
     python benchmarks/bench_search.py --out bench_search.json              # paper supernet, PGD-7
     python benchmarks/bench_search.py --pgd-steps 1 --steps 1 --warmup 0   # a quicker CPU estimate
+    python benchmarks/bench_search.py --orders first --objectives pgd_ce,jacobian,certified   # ARNAS vs DSRNA
+
+``--objectives``: ``pgd_ce`` is ARNAS' step (PGD weight training, PGD objective); ``jacobian``,
+``certified`` and ``combined`` are DSRNA's steps on the same supernet (clean weight training, the
+metric as the robust objective).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ def measure(args: argparse.Namespace) -> dict:
         f"pgd_steps={args.pgd_steps}",
         f"channels_last={json.dumps(args.channels_last)}",
         f"amp={json.dumps(not args.no_amp)}",
+        f"robust_objective={args.objective}",
+        f"weight_attack={'pgd' if args.objective == 'pgd_ce' else 'none'}",
     ]
     overrides += [f"init_channels={args.init_channels}", f"layers={args.layers}"]
     cfg = load_config("paper", overrides)
@@ -73,6 +80,8 @@ def measure(args: argparse.Namespace) -> dict:
     return {
         "batch_size": args.batch_size,
         "order": args.order,
+        "objective": args.objective,
+        "weights_trained_on": "PGD examples" if args.objective == "pgd_ce" else "clean images",
         "pgd_steps": args.pgd_steps,
         "seconds_per_step": sum(times) / len(times),
         "step_seconds": times,
@@ -90,6 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="32,64")
     parser.add_argument("--orders", default="first,second")
+    parser.add_argument("--objectives", default="pgd_ce", help="pgd_ce (ARNAS), jacobian, certified, combined")
+    parser.add_argument("--objective", default="pgd_ce", help=argparse.SUPPRESS)
     parser.add_argument("--pgd-steps", type=int, default=7)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1)
@@ -107,38 +118,46 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
     results = []
-    for order in args.orders.split(","):
-        for bs in (int(b) for b in args.batch_sizes.split(",")):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                "--batch-size",
-                str(bs),
-                "--order",
-                order,
-                "--pgd-steps",
-                str(args.pgd_steps),
-                "--steps",
-                str(args.steps),
-                "--warmup",
-                str(args.warmup),
-                "--init-channels",
-                str(args.init_channels),
-                "--layers",
-                str(args.layers),
-                "--device",
-                args.device,
-                "--channels-last",
-                str(args.channels_last),
-            ] + (["--no-amp"] if args.no_amp else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
-            print(
-                f"{order:6s} batch {bs:3d}: {row['seconds_per_step']:.2f} s/step, peak {row['peak_memory_mb']:.0f} MB",
-                flush=True,
-            )
-            results.append(row)
+    combos = [
+        (o, obj, int(b))
+        for o in args.orders.split(",")
+        for obj in args.objectives.split(",")
+        for b in args.batch_sizes.split(",")
+    ]
+    for order, objective, bs in combos:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--batch-size",
+            str(bs),
+            "--order",
+            order,
+            "--objective",
+            objective,
+            "--pgd-steps",
+            str(args.pgd_steps),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--init-channels",
+            str(args.init_channels),
+            "--layers",
+            str(args.layers),
+            "--device",
+            args.device,
+            "--channels-last",
+            str(args.channels_last),
+        ] + (["--no-amp"] if args.no_amp else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"{order:6s} {objective:9s} batch {bs:3d}: {row['seconds_per_step']:.2f} s/step, "
+            f"peak {row['peak_memory_mb']:.0f} MB",
+            flush=True,
+        )
+        results.append(row)
     report = {
         "benchmark": "search step (PGD train + PGD val + architecture step + weight step)",
         "host": platform.node(),

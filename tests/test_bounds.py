@@ -247,3 +247,30 @@ def test_unsupported_ops_and_bad_arguments_are_refused() -> None:
         margin_bounds(model, torch.rand(1, 1, 2, 2), torch.tensor([0]), 0.1, norm="l3")
     with pytest.raises(ValueError, match="eps"):
         margin_bounds(model, torch.rand(1, 1, 2, 2), torch.tensor([0]), float("nan"))
+
+
+def test_certify_command_reports_accuracy_radius_and_json(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from arnas_zoo.checkpoint import save_folder
+    from arnas_zoo.cli import main
+
+    torch.manual_seed(9)
+    model = create_model("arnas", in_channels=1, input_size=16, init_channels=4, layers=3, eps=0.05)
+    folder = save_folder(_calibrated(model, torch.rand(32, 1, 16, 16)), tmp_path / "tiny")
+    out = tmp_path / "cert.json"
+    result = CliRunner().invoke(
+        main, ["certify", str(folder), "--dataset", "digits", "--n", "6", "--json", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "certified (crown, linf eps 0.05)" in result.output and "mean certified radius" in result.output
+    report = json.loads(out.read_text())
+    assert report["n"] == 6 and report["method"] == "crown" and report["data"]["indices"]
+    assert 0 <= report["certified_accuracy"] <= report["clean_accuracy"] <= 1
+    assert report["mean_certified_radius"] >= 0 and report["radius_search"]["scale"] == "log"
+    refused = CliRunner().invoke(main, ["certify", str(tmp_path / "model.onnx"), "--dataset", "digits"])
+    assert refused.exit_code == 2 and "not ONNX" in refused.output
+    bad = CliRunner().invoke(main, ["certify", str(folder), "--dataset", "digits", "--method", "lp"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
