@@ -96,7 +96,8 @@ def train_command(
     eval_n: int,
     quiet: bool,
 ) -> None:
-    """Adversarially train ARCH (a registry name) and write a run folder; works under torchrun (DDP).
+    """Adversarially train ARCH (a registry name, a genotype JSON from a search, or a config.json) and write
+    a run folder; works under torchrun (DDP).
 
     One line per epoch (a bar on a terminal); SIGTERM/Ctrl-C save the state: rerun with --resume.
     """

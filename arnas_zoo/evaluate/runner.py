@@ -64,8 +64,13 @@ def run_attack(
     progress: Progress,
     source: nn.Module | None = None,
     source_name: str | None = None,
+    batch_offset: int = 0,
 ) -> AttackResult:
-    """Run one attack batch by batch over ``data`` (examples crafted on ``source`` when given)."""
+    """Run one attack batch by batch over ``data`` (examples crafted on ``source`` when given).
+
+    ``batch_offset``: the index of ``data``'s first batch in the whole evaluation (a shard of the points
+    draws the random starts that a single run draws for those batches).
+    """
     counter = PassCounter()
     counted = CountingModel(source if source is not None else model, counter)
     parts = []
@@ -76,7 +81,7 @@ def run_attack(
     total = (len(data) + batch_size - 1) // batch_size
     with progress.task(f"eval {label}", total, "batches") as task:
         for index, (x, y) in enumerate(data.batches(batch_size)):
-            generator = batch_generator(data.device, seed, index)
+            generator = batch_generator(data.device, seed, batch_offset + index)
             x_adv = spec.run(counted, x, y, eps=eps, norm=norm, generator=generator, counter=None, seed=seed)
             size, out = _perturbation_size(x_adv, x, norm)
             max_size, max_out = max(max_size, size), max(max_out, out)

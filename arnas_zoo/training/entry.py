@@ -43,7 +43,7 @@ def run_training(
     eval_attacks: Sequence[str] | None = ("fgsm", "pgd20"),
     eval_n: int | None = 1000,
 ) -> TrainResult:
-    """Train registry architecture ``arch`` on ``dataset``'s train split.
+    """Train ``arch`` (a registry name, a searched genotype JSON or a config.json) on ``dataset``'s train split.
 
     The model's input channels/size and classes follow the dataset; ``model_overrides`` values may be
     JSON text (``"8"``, ``"[1, 2, 2]"``). The last ``val_rows`` training rows are held out for model
@@ -52,10 +52,10 @@ def run_training(
     """
     from arnas_zoo.data import dataset_info, load_dataset, split_train_val
     from arnas_zoo.errors import ConfigError, DataNotFoundError
-    from arnas_zoo.registry import get_config
+    from arnas_zoo.registry import resolve_config
 
     info = dataset_info(dataset)
-    config = get_config(
+    config = resolve_config(
         arch,
         in_channels=info.in_channels,
         input_size=info.input_size,
@@ -88,3 +88,45 @@ def run_training(
         test_data=test_data,
         eval_attacks=tuple(eval_attacks or ()),
     )
+
+
+def run_training_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Job kind ``train`` (:mod:`arnas_zoo.jobs`): :func:`run_training` into ``run_dir / args["out"]``.
+
+    Resumes a half-finished run folder (a worker killed mid-training loses only the steps since the last
+    saved state). Returns the best checkpoint's folder (relative to ``run_dir``) and its metrics.
+    """
+    from arnas_zoo.runs.state import read_state
+    from arnas_zoo.training.loop import STATE_FILE
+
+    out = Path(run_dir) / args["out"]
+    resume = (out / STATE_FILE).is_file()
+    if resume:
+        read_state(out / STATE_FILE)  # a damaged state fails the job (retried) instead of being ignored
+    result = run_training(
+        args["arch"],
+        args.get("recipe", "arnas"),
+        args.get("dataset", "digits"),
+        out_dir=out,
+        data_dir=args.get("data_dir"),
+        val_rows=int(args.get("val_rows", 1000)),
+        recipe_overrides=args.get("recipe_overrides"),
+        model_overrides=args.get("model_overrides"),
+        resume=resume,
+        device=args.get("device", "auto"),
+        progress=False,
+        name=args.get("name"),
+        eval_attacks=args.get("eval_attacks", ("fgsm", "pgd20")),
+        eval_n=args.get("eval_n", 1000),
+    )
+    metrics_path = Path(result.best_dir) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return {
+        "best_dir": str(Path(result.best_dir).relative_to(run_dir)),
+        "best": _jsonable(result.best),
+        "metrics": metrics,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,289 @@
+"""Evaluation split by points into jobs (:mod:`arnas_zoo.jobs`), merged into one ``metrics.json``.
+
+AutoAttack on 10,000 points is hours on one device but splits by point: each shard is a run of whole
+batches (``shard_size`` a multiple of ``batch_size``), and every batch draws its random starts from
+``(seed, global batch index)`` (:func:`~arnas_zoo.evaluate.runner.batch_generator`), so a shard computes
+for its points exactly what a single run computes for them. The merge concatenates the per-point
+outcomes in order, recomputes every figure from the counts (per-attack accuracies, the per-point
+worst case), and runs the sanity checks on the merged results, so the merged report equals a
+single-process ``evaluate`` on the same points (figures, per-point outcomes and checks; timings and
+creation time aside: ``tests/test_jobs.py``).
+
+    report = evaluate_sharded("runs/mnist/best", dataset="mnist", n=10_000, attacks=["aa"], eps=0.3,
+                              run_dir="runs/mnist-aa", shard_size=500, backend="ray", address="auto")
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from arnas_zoo.errors import ConfigError
+from arnas_zoo.evaluate.report import AttackResult, EvaluationReport, fraction
+from arnas_zoo.jobs import Job, run_jobs
+from arnas_zoo.progress import Progress
+
+
+def _pack(mask: torch.Tensor) -> str:
+    return base64.b64encode(np.packbits(mask.numpy().astype(np.uint8)).tobytes()).decode()
+
+
+def _unpack(text: str, n: int) -> torch.Tensor:
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n]
+    return torch.from_numpy(bits.astype(bool))
+
+
+def _data(args: dict[str, Any], device: Any) -> Any:
+    from arnas_zoo.data import evaluation_data
+
+    return evaluation_data(
+        args["dataset"],
+        split=args.get("split", "test"),
+        data_dir=args.get("data_dir"),
+        n=args.get("n"),
+        val_size=args.get("val_size"),
+        device=device,
+    )
+
+
+def run_shard(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Job kind ``evaluate-shard``: clean and every attack on points ``[start, stop)`` of the data."""
+    from arnas_zoo.attacks import attack_mode
+    from arnas_zoo.devices import resolve_device
+    from arnas_zoo.evaluate.runner import _checked_inputs, check_model_fits, correct_mask, run_attack
+    from arnas_zoo.hub import load
+
+    device = resolve_device(args.get("device", "auto"))
+    model = load(args["model"], device=device)
+    data = _data(args, device)
+    shard = data.subset(args["start"], args["stop"])
+    batch = int(args["batch_size"])
+    specs = _checked_inputs(model, shard, args["attacks"], args["norm"], batch)
+    check_model_fits(model, shard)
+    with attack_mode(model):
+        clean = correct_mask(model, shard.x, shard.y, batch).cpu()
+    results = []
+    for spec in specs:
+        r = run_attack(
+            model,
+            shard,
+            spec,
+            clean,
+            eps=args["eps"],
+            norm=args["norm"],
+            batch_size=batch,
+            seed=args["seed"],
+            progress=Progress(enabled=False),
+            batch_offset=args["start"] // batch,
+        )
+        row = r.to_dict()
+        assert r.correct is not None
+        row["correct_bits"] = _pack(r.correct)
+        row["forward_passes"] = r.forward_passes_per_image * max(len(shard), 1)
+        row["backward_passes"] = r.backward_passes_per_image * max(len(shard), 1)
+        results.append(row)
+    return {
+        "start": args["start"],
+        "stop": args["stop"],
+        "n": len(shard),
+        "clean_bits": _pack(clean),
+        "results": results,
+    }
+
+
+def shard_jobs(
+    model: str,
+    *,
+    dataset: str,
+    n_points: int,
+    attacks: list[str],
+    eps: float,
+    norm: str = "linf",
+    batch_size: int = 128,
+    seed: int = 0,
+    shard_size: int | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
+    n: int | None = None,
+    val_size: int | None = None,
+    device: str = "auto",
+    gpus: float = 0.0,
+) -> list[Job]:
+    """The jobs of a sharded evaluation of ``n_points`` points (``shard_size`` rounded to whole batches)."""
+    size = shard_size or n_points
+    size = max(batch_size, (size // batch_size) * batch_size)
+    common = {
+        "model": model,
+        "dataset": dataset,
+        "split": split,
+        "data_dir": data_dir,
+        "n": n,
+        "val_size": val_size,
+        "attacks": list(attacks),
+        "eps": eps,
+        "norm": norm,
+        "batch_size": batch_size,
+        "seed": seed,
+        "device": device,
+    }
+    return [
+        Job(
+            "evaluate-shard",
+            {**common, "start": start, "stop": min(start + size, n_points)},
+            gpus=gpus,
+            label=f"points {start}-{min(start + size, n_points) - 1}",
+        )
+        for start in range(0, n_points, size)
+    ]
+
+
+def merge_shards(
+    shards: list[dict[str, Any]],
+    model: Any,
+    data: Any,
+    *,
+    eps: float,
+    norm: str,
+    batch_size: int,
+    seed: int,
+    checks: bool = True,
+    check_n: int = 128,
+    model_info: dict[str, Any] | None = None,
+    device: Any = "cpu",
+) -> EvaluationReport:
+    """One report from the shards' per-point outcomes (the sanity checks run here, on the merged results)."""
+    from arnas_zoo.devices import describe_device, resolve_device
+    from arnas_zoo.evaluate.checks import sanity_checks
+    from arnas_zoo.provenance import environment, now_utc
+
+    shards = sorted(shards, key=lambda s: s["start"])
+    expected = 0
+    for s in shards:
+        if s["start"] != expected:
+            raise ConfigError(f"shards: points {expected}-{s['start'] - 1} are missing")
+        expected = s["stop"]
+    if expected != len(data):
+        raise ConfigError(f"shards: they cover {expected} of {len(data)} points")
+    clean = torch.cat([_unpack(s["clean_bits"], s["n"]) for s in shards])
+    results = []
+    for i, first in enumerate(shards[0]["results"]):
+        correct = torch.cat([_unpack(s["results"][i]["correct_bits"], s["n"]) for s in shards])
+        robust = correct & clean
+        n = len(data)
+        fields = {k: v for k, v in first.items() if k not in ("correct_bits", "forward_passes", "backward_passes")}
+        fields.update(
+            n=n,
+            robust_accuracy=fraction(robust),
+            adversarial_accuracy=fraction(correct),
+            seconds=sum(s["results"][i]["seconds"] for s in shards),
+            forward_passes_per_image=sum(s["results"][i]["forward_passes"] for s in shards) / max(n, 1),
+            backward_passes_per_image=sum(s["results"][i]["backward_passes"] for s in shards) / max(n, 1),
+            max_perturbation=max(s["results"][i]["max_perturbation"] for s in shards),
+            out_of_box=max(s["results"][i]["out_of_box"] for s in shards),
+        )
+        results.append(AttackResult(**fields, correct=correct, robust=robust))
+    worst = clean.clone()
+    for r in results:
+        assert r.robust is not None
+        worst &= r.robust
+    dev = resolve_device(device)
+    report_checks = (
+        sanity_checks(
+            model.to(dev),
+            data.to(dev),
+            clean,
+            results,
+            eps=eps,
+            norm=norm,
+            batch_size=batch_size,
+            seed=seed,
+            check_n=check_n,
+            probes=True,
+        )
+        if checks
+        else []
+    )
+    return EvaluationReport(
+        model=dict(model_info or {"name": type(model).__name__, "source": "object"}),
+        data=data.describe(),
+        norm=norm,
+        eps=eps,
+        clean_accuracy=fraction(clean),
+        worst_case_accuracy=fraction(worst),
+        results=results,
+        checks=report_checks,
+        seed=seed,
+        device=describe_device(dev),
+        batch_size=batch_size,
+        created=now_utc(),
+        seconds=sum(r.seconds for r in results),
+        environment=environment(),
+    )
+
+
+def evaluate_sharded(
+    model: str,
+    *,
+    dataset: str,
+    attacks: list[str],
+    eps: float,
+    run_dir: str | Path,
+    norm: str = "linf",
+    n: int | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
+    val_size: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    shard_size: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
+    max_parallel: int | None = None,
+    device: str = "auto",
+    checks: bool = True,
+    check_n: int = 128,
+    progress: bool | Progress = True,
+    model_info: dict[str, Any] | None = None,
+) -> EvaluationReport:
+    """:func:`~arnas_zoo.evaluate.evaluate` of a loadable model (folder, Hub id, pretrained name), split
+    into jobs of ``shard_size`` points run by ``backend``; resumable in ``run_dir``."""
+    from arnas_zoo.hub import load
+
+    data = _data({"dataset": dataset, "split": split, "data_dir": data_dir, "n": n, "val_size": val_size}, "cpu")
+    gpus = 1.0 if device.startswith("cuda") else 0.0
+    jobs = shard_jobs(
+        model,
+        dataset=dataset,
+        n_points=len(data),
+        attacks=attacks,
+        eps=eps,
+        norm=norm,
+        batch_size=batch_size,
+        seed=seed,
+        shard_size=shard_size,
+        split=split,
+        data_dir=data_dir,
+        n=n,
+        val_size=val_size,
+        device=device,
+        gpus=gpus,
+    )
+    done = run_jobs(jobs, run_dir, backend=backend, address=address, max_parallel=max_parallel, progress=progress)
+    loaded = load(model, device="cpu")
+    return merge_shards(
+        [done.results[j.key] for j in jobs],
+        loaded,
+        data,
+        eps=eps,
+        norm=norm,
+        batch_size=batch_size,
+        seed=seed,
+        checks=checks,
+        check_n=check_n,
+        model_info=model_info,
+        device="cpu" if device == "auto" else device,
+    )

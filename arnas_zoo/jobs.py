@@ -1,0 +1,337 @@
+"""Many independent jobs, run in-process or on a Ray cluster, with nothing lost when anything dies.
+
+A :class:`Job` is a pure description: a registered ``kind`` and JSON arguments. Its key is the hash of
+that description, so the same job always has the same key and its result file
+``<run_dir>/jobs/<key>.json`` tells whether it is done. Results are written atomically (by the worker,
+and again by the driver if the worker's file is missing), so:
+
+- a killed driver loses nothing: the next :func:`run_jobs` on the same folder skips every finished job;
+- a killed worker loses its job only: Ray reschedules it (``retries`` times), the in-process backend
+  has nothing else to kill;
+- a job that raises is retried ``retries`` times, then recorded as failed
+  (``<key>.failed.json`` with the error) and reported in :class:`JobsFailed` after the others finished;
+  it is never dropped silently.
+
+Backends: ``local`` (the default; no dependency) runs jobs one after another in this process;
+``ray`` submits them to a Ray cluster (``address`` as ``ray.init`` takes it: ``None`` starts a local
+one, ``"auto"`` joins a running cluster, ``"HOST:PORT"``), each with its CPU/GPU request, at most
+``max_parallel`` in flight. Both produce byte-identical result files for deterministic jobs; timings,
+host and attempts go to ``<key>.meta.json``. Ray needs the optional extra: ``pip install 'arnas-zoo[ray]'``.
+
+Kinds are registered by dotted path (``register_kind("evaluate-shard", "arnas_zoo.evaluate.shards:run_shard")``)
+so that a Ray worker imports the function itself; a kind's function takes ``(args, run_dir)`` and
+returns a JSON-able dict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import platform
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arnas_zoo.errors import ArnasZooError, ConfigError
+from arnas_zoo.progress import Progress
+
+BACKENDS = ("local", "ray")
+JOBS_DIR = "jobs"
+_KINDS: dict[str, str] = {
+    "evaluate-shard": "arnas_zoo.evaluate.shards:run_shard",
+    "train": "arnas_zoo.training.entry:run_training_job",
+}
+
+
+class JobsFailed(ArnasZooError, RuntimeError):
+    """Some jobs failed after their retries; the others finished and their results are on disk."""
+
+    def __init__(self, failed: dict[str, str]):
+        self.failed = failed
+        first = next(iter(failed.items()))
+        super().__init__(
+            f"{len(failed)} job(s) failed after retries (first: {first[0]}: {first[1][:200]}); "
+            "their errors are in jobs/<key>.failed.json; rerun to retry them, finished jobs are kept"
+        )
+
+
+def register_kind(kind: str, target: str, *, replace: bool = False) -> None:
+    """Make ``kind`` run ``target`` (``"package.module:function"``, importable on every worker)."""
+    if ":" not in target:
+        raise ConfigError(f"job kind {kind!r}: expected 'module:function', got {target!r}")
+    if kind in _KINDS and not replace and _KINDS[kind] != target:
+        raise ConfigError(f"job kind {kind!r} is already registered as {_KINDS[kind]!r}")
+    _KINDS[kind] = target
+
+
+def kinds() -> dict[str, str]:
+    return dict(_KINDS)
+
+
+def _target(kind: str) -> str:
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise ConfigError(f"unknown job kind {kind!r}; registered: {sorted(_KINDS)}") from None
+
+
+def _resolve(target: str) -> Callable[[dict[str, Any], Path], dict[str, Any]]:
+    module, _, name = target.partition(":")
+    function: Callable[[dict[str, Any], Path], dict[str, Any]] = getattr(importlib.import_module(module), name)
+    return function
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: what to run (``kind``, JSON ``args``) and what it needs (``cpus``, ``gpus``)."""
+
+    kind: str
+    args: dict[str, Any]
+    cpus: float = 1.0
+    gpus: float = 0.0
+    label: str = ""
+
+    @property
+    def description(self) -> dict[str, Any]:
+        return {"kind": self.kind, "args": self.args}
+
+    @property
+    def key(self) -> str:
+        """Stable across runs and machines: sha256 of the canonical JSON of kind and arguments."""
+        text = json.dumps(self.description, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def name(self) -> str:
+        return self.label or f"{self.kind} {self.key[:8]}"
+
+
+# ---- files of a run folder ------------------------------------------------------------------------
+def _jobs_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / JOBS_DIR
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{socket.gethostname()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def result_path(run_dir: Path, job: Job) -> Path:
+    return _jobs_dir(run_dir) / f"{job.key}.json"
+
+
+def read_result(run_dir: Path, job: Job) -> dict[str, Any] | None:
+    path = result_path(run_dir, job)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record.get("job") != job.description:  # a key collision or an edited file: recompute
+        return None
+    result: dict[str, Any] = record["result"]
+    return result
+
+
+def execute(job_desc: dict[str, Any], run_dir: str, attempt: int, target: str) -> dict[str, Any]:
+    """Run one job here and write its result file (what a worker runs; importable by Ray).
+
+    ``target`` is the kind's function as the driver registered it (a worker has its own registry)."""
+    job = Job(job_desc["kind"], job_desc["args"])
+    jobs = _jobs_dir(Path(run_dir))
+    jobs.mkdir(parents=True, exist_ok=True)
+    marker = jobs / f"{job.key}.running"
+    _write_json(marker, {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "attempt": attempt})
+    start = time.perf_counter()
+    try:
+        result = _resolve(target)(job.args, Path(run_dir))
+        _write_json(jobs / f"{job.key}.json", {"job": job.description, "result": result})
+        meta = {
+            "seconds": round(time.perf_counter() - start, 3),
+            "host": platform.node(),
+            "pid": os.getpid(),
+            "attempt": attempt,
+            "finished": time.time(),
+        }
+        _write_json(jobs / f"{job.key}.meta.json", meta)
+        (jobs / f"{job.key}.failed.json").unlink(missing_ok=True)
+        return result
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _record_failure(run_dir: Path, job: Job, error: str, attempts: int) -> None:
+    _write_json(
+        _jobs_dir(run_dir) / f"{job.key}.failed.json",
+        {"job": job.description, "error": error, "attempts": attempts, "time": time.time()},
+    )
+
+
+# ---- running a job set ------------------------------------------------------------------------------
+@dataclass
+class JobSetResult:
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> result
+    skipped: int = 0  # finished before this call
+    ran: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    run_dir: str | Path,
+    *,
+    backend: str = "local",
+    address: str | None = None,
+    max_parallel: int | None = None,
+    retries: int = 2,
+    progress: bool | Progress = True,
+    raise_on_failure: bool = True,
+) -> JobSetResult:
+    """Run every job of ``jobs`` not yet finished in ``run_dir``; returns all results by key."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
+    if retries < 0:
+        raise ConfigError(f"retries: expected >= 0, got {retries}")
+    run_dir = Path(run_dir)
+    _jobs_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    unique = {job.key: job for job in jobs}
+    out = JobSetResult()
+    todo = []
+    for key, job in unique.items():
+        _resolve(_target(job.kind))  # unknown kinds and unimportable functions fail before anything runs
+        done = read_result(run_dir, job)
+        if done is None:
+            todo.append(job)
+        else:
+            out.results[key] = done
+            out.skipped += 1
+    tracker = Progress.of(progress)
+    with tracker.task(f"jobs ({backend})", total=len(todo), unit="jobs") as task:
+        if backend == "local":
+            _run_local(todo, run_dir, retries, out, task)
+        else:
+            _run_ray(todo, run_dir, retries, out, task, address, max_parallel)
+    if out.failed and raise_on_failure:
+        raise JobsFailed(out.failed)
+    return out
+
+
+def _run_local(todo: Iterable[Job], run_dir: Path, retries: int, out: JobSetResult, task: Any) -> None:
+    for job in todo:
+        for attempt in range(1, retries + 2):
+            try:
+                out.results[job.key] = execute(job.description, str(run_dir), attempt, _target(job.kind))
+                out.ran += 1
+                break
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- any job error is retried, then reported
+                error = f"{type(exc).__name__}: {exc}"
+                if attempt == retries + 1:
+                    out.failed[job.key] = error
+                    _record_failure(run_dir, job, error + "\n" + traceback.format_exc(), attempt)
+        task.update(1, job=job.name())
+
+
+def _run_ray(
+    todo: list[Job],
+    run_dir: Path,
+    retries: int,
+    out: JobSetResult,
+    task: Any,
+    address: str | None,
+    max_parallel: int | None,
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("backend 'ray' needs Ray: pip install 'arnas-zoo[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    # worker deaths are retried by Ray (max_retries); exceptions raised by the job too (retry_exceptions)
+    remote = ray.remote(max_retries=retries, retry_exceptions=True)(execute)
+    pending: dict[Any, Job] = {}
+    queue = list(todo)
+    limit = max_parallel or len(queue) or 1
+    while queue or pending:
+        while queue and len(pending) < limit:
+            job = queue.pop(0)
+            ref = remote.options(num_cpus=job.cpus, num_gpus=job.gpus).remote(
+                job.description, str(run_dir), 1, _target(job.kind)
+            )
+            pending[ref] = job
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        ref = ready[0]
+        job = pending.pop(ref)
+        try:
+            result = ray.get(ref)
+            if not result_path(run_dir, job).is_file():  # a worker on another file system: keep it here
+                _write_json(result_path(run_dir, job), {"job": job.description, "result": result})
+            out.results[job.key] = result
+            out.ran += 1
+        except Exception as exc:  # noqa: BLE001 -- after Ray's retries
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            out.failed[job.key] = error
+            _record_failure(run_dir, job, str(exc), retries + 1)
+        task.update(1, job=job.name())
+
+
+# ---- status --------------------------------------------------------------------------------------------
+@dataclass
+class JobStatus:
+    done: list[str] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.done)} done, {len(self.running)} running, {len(self.failed)} failed, "
+            f"{len(self.pending)} pending"
+        )
+
+
+def status(run_dir: str | Path, jobs: Sequence[Job] | None = None) -> JobStatus:
+    """What the run folder holds: done / running / failed jobs (and pending ones when ``jobs`` is given)."""
+    folder = _jobs_dir(Path(run_dir))
+    if not folder.is_dir():
+        raise ConfigError(f"{run_dir}: no jobs/ folder; not a job run folder")
+    names = {p.name for p in folder.iterdir()}
+    st = JobStatus()
+    keys = (
+        [j.key for j in jobs]
+        if jobs is not None
+        else sorted({n.split(".")[0] for n in names if not n.startswith(".") and n.endswith((".json", ".running"))})
+    )
+    for key in keys:
+        if f"{key}.json" in names:
+            st.done.append(key)
+        elif f"{key}.running" in names and _alive(folder / f"{key}.running"):
+            st.running.append(key)
+        elif f"{key}.failed.json" in names:
+            st.failed.append(key)
+        else:
+            st.pending.append(key)
+    return st
+
+
+def _alive(marker: Path) -> bool:
+    """A running marker is stale when its process (on this host) is gone, e.g. a killed driver."""
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    if info.get("host") != socket.gethostname():
+        return True  # another machine's worker: trust the marker
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True

@@ -1,0 +1,166 @@
+"""The job layer (arnas_zoo.jobs): in-process and Ray backends, retries, kills, resume, sharded evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from arnas_zoo.jobs import Job, JobsFailed, register_kind, run_jobs, status
+
+REPO = Path(__file__).resolve().parents[1]
+register_kind("test-square", "job_kinds:square")
+register_kind("test-die-once", "job_kinds:die_once")
+register_kind("test-always-fails", "job_kinds:always_fails")
+
+
+def squares(n: int, **extra: object) -> list[Job]:
+    return [Job("test-square", {"x": i, **extra}) for i in range(n)]
+
+
+def result_bytes(run_dir: Path, jobs: list[Job]) -> list[bytes]:
+    return [(run_dir / "jobs" / f"{j.key}.json").read_bytes() for j in jobs]
+
+
+def test_keys_are_stable_and_describe_the_work() -> None:
+    a, b = Job("test-square", {"x": 1, "y": [1, 2]}), Job("test-square", {"y": [1, 2], "x": 1}, cpus=4)
+    assert a.key == b.key and len(a.key) == 20  # resources are not part of the work
+    assert Job("test-square", {"x": 2}).key != a.key
+
+
+def test_local_backend_runs_skips_finished_and_reports_failures(tmp_path: Path) -> None:
+    jobs = squares(4)
+    first = run_jobs(jobs, tmp_path, progress=False)
+    assert first.ran == 4 and [first.results[j.key]["square"] for j in jobs] == [0, 1, 4, 9]
+    again = run_jobs(jobs, tmp_path, progress=False)
+    assert again.ran == 0 and again.skipped == 4
+    st = status(tmp_path, jobs + squares(5)[4:])
+    assert len(st.done) == 4 and len(st.pending) == 1
+    bad = [Job("test-always-fails", {"x": 7}), *squares(6)]
+    with pytest.raises(JobsFailed, match="1 job") as info:
+        run_jobs(bad, tmp_path, retries=2, progress=False)
+    assert (tmp_path / "attempts-7").read_text() == "3"  # first try + 2 retries
+    assert set(info.value.failed) == {bad[0].key}
+    assert status(tmp_path).failed == [bad[0].key]
+    assert json.loads((tmp_path / "jobs" / f"{bad[0].key}.failed.json").read_text())["attempts"] == 3
+    assert all((tmp_path / "jobs" / f"{j.key}.json").is_file() for j in bad[1:])  # the others finished
+
+
+def test_a_killed_driver_loses_nothing_and_the_restart_skips_finished_jobs(tmp_path: Path) -> None:
+    script = (
+        "import sys; sys.path.insert(0, {tests!r}); from arnas_zoo.jobs import Job, register_kind, run_jobs; "
+        "register_kind('test-square', 'job_kinds:square'); "
+        "run_jobs([Job('test-square', {{'x': i, 'sleep': 0.5}}) for i in range(8)], {run!r}, progress=False)"
+    ).format(tests=str(REPO / "tests"), run=str(tmp_path))
+    driver = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((tmp_path / "jobs").glob("*.meta.json"))) < 3:
+        time.sleep(0.1)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    finished = len(list((tmp_path / "jobs").glob("*.meta.json")))
+    assert 3 <= finished < 8
+    st = status(tmp_path)
+    assert not st.running  # the killed driver's marker is recognised as stale
+    rest = run_jobs(squares(8, sleep=0.5), tmp_path, progress=False)
+    assert rest.skipped == finished and rest.ran == 8 - finished
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'arnas-zoo[ray]')")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "OMP_NUM_THREADS": "1"}},
+    )
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_byte_identical_results_to_the_local_backend(ray_cluster, tmp_path: Path) -> None:
+    jobs = squares(6)
+    run_jobs(jobs, tmp_path / "local", progress=False)
+    out = run_jobs(jobs, tmp_path / "ray", backend="ray", max_parallel=2, progress=False)
+    assert out.ran == 6
+    assert result_bytes(tmp_path / "local", jobs) == result_bytes(tmp_path / "ray", jobs)
+
+
+def test_ray_retries_a_worker_killed_mid_job(ray_cluster, tmp_path: Path) -> None:
+    jobs = [Job("test-die-once", {"x": i}) for i in range(3)]
+    out = run_jobs(jobs, tmp_path, backend="ray", retries=2, progress=False)
+    assert out.ran == 3 and not out.failed
+    assert all((tmp_path / f"died-{i}").exists() for i in range(3))  # each worker died once
+    assert [out.results[j.key]["square"] for j in jobs] == [0, 1, 4]
+
+
+def test_ray_reports_a_job_that_keeps_failing(ray_cluster, tmp_path: Path) -> None:
+    jobs = [Job("test-always-fails", {"x": 1}), *squares(2)]
+    out = run_jobs(jobs, tmp_path, backend="ray", retries=1, progress=False, raise_on_failure=False)
+    assert set(out.failed) == {jobs[0].key} and out.ran == 2
+
+
+def _folder(tmp_path: Path) -> Path:
+    from arnas_zoo import create_model
+    from arnas_zoo.checkpoint import save_folder
+    from tests.test_bounds import _calibrated
+
+    torch.manual_seed(3)
+    model = create_model("arnas", in_channels=1, input_size=16, init_channels=4, layers=3, eps=0.1)
+    return save_folder(_calibrated(model, torch.rand(32, 1, 16, 16)), tmp_path / "model")
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_sharded_evaluation_merges_to_the_single_process_report(tmp_path: Path, backend: str, request) -> None:
+    from arnas_zoo.data import evaluation_data
+    from arnas_zoo.evaluate import evaluate
+    from arnas_zoo.evaluate.shards import evaluate_sharded
+    from arnas_zoo.hub import load
+
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
+    folder = _folder(tmp_path)
+    attacks = ["fgsm", "pgd5", "square"]
+    single = evaluate(
+        load(str(folder), device="cpu"),
+        evaluation_data("digits", n=40),
+        attacks,
+        eps=0.1,
+        batch_size=8,
+        device="cpu",
+        seed=3,
+        check_n=16,
+        progress=False,
+    )
+    merged = evaluate_sharded(
+        str(folder),
+        dataset="digits",
+        n=40,
+        attacks=attacks,
+        eps=0.1,
+        batch_size=8,
+        seed=3,
+        shard_size=16,  # 16 + 16 + 8 points: three jobs
+        run_dir=tmp_path / "run",
+        backend=backend,
+        device="cpu",
+        check_n=16,
+        progress=False,
+    )
+    assert len(list((tmp_path / "run" / "jobs").glob("*.meta.json"))) == 3
+    a, b = single.to_metrics(), merged.to_metrics()
+    for key in ("created", "seconds", "environment", "versions", "host", "platform", "model"):
+        a.pop(key, None), b.pop(key, None)
+    for ra, rb in zip(a["results"], b["results"]):
+        ra.pop("seconds"), rb.pop("seconds")
+    assert a == b
+    for ra, rb in zip(single.results, merged.results):
+        assert torch.equal(ra.correct, rb.correct) and torch.equal(ra.robust, rb.robust)
