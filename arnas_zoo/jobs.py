@@ -43,6 +43,7 @@ from arnas_zoo.progress import Progress
 
 BACKENDS = ("local", "ray")
 JOBS_DIR = "jobs"
+PLAN = "plan.json"
 _KINDS: dict[str, str] = {
     "evaluate-shard": "arnas_zoo.evaluate.shards:run_shard",
     "train": "arnas_zoo.training.entry:run_training_job",
@@ -164,6 +165,26 @@ def execute(job_desc: dict[str, Any], run_dir: str, attempt: int, target: str) -
         marker.unlink(missing_ok=True)
 
 
+def _record_plan(run_dir: Path, jobs: Iterable[Job]) -> None:
+    """Add the job set to ``jobs/plan.json`` (what ``status`` lists as pending before a job starts)."""
+    path = _jobs_dir(run_dir) / PLAN
+    try:
+        plan = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        plan = {}
+    plan.update({job.key: {**job.description, "label": job.name()} for job in jobs})
+    _write_json(path, plan)
+
+
+def plan(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every job ever submitted to ``run_dir``: key -> kind, args, label."""
+    path = _jobs_dir(Path(run_dir)) / PLAN
+    try:
+        return dict(json.loads(path.read_text())) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
 def _record_failure(run_dir: Path, job: Job, error: str, attempts: int) -> None:
     _write_json(
         _jobs_dir(run_dir) / f"{job.key}.failed.json",
@@ -199,6 +220,7 @@ def run_jobs(
     run_dir = Path(run_dir)
     _jobs_dir(run_dir).mkdir(parents=True, exist_ok=True)
     unique = {job.key: job for job in jobs}
+    _record_plan(run_dir, unique.values())
     out = JobSetResult()
     todo = []
     for key, job in unique.items():
@@ -308,7 +330,10 @@ def status(run_dir: str | Path, jobs: Sequence[Job] | None = None) -> JobStatus:
     keys = (
         [j.key for j in jobs]
         if jobs is not None
-        else sorted({n.split(".")[0] for n in names if not n.startswith(".") and n.endswith((".json", ".running"))})
+        else sorted(
+            set(plan(run_dir))
+            | {n.split(".")[0] for n in names if _is_key(n.split(".")[0]) and n.endswith((".json", ".running"))}
+        )
     )
     for key in keys:
         if f"{key}.json" in names:
@@ -320,6 +345,10 @@ def status(run_dir: str | Path, jobs: Sequence[Job] | None = None) -> JobStatus:
         else:
             st.pending.append(key)
     return st
+
+
+def _is_key(name: str) -> bool:
+    return len(name) == 20 and all(c in "0123456789abcdef" for c in name)
 
 
 def _alive(marker: Path) -> bool:

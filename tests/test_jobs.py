@@ -164,3 +164,63 @@ def test_sharded_evaluation_merges_to_the_single_process_report(tmp_path: Path, 
     assert a == b
     for ra, rb in zip(single.results, merged.results):
         assert torch.equal(ra.correct, rb.correct) and torch.equal(ra.robust, rb.robust)
+
+
+def test_cli_sharded_eval_matches_the_plain_eval_and_status_lists_the_shards(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from arnas_zoo.cli import main
+
+    folder = str(_folder(tmp_path))
+    common = [folder, "--dataset", "digits", "--n", "24", "--eps", "0.1", "--attacks", "fgsm,pgd3"]
+    common += ["--batch-size", "8", "--device", "cpu", "--no-checks", "-q"]
+    runner = CliRunner()
+    plain = runner.invoke(main, ["eval", *common, "--json", str(tmp_path / "plain.json")])
+    assert plain.exit_code == 0, plain.output
+    run = tmp_path / "run"
+    sharded = runner.invoke(
+        main, ["eval", *common, "--shard-size", "8", "--run-dir", str(run), "--json", str(tmp_path / "s.json")]
+    )
+    assert sharded.exit_code == 0, sharded.output
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("plain.json", "s.json"))
+    assert [(r["attack"], r["robust_accuracy"]) for r in a["results"]] == [
+        (r["attack"], r["robust_accuracy"]) for r in b["results"]
+    ]
+    assert a["worst_case_accuracy"] == b["worst_case_accuracy"] and a["clean_accuracy"] == b["clean_accuracy"]
+    st = runner.invoke(main, ["status", str(run)])
+    assert st.exit_code == 0 and "3 done, 0 running, 0 failed, 0 pending" in st.output, st.output
+    assert "points 0-7" in st.output and "points 16-23" in st.output
+    first_done = json.loads(runner.invoke(main, ["status", str(run), "--json"]).output)["done"][0]
+    (run / "jobs" / f"{first_done}.json").unlink()
+    assert "2 done, 0 running, 0 failed, 1 pending" in runner.invoke(main, ["status", str(run)]).output
+    missing = runner.invoke(main, ["status", str(tmp_path / "nowhere")])
+    assert missing.exit_code != 0 and "Traceback" not in missing.output and "not a job run folder" in missing.output
+
+
+def test_training_runs_as_a_job_and_a_rerun_reuses_it(tmp_path: Path) -> None:
+    from arnas_zoo.checkpoint import load_folder
+
+    torch.set_num_threads(1)
+    tiny = {"epochs": 1, "train_n": 64, "batch_size": 32, "steps": 1, "val_n": 32, "val_steps": 1}
+    job = Job(
+        "train",
+        {
+            "arch": "arnas",
+            "recipe": "cpu_digits",
+            "dataset": "digits",
+            "out": "train/arnas",
+            "val_rows": 100,
+            "recipe_overrides": tiny,
+            "model_overrides": {"init_channels": 4, "layers": 5},
+            "eval_attacks": ["fgsm"],
+            "eval_n": 16,
+            "device": "cpu",
+        },
+    )
+    first = run_jobs([job], tmp_path, progress=False)
+    result = first.results[job.key]
+    model = load_folder(tmp_path / result["best_dir"])
+    assert model.config.init_channels == 4
+    assert result["metrics"]["results"][0]["attack"] == "fgsm" and result["metrics"]["data"]["n"] == 16
+    again = run_jobs([job], tmp_path, progress=False)
+    assert again.ran == 0 and again.results[job.key] == result

@@ -29,6 +29,7 @@ COMMANDS = {
     "eval": "arnas_zoo.cli.evaluation:eval_command",
     "transfer": "arnas_zoo.cli.evaluation:transfer_command",
     "certify": "arnas_zoo.cli.evaluation:certify_command",
+    "status": "arnas_zoo.cli.evaluation:status_command",
     "predict": "arnas_zoo.cli.deployment:predict_command",
     "check": "arnas_zoo.cli.deployment:check_command",
 }
@@ -43,6 +44,7 @@ SHORT_HELP = {
     "eval": "Robust accuracy of a model under attacks, with sanity checks.",
     "transfer": "Transfer matrix between models (black-box).",
     "certify": "Certified accuracy and radius (IBP / CROWN bounds).",
+    "status": "Jobs of a run folder (sharded eval): done / running / failed / pending.",
     "predict": "Classify images with a model or an ONNX file.",
     "check": "Is a deployed ONNX file as robust as its source?",
     "export": "Export ONNX, publish to the Hub, register pretrained entries.",

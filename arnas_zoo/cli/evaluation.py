@@ -131,6 +131,26 @@ def threat_settings(
 )
 @click.option("--no-checks", is_flag=True, help="skip the gradient-masking sanity checks and probes")
 @click.option("--check-n", type=click.IntRange(min=1), default=128, show_default=True, help="points used by the probes")
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="split the points into jobs of this many (whole batches); the merged report equals an unsharded run",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="run the shards in this process (local) or on a Ray cluster (pip install 'arnas-zoo[ray]') [local]",
+)
+@click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT [a new local cluster]")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="shards running at once [all]")
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="where shard results live (a rerun skips finished shards) [runs/eval-jobs]",
+)
 @friendly_errors
 def eval_command(
     model: str,
@@ -150,10 +170,17 @@ def eval_command(
     attacks: str,
     no_checks: bool,
     check_n: int,
+    shard_size: int | None,
+    backend: str | None,
+    address: str | None,
+    max_parallel: int | None,
+    run_dir: str | None,
 ) -> None:
     """Robust accuracy of MODEL (folder, Hub id org/name[@rev], pretrained or registry name) under attacks.
 
-    Dataset, eps and norm default to what the model was trained for (read from its files).
+    Dataset, eps and norm default to what the model was trained for (read from its files). With
+    --shard-size or --backend the points are split into jobs (one line per finished job; resumable:
+    `arnas-zoo status RUN_DIR` shows them) and the shards' per-point outcomes merged into one report.
     """
     from arnas_zoo.data import evaluation_data
     from arnas_zoo.devices import resolve_device
@@ -163,6 +190,42 @@ def eval_command(
     dev = resolve_device(device)
     loaded = load_for_eval(model, dev, dataset)
     dataset, eps_value, norm = threat_settings([loaded.model], dataset, eps, norm)
+    sharded = shard_size is not None or backend is not None or address is not None or run_dir is not None
+    if sharded:
+        if loaded.kind == "arch":
+            raise click.UsageError("sharded evaluation needs a trained model (folder, Hub id or pretrained name)")
+        from arnas_zoo.evaluate.shards import evaluate_sharded
+
+        if download:
+            evaluation_data(dataset, split=split, data_dir=data_dir, n=1, val_size=val_size, download=True)
+        report = evaluate_sharded(
+            model,
+            dataset=dataset,
+            attacks=names,
+            eps=eps_value,
+            run_dir=run_dir or "runs/eval-jobs",
+            norm=norm,
+            n=n,
+            split=split,
+            data_dir=data_dir,
+            val_size=val_size,
+            batch_size=batch_size,
+            seed=seed,
+            shard_size=shard_size,
+            backend=backend or "local",
+            address=address,
+            max_parallel=max_parallel,
+            device=device,
+            checks=not no_checks,
+            check_n=check_n,
+            progress=progress_for(quiet),
+            model_info=loaded.info(),
+        )
+        click.echo(report.format_table())
+        if json_out:
+            report.save(json_out)
+            click.echo(f"wrote {json_out}")
+        return
     data = evaluation_data(
         dataset, split=split, data_dir=data_dir, n=n, val_size=val_size, device=dev, download=download
     )
@@ -317,3 +380,34 @@ def certify_command(
     if json_out:
         report.save(json_out)
         click.echo(f"wrote {json_out}")
+
+
+@click.command("status")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
+@friendly_errors
+def status_command(run_dir: str, as_json: bool) -> None:
+    """Jobs of RUN_DIR (a sharded eval or any job set): done / running / failed / pending, one line each."""
+    import json
+    from pathlib import Path
+
+    from arnas_zoo.jobs import plan, status
+
+    st = status(run_dir)
+    if as_json:
+        click.echo(json.dumps(st.to_dict(), indent=1))
+        return
+    planned = plan(run_dir)
+    jobs = Path(run_dir) / "jobs"
+    click.echo(f"{run_dir}: {st.summary()}")
+    for state, keys in (("done", st.done), ("running", st.running), ("failed", st.failed), ("pending", st.pending)):
+        for key in keys:
+            label = planned.get(key, {}).get("label", "")
+            extra = ""
+            if state == "done" and (jobs / f"{key}.meta.json").is_file():
+                meta = json.loads((jobs / f"{key}.meta.json").read_text())
+                extra = f"{meta.get('seconds', 0):.1f}s on {meta.get('host', '?')}"
+            elif state == "failed":
+                record = json.loads((jobs / f"{key}.failed.json").read_text())
+                extra = f"after {record.get('attempts')} attempts: {str(record.get('error', ''))[:120]}"
+            click.echo(f"  {state:<8} {key}  {label:<28} {extra}".rstrip())
