@@ -135,3 +135,69 @@ def summarize_command(sweep_dir: str) -> None:
 def presets_command() -> None:
     """Print the named presets (differences from the paper settings)."""
     click.echo(json.dumps(PRESETS, indent=1))
+
+
+@main.group("robnet")
+def robnet_group() -> None:
+    """RobNets: one-shot adversarial supernet, sampled and finetuned architectures, analyses, FSP filter."""
+
+
+@robnet_group.command("run")
+@click.argument("preset", default="robnet-tiny")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field (repeatable).")
+@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (default runs/PRESET-seedN).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out: finished stages and architectures are kept.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--address", default=None, help="Ray cluster to join (auto, HOST:PORT) [a new local cluster].")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Architectures in flight at once.")
+@click.option("--no-plots", is_flag=True, help="Skip the pictures.")
+@quiet_option
+@friendly_errors
+def robnet_run_command(
+    preset: str,
+    overrides: tuple[str, ...],
+    out: str | None,
+    resume: bool,
+    device: str,
+    backend: str,
+    address: str | None,
+    max_parallel: int | None,
+    no_plots: bool,
+    quiet: bool,
+) -> None:
+    """Train the supernet, score and finetune the sampled architectures, analyse, export genotypes.
+
+    PRESET: robnet (the paper's analysis setting), robnet-free (cell-free, FSP), robnet-tiny and
+    robnet-free-tiny (minutes on 2 CPU cores). Every stage resumes: `arnas-zoo status OUT` lists the
+    architectures' jobs.
+    """
+    from search.robnet import PRESETS as ROBNET_PRESETS
+    from search.robnet import run_robnet
+
+    if preset not in ROBNET_PRESETS:
+        raise click.BadParameter(f"expected one of {sorted(ROBNET_PRESETS)}", param_hint="PRESET")
+    cfg = ROBNET_PRESETS[preset].with_overrides(list(overrides))
+    out_dir = Path(out) if out else Path("runs") / f"{preset}-seed{cfg.seed}"
+    summary = run_robnet(
+        cfg,
+        out_dir,
+        resume=resume,
+        device=device,
+        backend=backend,
+        address=address,
+        max_parallel=max_parallel,
+        progress=progress_for(quiet),
+        plots=not no_plots,
+    )
+
+    def corr(key: str) -> str:
+        s = summary[key]
+        return "n/a" if s["rho"] is None else f"{s['rho']:+.2f} (p={s['p']:.2g}, n={s['n']})"
+
+    click.echo(f"architectures: {out_dir / 'architectures.csv'}; analysis: {out_dir / 'analysis.json'}")
+    click.echo(f"Spearman density vs PGD accuracy: {corr('density_vs_pgd')}")
+    click.echo(f"Spearman direct-edge convolutions vs PGD accuracy: {corr('direct_convs_vs_pgd')}")
+    click.echo(f"Spearman FSP distance vs clean-PGD gap (supernet): {corr('fsp_vs_supernet_gap')}")
+    for path in summary["exported"]:
+        click.echo(f"genotype: {out_dir / path}")
