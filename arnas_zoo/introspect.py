@@ -48,7 +48,9 @@ def summarize_config(config: ModelConfig, stats: dict[str, int] | None = None) -
     summary: dict[str, Any] = {
         "name": config.name,
         "arch": config.arch,
-        "space": config.genotype.space if config.genotype is not None else "hand-crafted",
+        "space": config.genotype.space
+        if config.genotype is not None
+        else ("macro" if config.arch == "macro" else "hand-crafted"),
         **(stats if stats is not None else compute_stats(config)),
         "layers": config.layers,
         "init_channels": config.init_channels,

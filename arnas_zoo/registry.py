@@ -154,5 +154,9 @@ def resolve_config(target: str, **overrides: Any) -> ModelConfig:
         if isinstance(data, dict) and data.get("schema") == CONFIG_SCHEMA:
             config = ModelConfig.from_dict(data)
             return config.replace(**overrides) if overrides else config
+        from arnas_zoo.macro import MacroGenotype, is_macro_json, macro_config
+
+        if is_macro_json(data):
+            return macro_config(MacroGenotype.from_dict(data, str(path)), **overrides)
         return config_for_genotype(Genotype.load(path), **overrides)
     return get_config(target, **overrides)

@@ -4,7 +4,7 @@
 - :mod:`arnas_zoo.models.resnets`: ResNet-18 (CIFAR and ImageNet stems) and WideResNet.
 """
 
-from arnas_zoo.models import cells, resnets  # noqa: F401  (each registers its family)
+from arnas_zoo.models import cells, macro, resnets  # noqa: F401  (each registers its family)
 from arnas_zoo.models.base import (
     Family,
     Normalize,
