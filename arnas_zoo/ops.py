@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arnas_zoo.errors import ConfigError
+from arnas_zoo.fastconv import DepthwiseConv2d
 from arnas_zoo.primitives import (  # noqa: F401  (re-exported: the vocabulary's names live with their factories)
     ARNAS_PRIMITIVES,
     DARTS_PRIMITIVES,
@@ -44,7 +45,9 @@ class DilConv(nn.Sequential):
     ):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False),
+            DepthwiseConv2d(
+                c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False
+            ),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )

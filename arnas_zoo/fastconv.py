@@ -1,0 +1,83 @@
+"""A dilated depthwise convolution whose backward is fast on CPU: space-to-batch.
+
+oneDNN's backward of a *dilated* depthwise convolution costs tens of times its forward on CPU, and
+ARNAS' Robust cells are built of them. A dilation-``d`` convolution is an ordinary (undilated)
+convolution on each of the ``d x d`` interleaved sub-images of the padded input:
+
+    out[d*u + a, d*v + b] = sum_ij w[i, j] * xp[d*(u+i) + a, d*(v+j) + b] = conv(xp[a::d, b::d], w)[u, v]
+
+so the ``d*d`` sub-images are stacked along the batch, convolved once without dilation, and
+interleaved back. At ``stride == d`` only the sub-image (0, 0) is needed (the DARTS reduction
+cells' ``dil_conv`` at stride 2). Other strides use the plain convolution.
+
+Which one runs: ``ARNAS_ZOO_DILATED`` = ``plain`` (the default: bit-identical to every earlier result),
+``s2b`` (always space-to-batch where it applies). The numerics equal the plain convolution's to
+float32 rounding (tests/test_fastconv.py); summation order differs, so results are not bit-identical.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODES = ("plain", "s2b")
+
+
+def mode() -> str:
+    value = os.environ.get("ARNAS_ZOO_DILATED", "plain")
+    return value if value in MODES else "plain"
+
+
+def applies(kernel: int, stride: int, dilation: int, groups: int, channels: int) -> bool:
+    return dilation > 1 and groups == channels and (stride == 1 or stride == dilation)
+
+
+def dilated_depthwise_s2b(
+    x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int, dilation: int
+) -> torch.Tensor:
+    """``F.conv2d(x, weight, stride=stride, padding=padding, dilation=dilation, groups=C)`` by space-to-batch."""
+    n, c, h, w = x.shape
+    d, k = dilation, weight.shape[-1]
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    h_out = (h + 2 * padding - d * (k - 1) - 1) // stride + 1
+    w_out = (w + 2 * padding - d * (k - 1) - 1) // stride + 1
+    if stride == d:  # only the (0, 0) sub-image is read
+        xp = F.pad(x, (padding, padding, padding, padding))[:, :, ::d, ::d]
+        out = F.conv2d(xp, weight, groups=c)
+        return out[:, :, :h_out, :w_out]
+    hp, wp = h + 2 * padding, w + 2 * padding
+    hq, wq = -(-hp // d), -(-wp // d)  # ceil: pad the far sides to a multiple of d
+    xp = F.pad(x, (padding, padding + wq * d - wp, padding, padding + hq * d - hp))
+    sub = xp.reshape(n, c, hq, d, wq, d).permute(0, 3, 5, 1, 2, 4).reshape(n * d * d, c, hq, wq)
+    if channels_last:
+        sub = sub.contiguous(memory_format=torch.channels_last)
+    out = F.conv2d(sub, weight, groups=c)  # (n*d*d, c, hq-k+1, wq-k+1)
+    ho, wo = out.shape[-2:]
+    out = out.reshape(n, d, d, c, ho, wo).permute(0, 3, 4, 1, 5, 2).reshape(n, c, ho * d, wo * d)
+    out = out[:, :, :h_out, :w_out]
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state-dict keys) that runs dilated depthwise convolutions by
+    space-to-batch when ``ARNAS_ZOO_DILATED=s2b``; ONNX export and every other case use the plain one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stride, dilation, padding = self.stride[0], self.dilation[0], self.padding
+        if (
+            mode() == "s2b"
+            and isinstance(padding, tuple)
+            and padding[0] == padding[1]
+            and self.stride[0] == self.stride[1]
+            and self.dilation[0] == self.dilation[1]
+            and self.bias is None
+            and applies(self.kernel_size[0], stride, dilation, self.groups, self.in_channels)
+            and self.in_channels == self.out_channels
+            and not torch.onnx.is_in_onnx_export()
+            and not torch.jit.is_tracing()
+        ):
+            return dilated_depthwise_s2b(x, self.weight, stride, int(padding[0]), dilation)
+        return super().forward(x)

@@ -1,0 +1,67 @@
+"""The space-to-batch dilated depthwise convolution equals the plain one, forward and backward (fp32)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arnas_zoo.fastconv import dilated_depthwise_s2b
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 6),
+    h=st.integers(5, 13),
+    w=st.integers(5, 13),
+    k=st.sampled_from([3, 5]),
+    d=st.sampled_from([2, 3]),
+    stride_is_d=st.booleans(),
+    channels_last=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_forward_and_backward_equal_the_plain_convolution(n, c, h, w, k, d, stride_is_d, channels_last, seed) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(seed)
+    stride, padding = (d if stride_is_d else 1), d * (k - 1) // 2
+    x = torch.randn(n, c, h, w)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c, 1, k, k)
+    xa, wa = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    xb, wb = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    a = F.conv2d(xa, wa, stride=stride, padding=padding, dilation=d, groups=c)
+    b = dilated_depthwise_s2b(xb, wb, stride, padding, d)
+    assert a.shape == b.shape
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(a)
+    a.backward(g)
+    b.backward(g)
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(wa.grad, wb.grad, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["arnas", "darts_v2"])
+def test_networks_give_the_same_logits_and_gradients_with_the_fast_path(arch: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from arnas_zoo import create_model
+
+    torch.manual_seed(0)
+    model = create_model(arch, in_channels=1, input_size=16, init_channels=4, layers=5, auxiliary=False).eval()
+    from arnas_zoo.fastconv import DepthwiseConv2d
+
+    assert any(m.dilation[0] > 1 for m in model.modules() if isinstance(m, DepthwiseConv2d))  # the path applies
+    x = torch.rand(4, 1, 16, 16)
+    out = {}
+    for mode in ("plain", "s2b"):
+        monkeypatch.setenv("ARNAS_ZOO_DILATED", mode)
+        xi = x.clone().requires_grad_()
+        model.zero_grad()
+        logits = model(xi)
+        logits.sum().backward()
+        out[mode] = (logits.detach(), xi.grad, [p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert torch.allclose(out["plain"][0], out["s2b"][0], atol=1e-5)
+    assert torch.allclose(out["plain"][1], out["s2b"][1], atol=1e-5)
+    for ga, gb in zip(out["plain"][2], out["s2b"][2]):
+        assert torch.allclose(ga, gb, atol=1e-4, rtol=1e-4)
