@@ -82,7 +82,10 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
     images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n).astype(np.int64)
     recipe = get_recipe("arnas", batch_size=batch)
-    if impl == "ours":
+    if impl.startswith("ours"):
+        if "s2b" in impl:
+            os.environ["ARNAS_ZOO_DILATED"] = "s2b"
+        bf16_cpu = "bf16" in impl
         if recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)
         x_all = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(255)
@@ -93,9 +96,11 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
         def autocast():
             import contextlib
 
-            return (
-                torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda and recipe.bf16 else contextlib.nullcontext()
-            )
+            if use_cuda and recipe.bf16:
+                return torch.autocast("cuda", dtype=torch.bfloat16)
+            if not use_cuda and bf16_cpu:
+                return torch.autocast("cpu", dtype=torch.bfloat16)
+            return contextlib.nullcontext()
 
     model.train()
     times = []
@@ -104,7 +109,7 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        if impl == "ours":
+        if impl.startswith("ours"):
             gen = torch.Generator(device=device).manual_seed(i)
             xb = augment(x_all[sl], gen, crop_padding=4, flip=True, cutout=16).contiguous(
                 memory_format=torch.channels_last
@@ -145,6 +150,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--impls",
+        default="reference,ours",
+        help="comma-separated: reference, ours, ours-bf16 (bf16 autocast on CPU), ours-s2b (space-to-batch "
+        "dilated convolutions), ours-bf16-s2b",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -154,7 +165,7 @@ def main() -> None:
         return
     rows = []
     for batch in (int(b) for b in args.batches.split(",")):
-        for impl in ("reference", "ours"):
+        for impl in args.impls.split(","):
             cmd = [
                 sys.executable,
                 __file__,
@@ -178,12 +189,16 @@ def main() -> None:
                 json.dumps({k: rows[-1][k] for k in ("impl", "batch", "images_per_s", "peak_memory_bytes")}), flush=True
             )
     speedups = {}
+    base = args.impls.split(",")[0]
     for batch in {r["batch"] for r in rows}:
-        ref = next(r for r in rows if r["batch"] == batch and r["impl"] == "reference")
-        ours = next(r for r in rows if r["batch"] == batch and r["impl"] == "ours")
+        ref = next(r for r in rows if r["batch"] == batch and r["impl"] == base)
         speedups[str(batch)] = {
-            "throughput_ratio_ours_over_reference": ours["images_per_s"] / ref["images_per_s"],
-            "peak_memory_ratio_ours_over_reference": ours["peak_memory_bytes"] / ref["peak_memory_bytes"],
+            f"{r['impl']}_over_{base}": {
+                "throughput": r["images_per_s"] / ref["images_per_s"],
+                "peak_memory": r["peak_memory_bytes"] / ref["peak_memory_bytes"],
+            }
+            for r in rows
+            if r["batch"] == batch and r["impl"] != base
         }
     result = {
         "benchmark": "one PGD-7 adversarial training step (ARNAS recipe), ours vs reference loop",
