@@ -172,8 +172,8 @@ def robnet_run_command(
     robnet-free-tiny (minutes on 2 CPU cores). Every stage resumes: `arnas-zoo status OUT` lists the
     architectures' jobs.
     """
-    from search.robnet import PRESETS as ROBNET_PRESETS
-    from search.robnet import run_robnet
+    from search.robnet_run import PRESETS as ROBNET_PRESETS
+    from search.robnet_run import run_robnet
 
     if preset not in ROBNET_PRESETS:
         raise click.BadParameter(f"expected one of {sorted(ROBNET_PRESETS)}", param_hint="PRESET")

@@ -132,6 +132,10 @@ class SearchConfig:
                 raise ConfigError(f"{key}: expected a positive number, got {getattr(self, key)!r}")
         if not 0 <= self.w_lr_min <= self.w_lr:
             raise ConfigError(f"w_lr_min: expected 0 <= w_lr_min <= w_lr ({self.w_lr}), got {self.w_lr_min}")
+        self._check_numbers_and_strings()
+
+    def _check_numbers_and_strings(self) -> None:
+        """Finite non-negative numbers and string fields (called by ``__post_init__``)."""
         for key in (
             "lam",
             "eps",

@@ -23,6 +23,9 @@ and error on a fixed transferred adversarial set.
    transfer and white-box PGD accuracies), ``front.json`` and ``genotypes/front_*.json`` (the
    non-dominated set, builder-ready), the knee and the top-k by clean accuracy, ``plots/front_2d.png``
    and ``plots/front_3d.png``.
+
+Why one module of ~590 lines: the transfer set, the candidate job and the NSGA-II loop share
+RocoConfig and the run folder's layout.
 """
 
 from __future__ import annotations

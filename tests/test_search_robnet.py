@@ -16,7 +16,6 @@ from arnas_zoo.registry import get_config
 from search.robnet import (
     DIRECT,
     EDGES,
-    PRESETS,
     RobNetSupernet,
     build_sampled,
     code_features,
@@ -27,10 +26,10 @@ from search.robnet import (
     fsp_matrix,
     genotype_code,
     macro_config,
-    run_robnet,
     sample_code,
     sampled_config,
 )
+from search.robnet_run import PRESETS, run_robnet
 
 MICRO = replace(
     PRESETS["robnet-tiny"],

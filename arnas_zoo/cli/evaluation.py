@@ -190,63 +190,53 @@ def eval_command(
     dev = resolve_device(device)
     loaded = load_for_eval(model, dev, dataset)
     dataset, eps_value, norm = threat_settings([loaded.model], dataset, eps, norm)
-    sharded = shard_size is not None or backend is not None or address is not None or run_dir is not None
-    if sharded:
+    common = dict(
+        eps=eps_value,
+        norm=norm,
+        batch_size=batch_size,
+        seed=seed,
+        checks=not no_checks,
+        check_n=check_n,
+        progress=progress_for(quiet),
+    )
+    if shard_size is not None or backend is not None or address is not None or run_dir is not None:
         if loaded.kind == "arch":
             raise click.UsageError("sharded evaluation needs a trained model (folder, Hub id or pretrained name)")
-        from arnas_zoo.evaluate.shards import evaluate_sharded
-
         if download:
             evaluation_data(dataset, split=split, data_dir=data_dir, n=1, val_size=val_size, download=True)
-        report = evaluate_sharded(
+        report = _eval_sharded(
             model,
+            loaded,
             dataset=dataset,
             attacks=names,
-            eps=eps_value,
             run_dir=run_dir or "runs/eval-jobs",
-            norm=norm,
             n=n,
             split=split,
             data_dir=data_dir,
             val_size=val_size,
-            batch_size=batch_size,
-            seed=seed,
             shard_size=shard_size,
             backend=backend or "local",
             address=address,
             max_parallel=max_parallel,
             device=device,
-            checks=not no_checks,
-            check_n=check_n,
-            progress=progress_for(quiet),
-            model_info=loaded.info(),
+            **common,
         )
-        click.echo(report.format_table())
-        if json_out:
-            report.save(json_out)
-            click.echo(f"wrote {json_out}")
-        return
-    data = evaluation_data(
-        dataset, split=split, data_dir=data_dir, n=n, val_size=val_size, device=dev, download=download
-    )
-    report = evaluate(
-        loaded.model,
-        data,
-        names,
-        eps=eps_value,
-        norm=norm,
-        batch_size=batch_size,
-        device=dev,
-        seed=seed,
-        checks=not no_checks,
-        check_n=check_n,
-        progress=progress_for(quiet),
-        model_info=loaded.info(),
-    )
+    else:
+        data = evaluation_data(
+            dataset, split=split, data_dir=data_dir, n=n, val_size=val_size, device=dev, download=download
+        )
+        report = evaluate(loaded.model, data, names, device=dev, model_info=loaded.info(), **common)
     click.echo(report.format_table())
     if json_out:
         report.save(json_out)
         click.echo(f"wrote {json_out}")
+
+
+def _eval_sharded(model: str, loaded: LoadedModel, **kwargs: Any) -> Any:
+    """The points split into jobs (arnas_zoo.evaluate.shards), merged into one report."""
+    from arnas_zoo.evaluate.shards import evaluate_sharded
+
+    return evaluate_sharded(model, model_info=loaded.info(), **kwargs)
 
 
 @click.command("transfer")

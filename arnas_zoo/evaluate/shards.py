@@ -141,6 +141,39 @@ def shard_jobs(
     ]
 
 
+def _covering(shards: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The shards in order; every point covered exactly once, else a ConfigError naming the gap."""
+    shards = sorted(shards, key=lambda s: s["start"])
+    expected = 0
+    for s in shards:
+        if s["start"] != expected:
+            raise ConfigError(f"shards: points {expected}-{s['start'] - 1} are missing")
+        expected = s["stop"]
+    if expected != n:
+        raise ConfigError(f"shards: they cover {expected} of {n} points")
+    return shards
+
+
+def _merged_result(i: int, shards: list[dict[str, Any]], clean: torch.Tensor) -> AttackResult:
+    """Attack ``i`` over all shards: per-point outcomes concatenated, costs summed."""
+    correct = torch.cat([_unpack(s["results"][i]["correct_bits"], s["n"]) for s in shards])
+    robust = correct & clean
+    n = len(clean)
+    first = shards[0]["results"][i]
+    fields = {k: v for k, v in first.items() if k not in ("correct_bits", "forward_passes", "backward_passes")}
+    fields.update(
+        n=n,
+        robust_accuracy=fraction(robust),
+        adversarial_accuracy=fraction(correct),
+        seconds=sum(s["results"][i]["seconds"] for s in shards),
+        forward_passes_per_image=sum(s["results"][i]["forward_passes"] for s in shards) / max(n, 1),
+        backward_passes_per_image=sum(s["results"][i]["backward_passes"] for s in shards) / max(n, 1),
+        max_perturbation=max(s["results"][i]["max_perturbation"] for s in shards),
+        out_of_box=max(s["results"][i]["out_of_box"] for s in shards),
+    )
+    return AttackResult(**fields, correct=correct, robust=robust)
+
+
 def merge_shards(
     shards: list[dict[str, Any]],
     model: Any,
@@ -160,32 +193,9 @@ def merge_shards(
     from arnas_zoo.evaluate.checks import sanity_checks
     from arnas_zoo.provenance import environment, now_utc
 
-    shards = sorted(shards, key=lambda s: s["start"])
-    expected = 0
-    for s in shards:
-        if s["start"] != expected:
-            raise ConfigError(f"shards: points {expected}-{s['start'] - 1} are missing")
-        expected = s["stop"]
-    if expected != len(data):
-        raise ConfigError(f"shards: they cover {expected} of {len(data)} points")
+    shards = _covering(shards, len(data))
     clean = torch.cat([_unpack(s["clean_bits"], s["n"]) for s in shards])
-    results = []
-    for i, first in enumerate(shards[0]["results"]):
-        correct = torch.cat([_unpack(s["results"][i]["correct_bits"], s["n"]) for s in shards])
-        robust = correct & clean
-        n = len(data)
-        fields = {k: v for k, v in first.items() if k not in ("correct_bits", "forward_passes", "backward_passes")}
-        fields.update(
-            n=n,
-            robust_accuracy=fraction(robust),
-            adversarial_accuracy=fraction(correct),
-            seconds=sum(s["results"][i]["seconds"] for s in shards),
-            forward_passes_per_image=sum(s["results"][i]["forward_passes"] for s in shards) / max(n, 1),
-            backward_passes_per_image=sum(s["results"][i]["backward_passes"] for s in shards) / max(n, 1),
-            max_perturbation=max(s["results"][i]["max_perturbation"] for s in shards),
-            out_of_box=max(s["results"][i]["out_of_box"] for s in shards),
-        )
-        results.append(AttackResult(**fields, correct=correct, robust=robust))
+    results = [_merged_result(i, shards, clean) for i in range(len(shards[0]["results"]))]
     worst = clean.clone()
     for r in results:
         assert r.robust is not None
