@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -306,10 +307,12 @@ def candidate_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     folder = run_dir / "candidates" / args["key"]
     folder.mkdir(parents=True, exist_ok=True)
     path = genotype.save(folder / "genotype.json")
+    started = time.perf_counter()
     model, result = _train(
         str(path), {"init_channels": config.init_channels}, config, folder / "train", config.train_epochs
     )
     model.eval()
+    trained = time.perf_counter()
     val_clean = float(result.best["training"]["selection"]["val_clean_acc"])  # the selected epoch's
     x, y, half = _transfer(run_dir)
     with torch.no_grad():
@@ -340,6 +343,8 @@ def candidate_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "test_clean_accuracy": float(clean.double().mean()),
         "test_pgd20_accuracy": float(robust.double().mean()),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(trained - started, 2),
+        "score_seconds": round(time.perf_counter() - trained, 2),
     }
 
 
