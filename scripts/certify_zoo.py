@@ -23,6 +23,7 @@ from arnas_zoo.threads import apply_thread_policy
 apply_thread_policy()
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 INDEX = REPO / "arnas_zoo" / "pretrained" / "index.json"
 
 
