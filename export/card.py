@@ -322,7 +322,8 @@ def _entry_rows(spec: Any) -> tuple[str, list[str]]:
         d = c.get("data", {})
         lines.append(
             f"  - certified ({c['method']} bounds, {c['norm']} eps {c['eps']:.4g}; "
-            f"{d.get('dataset')} {d.get('split')}, n={c['n']}): {_percent(c['certified_accuracy'])}; mean certified radius {c['mean_certified_radius']:.3g} "
+            f"{d.get('dataset')} {d.get('split')}, n={c['n']}): {_percent(c['certified_accuracy'])}; "
+            f"mean certified radius {c['mean_certified_radius']:.3g} "
             f"(median {c['median_certified_radius']:.3g}; radius by bisection to "
             f"{100 * c['radius_search']['relative_resolution']:.2g}%; 0 = not certified even at "
             f"{c['radius_search']['eps_min']:.2g})"
