@@ -180,3 +180,18 @@ def test_roco_resumes_after_a_kill_and_reproduces_the_uninterrupted_front(tmp_pa
         a = np.load(tmp_path / "whole" / "generations" / f"gen_{g:03d}.npz")
         b = np.load(tmp_path / "cut" / "generations" / f"gen_{g:03d}.npz")
         assert np.array_equal(a["X"], b["X"]) and np.array_equal(a["F"], b["F"])
+
+
+def test_cli_refuses_bad_presets_and_keys_in_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from search.cli import main
+
+    runner = CliRunner()
+    for group, preset in (("roco", "roco-tiny"), ("robnet", "robnet-tiny")):
+        bad = runner.invoke(main, [group, "run", "nonsense", "-o", str(tmp_path / group)])
+        assert bad.exit_code == 2 and "expected one of" in bad.output and "Traceback" not in bad.output
+        key = runner.invoke(main, [group, "run", preset, "--set", "no_such_key=1", "-o", str(tmp_path / group)])
+        assert key.exit_code != 0 and "no_such_key" in key.output and "Traceback" not in key.output
+    bits = runner.invoke(main, ["roco", "run", "roco-tiny", "--set", "objectives=4", "-o", str(tmp_path / "o")])
+    assert bits.exit_code != 0 and "objectives" in bits.output and "Traceback" not in bits.output
