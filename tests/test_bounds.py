@@ -231,8 +231,9 @@ def test_certified_is_at_most_pgd_robust_at_most_clean(every_op_model: nn.Module
     again = certified(every_op_model, x, y, 0.0, method="crown")
     assert (radius[again] >= 0).all()
     inside = radius > 0
-    if inside.any():  # certified just below the radius, by construction of the bisection
-        assert certified(every_op_model, x[inside], y[inside], 0.0, method="crown").all()
+    # certified below the radius, by construction of the bisection (same batch: a sub-batch may round
+    # a near-zero margin differently)
+    assert again[inside].all() and clean[inside].all()
 
 
 def test_unsupported_ops_and_bad_arguments_are_refused() -> None:
