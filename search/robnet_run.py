@@ -447,19 +447,10 @@ def run_robnet(
     from arnas_zoo.jobs import Job, run_jobs
     from arnas_zoo.progress import Progress
     from arnas_zoo.runs import run_task
+    from arnas_zoo.runs.folder import claim_run_folder
 
     config.validate()
-    out = Path(out_dir)
-    saved = out / "config.json"
-    if saved.is_file():
-        if not resume:
-            raise ConfigError(f"{out}: a RobNet search is already there; pass --resume to continue it")
-        before = json.loads(saved.read_text())
-        if before != config.to_dict():
-            diff = sorted(k for k in set(before) | set(config.to_dict()) if before.get(k) != config.to_dict().get(k))
-            raise ConfigError(f"{out}: --resume with a different config (changed: {diff})")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved, config.to_dict())
+    out = claim_run_folder(out_dir, config.to_dict(), "RobNet search", resume)
     dev = resolve_device(device)
     report = Progress.of(progress)
     task = SupernetTraining(config, out, dev)

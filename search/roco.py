@@ -411,20 +411,12 @@ def run_roco(
     stop_after_generations: int | None = None,
 ) -> dict[str, Any]:
     """The whole search; ``stop_after_generations`` (a testing aid) stops like a kill after that many."""
-    from arnas_zoo.checkpoint import atomic_write_json
     from arnas_zoo.jobs import Job, run_jobs
     from arnas_zoo.progress import Progress
+    from arnas_zoo.runs.folder import claim_run_folder
 
     config.validate()
-    out = Path(out_dir)
-    saved = out / "config.json"
-    if saved.is_file():
-        if not resume:
-            raise ConfigError(f"{out}: a RoCo-NAS search is already there; pass --resume to continue it")
-        if json.loads(saved.read_text()) != json.loads(json.dumps(config.to_dict())):
-            raise ConfigError(f"{out}: --resume with a different config")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved, config.to_dict())
+    out = claim_run_folder(out_dir, config.to_dict(), "RoCo-NAS search", resume)
     report = Progress.of(progress)
     report.write("transfer set: training the sources and crafting (once)")
     transfer = build_transfer_set(config, out)

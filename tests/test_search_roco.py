@@ -199,3 +199,15 @@ def test_cli_refuses_bad_presets_and_keys_in_one_line(tmp_path: Path) -> None:
         assert key.exit_code != 0 and "no_such_key" in key.output and "Traceback" not in key.output
     bits = runner.invoke(main, ["roco", "run", "roco-tiny", "--set", "objectives=4", "-o", str(tmp_path / "o")])
     assert bits.exit_code != 0 and "objectives" in bits.output and "Traceback" not in bits.output
+
+
+def test_claim_run_folder_names_the_changed_keys_and_accepts_tuples_as_lists(tmp_path: Path) -> None:
+    from arnas_zoo.errors import ConfigError
+    from arnas_zoo.runs.folder import claim_run_folder
+
+    claim_run_folder(tmp_path, {"a": (1, 2), "b": 3}, "search", resume=False)
+    claim_run_folder(tmp_path, {"a": [1, 2], "b": 3}, "search", resume=True)  # JSON has no tuples
+    with pytest.raises(ConfigError, match="already there"):
+        claim_run_folder(tmp_path, {"a": [1, 2], "b": 3}, "search", resume=False)
+    with pytest.raises(ConfigError, match=r"changed: \['b'\]"):
+        claim_run_folder(tmp_path, {"a": [1, 2], "b": 4}, "search", resume=True)
