@@ -47,6 +47,7 @@ PLAN = "plan.json"
 _KINDS: dict[str, str] = {
     "evaluate-shard": "arnas_zoo.evaluate.shards:run_shard",
     "train": "arnas_zoo.training.entry:run_training_job",
+    "leaderboard-eval": "arnas_zoo.leaderboard:run_eval_job",
 }
 
 

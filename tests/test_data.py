@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,12 +14,13 @@ from arnas_zoo.data import (
     ImageData,
     dataset_info,
     describe_indices,
+    evaluation_data,
     load_dataset,
     load_npz,
     shared_data_dir,
     split_train_val,
 )
-from arnas_zoo.errors import ConfigError, DataNotFoundError
+from arnas_zoo.errors import ConfigError, DataError, DataNotFoundError
 
 
 def test_digits_is_embedded_deterministic_and_split_disjoint() -> None:
@@ -140,3 +142,79 @@ def test_imagedata_validates_shapes() -> None:
             indices=torch.arange(3),
             num_classes=2,
         )
+
+
+def _write_fake_cifar_shared(root: Path, total: int = 40, genuine: tuple[int, ...] = tuple(range(0, 40, 3))) -> None:
+    """A ../shared/data-like folder: ``total`` JPEG images and genuine copies of ``genuine``."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (total, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, total).astype(np.int64)
+    blobs = []
+    for image in x:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+        blobs.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
+    (root / "cifar10_jpeg").mkdir(parents=True)
+    (root / "cifar10").mkdir()
+    np.savez(root / "cifar10_jpeg" / "train_jpeg.npz", jpeg=np.concatenate(blobs), offsets=offsets, y=y,
+             idx=np.arange(total))  # fmt: skip
+    g = np.array(genuine)
+    np.savez(root / "cifar10" / "train_extended.npz", x=x[g], y=y[g], idx=g)
+    np.savez(root / "cifar10" / "train.npz", x=x[g], y=y[g], idx=g)
+
+
+def test_cifar10_mix_prefers_genuine_and_puts_validation_last(tmp_path: Path, monkeypatch: Any) -> None:
+    from arnas_zoo.data import load
+    from arnas_zoo.data.mix import load_cifar10_mix
+
+    _write_fake_cifar_shared(tmp_path)
+    mix = load_cifar10_mix(tmp_path, validation_rows=5)
+    genuine = np.load(tmp_path / "cifar10" / "train_extended.npz")
+    assert len(mix) == 40 and sorted(mix.indices.tolist()) == list(range(40))
+    train, val = split_train_val(mix, 5)
+    assert val.indices.tolist() == genuine["idx"][-5:].tolist()  # the genuine validation rows, last
+    assert not set(train.indices.tolist()) & set(val.indices.tolist())  # no JPEG copy of a validation image
+    for row in range(len(mix)):  # genuine pixels wherever a genuine image exists, bit for bit
+        official = int(mix.indices[row])
+        if official in genuine["idx"]:
+            where = int(np.nonzero(genuine["idx"] == official)[0][0])
+            assert torch.equal(mix.x[row], torch.from_numpy(genuine["x"][where]).permute(2, 0, 1).float() / 255)
+    assert "26 JPEG re-encoded (" in mix.source and "+ 9 genuine (" in mix.source and mix.split == "train_mix"
+    # through load_dataset, with the validation rule's 1000 rows scaled down
+    monkeypatch.setattr(load, "VALIDATION_ROWS", 5)
+    via_name = load_dataset("cifar10", "train_mix", data_dir=tmp_path)
+    assert torch.equal(via_name.x, mix.x) and torch.equal(via_name.indices, mix.indices)
+
+
+def test_cifar10_mix_refuses_inconsistent_files(tmp_path: Path) -> None:
+    from arnas_zoo.data.mix import load_cifar10_mix
+
+    _write_fake_cifar_shared(tmp_path)
+    with np.load(tmp_path / "cifar10" / "train_extended.npz") as f:
+        x, y, idx = f["x"], f["y"], f["idx"]
+    np.savez(tmp_path / "cifar10" / "train_extended.npz", x=x, y=(y + 1) % 10, idx=idx)
+    with pytest.raises(DataError, match="labels disagree"):
+        load_cifar10_mix(tmp_path, validation_rows=5)
+    with pytest.raises(DataNotFoundError, match="train_mix"):
+        load_dataset("cifar10", "train_mix", data_dir=tmp_path / "nowhere")
+
+
+def test_mnist_train_full(shared_data: Path) -> None:
+    full = load_dataset("mnist", "train_full", data_dir=shared_data)
+    head = load_dataset("mnist", "train", data_dir=shared_data)
+    assert len(full) == 60_000 and full.indices.tolist() == list(range(60_000))
+    assert torch.equal(full.x[: len(head)], head.x)  # the earlier file is the head of the full one
+
+
+@pytest.mark.slow
+def test_cifar10_mix_of_the_shared_files(shared_data: Path) -> None:
+    mix = load_dataset("cifar10", "train_mix", data_dir=shared_data)
+    _, val = split_train_val(mix, 1000)
+    genuine_val = evaluation_data("cifar10", data_dir=shared_data)  # the rows every CIFAR-10 figure uses
+    assert torch.equal(val.x, genuine_val.x) and torch.equal(val.indices, genuine_val.indices)
+    assert "41,551 JPEG re-encoded (" in mix.source and "+ 7,449 genuine (" in mix.source

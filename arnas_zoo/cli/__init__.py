@@ -30,6 +30,7 @@ COMMANDS = {
     "transfer": "arnas_zoo.cli.evaluation:transfer_command",
     "certify": "arnas_zoo.cli.evaluation:certify_command",
     "status": "arnas_zoo.cli.evaluation:status_command",
+    "leaderboard": "arnas_zoo.cli.leaderboard:leaderboard_group",
     "predict": "arnas_zoo.cli.deployment:predict_command",
     "check": "arnas_zoo.cli.deployment:check_command",
 }
@@ -45,6 +46,7 @@ SHORT_HELP = {
     "transfer": "Transfer matrix between models (black-box).",
     "certify": "Certified accuracy and radius (IBP / CROWN bounds).",
     "status": "Jobs of a run folder (sharded eval): done / running / failed / pending.",
+    "leaderboard": "Train and attack every architecture alike; write docs/leaderboard.md.",
     "predict": "Classify images with a model or an ONNX file.",
     "check": "Is a deployed ONNX file as robust as its source?",
     "export": "Export ONNX, publish to the Hub, register pretrained entries.",

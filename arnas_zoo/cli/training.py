@@ -27,6 +27,12 @@ from arnas_zoo.cli.common import friendly_errors, key_values, progress_for, quie
     help="folder with <dataset>/train.npz or the standard files",
 )
 @click.option(
+    "--train-split",
+    default="train",
+    show_default=True,
+    help="rows to train on: train, or mnist train_full (60k), cifar10 train_extended / train_mix (50k, part JPEG)",
+)
+@click.option(
     "--val-rows",
     type=click.IntRange(min=0),
     default=1000,
@@ -84,6 +90,7 @@ def train_command(
     recipe: str,
     dataset: str,
     data_dir: str | None,
+    train_split: str,
     val_rows: int,
     recipe_sets: tuple[str, ...],
     model_sets: tuple[str, ...],
@@ -110,6 +117,7 @@ def train_command(
         recipe,
         dataset,
         data_dir=data_dir,
+        train_split=train_split,
         val_rows=val_rows,
         recipe_overrides=key_values(recipe_sets, "--set"),
         model_overrides=key_values(model_sets, "--model-set"),

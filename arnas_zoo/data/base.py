@@ -38,9 +38,18 @@ DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
         "digits", 10, 1, 8 * DIGITS_UPSAMPLE, (0.3051,), (0.3750,), ("train", "test"), tuple(str(i) for i in range(10))
     ),
-    "mnist": DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), ("train", "test"), tuple(str(i) for i in range(10))),
+    "mnist": DatasetInfo(
+        "mnist", 10, 1, 28, (0.1307,), (0.3081,), ("train", "test", "train_full"), tuple(str(i) for i in range(10))
+    ),
     "cifar10": DatasetInfo(
-        "cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), ("train", "test"), _CIFAR10_CLASSES
+        "cifar10",
+        10,
+        3,
+        32,
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        ("train", "test", "train_extended", "train_mix"),
+        _CIFAR10_CLASSES,
     ),
     "cifar100": DatasetInfo(
         "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), ("train", "test")

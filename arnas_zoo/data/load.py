@@ -49,9 +49,12 @@ def load_dataset(
     """Load ``split`` of dataset ``name`` as an :class:`ImageData` on ``device``; ``n`` keeps the first n rows.
 
     ``name`` is one of ``digits`` (embedded), ``mnist``, ``cifar10``, ``cifar100``, ``svhn``,
-    ``tinyimagenet``. ``data_dir`` defaults to :func:`default_data_dir`; when it is not given, the
-    shared npz folder (:func:`shared_data_dir`) is searched as well. Missing data raises
-    :class:`DataNotFoundError` naming every place searched and how to fetch the data.
+    ``tinyimagenet``. Beyond ``train``/``test``, MNIST has ``train_full`` (all 60,000 train images of
+    ``../shared/data``) and CIFAR-10 ``train_extended`` (8,449 genuine images) and ``train_mix`` (all
+    50,000, JPEG re-encodings where no genuine image exists; :mod:`arnas_zoo.data.mix`). ``data_dir``
+    defaults to :func:`default_data_dir`; when it is not given, the shared npz folder
+    (:func:`shared_data_dir`) is searched as well. Missing data raises :class:`DataNotFoundError`
+    naming every place searched and how to fetch the data.
     """
     key = canonical_name(name)
     info = DATASETS[key]
@@ -67,6 +70,16 @@ def load_dataset(
     if data_dir is None and (shared := shared_data_dir()) is not None:
         roots.append(shared)
     looked: list[str] = []
+    if key == "cifar10" and split == "train_mix":
+        from arnas_zoo.data.mix import load_cifar10_mix
+
+        for root in roots:
+            if (root / "cifar10_jpeg").is_dir():
+                return load_cifar10_mix(root, VALIDATION_ROWS).first(n).to(device)
+        raise DataNotFoundError(
+            f"cifar10 train_mix: no cifar10_jpeg/train_jpeg.npz under {', '.join(map(str, roots))} "
+            "(the mix is built from ../shared/data's JPEG and genuine CIFAR-10 files)"
+        )
     for root in roots:
         npz = root / key / f"{split}.npz"
         looked.append(str(npz))

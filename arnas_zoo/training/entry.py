@@ -32,6 +32,7 @@ def run_training(
     *,
     out_dir: str | Path,
     data_dir: str | Path | None = None,
+    train_split: str = "train",
     val_rows: int = 1000,
     recipe_overrides: Mapping[str, Any] | None = None,
     model_overrides: Mapping[str, Any] | None = None,
@@ -49,6 +50,8 @@ def run_training(
     JSON text (``"8"``, ``"[1, 2, 2]"``). The last ``val_rows`` training rows are held out for model
     selection (0: none). At the end the best checkpoint is evaluated with ``eval_attacks`` on the first
     ``eval_n`` points of the test split (the validation rows when the test split is not on disk).
+    ``train_split`` names the rows trained on (``train_full`` for all 60k MNIST images, ``train_mix`` for
+    the 50k CIFAR-10 mix, whose last 1000 rows are the genuine validation rows).
     """
     from arnas_zoo.data import dataset_info, load_dataset, split_train_val
     from arnas_zoo.errors import ConfigError, DataNotFoundError
@@ -63,10 +66,10 @@ def run_training(
         **parse_model_overrides(model_overrides),
     )
     the_recipe = get_recipe(recipe, **dict(recipe_overrides or {}))
-    data = load_dataset(dataset, "train", data_dir=data_dir)
+    data = load_dataset(dataset, train_split, data_dir=data_dir)
     if val_rows < 0 or val_rows >= len(data):
         raise ConfigError(f"val_rows: expected 0 <= val_rows < {len(data)} (the training rows), got {val_rows}")
-    train_split, val_split = split_train_val(data, val_rows) if val_rows else (data, None)
+    train_rows, val_split = split_train_val(data, val_rows) if val_rows else (data, None)
     test_data = None
     if eval_attacks:
         try:  # the dataset's test split when it exists here; else the validation rows (said in metrics.json)
@@ -77,7 +80,7 @@ def run_training(
     return train(
         config,
         the_recipe,
-        train_split,
+        train_rows,
         val_split,
         out_dir,
         resume=resume,
@@ -109,6 +112,7 @@ def run_training_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         args.get("dataset", "digits"),
         out_dir=out,
         data_dir=args.get("data_dir"),
+        train_split=args.get("train_split", "train"),
         val_rows=int(args.get("val_rows", 1000)),
         recipe_overrides=args.get("recipe_overrides"),
         model_overrides=args.get("model_overrides"),

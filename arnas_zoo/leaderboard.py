@@ -1,0 +1,252 @@
+"""A robust-architecture leaderboard: every registry architecture at one reduced size, one recipe, one budget.
+
+:func:`run_leaderboard` plans, per architecture, a ``train`` job (:mod:`arnas_zoo.jobs`, the project's
+training code) and a ``leaderboard-eval`` job (clean, PGD and AutoAttack on the same first ``n``
+evaluation points of every model). Jobs are keyed by their settings, so running the same command again
+continues where the last run stopped: finished jobs are skipped and a half-trained model resumes from
+its saved state. :func:`write_table` turns the results into ``docs/leaderboard.md`` and a plot of robust
+accuracy against parameters and FLOPs.
+
+The sizes are far below the papers' (C=4, 5 cells for the cell networks on a 2-core CPU), so ranks here
+may differ from the papers'; the table says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arnas_zoo.errors import ConfigError
+from arnas_zoo.jobs import Job, read_result, run_jobs
+
+#: The common reduced size of each architecture (cell networks: C=4, 5 cells; reduction cells kept in place).
+REDUCED_SIZES: dict[str, dict[str, Any]] = {
+    "arnas": {"init_channels": 4, "layers": 5},
+    "darts_v2": {"init_channels": 4, "layers": 5},
+    "resnet18": {"init_channels": 8},
+    "darts_v1": {"init_channels": 4, "layers": 5},
+    "pdarts": {"init_channels": 4, "layers": 5},
+    "advrush": {"init_channels": 4, "layers": 5},
+    "racl": {"init_channels": 4, "layers": 5},
+    "robnet_large": {"init_channels": 4, "layers": 5},
+    # RobNet-free has one cell per layer: keep its normal and reduction cells at the same relative places
+    "robnet_free": {"init_channels": 4, "layers": 5, "cell_types": ["cell0", "cell6", "cell7", "cell13", "cell14"]},
+    "wrn34_10": {"init_channels": 8, "layers": 10},  # WRN-10 at width 8: the WRN family at this budget
+}
+
+
+@dataclass(frozen=True)
+class Board:
+    """One leaderboard: a dataset, its training rows and recipe, and the evaluation every model gets."""
+
+    dataset: str
+    train_split: str
+    recipe: str
+    eps: float
+    eval_n: int = 200
+    attacks: tuple[str, ...] = ("pgd20", "pgd100-cw", "aa")
+    recipe_overrides: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"attacks": list(self.attacks)}
+
+
+BOARDS: dict[str, Board] = {
+    "mnist": Board("mnist", "train_full", "cpu_mnist_full", 0.3),
+    "cifar10": Board("cifar10", "train_mix", "cpu_cifar10", 8 / 255),
+}
+
+
+def _train_job(board: Board, arch: str) -> Job:
+    return Job(
+        "train",
+        {
+            "arch": arch,
+            "recipe": board.recipe,
+            "dataset": board.dataset,
+            "train_split": board.train_split,
+            "val_rows": 1000,
+            "recipe_overrides": dict(board.recipe_overrides, seed=board.seed),
+            "model_overrides": REDUCED_SIZES[arch],
+            "out": f"train/{arch}",
+            "name": f"{arch}_{board.dataset}_leaderboard",
+            "eval_attacks": [],
+        },
+    )
+
+
+def _eval_job(board: Board, arch: str) -> Job:
+    return Job(
+        "leaderboard-eval",
+        {
+            "folder": f"train/{arch}/best",
+            "dataset": board.dataset,
+            "n": board.eval_n,
+            "attacks": list(board.attacks),
+            "eps": board.eps,
+            "seed": board.seed,
+            "train": _train_job(board, arch).key,  # a retrained model is a new evaluation
+        },
+    )
+
+
+def run_eval_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Job kind ``leaderboard-eval``: the report of one trained model on the board's points, with its size."""
+    from arnas_zoo.checkpoint import load_folder
+    from arnas_zoo.data import evaluation_data
+    from arnas_zoo.evaluate import evaluate
+    from arnas_zoo.introspect import compute_stats
+
+    folder = Path(run_dir) / args["folder"]
+    model = load_folder(folder)
+    data = evaluation_data(args["dataset"], n=int(args["n"]))
+    report = evaluate(
+        model,
+        data,
+        list(args["attacks"]),
+        eps=float(args["eps"]),
+        seed=int(args["seed"]),
+        progress=False,
+        checks=True,
+        model_info={"name": folder.parent.name, "source": str(folder)},
+    )
+    metrics = report.to_metrics()
+    metrics["stats"] = compute_stats(model.config)
+    return metrics
+
+
+def plan_jobs(board: Board, archs: Sequence[str]) -> list[Job]:
+    unknown = [a for a in archs if a not in REDUCED_SIZES]
+    if unknown:
+        raise ConfigError(f"leaderboard: no reduced size for {unknown}; expected some of {list(REDUCED_SIZES)}")
+    jobs: list[Job] = []
+    for arch in archs:  # train, then evaluate, one architecture at a time: partial boards are useful early
+        jobs += [_train_job(board, arch), _eval_job(board, arch)]
+    return jobs
+
+
+def run_leaderboard(
+    board: Board, run_dir: str | Path, archs: Sequence[str] | None = None, **backend: Any
+) -> list[dict[str, Any]]:
+    """Train and evaluate ``archs`` (default: every one of :data:`REDUCED_SIZES`) into ``run_dir``; resumable."""
+    run_dir = Path(run_dir)
+    archs = list(archs or REDUCED_SIZES)
+    run_jobs(plan_jobs(board, archs), run_dir, **backend)
+    return rows(board, run_dir, archs)
+
+
+def rows(board: Board, run_dir: str | Path, archs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """One row per architecture whose evaluation is finished, best worst-case accuracy first."""
+    out = []
+    for arch in archs or REDUCED_SIZES:
+        metrics = read_result(Path(run_dir), _eval_job(board, arch))
+        train = read_result(Path(run_dir), _train_job(board, arch))
+        if metrics is None or train is None:
+            continue
+        row: dict[str, Any] = {
+            "arch": arch,
+            "size": REDUCED_SIZES[arch],
+            "params": metrics["stats"]["params"],
+            "macs": metrics["stats"]["macs"],
+            "clean": metrics["clean_accuracy"],
+            "worst_case": metrics["worst_case_accuracy"],
+            "checks_failed": metrics["failed_checks"],
+            "n": metrics["data"]["n"],
+            "epoch": train["best"].get("epoch"),
+        }
+        for result in metrics["results"]:
+            row[result["attack"]] = result["robust_accuracy"]
+        out.append(row)
+    return sorted(out, key=lambda r: (-r["worst_case"], -r["clean"]))
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None = None) -> str:
+    """``docs/leaderboard.md``: the settings, one row per architecture, and the reduced-scale caveat."""
+    lines = [
+        f"# Robust-architecture leaderboard: {board.dataset}",
+        "",
+        "Generated by `arnas-zoo leaderboard run` (rerun it to continue or refresh). Every architecture is",
+        "trained from scratch by the same recipe and budget at one reduced size, and evaluated on the same",
+        "points with the same attacks. **These are reduced-scale figures: ranks may differ from the papers'.**",
+        "",
+        f"- training: `{board.dataset}` split `{board.train_split}` (last 1,000 rows held out for model selection), "
+        f"recipe `{board.recipe}` {board.recipe_overrides or ''}, seed {board.seed}",
+        f"- evaluation: first {board.eval_n} evaluation points (`arnas_zoo.data.evaluation_data`), l_inf eps "
+        f"{board.eps:.4g}, attacks {', '.join(board.attacks)} (pgd: step eps/4, random start, 1 restart; "
+        "aa: the reference AutoAttack, standard version); robust = correct on the clean and on the adversarial input",
+        "- worst case: a point counts only if it survives every attack",
+        "",
+    ]
+    attacks = list(board.attacks)
+    head = ["#", "architecture", "size", "params", "MMACs", "clean", *attacks, "worst case", "best epoch", "checks"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rank, row in enumerate(table, 1):
+        size = ", ".join(f"{k}={v}" for k, v in row["size"].items() if k != "cell_types")
+        cells = [
+            str(rank),
+            row["arch"],
+            size,
+            f"{row['params']:,}",
+            f"{row['macs'] / 1e6:.2f}",
+            _pct(row["clean"]),
+            *(_pct(row.get(a)) for a in attacks),
+            _pct(row["worst_case"]),
+            str(row["epoch"]),
+            "ok" if not row["checks_failed"] else "FAILED: " + ", ".join(row["checks_failed"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    missing = [a for a in REDUCED_SIZES if a not in {r["arch"] for r in table}]
+    if missing:
+        lines += ["", f"Not finished yet: {', '.join(missing)}."]
+    if plot:
+        lines += ["", f"![robust accuracy against parameters and MACs]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_table(table: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
+    """Worst-case robust accuracy against parameters and against MACs (log x), one labelled point per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "multiply-adds per image")):
+        for row in table:
+            ax.scatter(row[key], 100 * row["worst_case"], color="tab:red")
+            ax.scatter(row[key], 100 * row["clean"], color="tab:blue", marker="x")
+            ax.annotate(row["arch"], (row[key], 100 * row["worst_case"]), fontsize=8, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%): x clean, o worst case")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_table(board: Board, run_dir: str | Path, out: str | Path, plot: str | Path | None = None) -> str:
+    """Write the markdown table (and the plot) of the finished rows of ``run_dir``; returns the markdown."""
+    table = rows(board, run_dir)
+    out = Path(out)
+    plot_ref = None
+    if plot is not None and table:
+        plot_path = plot_table(table, plot, f"{board.dataset} leaderboard (reduced scale, n={board.eval_n})")
+        plot_ref = os.path.relpath(Path(plot_path).resolve(), out.resolve().parent)
+    text = render_table(board, table, plot_ref)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text

@@ -1,0 +1,62 @@
+"""The leaderboard: one recipe for every architecture, resumable through the job layer, a table and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arnas_zoo.errors import ConfigError
+from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, Board, plan_jobs, rows, run_leaderboard, write_table
+from arnas_zoo.registry import list_archs, resolve_config
+
+TINY = Board(
+    "digits",
+    "train",
+    "cpu_digits",
+    0.2,
+    eval_n=24,
+    attacks=("fgsm", "pgd20"),
+    recipe_overrides={"epochs": 1, "train_n": 96, "val_n": 32, "batch_size": 32},
+)
+
+
+def test_every_buildable_registry_family_has_a_reduced_size() -> None:
+    # the paper-size duplicates (robnet_large_v2, resnet18_imagenet) are the same families at other sizes
+    families = {spec.name for spec in list_archs()} - {"robnet_large_v2", "resnet18_imagenet"}
+    assert families == set(REDUCED_SIZES)
+    for arch, size in REDUCED_SIZES.items():
+        config = resolve_config(arch, in_channels=1, input_size=28, num_classes=10, **size)
+        assert config.init_channels == size["init_channels"]
+    with pytest.raises(ConfigError, match="no reduced size"):
+        plan_jobs(BOARDS["mnist"], ["arnas", "not_an_arch"])
+
+
+def test_one_recipe_and_the_same_points_for_every_architecture() -> None:
+    jobs = plan_jobs(BOARDS["mnist"], ["arnas", "resnet18"])
+    trains = [j.args for j in jobs if j.kind == "train"]
+    evals = [j.args for j in jobs if j.kind == "leaderboard-eval"]
+    drop = ("arch", "model_overrides", "out", "name")
+    assert {json.dumps({k: v for k, v in t.items() if k not in drop}, sort_keys=True) for t in trains} == {
+        json.dumps({k: v for k, v in trains[0].items() if k not in drop}, sort_keys=True)
+    }
+    assert trains[0]["train_split"] == "train_full" and trains[0]["recipe"] == "cpu_mnist_full"
+    assert len({(e["n"], tuple(e["attacks"]), e["eps"], e["seed"]) for e in evals}) == 1
+
+
+def test_tiny_board_runs_resumes_and_writes_table(tmp_path: Path) -> None:
+    table = run_leaderboard(TINY, tmp_path, ["arnas", "resnet18"])
+    assert [r["arch"] for r in table] and {r["arch"] for r in table} == {"arnas", "resnet18"}
+    for row in table:
+        assert 0 <= row["worst_case"] <= row["pgd20"] <= row["clean"] <= 1 and row["n"] == 24
+        assert row["worst_case"] <= row["fgsm"] and row["params"] > 0 and row["macs"] > 0
+    results = sorted(p for p in (tmp_path / "jobs").glob("*.json") if p.name != "plan.json")
+    stamps = {p: p.stat().st_mtime_ns for p in results}
+    again = run_leaderboard(TINY, tmp_path, ["arnas", "resnet18"])  # rerun: nothing is redone
+    assert again == table and {p: p.stat().st_mtime_ns for p in results} == stamps
+    text = write_table(TINY, tmp_path, tmp_path / "docs" / "board.md", tmp_path / "docs" / "img" / "board.png")
+    assert (tmp_path / "docs" / "img" / "board.png").stat().st_size > 1000
+    assert "ranks may differ" in text and "](img/board.png)" in text
+    assert "| 1 | " in text and "| 2 | " in text and "Not finished yet: darts_v2" in text
+    assert rows(TINY, tmp_path, ["darts_v2"]) == []  # not run: no row, no error
