@@ -6,6 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -208,17 +209,27 @@ def roco_group() -> None:
     """RoCo-NAS: NSGA-II (pymoo) over NSGA-Net macro genotypes: clean error, transfer-set error, FLOPs."""
 
 
+def _nsga_options(command: Any) -> Any:
+    """The options every NSGA-II search command takes (RoCo-NAS, the evolutionary cell search)."""
+    options = [
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field."),
+        click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder [runs/PRESET-seedN]."),
+        click.option("--resume", is_flag=True, help="Continue: finished candidates are replayed from their results."),
+        click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True),
+        click.option("--address", default=None, help="Ray cluster to join (auto, HOST:PORT) [a new local cluster]."),
+        click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Candidates trained at once."),
+        click.option("--no-plots", is_flag=True, help="Skip the pictures."),
+        quiet_option,
+        friendly_errors,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @roco_group.command("run")
 @click.argument("preset", default="roco-tiny")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field (repeatable).")
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Output folder (default runs/PRESET-seedN).")
-@click.option("--resume", is_flag=True, help="Continue: finished candidates are replayed from their stored results.")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True)
-@click.option("--address", default=None, help="Ray cluster to join (auto, HOST:PORT) [a new local cluster].")
-@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Candidates trained at once.")
-@click.option("--no-plots", is_flag=True, help="Skip the pictures.")
-@quiet_option
-@friendly_errors
+@_nsga_options
 def roco_run_command(
     preset: str,
     overrides: tuple[str, ...],
@@ -258,5 +269,49 @@ def roco_run_command(
         f"top-{cfg.top_k} held-out transfer accuracy {summary['top_k_mean_heldout_transfer_accuracy']:.3f}, "
         f"PGD-20 accuracy {summary['top_k_mean_test_pgd20_accuracy']:.3f}"
     )
+    for path in summary["genotypes"]:
+        click.echo(f"genotype: {out_dir / path}")
+
+
+@main.group("evolve")
+def evolve_group() -> None:
+    """NSGA-II (pymoo) over ARNAS or DARTS cell genotypes: clean error, PGD error, MACs."""
+
+
+@evolve_group.command("run")
+@click.argument("preset", default="evolve-arnas-tiny")
+@_nsga_options
+def evolve_run_command(
+    preset: str,
+    overrides: tuple[str, ...],
+    out: str | None,
+    resume: bool,
+    backend: str,
+    address: str | None,
+    max_parallel: int | None,
+    no_plots: bool,
+    quiet: bool,
+) -> None:
+    """Evolve cell genotypes, then train --set compare=[...] genotypes alike (default: ARNAS or DARTS_V2).
+
+    PRESET: evolve-arnas, evolve-darts (CIFAR-10, C=16, 8 cells, population 20, 10 generations) and
+    evolve-arnas-tiny, evolve-darts-tiny (minutes on 2 CPU cores, the embedded digits).
+    """
+    from search.evolve import PRESETS as EVOLVE_PRESETS
+    from search.evolve import run_evolve
+
+    if preset not in EVOLVE_PRESETS:
+        raise click.BadParameter(f"expected one of {sorted(EVOLVE_PRESETS)}", param_hint="PRESET")
+    cfg = EVOLVE_PRESETS[preset].with_overrides(list(overrides))
+    out_dir = Path(out) if out else Path("runs") / f"{preset}-seed{cfg.seed}"
+    summary = run_evolve(cfg, out_dir, resume=resume, backend=backend, address=address, max_parallel=max_parallel,
+                         progress=progress_for(quiet), plots=not no_plots)  # fmt: skip
+    click.echo(f"candidates: {out_dir / 'candidates.csv'}; front: {out_dir / 'front.json'}")
+    click.echo(f"{summary['evaluated']} evaluated, {len(summary['front'])} on the front; knee {summary['knee']}")
+    for name, row in summary["compare"].items():
+        click.echo(
+            f"{name}: clean error {row['clean_error']:.3f}, PGD error {row['pgd_error']:.3f}, {row['macs']} MACs; "
+            f"dominated by {row['dominated_by_front_members']} front members"
+        )
     for path in summary["genotypes"]:
         click.echo(f"genotype: {out_dir / path}")

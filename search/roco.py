@@ -24,7 +24,7 @@ and error on a fixed transferred adversarial set.
    non-dominated set, builder-ready), the knee and the top-k by clean accuracy, ``plots/front_2d.png``
    and ``plots/front_3d.png``.
 
-Why one module of ~590 lines: the transfer set, the candidate job and the NSGA-II loop share
+Why one module of ~540 lines: the transfer set, the candidate job and the NSGA-II loop share
 RocoConfig and the run folder's layout.
 """
 
@@ -42,6 +42,7 @@ import torch
 
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.macro import MacroGenotype, bits_per_phase
+from search.nsga import block_crossover, evolve, knee
 
 
 @dataclass(frozen=True)
@@ -357,21 +358,7 @@ def _register() -> None:
 # ---- NSGA-II with pymoo ------------------------------------------------------------------------------
 def phase_crossover(phases: int, per_phase: int, prob: float) -> Any:
     """A pymoo crossover: each child takes every phase whole from one of its two parents."""
-    from pymoo.core.crossover import Crossover
-
-    class PhaseCrossover(Crossover):
-        def __init__(self) -> None:
-            super().__init__(2, 2, prob=prob)
-
-        def _do(self, _problem: Any, X: np.ndarray, random_state: Any = None, **kwargs: Any) -> np.ndarray:
-            _, n_matings, n_var = X.shape
-            take = random_state.random((n_matings, phases)) < 0.5
-            mask = np.repeat(take, per_phase, axis=1)
-            out = np.copy(X)
-            out[0][mask], out[1][mask] = X[1][mask], X[0][mask]
-            return out
-
-    return PhaseCrossover()
+    return block_crossover(phases, per_phase, prob)
 
 
 def _algorithm(config: RocoConfig) -> Any:
@@ -411,7 +398,7 @@ def run_roco(
     stop_after_generations: int | None = None,
 ) -> dict[str, Any]:
     """The whole search; ``stop_after_generations`` (a testing aid) stops like a kill after that many."""
-    from arnas_zoo.jobs import Job, run_jobs
+    from arnas_zoo.jobs import Job
     from arnas_zoo.progress import Progress
     from arnas_zoo.runs.folder import claim_run_folder
 
@@ -422,54 +409,31 @@ def run_roco(
     transfer = build_transfer_set(config, out)
     _register()
     algorithm = _algorithm(config)
-    evaluated: dict[str, dict[str, Any]] = {}
-    (out / "generations").mkdir(exist_ok=True)
-    generation = 0
-    while algorithm.has_next():
-        if stop_after_generations is not None and generation >= stop_after_generations:
-            return {"stopped_after_generations": generation}
-        pop = algorithm.ask()
-        X = pop.get("X").astype(np.uint8)
-        jobs = [
-            Job(
-                "roco-candidate",
-                {"config": config.to_dict(), "bits": x.tolist(), "key": "".join(map(str, x.tolist()))},
-                label=f"gen {generation}",
-            )
-            for x in X
-        ]
-        done = run_jobs(jobs, out, backend=backend, address=address, max_parallel=max_parallel, progress=report)
-        rows = [done.results[j.key] for j in jobs]
-        F = np.array([objectives(r, config.objectives) for r in rows], dtype=np.float64)
-        pop.set("F", F)
-        algorithm.tell(infills=pop)
-        for j, r in zip(jobs, rows):
-            evaluated[j.args["key"]] = {
-                **r,
-                "generation": evaluated.get(j.args["key"], {}).get("generation", generation),
-            }
-        opt = algorithm.opt
-        np.savez(
-            out / "generations" / f"gen_{generation:03d}.npz",
-            X=X,
-            F=F,
-            front_X=opt.get("X").astype(np.uint8),
-            front_F=opt.get("F"),
-        )
-        report.write(f"generation {generation + 1}/{config.generations}: {len(X)} evaluated, front {len(opt)}")
-        generation += 1
+
+    def job_for(x: np.ndarray, generation: int) -> Job:
+        bits = [int(b) for b in x]
+        key = "".join(map(str, bits))
+        return Job("roco-candidate", {"config": config.to_dict(), "bits": bits, "key": key}, label=f"gen {generation}")
+
+    evaluated = evolve(
+        algorithm,
+        out,
+        job_for=job_for,
+        objectives=lambda row: objectives(row, config.objectives),
+        generations=config.generations,
+        report=report,
+        backend=backend,
+        address=address,
+        max_parallel=max_parallel,
+        stop_after_generations=stop_after_generations,
+    )
+    if evaluated is None:
+        return {"stopped_after_generations": stop_after_generations}
     return finish(config, out, algorithm, evaluated, transfer, plots=plots)
 
 
 def _front_keys(algorithm: Any) -> list[str]:
     return ["".join(map(str, x.astype(np.uint8).tolist())) for x in algorithm.opt.get("X")]
-
-
-def knee(F: np.ndarray) -> int:
-    """The front member closest to the ideal point after min-max normalisation of each objective."""
-    low, high = F.min(0), F.max(0)
-    scaled = (F - low) / np.where(high > low, high - low, 1.0)
-    return int(np.argmin(np.linalg.norm(scaled, axis=1)))
 
 
 def finish(
