@@ -1,4 +1,4 @@
-"""Pictures: a cell of any genotype, and the layout of cell types through a network.
+"""Pictures: a cell of any genotype, the layout of cell types through a network, and macro genotypes.
 
 Both use matplotlib's non-interactive Agg backend and write PNG, SVG or PDF depending on the file
 suffix. People read a cell faster from a picture than from its edge list.
@@ -7,6 +7,7 @@ suffix. People read a cell faster from a picture than from its edge list.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,6 +18,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 from arnas_zoo.config import ModelConfig  # noqa: E402
 from arnas_zoo.errors import ConfigError  # noqa: E402
 from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype  # noqa: E402
+from arnas_zoo.macro import MacroGenotype  # noqa: E402
 
 SUFFIXES = {".png", ".svg", ".pdf"}
 OP_COLORS = {
@@ -192,4 +194,60 @@ def draw_layout(config: ModelConfig, path: str | Path) -> Path:
     ax.set_ylim(-1.2, 1.5)
     ax.axis("off")
     ax.set_title(f"{config.name or 'network'}: {config.layers} cells, C={config.init_channels}", fontsize=10)
+    return _save(fig, path)
+
+
+def _draw_phase(ax: plt.Axes, genotype: MacroGenotype, p: int) -> None:
+    n = genotype.nodes
+    edges, residual = genotype.connections(p)
+    active = sorted({i for e in edges for i in e})
+    has_in, has_out = {j for _, j in edges}, {i for i, _ in edges}
+    x_of: dict[int | str, float] = {"in": 0.0, **{j: 1.3 * (j + 1) for j in range(n)}, "out": 1.3 * (n + 1)}
+    y_of: dict[int | str, float] = {name: 0.0 for name in x_of}
+    # node -> node edges arc above the row (longer ones higher); input and output edges arc below
+    arrows: list[tuple[int | str, int | str, dict[str, Any]]] = []
+    below = {"color": "#555555", "connectionstyle": "arc3,rad=0.3"}
+    for j in active:
+        if j not in has_in:
+            arrows.append(("in", j, below))
+        if j not in has_out:
+            arrows.append((j, "out", below))
+    color = OP_COLORS["sep_conv_3x3"]
+    arrows += [(i, j, {"color": color, "connectionstyle": f"arc3,rad={-0.25 - 0.08 * (j - i)}"}) for i, j in edges]
+    if residual or not active:
+        dashed = {"color": "#d62728" if residual else "#555555", "ls": "--", "connectionstyle": "arc3,rad=0.2"}
+        arrows.append(("in", "out", dashed))
+    for a, b, style in arrows:
+        ax.add_patch(FancyArrowPatch((x_of[a] + 0.35, y_of[a]), (x_of[b] - 0.35, y_of[b]), arrowstyle="-|>",
+                                     mutation_scale=9, lw=0.9, **style))  # fmt: skip
+    for name in ["in", *range(n), "out"]:
+        alive = name in ("in", "out") or name in active
+        face = "#fdd49e" if isinstance(name, str) else ("#9ecae1" if alive else "#f0f0f0")
+        edge, line = ("#333333", "-") if alive else ("#bbbbbb", ":")
+        ax.add_patch(FancyBboxPatch((x_of[name] - 0.32, y_of[name] - 0.2), 0.64, 0.4, boxstyle="round,pad=0.02",
+                                    fc=face, ec=edge, ls=line))  # fmt: skip
+        label = name if isinstance(name, str) else f"{name + 1}"
+        ax.text(x_of[name], y_of[name], label, ha="center", va="center", fontsize=8,
+                color="#000000" if alive else "#aaaaaa")  # fmt: skip
+    ax.set_xlim(-0.6, x_of["out"] + 0.6)
+    ax.set_ylim(-1.9, 1.5)
+    ax.axis("off")
+    extra = "; then 2x2 max pool, channels x2" if p < len(genotype.phases) - 1 else "; then global pool, linear"
+    ax.set_title(f"phase {p + 1}: {genotype.phases[p]} ({len(active)} active nodes, residual "
+                 f"{'on' if residual else 'off'}){extra}", fontsize=8)  # fmt: skip
+
+
+def draw_macro(genotype: MacroGenotype, path: str | Path) -> Path:
+    """A macro (NSGA-Net / RoCo-NAS) genotype: one row per phase, its active nodes and connections.
+
+    Each phase reads its input node, runs the active conv nodes along the bit string's edges, sums the
+    leaves into its output node (dashed red arc below: the residual bit); greyed nodes are dropped.
+    """
+    path = Path(path)
+    _check_suffix(path)
+    fig, axes = plt.subplots(len(genotype.phases), 1, figsize=(1.3 * genotype.nodes + 3, 2.4 * len(genotype.phases)))
+    for p, ax in enumerate([axes] if len(genotype.phases) == 1 else list(axes)):
+        _draw_phase(ax, genotype, p)
+    title = f"{genotype.name}: {len(genotype.phases)} phases x {genotype.nodes} conv3x3-BN-ReLU nodes"
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)

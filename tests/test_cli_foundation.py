@@ -63,6 +63,19 @@ def test_draw_writes_pictures(runner: CliRunner, tmp_path: Path) -> None:
     assert result.exit_code == 0 and (tmp_path / "layout.png").stat().st_size > 1000
 
 
+def test_draw_macro_genotype_shows_every_phase(runner: CliRunner, tmp_path: Path) -> None:
+    from arnas_zoo.macro import MacroGenotype
+
+    path = MacroGenotype(("0101001", "1001111", "0000000"), nodes=4, name="m").save(tmp_path / "m.json")
+    result = runner.invoke(main, ["draw", str(path), "-o", str(tmp_path / "m.svg")])
+    assert result.exit_code == 0, result.output
+    svg = (tmp_path / "m.svg").read_text()
+    for title in ("phase 1: 0101001 (3 active nodes, residual on)", "phase 3: 0000000 (0 active nodes, residual off)"):
+        assert title in svg  # svg keeps text as text
+    bad = runner.invoke(main, ["draw", str(path), "-o", str(tmp_path / "m.txt")])
+    assert bad.exit_code != 0 and "expected a file ending in" in bad.output and "Traceback" not in bad.output
+
+
 def test_genotype_validate_and_export(runner: CliRunner, tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     result = runner.invoke(main, ["genotype", "export", "arnas", "-o", str(good)])

@@ -117,6 +117,12 @@ def draw_command(target: str, output: str, cell_name: str | None, layout: bool, 
     if layout:
         click.echo(str(draw_layout(config, out)))
         return
+    if config.arch == "macro":  # an NSGA-Net / RoCo-NAS macro genotype: its phases in one picture
+        from arnas_zoo.draw import draw_macro
+        from arnas_zoo.models.macro import genotype_of
+
+        click.echo(str(draw_macro(genotype_of(config), out)))
+        return
     if config.genotype is None:
         raise ConfigError(f"{target}: a hand-crafted network has no cells to draw; try --layout on a cell network")
     names = [cell_name] if cell_name else list(config.genotype.cells)
