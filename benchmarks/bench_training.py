@@ -3,14 +3,18 @@
     python benchmarks/bench_training.py --out benchmarks/results/training_cpu.json            # CPU, reduced width
     python benchmarks/bench_training.py --init-channels 64 --layers 20 --device cuda           # the paper's network
 
-*ours* is :func:`arnas_zoo.training.step.train_step` as :func:`~arnas_zoo.training.train` runs it: data
-resident on the device, augmentation on tensors (crop, flip, cutout), channels_last, bf16 autocast on
-CUDA. *reference* is a plain loop written the way the ARNAS recipe runs: per-sample augmentation on
-host arrays (a DataLoader's transforms), a host-to-device copy of every batch, fp32, NCHW. Both use
-the ARNAS recipe's attack (PGD-7, eps 8/255, step 0.01, start x + 0.001 N(0, 1), model in eval
-mode), loss (CE + 0.4 aux CE), SGD with clipping 5. Each (implementation, batch) runs in its own
+*authors* has the passes and host data pipeline of the authors' loop (:func:`authors_step`; a
+DataLoader with two workers running torchvision transforms on PIL images). *ours* is
+:func:`arnas_zoo.training.step.train_step` as :func:`~arnas_zoo.training.train` runs it: data resident
+on the device, augmentation on tensors (crop, flip, cutout), channels_last, bf16 autocast on CUDA (on
+CPU with ``ours-bf16``). *reference* is round one's lighter loop (per-sample numpy augmentation, one
+host-to-device copy per batch, fp32 NCHW, no clean pass): it turned out 1.8x faster than the authors'
+code it stood for. All use the ARNAS recipe's attack (PGD-7, eps 8/255, step 0.01, start x + 0.001
+N(0, 1), model in eval mode) and SGD with clipping 5. Each (implementation, batch) runs in its own
 subprocess so that the peak memory (CUDA: max allocated; CPU: peak RSS of the process) is its own;
-the two implementations alternate in the same run on the same machine. Writes JSON.
+the implementations alternate in the same run on the same machine. The JSON also has each row's
+achieved GFLOP/s (forward-equivalents x MACs) and, on CPU, the fraction of this machine's fp32 matmul
+peak measured at the end of the same run.
 """
 
 from __future__ import annotations
@@ -72,6 +76,78 @@ def reference_step(
     float(loss)  # the authors' loop reads the loss every step (a host sync)
 
 
+class _HostImages(torch.utils.data.Dataset):
+    """uint8 HWC images through a torchvision transform pipeline on PIL images, as the authors' loader runs."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        import torchvision.transforms as T
+
+        self.images, self.labels = images, labels
+        self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        t = self.transform(Image.fromarray(self.images[i]))
+        cy, cx = np.random.randint(32), np.random.randint(32)  # cutout 16, one numpy mask per sample
+        mask = np.ones((32, 32), np.float32)
+        mask[max(0, cy - 8) : cy + 8, max(0, cx - 8) : cx + 8] = 0.0
+        return t * torch.from_numpy(mask), int(self.labels[i])
+
+
+def authors_step(model, optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One step with the passes of the authors' ARNAS training loop (read from fyqsama/ARNAS, not copied).
+
+    A clean train-mode forward with the auxiliary head whose graph stays alive until the end of the
+    step; PGD-7 in eval mode (input gradients only, start x + 0.001 N(0, 1)); a train-mode forward on
+    the adversarial batch (the auxiliary head runs and is discarded); CE(adv) + 0.4 CE(aux, clean)
+    backpropagated through both graphs; clipping 5; the loss and top-1/top-5 read on the host.
+    """
+    model.train()
+    optimizer.zero_grad()
+    logits, logits_aux = model.forward_train(x)
+    model.eval()
+    x_adv = x.detach() + 0.001 * torch.randn_like(x)
+    for _ in range(7):
+        x_adv.requires_grad_()
+        loss = F.cross_entropy(model(x_adv), y)
+        (grad,) = torch.autograd.grad(loss, [x_adv])
+        x_adv = torch.min(torch.max(x_adv.detach() + 0.01 * grad.sign(), x - 8 / 255), x + 8 / 255).clamp(0, 1)
+    model.train()
+    optimizer.zero_grad()
+    adv_logits, _ = model.forward_train(x_adv.detach())
+    loss = F.cross_entropy(adv_logits, y) + 0.4 * F.cross_entropy(logits_aux, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    top5 = logits.topk(5, 1).indices
+    float(loss), float((top5[:, 0] == y).float().mean()), float((top5 == y[:, None]).any(1).float().mean())
+
+
+#: Forward-pass equivalents of one ARNAS-recipe step (both loops do the same arithmetic): 9 forwards (clean,
+#: 7 attack, adversarial), 7 input-only backwards (~1 forward each), 2 full backwards (~2 forwards each).
+FORWARD_EQUIVALENTS = 9 + 7 + 2 * 2
+
+
+def machine_peak_gflops(seconds: float = 3.0) -> dict:
+    """fp32 and bf16 matmul GFLOP/s of this process's threads (2048^3, best of a few seconds)."""
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(2048, 2048, dtype=dtype)
+        b = torch.randn(2048, 2048, dtype=dtype)
+        a @ b
+        best, end = float("inf"), time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        out[str(dtype).removeprefix("torch.")] = 2 * 2048**3 / best / 1e9
+    return out
+
+
 def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -102,6 +178,9 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
                 return torch.autocast("cpu", dtype=torch.bfloat16)
             return contextlib.nullcontext()
 
+    if impl == "authors":
+        loader = iter(torch.utils.data.DataLoader(_HostImages(images, labels), batch_size=batch, shuffle=True,
+                                                  num_workers=2, drop_last=True))  # fmt: skip
     model.train()
     times = []
     for i in range(args.warmup + args.steps):
@@ -117,6 +196,9 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
             noise = torch.randn(xb.shape, generator=gen, device=device)
             models = StepModels(model, model, use_aux=True, aux_weight=0.4, dist=Dist())
             train_step(models, optimizer, recipe, xb, y_all[sl], noise, recipe.eps, autocast)
+        elif impl == "authors":
+            xb, yb = next(loader)
+            authors_step(model, optimizer, xb.to(device), yb.to(device))
         else:
             reference_step(model, optimizer, images[sl], labels[sl], rng, device)
         if device.type == "cuda":
@@ -129,9 +211,13 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         peak_kind = "peak RSS of the process (includes the Python/torch runtime)"
+    from arnas_zoo.stats import count_ops
+
+    macs, _ = count_ops(create_model("arnas", init_channels=args.init_channels, layers=args.layers).eval(), (3, 32, 32))
     return {
         "impl": impl,
         "batch": batch,
+        "achieved_gflops": 2 * macs * FORWARD_EQUIVALENTS * batch / float(np.median(times)) / 1e9,
         "step_seconds": times,
         "median_step_s": float(np.median(times)),
         "images_per_s": batch / float(np.median(times)),
@@ -152,9 +238,10 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument(
         "--impls",
-        default="reference,ours",
-        help="comma-separated: reference, ours, ours-bf16 (bf16 autocast on CPU), ours-s2b (space-to-batch "
-        "dilated convolutions), ours-bf16-s2b",
+        default="authors,reference,ours",
+        help="comma-separated, the first is the base of the ratios: authors (the authors' passes and host "
+        "pipeline), reference (round one's lighter loop), ours, ours-bf16 (bf16 autocast on CPU), ours-s2b "
+        "(space-to-batch dilated convolutions), ours-bf16-s2b",
     )
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -200,8 +287,14 @@ def main() -> None:
             for r in rows
             if r["batch"] == batch and r["impl"] != base
         }
+    peak = machine_peak_gflops() if args.device == "cpu" else None
+    for row in rows:
+        if peak:
+            row["fraction_of_fp32_peak"] = row["achieved_gflops"] / peak["float32"]
     result = {
-        "benchmark": "one PGD-7 adversarial training step (ARNAS recipe), ours vs reference loop",
+        "benchmark": "one PGD-7 adversarial training step (ARNAS recipe), ours vs the authors' loop",
+        "machine_peak_gflops": peak,
+        "forward_equivalents_per_step": FORWARD_EQUIVALENTS,
         "model": f"arnas init_channels={args.init_channels} layers={args.layers} (paper: 64, 20)",
         "device": args.device,
         "cpu": platform.processor() or platform.machine(),
