@@ -1,0 +1,111 @@
+"""Register leaderboard models in the zoo: copy, attach the leaderboard's evaluation, pin, regenerate the card.
+
+    python scripts/zoo_from_leaderboard.py mnist arnas darts_v2 resnet18 --suffix 60k
+
+For each architecture whose training and evaluation jobs are finished in ``runs/leaderboard-BOARD``:
+copy its best checkpoint (``config.json``, ``model.safetensors``) to ``arnas_zoo/pretrained/NAME/``
+with NAME ``<arch>.<dataset>_linf_<size>_<suffix>``; write ``metrics.json`` = the leaderboard's
+evaluation report of that very checkpoint (clean, attacks, sanity checks, the points it used) plus the
+training record (split, recipe, selected epoch, wall time, threads, host); add the index entry with
+every file's sha256 and regenerate ``MODEL_CARD.md``. Nothing is re-evaluated: the figures are the ones
+the leaderboard measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+INDEX = REPO / "arnas_zoo" / "pretrained" / "index.json"
+
+
+def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bool) -> str:
+    from arnas_zoo.checkpoint import atomic_write_json
+    from arnas_zoo.jobs import read_result
+    from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, _eval_job, _train_job
+    from arnas_zoo.pretrained import index_entry, read_index, write_index
+
+    board = BOARDS[board_name]
+    train, report = read_result(run_dir, _train_job(board, arch)), read_result(run_dir, _eval_job(board, arch))
+    if train is None or report is None:
+        raise SystemExit(f"{arch}: training or evaluation not finished in {run_dir}")
+    size = REDUCED_SIZES[arch]
+    tag = f"c{size['init_channels']}l{size['layers']}" if "layers" in size and arch != "wrn34_10" else ""
+    tag = tag or f"w{size['init_channels']}" + (f"d{size['layers']}" if "layers" in size else "")
+    name = f"{arch}.{board.dataset}_linf_cpu_{tag}_{suffix}"
+    source = run_dir / train["best_dir"]
+    target = REPO / "arnas_zoo" / "pretrained" / name
+    if target.exists() and not replace:
+        raise SystemExit(f"{target} exists; pass --replace to overwrite")
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "model.safetensors", target / "model.safetensors")
+    config = json.loads((source / "config.json").read_text())
+    config["extra"] = dict(config.get("extra") or {}, arch_name=arch, dataset=board.dataset)
+    atomic_write_json(target / "config.json", config)
+    log = [json.loads(line) for line in (source.parent / "log.jsonl").read_text().splitlines() if line.strip()]
+    recipe = json.loads((source.parent / "recipe.json").read_text())
+    metrics = {k: v for k, v in report.items() if k != "stats"}
+    metrics["model"] = {"name": name, "source": f"registry:{name}"}
+    training = json.loads((source / "metrics.json").read_text()).get("training", {})
+    training.update(
+        {
+            "leaderboard": f"{board_name} (arnas-zoo leaderboard run {board_name}); size {size}",
+            "recipe_settings": {
+                k: recipe[k]
+                for k in (
+                    "method",
+                    "epochs",
+                    "batch_size",
+                    "eps",
+                    "step_size",
+                    "steps",
+                    "start",
+                    "lr",
+                    "schedule",
+                    "seed",
+                )
+            },  # fmt: skip
+            "seconds": round(sum(float(row.get("seconds", 0.0)) for row in log), 1),
+            "hardware": "2-core x86_64 CPU, 1 thread, shared with other jobs",
+        }
+    )
+    metrics["training"] = training
+    atomic_write_json(target / "metrics.json", metrics)
+    reduced = ", ".join(f"{k}={v}" for k, v in size.items() if k != "cell_types")
+    rows = training["train_data"]["n"]
+    description = (
+        f"{arch} at a reduced size ({reduced}; CPU budget), PGD-3 adversarially trained on {rows} {board.dataset} "
+        f"training rows (split {board.train_split}, its last 1000 rows held out), l_inf eps {board.eps:.4g}; "
+        f"the {board_name} leaderboard's recipe ({board.recipe})."
+    )
+    entries = [e for e in read_index(INDEX) if e.name != name]
+    entry = index_entry(target, name, description=description, data="")
+    write_index(INDEX, [*entries, entry])
+    return name
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("board")
+    parser.add_argument("archs", nargs="+")
+    parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--suffix", default="60k")
+    parser.add_argument("--replace", action="store_true")
+    args = parser.parse_args()
+    run_dir = Path(args.run_dir or REPO / "runs" / f"leaderboard-{args.board}")
+    for arch in args.archs:
+        print(register(args.board, arch, run_dir, args.suffix, args.replace))
+    from arnas_zoo.pretrained import read_index
+    from export.card import render_zoo_card
+
+    (REPO / "MODEL_CARD.md").write_text(render_zoo_card(read_index(INDEX)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
