@@ -499,3 +499,29 @@ def test_compiled_training_equals_eager_and_compiles_a_bounded_number_of_graphs(
     assert graphs[1] == graphs[0], f"epoch 2 recompiled: {graphs}"
     assert "compiled_graphs" not in eager.history[-1]
     torch._dynamo.reset()
+
+
+def test_stop_reason_guards_and_patience():
+    from arnas_zoo.training.recipe import stop_reason
+
+    guard = tiny_recipe(co_guard=0.5)
+    assert stop_reason(guard, {"epoch": 3, "val_robust_acc": 0.30}, 2, 0.50) is None
+    assert "catastrophic-overfitting" in stop_reason(guard, {"epoch": 3, "val_robust_acc": 0.20}, 2, 0.50)
+    assert stop_reason(guard, {"epoch": 3}, 1, 0.5) is None  # not a validation epoch
+    patient = tiny_recipe(early_stop_patience=2)
+    assert stop_reason(patient, {"epoch": 3, "val_robust_acc": 0.1}, 2, 0.5) is None
+    assert "early stop" in stop_reason(patient, {"epoch": 4, "val_robust_acc": 0.1}, 2, 0.5)
+    assert "co_guard" not in tiny_recipe().to_dict()  # unused new fields stay out: older runs still resume
+    with pytest.raises(ConfigError, match="co_guard"):
+        tiny_recipe(co_guard=1.5)
+
+
+def test_early_stopping_ends_the_run_and_a_resume_trains_no_further(tmp_path):
+    # lr 0 never improves the validation accuracy after the first epoch: patience 1 stops after epoch 2
+    recipe = tiny_recipe(epochs=5, lr=1e-12, early_stop_patience=1, schedule="constant")
+    result = train(tiny_model(), recipe, digits(64), digits(32, offset=1000), tmp_path / "r", device="cpu",
+                   progress=False)  # fmt: skip
+    assert [r["epoch"] for r in result.history] == [1, 2] and "early stop" in result.history[-1]["stopped"]
+    again = train(tiny_model(), recipe, digits(64), digits(32, offset=1000), tmp_path / "r", device="cpu",
+                  progress=False, resume=True)  # fmt: skip
+    assert len(again.history) == 2 and (tmp_path / "r" / "best" / "model.safetensors").is_file()

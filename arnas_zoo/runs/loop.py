@@ -152,7 +152,7 @@ def run_task(
     at = _start(task, state_path, resume, previous, info)
     steps_this_call = 0
     with StopFlag() as stop:
-        while at.epoch < task.epochs:
+        while at.epoch < task.epochs and not getattr(task, "stopped", None):  # a task may stop early
             sums: dict[str, Any] = dict(at.partial) if at.step else {}
             started = time.perf_counter()
             with report.task(f"{label} epoch {at.epoch + 1}/{task.epochs}", task.steps_per_epoch - at.step) as bar:
@@ -176,6 +176,8 @@ def run_task(
                 task.write_outputs(at.history)  # ... then everything derived from it
                 write_point("outputs")
                 report.write(f"{label} epoch {at.epoch}/{task.epochs}: {summarize(record)}")
+                if record.get("stopped"):
+                    report.write(f"{label} stopped before epoch {task.epochs}: {record['stopped']}")
         if stop.requested:  # the signal came after the last step check: the state is saved, still stop
             raise RunInterrupted(f"{label} stopped by {stop.signal_name} after its last epoch; state saved")
     return at.history

@@ -49,7 +49,7 @@ from arnas_zoo.runs.state import (
 )
 from arnas_zoo.training.compiled import compiled_models, graphs_compiled, warn_near_limit
 from arnas_zoo.training.plots import plot_curves
-from arnas_zoo.training.recipe import Recipe
+from arnas_zoo.training.recipe import Recipe, stop_reason
 from arnas_zoo.training.step import StepModels, train_step
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ class TrainingRun:
             )
         self.global_step = 0
         self.best: dict[str, Any] = {}
+        self.guard: dict[str, Any] = {"best_robust": 0.0, "stopped": None}
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.final_metrics: dict[str, Any] | None = None
         self._perm: tuple[int, torch.Tensor] | None = None
@@ -161,6 +162,7 @@ class TrainingRun:
             "best": self.best,
             "global_step": self.global_step,
             "final_metrics": self.final_metrics,
+            "guard": self.guard,
         }
         return tensors, meta
 
@@ -172,6 +174,7 @@ class TrainingRun:
         best = unprefixed("best", tensors)
         self.best_weights = best or None
         self.best, self.global_step, self.final_metrics = meta["best"], meta["global_step"], meta["final_metrics"]
+        self.guard = dict(meta.get("guard", self.guard))
 
     # ---- RunTask: the work --------------------------------------------------------------------------
     def _permutation(self, epoch: int) -> torch.Tensor:
@@ -239,7 +242,16 @@ class TrainingRun:
             record["compiled_graphs"] = graphs_compiled()
             warn_near_limit(record["compiled_graphs"])
         self._select(record)
+        self.guard["best_robust"] = max(self.guard["best_robust"], float(record.get("val_robust_acc", 0.0)))
+        reason = stop_reason(r, record, int(self.best.get("epoch", record["epoch"])), self.guard["best_robust"])
+        if reason is not None:
+            record["stopped"] = self.guard["stopped"] = reason
         return record
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the run stopped before its last epoch (early stopping, the overfitting guard), or None."""
+        return self.guard["stopped"]
 
     def _validate(self) -> dict[str, Any]:
         assert self.val is not None

@@ -24,6 +24,29 @@ METHODS = ("pgd", "fgsm", "trades", "standard")
 STARTS = ("normal", "uniform", "none")
 AUX_INPUTS = ("clean", "adversarial")
 _START_ALIASES = {"gaussian": "normal"}  # the name earlier recipes used
+_WRITTEN_WHEN_SET = ("early_stop_patience", "co_guard")
+
+
+def stop_reason(recipe: Recipe, record: Mapping[str, Any], best_epoch: int, best_robust: float) -> str | None:
+    """Why training should stop after the epoch of ``record`` (a validation epoch), or None.
+
+    ``best_epoch``: the epoch of the best selection metric so far (this one included); ``best_robust``:
+    the best validation robust accuracy so far. The catastrophic-overfitting guard (fast FGSM training
+    can lose its robustness within an epoch, Wong et al. 2020) fires when the robust accuracy falls
+    below ``co_guard`` times its best; patience counts validation epochs since the best one.
+    """
+    robust = record.get("val_robust_acc")
+    if robust is None:
+        return None
+    if recipe.co_guard is not None and best_robust > 0 and robust < recipe.co_guard * best_robust:
+        return (
+            f"catastrophic-overfitting guard: val robust acc {robust:.4f} < {recipe.co_guard} x best "
+            f"{best_robust:.4f} at epoch {record['epoch']}"
+        )
+    patience = recipe.early_stop_patience
+    if patience is not None and (record["epoch"] - best_epoch) >= patience * recipe.val_every:
+        return f"early stop: no better {recipe.select_by} validation accuracy since epoch {best_epoch}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,9 @@ class Recipe:
     val_steps: int = 10
     val_step_size: float | None = None  # None: eps / 4
     select_by: str = "robust"  # robust | clean
+    # stopping early (both act on validation epochs; the best checkpoint is kept either way)
+    early_stop_patience: int | None = None  # stop after this many validations without a better selection metric
+    co_guard: float | None = None  # stop when val robust acc < co_guard x its best so far (catastrophic overfitting)
     # speed
     channels_last: bool = True
     bf16: bool = True  # bf16 autocast on CUDA
@@ -97,9 +123,10 @@ class Recipe:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"recipe.{key}: expected one of {list(allowed)}, got {getattr(self, key)!r:.60}")
-        for key in ("epochs", "batch_size", "steps", "val_every", "val_steps", "val_n", "train_n"):
+        optional = ("val_n", "train_n", "early_stop_patience")
+        for key in ("epochs", "batch_size", "steps", "val_every", "val_steps", *optional):
             value = getattr(self, key)
-            if value is None and key in ("val_n", "train_n"):
+            if value is None and key in optional:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1 or value > 10**9:
                 raise ConfigError(f"recipe.{key}: expected a positive integer, got {value!r:.60}")
@@ -129,6 +156,8 @@ class Recipe:
             raise ConfigError(f"recipe.eps: expected a value in pixel units [0, 1] (8/255 = 0.0314), got {self.eps}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"recipe.grad_clip: expected a positive number or null, got {self.grad_clip}")
+        if self.co_guard is not None and not 0 < self.co_guard < 1:
+            raise ConfigError(f"recipe.co_guard: expected a fraction in (0, 1) or null, got {self.co_guard}")
         if self.val_step_size is not None and not self.val_step_size > 0:
             raise ConfigError(f"recipe.val_step_size: expected a positive number or null, got {self.val_step_size}")
         if list(self.milestones) != sorted(self.milestones):
@@ -147,6 +176,8 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"schema": RECIPE_SCHEMA}
         for key, value in asdict(self).items():
+            if key in _WRITTEN_WHEN_SET and value is None:
+                continue  # added later: left out when unused, so that older runs still resume
             out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
