@@ -273,6 +273,27 @@ def roco_run_command(
         click.echo(f"genotype: {out_dir / path}")
 
 
+@roco_group.command("compare")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("baseline", type=click.Path(exists=True, file_okay=False))
+@friendly_errors
+def roco_compare_command(run: str, baseline: str) -> None:
+    """Front of RUN against BASELINE's at matched FLOPs (paper Table V): PGD-20 and clean differences."""
+    from search.roco import matched_flops
+
+    result = matched_flops(run, baseline)
+    for p in result["pairs"]:
+        click.echo(
+            f"{p['key']} ({p['flops']} MACs) vs {p['baseline_key']} ({p['baseline_flops']}): "
+            f"PGD-20 {100 * p['pgd20_difference']:+.1f}, clean {100 * p['clean_difference']:+.1f} points"
+        )
+    click.echo(
+        f"mean PGD-20 difference {100 * (result['mean_pgd20_difference'] or 0):+.1f} points; "
+        f"{result['pairs_better']} better, {result['pairs_worse']} worse"
+    )
+    click.echo(json.dumps(result))
+
+
 @main.group("evolve")
 def evolve_group() -> None:
     """NSGA-II (pymoo) over ARNAS or DARTS cell genotypes: clean error, PGD error, MACs."""

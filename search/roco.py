@@ -549,3 +549,34 @@ def _plots(table: list[dict[str, Any]], out: Path, config: RocoConfig) -> None:
     fig.tight_layout()
     fig.savefig(folder / "front_3d.png", dpi=120)
     plt.close(fig)
+
+
+def matched_flops(run: str | Path, baseline: str | Path) -> dict[str, Any]:
+    """Paper Table V's comparison: each front member of ``run`` against the ``baseline`` front member of
+    nearest FLOPs (white-box PGD-20 and clean test accuracy differences), from two finished run folders."""
+    fronts = []
+    for folder in (run, baseline):
+        rows = json.loads((Path(folder) / "candidates.json").read_text())
+        fronts.append([r for r in rows if r["on_front"]])
+    pairs = []
+    for r in sorted(fronts[0], key=lambda r: r["flops"]):
+        match = min(fronts[1], key=lambda q: (abs(q["flops"] - r["flops"]), q["key"]))
+        pairs.append(
+            {
+                "key": r["key"],
+                "flops": r["flops"],
+                "baseline_key": match["key"],
+                "baseline_flops": match["flops"],
+                "pgd20_difference": r["test_pgd20_accuracy"] - match["test_pgd20_accuracy"],
+                "clean_difference": r["test_clean_accuracy"] - match["test_clean_accuracy"],
+            }
+        )
+    diffs = [p["pgd20_difference"] for p in pairs]
+    return {
+        "run": str(run),
+        "baseline": str(baseline),
+        "pairs": pairs,
+        "mean_pgd20_difference": float(np.mean(diffs)) if diffs else None,
+        "pairs_better": sum(d > 0 for d in diffs),
+        "pairs_worse": sum(d < 0 for d in diffs),
+    }

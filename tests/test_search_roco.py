@@ -211,3 +211,22 @@ def test_claim_run_folder_names_the_changed_keys_and_accepts_tuples_as_lists(tmp
         claim_run_folder(tmp_path, {"a": [1, 2], "b": 3}, "search", resume=False)
     with pytest.raises(ConfigError, match=r"changed: \['b'\]"):
         claim_run_folder(tmp_path, {"a": [1, 2], "b": 4}, "search", resume=True)
+
+
+def test_matched_flops_pairs_each_front_member_with_the_nearest_baseline(tmp_path: Path) -> None:
+    from search.roco import matched_flops
+
+    def run(name: str, rows: list[tuple[str, int, float, bool]]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        table = [{"key": k, "flops": f, "test_pgd20_accuracy": a, "test_clean_accuracy": 0.9, "on_front": front}
+                 for k, f, a, front in rows]  # fmt: skip
+        (folder / "candidates.json").write_text(json.dumps(table))
+        return folder
+
+    ours = run("a", [("a1", 100, 0.5, True), ("a2", 300, 0.2, True), ("a3", 200, 0.9, False)])
+    base = run("b", [("b1", 110, 0.3, True), ("b2", 250, 0.4, True), ("b3", 300, 0.99, False)])
+    result = matched_flops(ours, base)
+    assert [(p["key"], p["baseline_key"]) for p in result["pairs"]] == [("a1", "b1"), ("a2", "b2")]
+    assert result["pairs_better"] == 1 and result["pairs_worse"] == 1
+    assert abs(result["mean_pgd20_difference"] - 0.0) < 1e-12
