@@ -28,6 +28,25 @@ def main(verbose: bool) -> None:
     apply_thread_policy()
 
 
+def _peer_command(preset: str) -> Any:
+    """The peers' run command whose preset ``preset`` is (RoCo-NAS, RobNets, the cell NSGA-II), or None."""
+    if preset.startswith("roco"):
+        from search.roco import PRESETS as table
+
+        command = roco_run_command
+    elif preset.startswith("robnet"):
+        from search.robnet_run import PRESETS as table  # type: ignore[assignment]
+
+        command = robnet_run_command
+    elif preset.startswith("evolve"):
+        from search.evolve import PRESETS as table  # type: ignore[assignment]
+
+        command = evolve_run_command
+    else:
+        return None
+    return command if preset in table else None
+
+
 @main.command("run")
 @click.argument("config", default="paper")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config field (repeatable).")
@@ -53,9 +72,18 @@ def run_command(
     """Run (or resume) a search. CONFIG is a preset (paper, darts, tiny, ...) or a JSON file of config fields.
 
     One line per epoch (a bar on a terminal); SIGTERM/Ctrl-C save the state: rerun with --resume. Under
-    torchrun it runs data-parallel (gloo on CPU, NCCL on CUDA).
+    torchrun it runs data-parallel (gloo on CPU, NCCL on CUDA). The peers' presets run here too
+    (``run roco-tiny`` is ``roco run roco-tiny``; likewise robnet-* and evolve-*).
     """
     from search.run import run_search
+
+    peer = _peer_command(config)
+    if peer is not None:
+        if resume_previous or device != "auto" or name:
+            raise click.UsageError(f"{config}: --resume-previous, --device and --name are for the ARNAS search")
+        click.get_current_context().invoke(peer, preset=config, overrides=overrides, out=out, resume=resume,
+                                           no_plots=no_plots, quiet=quiet)  # fmt: skip
+        return
 
     cfg = load_config(config, overrides)
     out_dir = Path(out) if out else _out_default(config, cfg.seed)

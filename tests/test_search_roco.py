@@ -230,3 +230,21 @@ def test_matched_flops_pairs_each_front_member_with_the_nearest_baseline(tmp_pat
     assert [(p["key"], p["baseline_key"]) for p in result["pairs"]] == [("a1", "b1"), ("a2", "b2")]
     assert result["pairs_better"] == 1 and result["pairs_worse"] == 1
     assert abs(result["mean_pgd20_difference"] - 0.0) < 1e-12
+
+
+def test_search_run_dispatches_the_peers_presets(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from search.cli import main
+
+    runner = CliRunner()
+    cases = [
+        ("roco-tiny", "objectives=4", "objectives"),
+        ("evolve-darts-tiny", "space=xx", "space"),
+        ("robnet-tiny", "no_key=1", "no_key"),
+    ]
+    for preset, key, message in cases:
+        result = runner.invoke(main, ["run", preset, "--set", key, "-o", str(tmp_path / preset)])
+        assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    wrong = runner.invoke(main, ["run", "roco-tiny", "--device", "cpu", "-o", str(tmp_path / "x")])
+    assert wrong.exit_code == 2 and "for the ARNAS search" in wrong.output
