@@ -36,7 +36,7 @@ def test_pins_hold_and_the_report_is_consistent(spec) -> None:  # type: ignore[n
             # AutoAttack is not weaker than PGD on the same points (within the sampling noise of n points)
             assert aa.robust_accuracy <= pgd.robust_accuracy + 2 / report.data["n"] ** 0.5, (aa.attack, pgd.attack)
     assert not report.failed_checks, report.failed_checks
-    assert {"fgsm", "pgd20"} <= set(by_attack)
+    assert "pgd20" in by_attack and len(by_attack) >= 2  # at least PGD-20 and a second, stronger or weaker, attack
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
