@@ -127,24 +127,32 @@ def authors_step(model, optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
     float(loss), float((top5[:, 0] == y).float().mean()), float((top5 == y[:, None]).any(1).float().mean())
 
 
-#: Forward-pass equivalents of one ARNAS-recipe step (both loops do the same arithmetic): 9 forwards (clean,
-#: 7 attack, adversarial), 7 input-only backwards (~1 forward each), 2 full backwards (~2 forwards each).
-FORWARD_EQUIVALENTS = 9 + 7 + 2 * 2
+def forward_equivalents(steps: int, clean_pass: bool) -> int:
+    """Forward-pass equivalents of one step: the attack's forwards and input-only backwards (~1 forward
+    each), the adversarial forward and full backward (~2), and the clean pass with its backward if any.
+    The ARNAS recipe (PGD-7, clean auxiliary pass): 7 + 7 + 3 + 3 = 20, in the authors' loop and ours."""
+    return 2 * steps + 3 + (3 if clean_pass else 0)
+
+
+FORWARD_EQUIVALENTS = forward_equivalents(7, True)
 
 
 def machine_peak_gflops(seconds: float = 3.0) -> dict:
-    """fp32 and bf16 matmul GFLOP/s of this process's threads (2048^3, best of a few seconds)."""
-    out = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a = torch.randn(2048, 2048, dtype=dtype)
-        b = torch.randn(2048, 2048, dtype=dtype)
+    """fp32 and bf16 matmul GFLOP/s of this process's threads (best of a few seconds; bf16 at 512^3, since
+    CPUs without native bf16 emulate it at a fraction of a GFLOP/s), and whether the CPU has native bf16."""
+    from arnas_zoo.runs.precision import cpu_has_native_bf16
+
+    out: dict = {"cpu_native_bf16": cpu_has_native_bf16(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    for dtype, n in ((torch.float32, 2048), (torch.bfloat16, 512)):
+        a = torch.randn(n, n, dtype=dtype)
+        b = torch.randn(n, n, dtype=dtype)
         a @ b
         best, end = float("inf"), time.perf_counter() + seconds
         while time.perf_counter() < end:
             t0 = time.perf_counter()
             a @ b
             best = min(best, time.perf_counter() - t0)
-        out[str(dtype).removeprefix("torch.")] = 2 * 2048**3 / best / 1e9
+        out[str(dtype).removeprefix("torch.")] = 2 * n**3 / best / 1e9
     return out
 
 
@@ -157,7 +165,7 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
     n = batch * (args.steps + args.warmup)
     images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n).astype(np.int64)
-    recipe = get_recipe("arnas", batch_size=batch)
+    recipe = get_recipe(args.recipe, batch_size=batch)  # the "ours*" impls follow it; authors/reference are PGD-7
     if impl.startswith("ours"):
         if "s2b" in impl:
             os.environ["ARNAS_ZOO_DILATED"] = "s2b"
@@ -213,11 +221,16 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
         peak_kind = "peak RSS of the process (includes the Python/torch runtime)"
     from arnas_zoo.stats import count_ops
 
+    work = FORWARD_EQUIVALENTS
+    if impl.startswith("ours"):
+        work = forward_equivalents(recipe.steps, recipe.aux_input == "clean" and model.config.auxiliary)
+
     macs, _ = count_ops(create_model("arnas", init_channels=args.init_channels, layers=args.layers).eval(), (3, 32, 32))
     return {
         "impl": impl,
         "batch": batch,
-        "achieved_gflops": 2 * macs * FORWARD_EQUIVALENTS * batch / float(np.median(times)) / 1e9,
+        "achieved_gflops": 2 * macs * work * batch / float(np.median(times)) / 1e9,
+        "forward_equivalents": work,
         "step_seconds": times,
         "median_step_s": float(np.median(times)),
         "images_per_s": batch / float(np.median(times)),
@@ -242,6 +255,12 @@ def main() -> None:
         help="comma-separated, the first is the base of the ratios: authors (the authors' passes and host "
         "pipeline), reference (round one's lighter loop), ours, ours-bf16 (bf16 autocast on CPU), ours-s2b "
         "(space-to-batch dilated convolutions), ours-bf16-s2b",
+    )
+    parser.add_argument(
+        "--recipe",
+        default="arnas",
+        help="recipe of the ours* implementations (e.g. cpu_cifar10 to time the zoo's recipe, fp32 vs bf16); "
+        "authors and reference always run the ARNAS recipe's PGD-7, so compare them only under 'arnas'",
     )
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -269,6 +288,8 @@ def main() -> None:
                 str(args.warmup),
                 "--device",
                 args.device,
+                "--recipe",
+                args.recipe,
             ] + (["--threads", str(args.threads)] if args.threads else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
@@ -294,7 +315,7 @@ def main() -> None:
     result = {
         "benchmark": "one PGD-7 adversarial training step (ARNAS recipe), ours vs the authors' loop",
         "machine_peak_gflops": peak,
-        "forward_equivalents_per_step": FORWARD_EQUIVALENTS,
+        "recipe_of_ours": args.recipe,
         "model": f"arnas init_channels={args.init_channels} layers={args.layers} (paper: 64, 20)",
         "device": args.device,
         "cpu": platform.processor() or platform.machine(),

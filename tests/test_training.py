@@ -525,3 +525,18 @@ def test_early_stopping_ends_the_run_and_a_resume_trains_no_further(tmp_path):
     again = train(tiny_model(), recipe, digits(64), digits(32, offset=1000), tmp_path / "r", device="cpu",
                   progress=False, resume=True)  # fmt: skip
     assert len(again.history) == 2 and (tmp_path / "r" / "best" / "model.safetensors").is_file()
+
+
+def test_cpu_bf16_without_native_support_warns(monkeypatch):
+    from arnas_zoo.runs import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        precision.autocast_for(torch.device("cpu"), True, cpu=True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        precision.autocast_for(torch.device("cpu"), True, cpu=True)
+    assert precision.autocast_for(torch.device("cpu"), True)  # no cpu opt-in: a no-op context, no warning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -12,9 +13,25 @@ import torch
 Autocast = Callable[[], contextlib.AbstractContextManager[Any]]
 
 
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo; None if unknown."""
+    try:
+        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+    except OSError:
+        return None
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags)) if flags else None
+
+
 def autocast_for(device: torch.device, bf16: bool, *, cpu: bool = False) -> Autocast:
     """bf16 autocast on CUDA when ``bf16``; on CPU only when ``cpu`` is also asked for (opt-in: it pays
-    only on CPUs with native bf16). Otherwise a no-op context."""
+    only on CPUs with native bf16; without it, emulated bf16 was measured 14x slower per training step,
+    so a warning says so). Otherwise a no-op context."""
+    if cpu and bf16 and device.type == "cpu" and cpu_has_native_bf16() is False:
+        warnings.warn(
+            "bf16 autocast on a CPU without native bf16 (no avx512_bf16/amx_bf16 in /proc/cpuinfo): it is emulated "
+            "and much slower than fp32 here (benchmarks/results/training_cpu_zoo_recipe_bf16.json)",
+            stacklevel=2,
+        )
     if bf16 and (device.type == "cuda" or (cpu and device.type == "cpu")):
         return partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
