@@ -1,6 +1,6 @@
 """Register leaderboard models in the zoo: copy, attach the leaderboard's evaluation, pin, regenerate the card.
 
-    python scripts/zoo_from_leaderboard.py mnist arnas darts_v2 resnet18 --suffix 60k
+    python scripts/zoo_from_leaderboard.py mnist arnas --suffix 60k --supersedes arnas=arnas.mnist_linf_cpu_c4l5
 
 For each architecture whose training and evaluation jobs are finished in ``runs/leaderboard-BOARD``:
 copy its best checkpoint (``config.json``, ``model.safetensors``) to ``arnas_zoo/pretrained/NAME/``
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -24,7 +26,14 @@ sys.path.insert(0, str(REPO))
 INDEX = REPO / "arnas_zoo" / "pretrained" / "index.json"
 
 
-def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bool) -> str:
+def _cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
+def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bool, supersedes: str | None) -> str:
     from arnas_zoo.checkpoint import atomic_write_json
     from arnas_zoo.jobs import read_result
     from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, _eval_job, _train_job
@@ -71,7 +80,7 @@ def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bo
                 )
             },  # fmt: skip
             "seconds": round(sum(float(row.get("seconds", 0.0)) for row in log), 1),
-            "hardware": "2-core x86_64 CPU, 1 thread, shared with other jobs",
+            "hardware": f"{_cpu_model()}, {os.cpu_count()} cores; 1 thread, the machine shared with other jobs",
         }
     )
     metrics["training"] = training
@@ -84,6 +93,12 @@ def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bo
         f"the {board_name} leaderboard's recipe ({board.recipe})."
     )
     entries = [e for e in read_index(INDEX) if e.name != name]
+    if supersedes:
+        from dataclasses import replace as with_changes
+
+        marker = f"Superseded by {name}. "
+        entries = [with_changes(e, description=marker + e.description.removeprefix(marker))
+                   if e.name == supersedes else e for e in entries]  # fmt: skip
     entry = index_entry(target, name, description=description, data="")
     write_index(INDEX, [*entries, entry])
     return name
@@ -96,10 +111,12 @@ def main() -> int:
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--suffix", default="60k")
     parser.add_argument("--replace", action="store_true")
+    parser.add_argument("--supersedes", nargs="*", default=[], help="ARCH=OLD_NAME: mark an older entry superseded")
     args = parser.parse_args()
     run_dir = Path(args.run_dir or REPO / "runs" / f"leaderboard-{args.board}")
+    old = dict(pair.split("=", 1) for pair in args.supersedes)
     for arch in args.archs:
-        print(register(args.board, arch, run_dir, args.suffix, args.replace))
+        print(register(args.board, arch, run_dir, args.suffix, args.replace, old.get(arch)))
     from arnas_zoo.pretrained import read_index
     from export.card import render_zoo_card
 

@@ -48,3 +48,16 @@ def test_recorded_clean_accuracy_is_reproduced_on_the_same_points(spec, shared_d
     with torch.no_grad():
         correct = int((model(data.x).argmax(1) == data.y).sum())
     assert correct / len(data) == report.clean_accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_recorded_pgd20_is_reproduced_on_the_same_points(spec, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    from arnas_zoo.evaluate import evaluate
+
+    model = arnas_zoo.load(spec.name)
+    recorded = EvaluationReport.from_metrics(model.metrics, spec.name)
+    data = evaluation_data(spec.dataset, n=recorded.data["n"], data_dir=shared_data)
+    again = evaluate(model, data, ["pgd20"], eps=spec.eps, seed=recorded.seed, progress=False, checks=False)
+    (before,) = (r for r in recorded.results if r.attack == "pgd20")
+    assert again.results[0].robust_accuracy == before.robust_accuracy
