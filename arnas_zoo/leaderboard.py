@@ -157,11 +157,20 @@ def rows(board: Board, run_dir: str | Path, archs: Sequence[str] | None = None) 
             "checks_failed": metrics["failed_checks"],
             "n": metrics["data"]["n"],
             "epoch": train["best"].get("epoch"),
+            "train_minutes": _train_minutes(Path(run_dir) / "train" / arch / "log.jsonl"),
         }
         for result in metrics["results"]:
             row[result["attack"]] = result["robust_accuracy"]
         out.append(row)
     return sorted(out, key=lambda r: (-r["worst_case"], -r["clean"]))
+
+
+def _train_minutes(log: Path) -> float | None:
+    if not log.is_file():
+        return None
+    import json
+
+    return sum(float(json.loads(line).get("seconds", 0.0)) for line in log.read_text().splitlines() if line) / 60
 
 
 def _pct(value: Any) -> str:
@@ -178,7 +187,8 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
         "points with the same attacks. **These are reduced-scale figures: ranks may differ from the papers'.**",
         "",
         f"- training: `{board.dataset}` split `{board.train_split}` (last 1,000 rows held out for model selection), "
-        f"recipe `{board.recipe}` {board.recipe_overrides or ''}, seed {board.seed}",
+        f"recipe `{board.recipe}`{f' {board.recipe_overrides}' if board.recipe_overrides else ''}, seed {board.seed}; "
+        "train min: wall minutes of training on one thread of a 2-core CPU shared with other jobs",
         f"- evaluation: first {board.eval_n} evaluation points (`arnas_zoo.data.evaluation_data`), l_inf eps "
         f"{board.eps:.4g}, attacks {', '.join(board.attacks)} (pgd: step eps/4, random start, 1 restart; "
         "aa: the reference AutoAttack, standard version); robust = correct on the clean and on the adversarial input",
@@ -186,7 +196,8 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
         "",
     ]
     attacks = list(board.attacks)
-    head = ["#", "architecture", "size", "params", "MMACs", "clean", *attacks, "worst case", "best epoch", "checks"]
+    head = ["#", "architecture", "size", "params", "MMACs", "clean", *attacks, "worst case", "best epoch", "train min",
+            "checks"]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rank, row in enumerate(table, 1):
         size = ", ".join(f"{k}={v}" for k, v in row["size"].items() if k != "cell_types")
@@ -200,6 +211,7 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
             *(_pct(row.get(a)) for a in attacks),
             _pct(row["worst_case"]),
             str(row["epoch"]),
+            "-" if row.get("train_minutes") is None else f"{row['train_minutes']:.0f}",
             "ok" if not row["checks_failed"] else "FAILED: " + ", ".join(row["checks_failed"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
