@@ -92,6 +92,12 @@ def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bo
         f"training rows (split {board.train_split}, its last 1000 rows held out), l_inf eps {board.eps:.4g}; "
         f"the {board_name} leaderboard's recipe ({board.recipe})."
     )
+    if "train_mix" in board.train_split:  # no offline test split: the reported rows are the validation rows
+        chosen_on = training["selection"]["val_n"]
+        description += (
+            f" Figures on genuine validation rows; its epoch was selected on the first {chosen_on} of them "
+            "(selection bias possible)."
+        )
     entries = [e for e in read_index(INDEX) if e.name != name]
     if supersedes:
         from dataclasses import replace as with_changes
