@@ -198,7 +198,8 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
     if board.dataset == "cifar10":  # offline, CIFAR-10's reported points are validation rows
         caveat = (
             "- offline there is no CIFAR-10 test split: the evaluation points are the first genuine validation "
-            "rows (official indices from 40017), the rows that also selected each model's epoch (selection bias possible)"
+            "rows (official indices from 40017), the rows that also selected each model's epoch "
+            "(selection bias possible)"
         )
         lines.insert(-1, caveat)
     attacks = list(board.attacks)
