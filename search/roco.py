@@ -24,7 +24,7 @@ and error on a fixed transferred adversarial set.
    non-dominated set, builder-ready), the knee and the top-k by clean accuracy, ``plots/front_2d.png``
    and ``plots/front_3d.png``.
 
-Why one module of ~540 lines: the transfer set, the candidate job and the NSGA-II loop share
+Why one module of ~580 lines: the transfer set, the candidate job and the NSGA-II run share
 RocoConfig and the run folder's layout.
 """
 
