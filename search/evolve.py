@@ -23,9 +23,8 @@ ready), the knee and the top-k, ``plots/front_2d.png`` and ``plots/front_3d.png`
 from __future__ import annotations
 
 import csv
-import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from arnas_zoo.errors import ConfigError
 from arnas_zoo.genotype import Genotype
 from arnas_zoo.primitives import ARNAS_PRIMITIVES
 from search.nsga import block_crossover, evolve, knee, reset_mutation
+from search.presets import config_from_dict, with_overrides
 
 NODES = 4
 GENES_PER_NODE = 4  # op, input, op, input
@@ -78,27 +78,10 @@ class EvolveConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvolveConfig:
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"evolve config: unknown keys {unknown}")
-        data = dict(data)
-        if data.get("compare") is not None:
-            data["compare"] = tuple(data["compare"])
-        return cls(**data)
+        return config_from_dict(cls, data, "evolve", tuple_keys=("compare",))
 
     def with_overrides(self, pairs: list[str] | tuple[str, ...]) -> EvolveConfig:
-        names = {f.name for f in fields(self)}
-        changes: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            if not sep or key not in names:
-                raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with KEY in {sorted(names)}")
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError:
-                value = text
-            changes[key] = tuple(value) if isinstance(value, list) else value
-        return replace(self, **changes)
+        return with_overrides(self, pairs)
 
     def validate(self) -> None:
         if self.space not in CELLS:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from torch import nn
 from arnas_zoo.attacks import pgd
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.runs import generator, seed_for
+from search.presets import config_from_dict, with_overrides
 from search.robnet import (
     BUDGETS,
     CODE_STREAM,
@@ -82,27 +83,10 @@ class RobNetConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RobNetConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"robnet config: unknown keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "robnet")
 
     def with_overrides(self, pairs: list[str] | tuple[str, ...]) -> RobNetConfig:
-        types = {f.name: f.type for f in fields(self)}
-        changes: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            if not sep or key not in types:
-                raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with KEY in {sorted(types)}")
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError:
-                value = text
-            if text in ("none", "null"):
-                value = None
-            changes[key] = value
-        return replace(self, **changes)
+        return with_overrides(self, pairs, lists_as_tuples=False)
 
     def validate(self) -> None:
         if self.budget not in BUDGETS:

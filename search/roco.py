@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import torch
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.macro import MacroGenotype, bits_per_phase
 from search.nsga import block_crossover, evolve, knee
+from search.presets import config_from_dict, with_overrides
 
 
 @dataclass(frozen=True)
@@ -83,29 +84,10 @@ class RocoConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RocoConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"roco config: unknown keys {unknown}")
-        data = dict(data)
-        for key in ("source_archs", "linf_eps", "l0_pixels"):
-            if key in data and data[key] is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        return config_from_dict(cls, data, "roco", tuple_keys=("source_archs", "linf_eps", "l0_pixels"))
 
     def with_overrides(self, pairs: list[str] | tuple[str, ...]) -> RocoConfig:
-        names = {f.name for f in fields(self)}
-        changes: dict[str, Any] = {}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            if not sep or key not in names:
-                raise ConfigError(f"--set {pair!r}: expected KEY=VALUE with KEY in {sorted(names)}")
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError:
-                value = text
-            changes[key] = tuple(value) if isinstance(value, list) else value
-        return replace(self, **changes)
+        return with_overrides(self, pairs)
 
     def validate(self) -> None:
         if self.objectives not in (2, 3):
