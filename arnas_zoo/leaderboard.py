@@ -13,6 +13,7 @@ may differ from the papers'; the table says so.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,9 +51,6 @@ class Board:
     attacks: tuple[str, ...] = ("pgd20", "pgd100-cw", "aa")
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-
-    def describe(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"attacks": list(self.attacks)}
 
 
 BOARDS: dict[str, Board] = {
@@ -139,14 +137,21 @@ def run_leaderboard(
     return rows(board, run_dir, archs)
 
 
+def finished(board: Board, run_dir: str | Path, arch: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(training result, evaluation report)`` of ``arch`` when both jobs are done in ``run_dir``, else None."""
+    train = read_result(Path(run_dir), _train_job(board, arch))
+    report = read_result(Path(run_dir), _eval_job(board, arch))
+    return None if train is None or report is None else (train, report)
+
+
 def rows(board: Board, run_dir: str | Path, archs: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per architecture whose evaluation is finished, best worst-case accuracy first."""
     out = []
     for arch in archs or REDUCED_SIZES:
-        metrics = read_result(Path(run_dir), _eval_job(board, arch))
-        train = read_result(Path(run_dir), _train_job(board, arch))
-        if metrics is None or train is None:
+        done = finished(board, run_dir, arch)
+        if done is None:
             continue
+        train, metrics = done
         row: dict[str, Any] = {
             "arch": arch,
             "size": REDUCED_SIZES[arch],
@@ -157,7 +162,7 @@ def rows(board: Board, run_dir: str | Path, archs: Sequence[str] | None = None) 
             "checks_failed": metrics["failed_checks"],
             "n": metrics["data"]["n"],
             "epoch": train["best"].get("epoch"),
-            "train_minutes": _train_minutes(Path(run_dir) / "train" / arch / "log.jsonl"),
+            "train_minutes": train_minutes(Path(run_dir) / "train" / arch / "log.jsonl"),
         }
         for result in metrics["results"]:
             row[result["attack"]] = result["robust_accuracy"]
@@ -165,11 +170,10 @@ def rows(board: Board, run_dir: str | Path, archs: Sequence[str] | None = None) 
     return sorted(out, key=lambda r: (-r["worst_case"], -r["clean"]))
 
 
-def _train_minutes(log: Path) -> float | None:
+def train_minutes(log: Path) -> float | None:
+    """Wall minutes of training summed over the epochs of a run's ``log.jsonl`` (None without a log)."""
     if not log.is_file():
         return None
-    import json
-
     return sum(float(json.loads(line).get("seconds", 0.0)) for line in log.read_text().splitlines() if line) / 60
 
 

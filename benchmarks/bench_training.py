@@ -221,7 +221,7 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
         peak_kind = "peak RSS of the process (includes the Python/torch runtime)"
     from arnas_zoo.stats import count_ops
 
-    work = FORWARD_EQUIVALENTS
+    work = FORWARD_EQUIVALENTS if impl == "authors" else forward_equivalents(7, False)  # reference: no clean pass
     if impl.startswith("ours"):
         work = forward_equivalents(recipe.steps, recipe.aux_input == "clean" and model.config.auxiliary)
 

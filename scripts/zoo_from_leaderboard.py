@@ -28,24 +28,27 @@ INDEX = REPO / "arnas_zoo" / "pretrained" / "index.json"
 
 def _cpu_model() -> str:
     try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.machine()
 
 
 def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bool, supersedes: str | None) -> str:
     from arnas_zoo.checkpoint import atomic_write_json
-    from arnas_zoo.jobs import read_result
-    from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, _eval_job, _train_job
+    from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, finished, train_minutes
     from arnas_zoo.pretrained import index_entry, read_index, write_index
 
     board = BOARDS[board_name]
-    train, report = read_result(run_dir, _train_job(board, arch)), read_result(run_dir, _eval_job(board, arch))
-    if train is None or report is None:
+    done = finished(board, run_dir, arch)
+    if done is None:
         raise SystemExit(f"{arch}: training or evaluation not finished in {run_dir}")
+    train, report = done
     size = REDUCED_SIZES[arch]
-    tag = f"c{size['init_channels']}l{size['layers']}" if "layers" in size and arch != "wrn34_10" else ""
-    tag = tag or f"w{size['init_channels']}" + (f"d{size['layers']}" if "layers" in size else "")
+    if arch in ("resnet18", "wrn34_10"):  # width (and depth) of the hand-made networks; cells: C and cell count
+        tag = f"w{size['init_channels']}" + (f"d{size['layers']}" if "layers" in size else "")
+    else:
+        tag = f"c{size['init_channels']}l{size['layers']}"
     name = f"{arch}.{board.dataset}_linf_cpu_{tag}_{suffix}"
     source = run_dir / train["best_dir"]
     target = REPO / "arnas_zoo" / "pretrained" / name
@@ -56,7 +59,6 @@ def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bo
     config = json.loads((source / "config.json").read_text())
     config["extra"] = dict(config.get("extra") or {}, arch_name=arch, dataset=board.dataset)
     atomic_write_json(target / "config.json", config)
-    log = [json.loads(line) for line in (source.parent / "log.jsonl").read_text().splitlines() if line.strip()]
     recipe = json.loads((source.parent / "recipe.json").read_text())
     metrics = {k: v for k, v in report.items() if k != "stats"}
     metrics["model"] = {"name": name, "source": f"registry:{name}"}
@@ -79,7 +81,7 @@ def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bo
                     "seed",
                 )
             },  # fmt: skip
-            "seconds": round(sum(float(row.get("seconds", 0.0)) for row in log), 1),
+            "seconds": round(60 * (train_minutes(source.parent / "log.jsonl") or 0.0), 1),
             "hardware": f"{_cpu_model()}, {os.cpu_count()} cores; 1 thread, the machine shared with other jobs",
         }
     )
@@ -120,10 +122,16 @@ def main() -> int:
     parser.add_argument("--supersedes", nargs="*", default=[], help="ARCH=OLD_NAME: mark an older entry superseded")
     args = parser.parse_args()
     run_dir = Path(args.run_dir or REPO / "runs" / f"leaderboard-{args.board}")
+    if any("=" not in pair for pair in args.supersedes):
+        parser.error("--supersedes takes ARCH=OLD_NAME pairs")
     old = dict(pair.split("=", 1) for pair in args.supersedes)
+    from arnas_zoo.pretrained import read_index
+
+    unknown = sorted(set(old.values()) - {e.name for e in read_index(INDEX)})
+    if unknown:
+        parser.error(f"--supersedes: no registry entries named {unknown}")
     for arch in args.archs:
         print(register(args.board, arch, run_dir, args.suffix, args.replace, old.get(arch)))
-    from arnas_zoo.pretrained import read_index
     from export.card import render_zoo_card
 
     (REPO / "MODEL_CARD.md").write_text(render_zoo_card(read_index(INDEX)))

@@ -204,10 +204,7 @@ def robnet_run_command(
     from search.robnet_run import PRESETS as ROBNET_PRESETS
     from search.robnet_run import run_robnet
 
-    if preset not in ROBNET_PRESETS:
-        raise click.BadParameter(f"expected one of {sorted(ROBNET_PRESETS)}", param_hint="PRESET")
-    cfg = ROBNET_PRESETS[preset].with_overrides(list(overrides))
-    out_dir = Path(out) if out else Path("runs") / f"{preset}-seed{cfg.seed}"
+    cfg, out_dir = _preset_and_folder(ROBNET_PRESETS, preset, overrides, out)
     summary = run_robnet(
         cfg,
         out_dir,
@@ -235,6 +232,14 @@ def robnet_run_command(
 @main.group("roco")
 def roco_group() -> None:
     """RoCo-NAS: NSGA-II (pymoo) over NSGA-Net macro genotypes: clean error, transfer-set error, FLOPs."""
+
+
+def _preset_and_folder(presets: dict[str, Any], preset: str, overrides: tuple[str, ...], out: str | None) -> Any:
+    """A peer search's preset with ``--set`` applied, and its output folder (``runs/PRESET-seedN`` by default)."""
+    if preset not in presets:
+        raise click.BadParameter(f"expected one of {sorted(presets)}", param_hint="PRESET")
+    cfg = presets[preset].with_overrides(list(overrides))
+    return cfg, (Path(out) if out else Path("runs") / f"{preset}-seed{cfg.seed}")
 
 
 def _nsga_options(command: Any) -> Any:
@@ -277,10 +282,7 @@ def roco_run_command(
     from search.roco import PRESETS as ROCO_PRESETS
     from search.roco import run_roco
 
-    if preset not in ROCO_PRESETS:
-        raise click.BadParameter(f"expected one of {sorted(ROCO_PRESETS)}", param_hint="PRESET")
-    cfg = ROCO_PRESETS[preset].with_overrides(list(overrides))
-    out_dir = Path(out) if out else Path("runs") / f"{preset}-seed{cfg.seed}"
+    cfg, out_dir = _preset_and_folder(ROCO_PRESETS, preset, overrides, out)
     summary = run_roco(
         cfg,
         out_dir,
@@ -349,10 +351,7 @@ def evolve_run_command(
     from search.evolve import PRESETS as EVOLVE_PRESETS
     from search.evolve import run_evolve
 
-    if preset not in EVOLVE_PRESETS:
-        raise click.BadParameter(f"expected one of {sorted(EVOLVE_PRESETS)}", param_hint="PRESET")
-    cfg = EVOLVE_PRESETS[preset].with_overrides(list(overrides))
-    out_dir = Path(out) if out else Path("runs") / f"{preset}-seed{cfg.seed}"
+    cfg, out_dir = _preset_and_folder(EVOLVE_PRESETS, preset, overrides, out)
     summary = run_evolve(cfg, out_dir, resume=resume, backend=backend, address=address, max_parallel=max_parallel,
                          progress=progress_for(quiet), plots=not no_plots)  # fmt: skip
     click.echo(f"candidates: {out_dir / 'candidates.csv'}; front: {out_dir / 'front.json'}")

@@ -345,6 +345,7 @@ def run_evolve(
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:
+    """Pareto dominance (all objectives minimised): a is nowhere worse and somewhere better than b."""
     return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
 
@@ -361,7 +362,10 @@ def finish(
 
     keys = list(evaluated)
     F = np.array([objectives(evaluated[k]) for k in keys])
-    front_keys = [k for i, k in enumerate(keys) if not any(_dominates(list(F[j]), list(F[i])) for j in range(len(F)))]
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    # the front over every candidate evaluated (not only the last population), by pymoo's sorting
+    front_keys = [keys[i] for i in NonDominatedSorting().do(F, only_non_dominated_front=True)]
     columns = ["key", "generation", "on_front", "clean_error", "pgd_error", "macs", "parameters",
                "test_clean_accuracy", "test_pgd20_accuracy", "train_seconds"]  # fmt: skip
     table = [{"key": k, "on_front": k in front_keys, **evaluated[k]} for k in keys]

@@ -185,6 +185,7 @@ class SupernetTraining:
     """Adversarial training of the supernet with one sampled code per step (path sampling)."""
 
     schema = STATE_SCHEMA
+    stopped: str | None = None  # the supernet always trains all its epochs
 
     def __init__(self, config: RobNetConfig, out_dir: Path, device: torch.device):
         self.config, self.out_dir, self.device = config, out_dir, device

@@ -538,8 +538,12 @@ def matched_flops(run: str | Path, baseline: str | Path) -> dict[str, Any]:
     nearest FLOPs (white-box PGD-20 and clean test accuracy differences), from two finished run folders."""
     fronts = []
     for folder in (run, baseline):
-        rows = json.loads((Path(folder) / "candidates.json").read_text())
-        fronts.append([r for r in rows if r["on_front"]])
+        table = Path(folder) / "candidates.json"
+        if not table.is_file():
+            raise ConfigError(f"{folder}: no candidates.json; finish (or --resume) that RoCo-NAS run first")
+        fronts.append([r for r in json.loads(table.read_text()) if r["on_front"]])
+        if not fronts[-1]:
+            raise ConfigError(f"{table}: no front member to compare")
     pairs = []
     for r in sorted(fronts[0], key=lambda r: r["flops"]):
         match = min(fronts[1], key=lambda q: (abs(q["flops"] - r["flops"]), q["key"]))

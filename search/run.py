@@ -74,6 +74,7 @@ class SearchRun:
     """One differentiable search: the :class:`~arnas_zoo.runs.RunTask` that :func:`run_search` drives."""
 
     schema = STATE_SCHEMA
+    stopped: str | None = None  # a search always runs all its epochs
 
     def __init__(self, config: SearchConfig, data: SearchData, out_dir: Path, device: torch.device, dist: Dist) -> None:
         self.config, self.data, self.out_dir, self.device, self.dist = config, data, out_dir, device, dist

@@ -214,6 +214,7 @@ def test_claim_run_folder_names_the_changed_keys_and_accepts_tuples_as_lists(tmp
 
 
 def test_matched_flops_pairs_each_front_member_with_the_nearest_baseline(tmp_path: Path) -> None:
+    from arnas_zoo.errors import ConfigError
     from search.roco import matched_flops
 
     def run(name: str, rows: list[tuple[str, int, float, bool]]) -> Path:
@@ -230,6 +231,12 @@ def test_matched_flops_pairs_each_front_member_with_the_nearest_baseline(tmp_pat
     assert [(p["key"], p["baseline_key"]) for p in result["pairs"]] == [("a1", "b1"), ("a2", "b2")]
     assert result["pairs_better"] == 1 and result["pairs_worse"] == 1
     assert abs(result["mean_pgd20_difference"] - 0.0) < 1e-12
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    with pytest.raises(ConfigError, match="no candidates.json"):
+        matched_flops(unfinished, base)
+    with pytest.raises(ConfigError, match="no front member"):
+        matched_flops(ours, run("c", [("c1", 100, 0.5, False)]))
 
 
 def test_search_run_dispatches_the_peers_presets(tmp_path: Path) -> None:

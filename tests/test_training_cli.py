@@ -150,3 +150,15 @@ def test_quickstart_command_prints_both_models(tmp_path):
     standard = json.loads((tmp_path / "qs" / "standard" / "recipe.json").read_text())
     assert standard["method"] == "standard" and standard["select_by"] == "clean"
     assert (tmp_path / "qs" / "report.md").read_text().startswith("# arnas-zoo quick start")
+
+
+def test_train_split_of_another_dataset_is_one_line_error(tmp_path):
+    from click.testing import CliRunner
+
+    from arnas_zoo.cli import main
+
+    result = CliRunner().invoke(
+        main, ["train", "arnas", "--dataset", "digits", "--train-split", "train_mix", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code != 0 and "unknown split 'train_mix'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # nothing written for a refused run

@@ -62,8 +62,8 @@ def load_cifar10_mix(root: Path, validation_rows: int) -> ImageData:
     if not np.array_equal(y[gidx], gy):
         raise DataError(f"{root / GENUINE_FILE}: labels disagree with {root / JPEG_FILE} at the same official index")
     x[gidx] = gx
-    _, _, vidx = _read_genuine(root / VALIDATION_SOURCE)
-    val = vidx[-validation_rows:]
+    with np.load(root / VALIDATION_SOURCE, allow_pickle=False) as f:
+        val = f["idx"].astype(np.int64)[-validation_rows:]
     if not np.isin(val, gidx).all():
         raise DataError(f"{root / VALIDATION_SOURCE}: validation rows are not all genuine rows of {GENUINE_FILE}")
     order = np.concatenate([np.setdiff1d(np.arange(total), val), val])

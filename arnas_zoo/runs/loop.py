@@ -45,6 +45,11 @@ class RunTask(Protocol):
     epochs: int
     steps_per_epoch: int
 
+    @property
+    def stopped(self) -> str | None:
+        """Why the run ended before its last epoch (restored with the state), or None: keep going."""
+        ...
+
     def settings(self) -> dict[str, Any]:
         """JSON identity of the run (recipe, config): a resume with other settings is refused."""
         ...
@@ -152,7 +157,7 @@ def run_task(
     at = _start(task, state_path, resume, previous, info)
     steps_this_call = 0
     with StopFlag() as stop:
-        while at.epoch < task.epochs and not getattr(task, "stopped", None):  # a task may stop early
+        while at.epoch < task.epochs and not task.stopped:
             sums: dict[str, Any] = dict(at.partial) if at.step else {}
             started = time.perf_counter()
             with report.task(f"{label} epoch {at.epoch + 1}/{task.epochs}", task.steps_per_epoch - at.step) as bar:

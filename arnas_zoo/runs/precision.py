@@ -16,7 +16,8 @@ Autocast = Callable[[], contextlib.AbstractContextManager[Any]]
 def cpu_has_native_bf16() -> bool | None:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo; None if unknown."""
     try:
-        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
     except OSError:
         return None
     return bool({"avx512_bf16", "amx_bf16"} & set(flags)) if flags else None
