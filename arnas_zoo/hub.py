@@ -211,5 +211,19 @@ def load(
         CheckpointError: the folder/repo has no config.json, weights that do not fit the config, or a
             file whose sha256 differs from the registry's pin.
         ConfigError: contradictory or malformed arguments (a revision for a folder, ``org/..``).
+
+    Warns (``UserWarning``) when a registry name is superseded by a better entry; it still loads.
     """
+    _warn_if_superseded(spec)
     return load_source(resolve(spec, revision), device=device, token=token, cache_dir=cache_dir)
+
+
+def _warn_if_superseded(spec: str | os.PathLike[str]) -> None:
+    import warnings
+
+    from arnas_zoo.pretrained import get_pretrained, is_pretrained
+
+    name = str(spec)
+    if is_pretrained(name) and get_pretrained(name).superseded_by:
+        better = get_pretrained(name).superseded_by
+        warnings.warn(f"{name} is superseded by {better} (arnas_zoo.load({better!r})); loading it anyway", stacklevel=3)

@@ -7,6 +7,11 @@ continues where the last run stopped: finished jobs are skipped and a half-train
 its saved state. :func:`write_table` turns the results into ``docs/leaderboard.md`` and a plot of robust
 accuracy against parameters and FLOPs.
 
+A run folder is scratch (git-ignored, lost with a checkout); the zoo is not. A model registered from a
+board (``scripts/zoo_from_leaderboard.py``) carries the board's settings in its ``metrics.json``
+(:func:`signature`), so its row comes from the registry wherever the run folder lacks it, and
+``run`` does not train it again unless asked: the board continues where the last machine stopped.
+
 The sizes are far below the papers' (C=4, 5 cells for the cell networks on a 2-core CPU), so ranks here
 may differ from the papers'; the table says so.
 """
@@ -128,13 +133,63 @@ def plan_jobs(board: Board, archs: Sequence[str]) -> list[Job]:
 
 
 def run_leaderboard(
-    board: Board, run_dir: str | Path, archs: Sequence[str] | None = None, **backend: Any
+    board: Board,
+    run_dir: str | Path,
+    archs: Sequence[str] | None = None,
+    *,
+    retrain_registered: bool = False,
+    **backend: Any,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate ``archs`` (default: every one of :data:`REDUCED_SIZES`) into ``run_dir``; resumable."""
+    """Train and evaluate ``archs`` (default: every one of :data:`REDUCED_SIZES`) into ``run_dir``; resumable.
+
+    Architectures with a registered model of this board (:func:`registered`) are skipped unless
+    ``retrain_registered``: their row comes from the zoo.
+    """
     run_dir = Path(run_dir)
     archs = list(archs or REDUCED_SIZES)
-    run_jobs(plan_jobs(board, archs), run_dir, **backend)
+    todo = archs if retrain_registered else [a for a in archs if a not in registered(board)]
+    if todo:
+        run_jobs(plan_jobs(board, todo), run_dir, **backend)
     return rows(board, run_dir, archs)
+
+
+def signature(board: Board, arch: str) -> dict[str, Any]:
+    """What makes a row of ``board`` comparable: data, recipe, seed, size, evaluation points and attacks."""
+    return {
+        "dataset": board.dataset,
+        "train_split": board.train_split,
+        "recipe": board.recipe,
+        "recipe_overrides": dict(board.recipe_overrides),
+        "seed": board.seed,
+        "arch": arch,
+        "size": dict(REDUCED_SIZES[arch]),
+        "eval_n": board.eval_n,
+        "eps": board.eps,
+        "attacks": list(board.attacks),
+    }
+
+
+def registered(board: Board) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``arch -> (zoo name, metrics)`` of the bundled zoo models trained and evaluated exactly as ``board``.
+
+    A model counts only when the signature in its ``metrics.json`` (``training.leaderboard``) equals
+    :func:`signature` and its report covers the board's points and attacks; superseded entries do not.
+    """
+    from arnas_zoo.pretrained import list_pretrained
+
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for spec in list_pretrained():
+        if spec.folder is None or spec.superseded_by or spec.arch not in REDUCED_SIZES:
+            continue
+        path = spec.bundled_path() / "metrics.json"
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        stamp = dict(metrics.get("training") or {}).get("leaderboard")
+        if stamp != signature(board, spec.arch):
+            continue
+        attacks = [r["attack"] for r in metrics.get("results", [])]
+        if metrics.get("data", {}).get("n") == board.eval_n and attacks == list(board.attacks):
+            found[spec.arch] = (spec.name, metrics)
+    return found
 
 
 def finished(board: Board, run_dir: str | Path, arch: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -144,30 +199,57 @@ def finished(board: Board, run_dir: str | Path, arch: str) -> tuple[dict[str, An
     return None if train is None or report is None else (train, report)
 
 
-def rows(board: Board, run_dir: str | Path, archs: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """One row per architecture whose evaluation is finished, best worst-case accuracy first."""
+def rows(
+    board: Board, run_dir: str | Path, archs: Sequence[str] | None = None, *, zoo: bool = True
+) -> list[dict[str, Any]]:
+    """One row per architecture whose evaluation is finished, best worst-case accuracy first.
+
+    A row comes from ``run_dir`` when both its jobs are finished there, else (``zoo``) from a registered
+    model of this board; ``weights`` names the zoo entry in that case.
+    """
     out = []
+    zoo_rows = registered(board) if zoo else {}
     for arch in archs or REDUCED_SIZES:
         done = finished(board, run_dir, arch)
-        if done is None:
+        if done is not None:
+            train, metrics = done
+            epoch = train["best"].get("epoch")
+            minutes = train_minutes(Path(run_dir) / "train" / arch / "log.jsonl")
+            weights = None
+        elif arch in zoo_rows:
+            weights, metrics = zoo_rows[arch]
+            epoch = metrics["training"].get("epoch")
+            minutes = float(metrics["training"]["seconds"]) / 60 if "seconds" in metrics["training"] else None
+        else:
             continue
-        train, metrics = done
+        stats = metrics.get("stats") or _stats(weights)
         row: dict[str, Any] = {
             "arch": arch,
             "size": REDUCED_SIZES[arch],
-            "params": metrics["stats"]["params"],
-            "macs": metrics["stats"]["macs"],
+            "params": stats["params"],
+            "macs": stats["macs"],
             "clean": metrics["clean_accuracy"],
             "worst_case": metrics["worst_case_accuracy"],
             "checks_failed": metrics["failed_checks"],
             "n": metrics["data"]["n"],
-            "epoch": train["best"].get("epoch"),
-            "train_minutes": train_minutes(Path(run_dir) / "train" / arch / "log.jsonl"),
+            "epoch": epoch,
+            "train_minutes": minutes,
+            "weights": weights,
         }
         for result in metrics["results"]:
             row[result["attack"]] = result["robust_accuracy"]
         out.append(row)
     return sorted(out, key=lambda r: (-r["worst_case"], -r["clean"]))
+
+
+def _stats(name: str | None) -> dict[str, Any]:
+    """Parameters and MACs of a registered model, from its pinned config (no weights loaded)."""
+    from arnas_zoo.checkpoint import read_config
+    from arnas_zoo.introspect import compute_stats
+    from arnas_zoo.pretrained import get_pretrained
+
+    assert name is not None
+    return compute_stats(read_config(get_pretrained(name).bundled_path()))
 
 
 def train_minutes(log: Path) -> float | None:
@@ -197,6 +279,7 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
         f"{board.eps:.4g}, attacks {', '.join(board.attacks)} (pgd: step eps/4, random start, 1 restart; "
         "aa: the reference AutoAttack, standard version); robust = correct on the clean and on the adversarial input",
         "- worst case: a point counts only if it survives every attack",
+        "- weights: the zoo entry (`arnas_zoo.load(NAME)`) holding the row's very checkpoint and report",
         "",
     ]
     if board.dataset == "cifar10":  # offline, CIFAR-10's reported points are validation rows
@@ -208,7 +291,7 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
         lines.insert(-1, caveat)
     attacks = list(board.attacks)
     head = ["#", "architecture", "size", "params", "MMACs", "clean", *attacks, "worst case", "best epoch", "train min",
-            "checks"]  # fmt: skip
+            "checks", "weights"]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rank, row in enumerate(table, 1):
         size = ", ".join(f"{k}={v}" for k, v in row["size"].items() if k != "cell_types")
@@ -224,6 +307,7 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
             str(row["epoch"]),
             "-" if row.get("train_minutes") is None else f"{row['train_minutes']:.0f}",
             "ok" if not row["checks_failed"] else "FAILED: " + ", ".join(row["checks_failed"]),
+            f"`{row['weights']}`" if row.get("weights") else "run folder only",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     missing = [a for a in REDUCED_SIZES if a not in {r["arch"] for r in table}]

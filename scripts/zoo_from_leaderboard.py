@@ -36,7 +36,7 @@ def _cpu_model() -> str:
 
 def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bool, supersedes: str | None) -> str:
     from arnas_zoo.checkpoint import atomic_write_json
-    from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, finished, train_minutes
+    from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, finished, signature, train_minutes
     from arnas_zoo.pretrained import index_entry, read_index, write_index
 
     board = BOARDS[board_name]
@@ -65,7 +65,7 @@ def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bo
     training = json.loads((source / "metrics.json").read_text()).get("training", {})
     training.update(
         {
-            "leaderboard": f"{board_name} (arnas-zoo leaderboard run {board_name}); size {size}",
+            "leaderboard": signature(board, arch),  # its row on the board comes from here once registered
             "recipe_settings": {
                 k: recipe[k]
                 for k in (
@@ -104,9 +104,7 @@ def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bo
     if supersedes:
         from dataclasses import replace as with_changes
 
-        marker = f"Superseded by {name}. "
-        entries = [with_changes(e, description=marker + e.description.removeprefix(marker))
-                   if e.name == supersedes else e for e in entries]  # fmt: skip
+        entries = [with_changes(e, superseded_by=name) if e.name == supersedes else e for e in entries]
     entry = index_entry(target, name, description=description, data="")
     write_index(INDEX, [*entries, entry])
     return name

@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from arnas_zoo.errors import ConfigError
-from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, Board, plan_jobs, rows, run_leaderboard, write_table
+from arnas_zoo.leaderboard import (
+    BOARDS,
+    REDUCED_SIZES,
+    Board,
+    plan_jobs,
+    registered,
+    rows,
+    run_leaderboard,
+    signature,
+    write_table,
+)
 from arnas_zoo.registry import list_archs, resolve_config
 
 TINY = Board(
@@ -59,4 +69,40 @@ def test_tiny_board_runs_resumes_and_writes_table(tmp_path: Path) -> None:
     assert (tmp_path / "docs" / "img" / "board.png").stat().st_size > 1000
     assert "ranks may differ" in text and "](img/board.png)" in text
     assert "| 1 | " in text and "| 2 | " in text and "Not finished yet: darts_v2" in text
+    assert "| run folder only |" in text
     assert rows(TINY, tmp_path, ["darts_v2"]) == []  # not run: no row, no error
+
+
+def test_registered_models_give_their_rows_and_are_not_trained_again(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    board = BOARDS["mnist"]
+    zoo = registered(board)
+    name, metrics = zoo["arnas"]
+    assert name == "arnas.mnist_linf_cpu_c4l5_60k"  # the superseded toy of the same arch does not count
+    assert metrics["training"]["leaderboard"] == signature(board, "arnas")
+    # an empty run folder: the row is the registered report, and nothing is trained or planned
+    table = run_leaderboard(board, tmp_path, ["arnas"])
+    assert [r["arch"] for r in table] == ["arnas"] and table[0]["weights"] == name
+    row = table[0]
+    assert row["clean"] == metrics["clean_accuracy"] and row["aa"] == next(
+        r["robust_accuracy"] for r in metrics["results"] if r["attack"] == "aa"
+    )
+    assert row["worst_case"] <= row["aa"] <= row["clean"] and row["params"] > 0 and row["macs"] > 0
+    assert not (tmp_path / "jobs").exists()
+    # another board's settings (other points, another seed) do not take the registered row
+    assert "arnas" not in registered(replace(board, eval_n=1000))
+    assert "arnas" not in registered(replace(board, seed=1))
+    assert rows(board, tmp_path, ["arnas"], zoo=False) == []
+    text = write_table(board, tmp_path, tmp_path / "board.md")
+    assert f"`{name}`" in text
+
+
+def test_a_superseded_model_warns_and_still_loads() -> None:
+    import arnas_zoo
+    from arnas_zoo.pretrained import get_pretrained
+
+    assert get_pretrained("arnas.mnist_linf_cpu_c4l5").superseded_by == "arnas.mnist_linf_cpu_c4l5_60k"
+    with pytest.warns(UserWarning, match="superseded by arnas.mnist_linf_cpu_c4l5_60k"):
+        model = arnas_zoo.load("arnas.mnist_linf_cpu_c4l5")
+    assert model.config.in_channels == 1

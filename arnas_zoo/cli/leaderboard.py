@@ -29,6 +29,11 @@ def leaderboard_group() -> None:
 @click.option("--address", default=None, help="Ray cluster to join: auto, HOST:PORT [a new local cluster]")
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="jobs running at once [all]")
 @click.option("--table", "table_out", type=click.Path(dir_okay=False), default=None, help="also write the markdown")
+@click.option(
+    "--retrain-registered",
+    is_flag=True,
+    help="also train architectures whose row a registered zoo model of this board already gives",
+)
 @friendly_errors
 def run_command(
     board: str,
@@ -39,8 +44,13 @@ def run_command(
     address: str | None,
     max_parallel: int | None,
     table_out: str | None,
+    retrain_registered: bool,
 ) -> None:
-    """Train and evaluate; rerun the same command to continue where the last run stopped."""
+    """Train and evaluate; rerun the same command to continue where the last run stopped.
+
+    Architectures with a registered zoo model of this board are not trained again (their row comes from
+    the zoo) unless --retrain-registered.
+    """
     from dataclasses import replace
 
     from arnas_zoo.leaderboard import BOARDS, run_leaderboard, write_table
@@ -48,7 +58,13 @@ def run_command(
     the_board = BOARDS[board] if eval_n is None else replace(BOARDS[board], eval_n=eval_n)
     folder = run_dir or f"runs/leaderboard-{board}"
     table = run_leaderboard(
-        the_board, folder, archs or None, backend=backend, address=address, max_parallel=max_parallel
+        the_board,
+        folder,
+        archs or None,
+        retrain_registered=retrain_registered,
+        backend=backend,
+        address=address,
+        max_parallel=max_parallel,
     )
     for row in table:
         click.echo(f"{row['arch']:14s} clean {100 * row['clean']:5.1f}  worst case {100 * row['worst_case']:5.1f}")
