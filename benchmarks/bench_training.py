@@ -156,7 +156,9 @@ def machine_peak_gflops(seconds: float = 3.0) -> dict:
     return out
 
 
-def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
+def prepare(impl: str, batch: int, args: argparse.Namespace):
+    """``(run_step, work)``: ``run_step(i)`` runs step ``i`` of ``impl`` on its own data (``args.warmup +
+    args.steps`` batches are made); ``work`` is the step's forward-pass equivalents."""
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = create_model("arnas", init_channels=args.init_channels, layers=args.layers).to(device)
@@ -166,6 +168,7 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
     images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n).astype(np.int64)
     recipe = get_recipe(args.recipe, batch_size=batch)  # the "ours*" impls follow it; authors/reference are PGD-7
+    work = FORWARD_EQUIVALENTS if impl == "authors" else forward_equivalents(7, False)  # reference: no clean pass
     if impl.startswith("ours"):
         if "s2b" in impl:
             os.environ["ARNAS_ZOO_DILATED"] = "s2b"
@@ -176,6 +179,7 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
         x_all = x_all.contiguous(memory_format=torch.channels_last)
         y_all = torch.from_numpy(labels).to(device)
         use_cuda = device.type == "cuda"
+        work = forward_equivalents(recipe.steps, recipe.aux_input == "clean" and model.config.auxiliary)
 
         def autocast():
             import contextlib
@@ -190,12 +194,9 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
         loader = iter(torch.utils.data.DataLoader(_HostImages(images, labels), batch_size=batch, shuffle=True,
                                                   num_workers=2, drop_last=True))  # fmt: skip
     model.train()
-    times = []
-    for i in range(args.warmup + args.steps):
+
+    def run_step(i: int) -> None:
         sl = slice(i * batch, (i + 1) * batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
         if impl.startswith("ours"):
             gen = torch.Generator(device=device).manual_seed(i)
             xb = augment(x_all[sl], gen, crop_padding=4, flip=True, cutout=16).contiguous(
@@ -209,6 +210,19 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
             authors_step(model, optimizer, xb.to(device), yb.to(device))
         else:
             reference_step(model, optimizer, images[sl], labels[sl], rng, device)
+
+    return run_step, work
+
+
+def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    run_step, work = prepare(impl, batch, args)
+    times = []
+    for i in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        run_step(i)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= args.warmup:
@@ -220,10 +234,6 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         peak_kind = "peak RSS of the process (includes the Python/torch runtime)"
     from arnas_zoo.stats import count_ops
-
-    work = FORWARD_EQUIVALENTS if impl == "authors" else forward_equivalents(7, False)  # reference: no clean pass
-    if impl.startswith("ours"):
-        work = forward_equivalents(recipe.steps, recipe.aux_input == "clean" and model.config.auxiliary)
 
     macs, _ = count_ops(create_model("arnas", init_channels=args.init_channels, layers=args.layers).eval(), (3, 32, 32))
     return {
