@@ -13,12 +13,20 @@ does not depend on the pixels. Writes one JSON file.
 ``--objectives``: ``pgd_ce`` is ARNAS' step (PGD weight training, PGD objective); ``jacobian``,
 ``certified`` and ``combined`` are DSRNA's steps on the same supernet (clean weight training, the
 metric as the robust objective).
+
+``--impls ours,authors``: *authors* is the reference for ``pgd_ce``: the passes of the authors' search
+loop (fyqsama/ARNAS ``train_search.py`` + ``architect_2.py``, read for behaviour, not copied) on the
+same supernet: NCHW fp32; uint8 images through PIL transforms; a fresh iterator over the validation
+loader every step; PGD-7 with the model in train mode; per objective a separately unrolled *copy* of
+the network (its own forward and backward on the training batch) and its own finite-difference
+Hessian-vector product; MGDA; the weight step; the loss read on the host.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -28,6 +36,118 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def _pgd_train_mode(model, x, y, eps: float, alpha: float, steps: int):  # type: ignore[no-untyped-def]
+    """The authors' attack call: uniform start, sign steps, projection, the model left in train mode."""
+    import torch
+    import torch.nn.functional as F
+
+    x_adv = x + torch.empty_like(x).uniform_(-eps, eps)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), [x_adv])
+        x_adv = (x + (x_adv.detach() + alpha * grad.sign() - x).clamp(-eps, eps)).detach()
+    return x_adv
+
+
+def _unrolled_copy(model, w_opt, x, y, eta: float):  # type: ignore[no-untyped-def]
+    """A new network holding w - eta (momentum buf + grad + wd w): its own forward/backward, then a copy."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    weights = model.weight_parameters()
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), weights)
+    group = w_opt.param_groups[0]
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, q, g in zip(weights, clone.weight_parameters(), grads):
+            buf = w_opt.state.get(p, {}).get("momentum_buffer")
+            step = g + group["weight_decay"] * p + (group["momentum"] * buf if buf is not None else 0.0)
+            q.copy_(p - eta * step)
+    return clone
+
+
+def _authors_implicit(model, clone, x_tr, y_tr, r: float = 1e-2) -> list:  # type: ignore[no-untyped-def]
+    """d alpha of the unrolled copy minus eta-free finite-difference Hessian-vector term on the original."""
+    import torch
+    import torch.nn.functional as F
+
+    vector = [q.grad for q in clone.weight_parameters()]
+    radius = r / torch.cat([v.flatten() for v in vector]).norm()
+    weights, alphas = model.weight_parameters(), model.arch_parameters()
+    out = []
+    for sign in (1.0, -2.0):
+        with torch.no_grad():
+            for p, v in zip(weights, vector):
+                p.add_(v, alpha=sign * float(radius))
+        out.append(torch.autograd.grad(F.cross_entropy(model(x_tr), y_tr), alphas))
+    with torch.no_grad():
+        for p, v in zip(weights, vector):
+            p.add_(v, alpha=float(radius))
+    return [(a - b) / (2 * radius) for a, b in zip(*out)]
+
+
+def authors_step(run, loaders, lam: float, eps: float, alpha: float, steps: int) -> None:  # type: ignore[no-untyped-def]
+    """One search step with the passes of the authors' loop (see the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
+    model, w_opt, a_opt = run.model, run.w_opt, run.architect.optimizer
+    eta = w_opt.param_groups[0]["lr"]
+    model.train()
+    x_tr, y_tr = next(loaders["train"])
+    x_adv = _pgd_train_mode(model, x_tr, y_tr, eps, alpha, steps)
+    x_val, y_val = next(iter(loaders["val"]))  # a fresh iterator every step, as the authors' loop does
+    x_val_adv = _pgd_train_mode(model, x_val, y_val, eps, alpha, steps)
+    a_opt.zero_grad()
+    directions = []
+    for x_obj, scale in ((x_val, 1.0), (x_val_adv, lam)):
+        clone = _unrolled_copy(model, w_opt, x_adv, y_tr, eta)
+        (scale * F.cross_entropy(clone(x_obj), y_val)).backward()
+        implicit = _authors_implicit(model, clone, x_adv, y_tr)
+        directions.append(torch.cat([(a.grad - eta * h).flatten() for a, h in zip(clone.arch_parameters(), implicit)]))
+    u1, u2 = directions
+    gamma = (torch.dot(u2 - u1, u2) / torch.dot(u2 - u1, u2 - u1)).clamp(0.0, 1.0)
+    combined, offset = gamma * u1 + (1 - gamma) * u2, 0
+    for a in model.arch_parameters():
+        a.grad = combined[offset : offset + a.numel()].view_as(a).clone()
+        offset += a.numel()
+    a_opt.step()
+    w_opt.zero_grad()
+    loss = F.cross_entropy(model(x_adv), y_tr)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
+    w_opt.step()
+    float(loss)
+
+
+def _authors_loaders(n: int, batch: int) -> dict:
+    """uint8 images through the authors' search transforms (crop, flip, to tensor) on PIL images."""
+    import numpy as np
+    import torch
+    import torchvision.transforms as T
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, seed: int):
+            rng = np.random.default_rng(seed)
+            self.x = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+            self.y = rng.integers(0, 10, size=n)
+            self.t = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor()])
+
+        def __len__(self) -> int:
+            return n
+
+        def __getitem__(self, i: int):  # type: ignore[no-untyped-def]
+            from PIL import Image
+
+            return self.t(Image.fromarray(self.x[i])), int(self.y[i])
+
+    train = torch.utils.data.DataLoader(Images(0), batch_size=batch, shuffle=True)
+    val = torch.utils.data.DataLoader(Images(1), batch_size=batch, shuffle=True)
+    return {"train": iter(train), "val": val}
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -46,8 +166,8 @@ def measure(args: argparse.Namespace) -> dict:
         f"batch_size={args.batch_size}",
         f"order={args.order}",
         f"pgd_steps={args.pgd_steps}",
-        f"channels_last={json.dumps(args.channels_last)}",
-        f"amp={json.dumps(not args.no_amp)}",
+        f"channels_last={json.dumps(args.channels_last and args.impl == 'ours')}",
+        f"amp={json.dumps(not args.no_amp and args.impl == 'ours')}",
         f"robust_objective={args.objective}",
         f"weight_attack={'pgd' if args.objective == 'pgd_ce' else 'none'}",
     ]
@@ -59,6 +179,10 @@ def measure(args: argparse.Namespace) -> dict:
     y = torch.randint(0, 10, (2 * n,), generator=g).to(device)
     data = SearchData(x[:n], y[:n], x[n:], y[n:], 10, "synthetic uniform [0, 1] images")
     run = SearchRun(cfg, data, Path(tempfile.mkdtemp()), device, Dist(device=device))
+    if args.impl == "authors":
+        if args.objective != "pgd_ce" or args.order != "second":
+            raise SystemExit("--impls authors: only the ARNAS step (pgd_ce, second order) has an authors' reference")
+        loaders = _authors_loaders(n, args.batch_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -66,7 +190,10 @@ def measure(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        run.step(0, i)  # one full search step: batches, PGD, architecture step, weight step
+        if args.impl == "authors":
+            authors_step(run, loaders, cfg.lam, cfg.eps, cfg.step_size, cfg.pgd_steps)
+        else:
+            run.step(0, i)  # one full search step: batches, PGD, architecture step, weight step
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i >= args.warmup:
@@ -78,6 +205,7 @@ def measure(args: argparse.Namespace) -> dict:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         peak_kind = "max RSS of the process"
     return {
+        "impl": args.impl,
         "batch_size": args.batch_size,
         "order": args.order,
         "objective": args.objective,
@@ -98,6 +226,8 @@ def measure(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="32,64")
+    parser.add_argument("--impls", default="ours", help="ours, authors (the reference for pgd_ce, second order)")
+    parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--orders", default="first,second")
     parser.add_argument("--objectives", default="pgd_ce", help="pgd_ce (ARNAS), jacobian, certified, combined")
     parser.add_argument("--objective", default="pgd_ce", help=argparse.SUPPRESS)
@@ -119,16 +249,20 @@ def main() -> None:
         return
     results = []
     combos = [
-        (o, obj, int(b))
+        (o, obj, int(b), impl)
         for o in args.orders.split(",")
         for obj in args.objectives.split(",")
         for b in args.batch_sizes.split(",")
+        for impl in args.impls.split(",")
+        if impl == "ours" or (o == "second" and obj == "pgd_ce")
     ]
-    for order, objective, bs in combos:
+    for order, objective, bs, impl in combos:
         cmd = [
             sys.executable,
             __file__,
             "--child",
+            "--impl",
+            impl,
             "--batch-size",
             str(bs),
             "--order",
@@ -153,7 +287,7 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"{order:6s} {objective:9s} batch {bs:3d}: {row['seconds_per_step']:.2f} s/step, "
+            f"{impl:7s} {order:6s} {objective:9s} batch {bs:3d}: {row['seconds_per_step']:.2f} s/step, "
             f"peak {row['peak_memory_mb']:.0f} MB",
             flush=True,
         )
@@ -161,6 +295,7 @@ def main() -> None:
     report = {
         "benchmark": "search step (PGD train + PGD val + architecture step + weight step)",
         "host": platform.node(),
+        "load_average_at_end": os.getloadavg(),
         "python": platform.python_version(),
         "results": results,
     }

@@ -34,7 +34,8 @@ for stage in $STAGES; do
         --warmup 1 --threads "$THREADS" --impls authors,reference,ours,ours-s2b --out "$OUT/training_cpu_paper.json" ;;
     search)
       $PY benchmarks/bench_search.py --init-channels 24 --layers 8 --pgd-steps 7 --batch-sizes "$BATCHES_SEARCH" \
-        --orders first,second --steps 1 --warmup 1 --device cpu --out "$OUT/search_cpu_paper_pgd7.json" ;;
+        --orders first,second --impls ours,authors --steps 1 --warmup 1 --device cpu \
+        --out "$OUT/search_cpu_paper_pgd7.json" ;;
     *) echo "unknown stage $stage (onnx, attack, training, search)" >&2; exit 2 ;;
   esac
 done
