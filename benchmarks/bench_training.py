@@ -194,6 +194,14 @@ def prepare(impl: str, batch: int, args: argparse.Namespace):
         loader = iter(torch.utils.data.DataLoader(_HostImages(images, labels), batch_size=batch, shuffle=True,
                                                   num_workers=2, drop_last=True))  # fmt: skip
     model.train()
+    models = None
+    if impl.startswith("ours"):
+        if "compile" in impl:  # inductor; the warm-up steps pay the compilation
+            from arnas_zoo.training.compiled import compiled_models
+
+            models = compiled_models(model, True, 0.4, Dist())
+        else:
+            models = StepModels(model, model, use_aux=True, aux_weight=0.4, dist=Dist())
 
     def run_step(i: int) -> None:
         sl = slice(i * batch, (i + 1) * batch)
@@ -203,7 +211,6 @@ def prepare(impl: str, batch: int, args: argparse.Namespace):
                 memory_format=torch.channels_last
             )
             noise = torch.randn(xb.shape, generator=gen, device=device)
-            models = StepModels(model, model, use_aux=True, aux_weight=0.4, dist=Dist())
             train_step(models, optimizer, recipe, xb, y_all[sl], noise, recipe.eps, autocast)
         elif impl == "authors":
             xb, yb = next(loader)
@@ -264,7 +271,8 @@ def main() -> None:
         default="authors,reference,ours",
         help="comma-separated, the first is the base of the ratios: authors (the authors' passes and host "
         "pipeline), reference (round one's lighter loop), ours, ours-bf16 (bf16 autocast on CPU), ours-s2b "
-        "(space-to-batch dilated convolutions), ours-bf16-s2b",
+        "(space-to-batch dilated convolutions), ours-bf16-s2b, ours-compile (torch.compile, inductor; give "
+        "--warmup 2 or more: the first steps compile)",
     )
     parser.add_argument(
         "--recipe",
