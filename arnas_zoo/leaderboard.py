@@ -215,7 +215,7 @@ def rows(
             train, metrics = done
             epoch = train["best"].get("epoch")
             minutes = train_minutes(Path(run_dir) / "train" / arch / "log.jsonl")
-            weights = None
+            weights = _zoo_name_of(Path(run_dir) / train["best_dir"], zoo_rows.get(arch, (None, {}))[0])
         elif arch in zoo_rows:
             weights, metrics = zoo_rows[arch]
             epoch = metrics["training"].get("epoch")
@@ -240,6 +240,17 @@ def rows(
             row[result["attack"]] = result["robust_accuracy"]
         out.append(row)
     return sorted(out, key=lambda r: (-r["worst_case"], -r["clean"]))
+
+
+def _zoo_name_of(folder: Path, name: str | None) -> str | None:
+    """``name`` when that zoo entry holds the very weights in ``folder`` (same sha256), else None."""
+    from arnas_zoo.checkpoint import sha256_file
+    from arnas_zoo.pretrained import get_pretrained
+
+    weights = folder / "model.safetensors"
+    if name is None or not weights.is_file():
+        return None
+    return name if sha256_file(weights) == get_pretrained(name).sha256 else None
 
 
 def _stats(name: str | None) -> dict[str, Any]:
