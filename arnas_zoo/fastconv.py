@@ -11,8 +11,14 @@ interleaved back. At ``stride == d`` only the sub-image (0, 0) is needed (the DA
 cells' ``dil_conv`` at stride 2). Other strides use the plain convolution.
 
 Which one runs: ``ARNAS_ZOO_DILATED`` = ``plain`` (the default: bit-identical to every earlier result),
-``s2b`` (always space-to-batch where it applies). The numerics equal the plain convolution's to
-float32 rounding (tests/test_fastconv.py); summation order differs, so results are not bit-identical.
+``s2b`` (always space-to-batch where it applies), ``auto`` (per shape, the faster of the two: the first
+call with a new shape, layout and dtype times both, forward and backward, and the choice is kept for
+the process; :func:`choices` lists them). The numerics equal the plain convolution's to float32
+rounding (tests/test_fastconv.py); summation order differs, so results are not bit-identical.
+
+On a channels_last input the sub-images are gathered and scattered in NHWC order (one copy each
+way); reshaping through the logical NCHW view instead cost three copies each way and made
+space-to-batch slower than the plain convolution inside a network.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODES = ("plain", "s2b")
+MODES = ("plain", "s2b", "auto")
+_CHOICES: dict[tuple, str] = {}
 
 
 def mode() -> str:
@@ -51,24 +58,63 @@ def dilated_depthwise_s2b(
     hp, wp = h + 2 * padding, w + 2 * padding
     hq, wq = -(-hp // d), -(-wp // d)  # ceil: pad the far sides to a multiple of d
     xp = F.pad(x, (padding, padding + wq * d - wp, padding, padding + hq * d - hp))
+    if channels_last:  # work on the NHWC memory directly: one copy in, one out
+        return _s2b_nhwc(xp, weight, n, c, d, hq, wq, h_out, w_out)
     sub = xp.reshape(n, c, hq, d, wq, d).permute(0, 3, 5, 1, 2, 4).reshape(n * d * d, c, hq, wq)
-    if channels_last:
-        sub = sub.contiguous(memory_format=torch.channels_last)
     out = F.conv2d(sub, weight, groups=c)  # (n*d*d, c, hq-k+1, wq-k+1)
     ho, wo = out.shape[-2:]
     out = out.reshape(n, d, d, c, ho, wo).permute(0, 3, 4, 1, 5, 2).reshape(n, c, ho * d, wo * d)
-    out = out[:, :, :h_out, :w_out]
-    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+    return out[:, :, :h_out, :w_out]
+
+
+def _s2b_nhwc(
+    xp: torch.Tensor, weight: torch.Tensor, n: int, c: int, d: int, hq: int, wq: int, h_out: int, w_out: int
+) -> torch.Tensor:
+    """Space-to-batch on a channels_last tensor, its sub-images gathered and scattered in NHWC order."""
+    nhwc = xp.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # a view of the NHWC memory
+    sub = nhwc.reshape(n, hq, d, wq, d, c).permute(0, 2, 4, 1, 3, 5).reshape(n * d * d, hq, wq, c)
+    out = F.conv2d(sub.permute(0, 3, 1, 2), weight, groups=c)  # a channels_last view in, channels_last out
+    ho, wo = out.shape[-2:]
+    out_nhwc = out.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    grid = out_nhwc.reshape(n, d, d, ho, wo, c).permute(0, 3, 1, 4, 2, 5).reshape(n, ho * d, wo * d, c)
+    return grid[:, :h_out, :w_out].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def choices() -> dict[tuple, str]:
+    """``ARNAS_ZOO_DILATED=auto``'s measured choices so far: (shape, stride, dilation, layout, dtype) -> name."""
+    return dict(_CHOICES)
+
+
+def _faster(x: torch.Tensor, conv: nn.Conv2d, stride: int, padding: int, dilation: int, repeats: int = 3) -> str:
+    """Time plain and space-to-batch (forward + backward, alternating, best of ``repeats``) on a copy of ``x``."""
+    import time
+
+    probe = x.detach().clone().requires_grad_(True)
+    weight = conv.weight.detach().clone().requires_grad_(True)
+    runs = {
+        "plain": lambda: F.conv2d(probe, weight, None, stride, padding, dilation, conv.groups),
+        "s2b": lambda: dilated_depthwise_s2b(probe, weight, stride, padding, dilation),
+    }
+    best = {name: float("inf") for name in runs}
+    with torch.enable_grad():
+        for _ in range(repeats):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run().sum().backward()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return min(best, key=lambda name: best[name])
 
 
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters and state-dict keys) that runs dilated depthwise convolutions by
-    space-to-batch when ``ARNAS_ZOO_DILATED=s2b``; ONNX export and every other case use the plain one."""
+    space-to-batch when ``ARNAS_ZOO_DILATED=s2b`` (or ``auto`` and measured faster for the shape); ONNX
+    export and every other case use the plain one."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stride, dilation, padding = self.stride[0], self.dilation[0], self.padding
+        chosen = mode()
         if (
-            mode() == "s2b"
+            chosen != "plain"
             and isinstance(padding, tuple)
             and padding[0] == padding[1]
             and self.stride[0] == self.stride[1]
@@ -79,5 +125,12 @@ class DepthwiseConv2d(nn.Conv2d):
             and not torch.onnx.is_in_onnx_export()
             and not torch.jit.is_tracing()
         ):
-            return dilated_depthwise_s2b(x, self.weight, stride, int(padding[0]), dilation)
+            if chosen == "auto":
+                layout = "channels_last" if x.is_contiguous(memory_format=torch.channels_last) else "nchw"
+                key = (tuple(x.shape), self.kernel_size[0], stride, dilation, layout, str(x.dtype), x.device.type)
+                if key not in _CHOICES:
+                    _CHOICES[key] = _faster(x, self, stride, int(padding[0]), dilation)
+                chosen = _CHOICES[key]
+            if chosen == "s2b":
+                return dilated_depthwise_s2b(x, self.weight, stride, int(padding[0]), dilation)
         return super().forward(x)

@@ -170,8 +170,8 @@ def prepare(impl: str, batch: int, args: argparse.Namespace):
     recipe = get_recipe(args.recipe, batch_size=batch)  # the "ours*" impls follow it; authors/reference are PGD-7
     work = FORWARD_EQUIVALENTS if impl == "authors" else forward_equivalents(7, False)  # reference: no clean pass
     if impl.startswith("ours"):
-        if "s2b" in impl:
-            os.environ["ARNAS_ZOO_DILATED"] = "s2b"
+        if "s2b" in impl or "auto" in impl:
+            os.environ["ARNAS_ZOO_DILATED"] = "s2b" if "s2b" in impl else "auto"
         bf16_cpu = "bf16" in impl
         if recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -271,7 +271,8 @@ def main() -> None:
         default="authors,reference,ours",
         help="comma-separated, the first is the base of the ratios: authors (the authors' passes and host "
         "pipeline), reference (round one's lighter loop), ours, ours-bf16 (bf16 autocast on CPU), ours-s2b "
-        "(space-to-batch dilated convolutions), ours-bf16-s2b, ours-compile (torch.compile, inductor; give "
+        "(space-to-batch dilated convolutions), ours-auto (per shape, the measured faster), ours-bf16-s2b, "
+        "ours-compile (torch.compile, inductor; give "
         "--warmup 2 or more: the first steps compile)",
     )
     parser.add_argument(

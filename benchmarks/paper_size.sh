@@ -31,7 +31,7 @@ for stage in $STAGES; do
       done ;;
     training)
       $PY benchmarks/bench_training.py --init-channels 64 --layers 20 --batches "$BATCHES_TRAIN" --steps 1 \
-        --warmup 1 --threads "$THREADS" --impls authors,reference,ours,ours-s2b --out "$OUT/training_cpu_paper.json" ;;
+        --warmup 1 --threads "$THREADS" --impls authors,reference,ours,ours-s2b,ours-auto --out "$OUT/training_cpu_paper.json" ;;
     search)
       $PY benchmarks/bench_search.py --init-channels 24 --layers 8 --pgd-steps 7 --batch-sizes "$BATCHES_SEARCH" \
         --orders first,second --impls ours,authors --steps 1 --warmup 1 --device cpu \

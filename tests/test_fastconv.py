@@ -35,6 +35,7 @@ def test_forward_and_backward_equal_the_plain_convolution(n, c, h, w, k, d, stri
     a = F.conv2d(xa, wa, stride=stride, padding=padding, dilation=d, groups=c)
     b = dilated_depthwise_s2b(xb, wb, stride, padding, d)
     assert a.shape == b.shape
+    assert b.is_contiguous(memory_format=torch.channels_last) == channels_last or b.is_contiguous()  # layout kept
     assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
     g = torch.randn_like(a)
     a.backward(g)
@@ -43,25 +44,32 @@ def test_forward_and_backward_equal_the_plain_convolution(n, c, h, w, k, d, stri
     assert torch.allclose(wa.grad, wb.grad, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["arnas", "darts_v2"])
-def test_networks_give_the_same_logits_and_gradients_with_the_fast_path(arch: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("arch,channels_last", [("arnas", False), ("darts_v2", False), ("arnas", True)])
+def test_networks_give_the_same_logits_and_gradients_with_the_fast_path(
+    arch: str, channels_last: bool, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     from arnas_zoo import create_model
+    from arnas_zoo.fastconv import DepthwiseConv2d, choices
 
     torch.manual_seed(0)
     model = create_model(arch, in_channels=1, input_size=16, init_channels=4, layers=5, auxiliary=False).eval()
-    from arnas_zoo.fastconv import DepthwiseConv2d
-
     assert any(m.dilation[0] > 1 for m in model.modules() if isinstance(m, DepthwiseConv2d))  # the path applies
     x = torch.rand(4, 1, 16, 16)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     out = {}
-    for mode in ("plain", "s2b"):
+    for mode in ("plain", "s2b", "auto"):
         monkeypatch.setenv("ARNAS_ZOO_DILATED", mode)
         xi = x.clone().requires_grad_()
         model.zero_grad()
         logits = model(xi)
         logits.sum().backward()
         out[mode] = (logits.detach(), xi.grad, [p.grad.clone() for p in model.parameters() if p.grad is not None])
-    assert torch.allclose(out["plain"][0], out["s2b"][0], atol=1e-5)
-    assert torch.allclose(out["plain"][1], out["s2b"][1], atol=1e-5)
-    for ga, gb in zip(out["plain"][2], out["s2b"][2]):
-        assert torch.allclose(ga, gb, atol=1e-4, rtol=1e-4)
+    for fast in ("s2b", "auto"):
+        assert torch.allclose(out["plain"][0], out[fast][0], atol=1e-5)
+        assert torch.allclose(out["plain"][1], out[fast][1], atol=1e-5)
+        for ga, gb in zip(out["plain"][2], out[fast][2]):
+            assert torch.allclose(ga, gb, atol=1e-4, rtol=1e-4)
+    layout = "channels_last" if channels_last else "nchw"
+    measured = [name for key, name in choices().items() if key[4] == layout]
+    assert measured and set(measured) <= {"plain", "s2b"}  # auto measured this layout's shapes and chose
