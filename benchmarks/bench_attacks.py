@@ -92,7 +92,7 @@ def main() -> None:
 
     model = create_model(args.arch, init_channels=args.init_channels, layers=args.layers).to(device).eval()
     eps, alpha = 8 / 255, 2 / 255
-    counters = {"ours": PassCounter(), "ours_nchw": PassCounter(), "torchattacks": PassCounter()}
+    counters = {k: PassCounter() for k in ("ours", "ours_auto", "ours_nchw", "torchattacks")}
     wrapped = {k: CountingModel(model, c) for k, c in counters.items()}
     theirs = torchattacks.PGD(wrapped["torchattacks"], eps=eps, alpha=alpha, steps=args.steps, random_start=True)
 
@@ -123,11 +123,21 @@ def main() -> None:
                 channels_last=False,
             )
 
+    def run_ours_auto() -> None:  # ARNAS_ZOO_DILATED=auto: per shape, the faster dilated convolution
+        os.environ["ARNAS_ZOO_DILATED"] = "auto"
+        try:
+            gen = torch.Generator(device=device).manual_seed(args.seed)
+            for i in range(0, args.n, args.batch_size):
+                pgd(wrapped["ours_auto"], x_all[i : i + args.batch_size], y_all[i : i + args.batch_size], eps=eps,
+                    step_size=alpha, steps=args.steps, generator=gen)  # fmt: skip
+        finally:
+            os.environ.pop("ARNAS_ZOO_DILATED")
+
     def run_theirs() -> None:
         for i in range(0, args.n, args.batch_size):
             theirs(x_all[i : i + args.batch_size], y_all[i : i + args.batch_size])
 
-    runs = {"ours": run_ours, "ours_nchw": run_ours_nchw, "torchattacks": run_theirs}
+    runs = {"ours": run_ours, "ours_auto": run_ours_auto, "ours_nchw": run_ours_nchw, "torchattacks": run_theirs}
     # warm-up (allocator, oneDNN primitive caches) on one batch each, not timed or counted
     for _ in range(1):
         pgd(model, x_all[: args.batch_size], y_all[: args.batch_size], eps=eps, step_size=alpha, steps=1)
@@ -159,7 +169,7 @@ def main() -> None:
             "forward_passes_per_image": c.forward / images,
             "backward_passes_per_image": c.backward / images,
         }
-    for key in ("ours", "ours_nchw"):
+    for key in ("ours", "ours_auto", "ours_nchw"):
         result[f"speedup_{key}_vs_torchattacks"] = (
             result["results"][key]["images_per_second"] / result["results"]["torchattacks"]["images_per_second"]
         )
@@ -171,6 +181,7 @@ def main() -> None:
         )
     print(
         f"speedup ours/torchattacks: {result['speedup_ours_vs_torchattacks']:.2f}x (channels_last), "
+        f"{result['speedup_ours_auto_vs_torchattacks']:.2f}x (channels_last, ARNAS_ZOO_DILATED=auto), "
         f"{result['speedup_ours_nchw_vs_torchattacks']:.2f}x (NCHW)  -> {args.out}"
     )
 
