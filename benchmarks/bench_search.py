@@ -172,6 +172,7 @@ def measure(args: argparse.Namespace) -> dict:
         f"weight_attack={'pgd' if args.objective == 'pgd_ce' else 'none'}",
     ]
     overrides += [f"init_channels={args.init_channels}", f"layers={args.layers}"]
+    overrides += [f"recompute={json.dumps(args.recompute and args.impl == 'ours')}"]
     cfg = load_config("paper", overrides)
     g = torch.Generator().manual_seed(0)
     n = args.batch_size * (args.steps + args.warmup)
@@ -206,6 +207,7 @@ def measure(args: argparse.Namespace) -> dict:
         peak_kind = "max RSS of the process"
     return {
         "impl": args.impl,
+        "recompute": bool(args.recompute and args.impl == "ours"),
         "batch_size": args.batch_size,
         "order": args.order,
         "objective": args.objective,
@@ -214,6 +216,7 @@ def measure(args: argparse.Namespace) -> dict:
         "seconds_per_step": sum(times) / len(times),
         "step_seconds": times,
         "peak_memory_mb": round(peak_mb, 1),
+        "peak_memory_mb_per_image": round(peak_mb / args.batch_size, 2),
         "peak_memory_kind": peak_kind,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
@@ -228,6 +231,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="32,64")
     parser.add_argument("--impls", default="ours", help="ours, authors (the reference for pgd_ce, second order)")
     parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
+    parser.add_argument("--recompute", action="store_true", help="ours: recompute each cell's activations")
     parser.add_argument("--orders", default="first,second")
     parser.add_argument("--objectives", default="pgd_ce", help="pgd_ce (ARNAS), jacobian, certified, combined")
     parser.add_argument("--objective", default="pgd_ce", help=argparse.SUPPRESS)
@@ -257,33 +261,37 @@ def main() -> None:
         if impl == "ours" or (o == "second" and obj == "pgd_ce")
     ]
     for order, objective, bs, impl in combos:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--impl",
-            impl,
-            "--batch-size",
-            str(bs),
-            "--order",
-            order,
-            "--objective",
-            objective,
-            "--pgd-steps",
-            str(args.pgd_steps),
-            "--steps",
-            str(args.steps),
-            "--warmup",
-            str(args.warmup),
-            "--init-channels",
-            str(args.init_channels),
-            "--layers",
-            str(args.layers),
-            "--device",
-            args.device,
-            "--channels-last",
-            str(args.channels_last),
-        ] + (["--no-amp"] if args.no_amp else [])
+        cmd = (
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "--impl",
+                impl,
+                "--batch-size",
+                str(bs),
+                "--order",
+                order,
+                "--objective",
+                objective,
+                "--pgd-steps",
+                str(args.pgd_steps),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--init-channels",
+                str(args.init_channels),
+                "--layers",
+                str(args.layers),
+                "--device",
+                args.device,
+                "--channels-last",
+                str(args.channels_last),
+            ]
+            + (["--no-amp"] if args.no_amp else [])
+            + (["--recompute"] if args.recompute else [])
+        )
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(

@@ -35,7 +35,9 @@ for stage in $STAGES; do
     search)
       $PY benchmarks/bench_search.py --init-channels 24 --layers 8 --pgd-steps 7 --batch-sizes "$BATCHES_SEARCH" \
         --orders first,second --impls ours,authors --steps 1 --warmup 1 --device cpu \
-        --out "$OUT/search_cpu_paper_pgd7.json" ;;
+        --out "$OUT/search_cpu_paper_pgd7.json"
+      $PY benchmarks/bench_search.py --init-channels 24 --layers 8 --pgd-steps 7 --batch-sizes "$BATCHES_SEARCH" \
+        --orders second --recompute --steps 1 --warmup 1 --device cpu --out "$OUT/search_cpu_paper_pgd7_recompute.json" ;;
     *) echo "unknown stage $stage (onnx, attack, training, search)" >&2; exit 2 ;;
   esac
 done

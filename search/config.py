@@ -85,6 +85,7 @@ class SearchConfig:
     seed: int = 0
     amp: bool = True
     channels_last: bool = True
+    recompute: bool = False  # activation recomputation per cell: less memory, about one more forward per backward
 
     def __post_init__(self) -> None:
         for f in fields(self):

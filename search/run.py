@@ -82,7 +82,9 @@ class SearchRun:
         space = config.search_space(num_classes=data.num_classes, in_channels=c, input_size=h)
         torch.manual_seed(config.seed)
         arch_gen = torch.Generator().manual_seed(config.seed + 1)
-        self.model = Supernet(space, arch_init_scale=config.arch_init_scale, generator=arch_gen).to(device)
+        self.model = Supernet(
+            space, arch_init_scale=config.arch_init_scale, generator=arch_gen, recompute=config.recompute
+        ).to(device)
         if dist.world > 1:  # batch statistics of the global batch: N processes compute what one computes
             convert_dist_batchnorm(self.model)
         if config.channels_last:

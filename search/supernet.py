@@ -6,11 +6,17 @@ registered ``nn.Parameter`` s kept apart from the weights: :meth:`Supernet.arch_
 optimizer never sees an architecture tensor and vice versa. As in DARTS, mixed ops have non-affine
 batch norm (learned scales would let a weight absorb the architecture weight), and pools are followed
 by a non-affine BN so that their scale is comparable with the convolutions'.
+
+``recompute=True`` (search config ``recompute``) keeps only each cell's inputs for the backward and
+runs the cell's forward again there: about one more forward per backward for a fraction of the
+activation memory (``benchmarks/bench_search.py --recompute``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,9 +107,11 @@ class Supernet(nn.Module):
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
         generator: torch.Generator | None = None,
+        recompute: bool = False,
     ):
         super().__init__()
         self.space = space
+        self.recompute = recompute
         self.primitives = space.primitives
         self.normalize = Normalize(mean, std) if mean is not None and std is not None else nn.Identity()
         c_stem = space.stem_multiplier * space.init_channels
@@ -153,7 +161,10 @@ class Supernet(nn.Module):
         s0 = s1 = self.stem(self.normalize(x))
         for cell_type, cell in zip(self.layer_types, self.cells):
             w = weights[cell_type].to(s1.dtype)
-            s0, s1 = s1, cell(s0, s1, w)
+            if self.recompute and torch.is_grad_enabled():
+                s0, s1 = s1, _recomputed(cell, s0, s1, w)
+            else:
+                s0, s1 = s1, cell(s0, s1, w)
         return self.classifier(self.global_pool(s1).flatten(1))
 
     # ---- architecture read-out -----------------------------------------------------------------
@@ -167,6 +178,22 @@ class Supernet(nn.Module):
         from search.discretize import discretize
 
         return discretize(self.arch_weights(), self.primitives, self.space, name=name, notes=notes)
+
+
+def _recomputed(cell: SearchCell, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``cell(s0, s1, w)`` keeping only its inputs for the backward, which runs the cell's forward again.
+
+    The second forward must not move BatchNorm's running statistics a second time: it runs under
+    :func:`~arnas_zoo.attacks.batchnorm.frozen_running_stats`, which puts the buffers back afterwards.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    from arnas_zoo.attacks.batchnorm import frozen_running_stats
+
+    def contexts() -> tuple[Any, Any]:
+        return contextlib.nullcontext(), frozen_running_stats(cell)
+
+    return checkpoint(cell, s0, s1, w, use_reentrant=False, context_fn=contexts)  # type: ignore[no-any-return]
 
 
 def arch_state(model: Supernet) -> Mapping[str, torch.Tensor]:

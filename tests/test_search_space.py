@@ -171,3 +171,21 @@ def test_supernet_genotype_follows_the_alphas() -> None:
     assert set(g.cell("accurate").ops()) == {"sep_conv_3x3"}
     with pytest.raises(GenotypeError):
         g.cell("normal")
+
+
+def test_recomputed_cells_give_the_same_logits_gradients_and_running_statistics() -> None:
+    space = SearchSpace(layers=5, init_channels=4, input_size=8)
+    runs = {}
+    for recompute in (False, True):
+        torch.manual_seed(0)  # the same weight initialisation in both
+        model = Supernet(space, generator=torch.Generator().manual_seed(0), recompute=recompute).train()
+        x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        logits = model(x)
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        runs[recompute] = (logits.detach(), x.grad.clone(), grads, [b.clone() for b in model.buffers()])
+    (l0, x0, g0, b0), (l1, x1, g1, b1) = runs[False], runs[True]
+    assert torch.allclose(l0, l1, atol=1e-6) and torch.allclose(x0, x1, atol=1e-6)
+    assert len(g0) == len(g1) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g0, g1))
+    # the backward's second forward did not move the running statistics again
+    assert all(torch.equal(a, b) for a, b in zip(b0, b1))
