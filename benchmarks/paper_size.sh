@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The four benchmarks at the paper's sizes (issue 18), one command: 20-cell C=64 ARNAS, 8-cell C=24
+# The four benchmarks at the paper's sizes (issue 18) and the per-op profile, one command: 20-cell C=64 ARNAS, 8-cell C=24
 # supernet, PGD-7 training/search, PGD-20 attack, ONNX at batch 1 and 32. Each writes its JSON to
 # benchmarks/results/*_paper.json (machine, torch, threads and load average inside). Run it on a quiet
 # machine: the ratios are same-run, the absolute times are context only.
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-benchmarks/results}
 THREADS=${THREADS:-$(nproc)}
-STAGES=${STAGES:-onnx attack training search}
+STAGES=${STAGES:-onnx attack training profile search}
 BATCHES_TRAIN=${BATCHES_TRAIN:-32,128}
 BATCHES_SEARCH=${BATCHES_SEARCH:-32,64}
 ATTACK_BATCHES=${ATTACK_BATCHES:-32 128}
@@ -32,12 +32,15 @@ for stage in $STAGES; do
     training)
       $PY benchmarks/bench_training.py --init-channels 64 --layers 20 --batches "$BATCHES_TRAIN" --steps 1 \
         --warmup 1 --threads "$THREADS" --impls authors,reference,ours,ours-s2b,ours-auto --out "$OUT/training_cpu_paper.json" ;;
+    profile)
+      $PY benchmarks/profile_step.py --init-channels 64 --layers 20 --batch 32 --impls authors,ours,ours-auto \
+        --threads "$THREADS" --out "$OUT/profile_cpu_paper.json" ;;
     search)
       $PY benchmarks/bench_search.py --init-channels 24 --layers 8 --pgd-steps 7 --batch-sizes "$BATCHES_SEARCH" \
         --orders first,second --impls ours,authors --steps 1 --warmup 1 --device cpu \
         --out "$OUT/search_cpu_paper_pgd7.json"
       $PY benchmarks/bench_search.py --init-channels 24 --layers 8 --pgd-steps 7 --batch-sizes "$BATCHES_SEARCH" \
         --orders second --recompute --steps 1 --warmup 1 --device cpu --out "$OUT/search_cpu_paper_pgd7_recompute.json" ;;
-    *) echo "unknown stage $stage (onnx, attack, training, search)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (onnx, attack, training, profile, search)" >&2; exit 2 ;;
   esac
 done
