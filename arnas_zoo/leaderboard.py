@@ -274,6 +274,15 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy ``p`` measured on ``n`` points."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None = None) -> str:
     """``docs/leaderboard.md``: the settings, one row per architecture, and the reduced-scale caveat."""
     lines = [
@@ -289,7 +298,8 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
         f"- evaluation: first {board.eval_n} evaluation points (`arnas_zoo.data.evaluation_data`), l_inf eps "
         f"{board.eps:.4g}, attacks {', '.join(board.attacks)} (pgd: step eps/4, random start, 1 restart; "
         "aa: the reference AutoAttack, standard version); robust = correct on the clean and on the adversarial input",
-        "- worst case: a point counts only if it survives every attack",
+        "- worst case: a point counts only if it survives every attack; in brackets its 95% Wilson interval "
+        f"on the {board.eval_n} points: rows whose intervals overlap are not ranked apart by this evaluation",
         "- weights: the zoo entry (`arnas_zoo.load(NAME)`) holding the row's very checkpoint and report",
         "",
     ]
@@ -314,7 +324,7 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
             f"{row['macs'] / 1e6:.2f}",
             _pct(row["clean"]),
             *(_pct(row.get(a)) for a in attacks),
-            _pct(row["worst_case"]),
+            f"{_pct(row['worst_case'])} ({', '.join(_pct(b) for b in wilson_interval(row['worst_case'], row['n']))})",
             str(row["epoch"]),
             "-" if row.get("train_minutes") is None else f"{row['train_minutes']:.0f}",
             "ok" if not row["checks_failed"] else "FAILED: " + ", ".join(row["checks_failed"]),

@@ -106,3 +106,12 @@ def test_a_superseded_model_warns_and_still_loads() -> None:
     with pytest.warns(UserWarning, match="superseded by arnas.mnist_linf_cpu_c4l5_60k"):
         model = arnas_zoo.load("arnas.mnist_linf_cpu_c4l5")
     assert model.config.in_channels == 1
+
+
+def test_wilson_interval_matches_known_values() -> None:
+    from arnas_zoo.leaderboard import wilson_interval
+
+    low, high = wilson_interval(0.5, 100)
+    assert abs(low - 0.4038) < 1e-3 and abs(high - 0.5962) < 1e-3
+    low, high = wilson_interval(1.0, 200)  # a perfect score still has an interval below 1
+    assert 0.98 < low < 1.0 and high == 1.0
