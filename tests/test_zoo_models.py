@@ -41,6 +41,27 @@ def test_pins_hold_and_the_report_is_consistent(spec) -> None:  # type: ignore[n
     assert "pgd20" in by_attack and len(by_attack) >= 2  # at least PGD-20 and a second, stronger or weaker, attack
 
 
+REPORTS = sorted((Path(__file__).resolve().parents[1] / "docs" / "reports").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", REPORTS, ids=[p.name for p in REPORTS])
+def test_larger_reports_are_of_registered_models_and_consistent(path: Path) -> None:
+    import json
+
+    from arnas_zoo.pretrained import get_pretrained
+
+    metrics = json.loads(path.read_text())
+    spec = get_pretrained(metrics["model"]["path"])  # the registry name it was loaded by; unknown: raises
+    assert path.name.startswith(spec.name + ".")
+    report = EvaluationReport.from_metrics(metrics, spec.name)
+    assert report.eps == pytest.approx(spec.eps) and report.data["dataset"] == spec.dataset
+    first, last = (int(i) for i in report.data["indices"].split("-"))
+    assert last - first + 1 == report.data["n"]
+    for r in report.results:
+        assert r.n == report.data["n"] and report.worst_case_accuracy <= r.robust_accuracy <= report.clean_accuracy
+    assert not report.failed_checks
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
 def test_recorded_clean_accuracy_is_reproduced_on_the_same_points(spec, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
     model = arnas_zoo.load(spec.name)
