@@ -16,6 +16,7 @@ STAGES=${STAGES:-onnx attack training profile search}
 BATCHES_TRAIN=${BATCHES_TRAIN:-32,128}
 BATCHES_SEARCH=${BATCHES_SEARCH:-32,64}
 ATTACK_BATCHES=${ATTACK_BATCHES:-32 128}
+PROFILE_BATCH=${PROFILE_BATCH:-8}  # torch.profiler with shapes at batch 32 took over 20 GB here
 export OMP_NUM_THREADS=$THREADS
 mkdir -p "$OUT"
 for stage in $STAGES; do
@@ -33,7 +34,7 @@ for stage in $STAGES; do
       $PY benchmarks/bench_training.py --init-channels 64 --layers 20 --batches "$BATCHES_TRAIN" --steps 1 \
         --warmup 1 --threads "$THREADS" --impls authors,reference,ours,ours-s2b,ours-auto --out "$OUT/training_cpu_paper.json" ;;
     profile)
-      $PY benchmarks/profile_step.py --init-channels 64 --layers 20 --batch 32 --impls authors,ours,ours-auto \
+      $PY benchmarks/profile_step.py --init-channels 64 --layers 20 --batch "$PROFILE_BATCH" --impls authors,ours,ours-auto \
         --threads "$THREADS" --out "$OUT/profile_cpu_paper.json" ;;
     search)
       $PY benchmarks/bench_search.py --init-channels 24 --layers 8 --pgd-steps 7 --batch-sizes "$BATCHES_SEARCH" \
