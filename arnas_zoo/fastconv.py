@@ -53,8 +53,8 @@ def dilated_depthwise_s2b(
     w_out = (w + 2 * padding - d * (k - 1) - 1) // stride + 1
     if stride == d:  # only the (0, 0) sub-image is read
         xp = F.pad(x, (padding, padding, padding, padding))[:, :, ::d, ::d]
-        out = F.conv2d(xp, weight, groups=c)
-        return out[:, :, :h_out, :w_out]
+        out = F.conv2d(xp, weight, groups=c)[:, :, :h_out, :w_out]
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out  # no-op when it is
     hp, wp = h + 2 * padding, w + 2 * padding
     hq, wq = -(-hp // d), -(-wp // d)  # ceil: pad the far sides to a multiple of d
     xp = F.pad(x, (padding, padding + wq * d - wp, padding, padding + hq * d - hp))
