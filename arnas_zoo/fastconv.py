@@ -12,9 +12,10 @@ cells' ``dil_conv`` at stride 2). Other strides use the plain convolution.
 
 Which one runs: ``ARNAS_ZOO_DILATED`` = ``plain`` (the default: bit-identical to every earlier result),
 ``s2b`` (always space-to-batch where it applies), ``auto`` (per shape, the faster of the two: the first
-call with a new shape, layout and dtype times both, forward and backward, and the choice is kept for
-the process; :func:`choices` lists them). The numerics equal the plain convolution's to float32
-rounding (tests/test_fastconv.py); summation order differs, so results are not bit-identical.
+call with a new shape, layout and dtype times both (forward and backward; forward only under
+``no_grad`` / ``inference_mode``), and the choice is kept for the process; :func:`choices` lists
+them). The numerics equal the plain convolution's to float32 rounding (tests/test_fastconv.py);
+summation order differs, so results are not bit-identical.
 
 On a channels_last input the sub-images are gathered and scattered in NHWC order (one copy each
 way); reshaping through the logical NCHW view instead cost three copies each way and made
@@ -89,20 +90,27 @@ def _faster(x: torch.Tensor, conv: nn.Conv2d, stride: int, padding: int, dilatio
     """Time plain and space-to-batch (forward + backward, alternating, best of ``repeats``) on a copy of ``x``."""
     import time
 
-    probe = x.detach().clone().requires_grad_(True)
-    weight = conv.weight.detach().clone().requires_grad_(True)
+    backward = _needs_backward()
+    probe = x.detach().clone().requires_grad_(backward)
+    weight = conv.weight.detach().clone().requires_grad_(backward)
     runs = {
         "plain": lambda: F.conv2d(probe, weight, None, stride, padding, dilation, conv.groups),
         "s2b": lambda: dilated_depthwise_s2b(probe, weight, stride, padding, dilation),
     }
     best = {name: float("inf") for name in runs}
-    with torch.enable_grad():
-        for _ in range(repeats):
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run().sum().backward()
-                best[name] = min(best[name], time.perf_counter() - start)
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            out = run()
+            if backward:
+                out.sum().backward()
+            best[name] = min(best[name], time.perf_counter() - start)
     return min(best, key=lambda name: best[name])
+
+
+def _needs_backward() -> bool:
+    """Whether this forward can be differentiated (inference mode and no_grad time the forward only)."""
+    return torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -127,7 +135,8 @@ class DepthwiseConv2d(nn.Conv2d):
         ):
             if chosen == "auto":
                 layout = "channels_last" if x.is_contiguous(memory_format=torch.channels_last) else "nchw"
-                key = (tuple(x.shape), self.kernel_size[0], stride, dilation, layout, str(x.dtype), x.device.type)
+                key = (tuple(x.shape), self.kernel_size[0], stride, dilation, layout, str(x.dtype), x.device.type,
+                       _needs_backward())  # fmt: skip
                 if key not in _CHOICES:
                     _CHOICES[key] = _faster(x, self, stride, int(padding[0]), dilation)
                 chosen = _CHOICES[key]

@@ -224,6 +224,6 @@ def _warn_if_superseded(spec: str | os.PathLike[str]) -> None:
     from arnas_zoo.pretrained import get_pretrained, is_pretrained
 
     name = str(spec)
-    if is_pretrained(name) and get_pretrained(name).superseded_by:
-        better = get_pretrained(name).superseded_by
+    better = get_pretrained(name).superseded_by if is_pretrained(name) else None
+    if better:
         warnings.warn(f"{name} is superseded by {better} (arnas_zoo.load({better!r})); loading it anyway", stacklevel=3)

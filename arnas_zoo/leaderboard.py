@@ -147,10 +147,11 @@ def run_leaderboard(
     """
     run_dir = Path(run_dir)
     archs = list(archs or REDUCED_SIZES)
-    todo = archs if retrain_registered else [a for a in archs if a not in registered(board)]
+    zoo_rows = registered(board)
+    todo = archs if retrain_registered else [a for a in archs if a not in zoo_rows]
     if todo:
         run_jobs(plan_jobs(board, todo), run_dir, **backend)
-    return rows(board, run_dir, archs)
+    return rows(board, run_dir, archs, zoo_rows=zoo_rows)
 
 
 def signature(board: Board, arch: str) -> dict[str, Any]:
@@ -200,15 +201,24 @@ def finished(board: Board, run_dir: str | Path, arch: str) -> tuple[dict[str, An
 
 
 def rows(
-    board: Board, run_dir: str | Path, archs: Sequence[str] | None = None, *, zoo: bool = True
+    board: Board,
+    run_dir: str | Path,
+    archs: Sequence[str] | None = None,
+    *,
+    zoo: bool = True,
+    zoo_rows: dict[str, tuple[str, dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per architecture whose evaluation is finished, best worst-case accuracy first.
 
     A row comes from ``run_dir`` when both its jobs are finished there, else (``zoo``) from a registered
-    model of this board; ``weights`` names the zoo entry in that case.
+    model of this board (``zoo_rows``: :func:`registered`'s answer, when the caller has it already);
+    ``weights`` names the zoo entry holding the row's weights.
     """
     out = []
-    zoo_rows = registered(board) if zoo else {}
+    if not zoo:
+        zoo_rows = {}
+    elif zoo_rows is None:
+        zoo_rows = registered(board)
     for arch in archs or REDUCED_SIZES:
         done = finished(board, run_dir, arch)
         if done is not None:

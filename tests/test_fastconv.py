@@ -74,3 +74,18 @@ def test_networks_give_the_same_logits_and_gradients_with_the_fast_path(
     layout = "channels_last" if channels_last else "nchw"
     measured = [name for key, name in choices().items() if key[4] == layout]
     assert measured and set(measured) <= {"plain", "s2b"}  # auto measured this layout's shapes and chose
+
+
+def test_auto_mode_runs_under_inference_mode_and_equals_plain(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from arnas_zoo import create_model
+    from arnas_zoo.fastconv import choices
+
+    torch.manual_seed(0)
+    model = create_model("arnas", in_channels=1, input_size=16, init_channels=4, layers=5, auxiliary=False).eval()
+    x = torch.rand(3, 1, 16, 16)
+    with torch.inference_mode():
+        plain = model(x)
+        monkeypatch.setenv("ARNAS_ZOO_DILATED", "auto")
+        fast = model(x)  # the timing probe must not ask an inference tensor for gradients
+    assert torch.allclose(plain, fast, atol=1e-5)
+    assert any(key[-1] is False for key in choices())  # forward-only choices are kept apart

@@ -18,6 +18,7 @@ from arnas_zoo import create_model
 from arnas_zoo.checkpoint import load_folder
 from arnas_zoo.errors import CheckpointError, ConfigError
 from arnas_zoo.runs import read_state
+from arnas_zoo.runs.precision import cpu_has_native_bf16
 from arnas_zoo.runs.schedules import scheduled_lr
 from arnas_zoo.training import RECIPES, STATE_FILE, Recipe, TrainingInterrupted, augment, get_recipe, train
 from arnas_zoo.training.step import StepModels, train_step
@@ -543,7 +544,7 @@ def test_cpu_bf16_without_native_support_warns(monkeypatch):
 
 
 @pytest.mark.skipif(
-    not __import__("arnas_zoo.runs.precision", fromlist=["x"]).cpu_has_native_bf16(),
+    not cpu_has_native_bf16(),
     reason="this CPU has no native bf16 (AVX-512 BF16 / AMX): emulated bf16 trains ~15x slower",
 )
 def test_bf16_autocast_on_cpu_leaves_robust_accuracy_within_noise(tmp_path):
