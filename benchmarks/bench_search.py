@@ -20,6 +20,11 @@ same supernet: NCHW fp32; uint8 images through PIL transforms; a fresh iterator 
 loader every step; PGD-7 with the model in train mode; per objective a separately unrolled *copy* of
 the network (its own forward and backward on the training batch) and its own finite-difference
 Hessian-vector product; MGDA; the weight step; the loss read on the host.
+
+``--impls ours-bf16,ours-bf16-all`` (CPU with native bf16): bf16 autocast (``amp_cpu=true``) in the
+PGD crafting and the weight step only (``amp_arch=false``), or also in the architecture gradients
+(``-all``); the finite-difference passes are float32 in both. ``--check-numerics`` adds, for these,
+the cosine between their architecture gradients and the float32 ones on the same batches.
 """
 
 from __future__ import annotations
@@ -150,6 +155,39 @@ def _authors_loaders(n: int, batch: int) -> dict:
     return {"train": iter(train), "val": val}
 
 
+def _numerics(run, cfg) -> dict:  # type: ignore[no-untyped-def]
+    """Cosine of this run's architecture gradients (t, t_hat) with the float32 ones: same weights,
+    batches and PGD start; PGD crafted in each precision."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from arnas_zoo.attacks.batchnorm import frozen_running_stats
+    from search.bilevel import Architect
+    from search.objectives import PgdCrossEntropy
+
+    x_tr, y_tr, _ = run.train_batches.batch(0, 0)
+    x_val, y_val, noise = run.val_batches.batch(0, 0)
+    x_tr, x_val = (x.contiguous(memory_format=torch.channels_last) for x in (x_tr, x_val))
+    grads = {}
+    for name, crafting, arch in (
+        ("fp32", nullcontext, nullcontext),
+        ("this", run.autocast, run.autocast if cfg.amp_arch else nullcontext),
+    ):
+        objective = PgdCrossEntropy(cfg.eps, cfg.step_size, cfg.pgd_steps, cfg.attack_bn, crafting)
+        architect = Architect(run.model, run.w_opt, objective, lam=cfg.lam, order=cfg.order, autocast=arch)
+        run.model.train()
+        with frozen_running_stats(run.model):
+            prepared = objective.prepare(run.model, x_val, y_val, noise)
+            t, t_hat, _ = architect.gradients((x_tr, y_tr), (x_val, y_val), prepared, eta=cfg.w_lr)
+        grads[name] = [torch.cat([g.reshape(-1) for g in gs]) for gs in (t, t_hat)]
+    out = {}
+    for key, a, b in zip(("t", "t_hat"), grads["fp32"], grads["this"]):
+        out[f"cosine_{key}"] = round(float(a @ b / (a.norm() * b.norm())), 4)
+        out[f"norm_ratio_{key}"] = round(float(b.norm() / a.norm()), 4)
+    return out
+
+
 def measure(args: argparse.Namespace) -> dict:
     import tempfile
 
@@ -166,13 +204,15 @@ def measure(args: argparse.Namespace) -> dict:
         f"batch_size={args.batch_size}",
         f"order={args.order}",
         f"pgd_steps={args.pgd_steps}",
-        f"channels_last={json.dumps(args.channels_last and args.impl == 'ours')}",
-        f"amp={json.dumps(not args.no_amp and args.impl == 'ours')}",
+        f"channels_last={json.dumps(args.channels_last and args.impl.startswith('ours'))}",
+        f"amp={json.dumps(not args.no_amp and args.impl.startswith('ours'))}",
+        f"amp_cpu={json.dumps(args.impl.startswith('ours-bf16'))}",
+        f"amp_arch={json.dumps(args.impl != 'ours-bf16')}",
         f"robust_objective={args.objective}",
         f"weight_attack={'pgd' if args.objective == 'pgd_ce' else 'none'}",
     ]
     overrides += [f"init_channels={args.init_channels}", f"layers={args.layers}"]
-    overrides += [f"recompute={json.dumps(args.recompute and args.impl == 'ours')}"]
+    overrides += [f"recompute={json.dumps(args.recompute and args.impl.startswith('ours'))}"]
     cfg = load_config("paper", overrides)
     g = torch.Generator().manual_seed(0)
     n = args.batch_size * (args.steps + args.warmup)
@@ -199,6 +239,7 @@ def measure(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize(device)
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
+    numerics = _numerics(run, cfg) if args.check_numerics and args.impl.startswith("ours-bf16") else None
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
         peak_kind = "torch.cuda.max_memory_allocated"
@@ -207,7 +248,7 @@ def measure(args: argparse.Namespace) -> dict:
         peak_kind = "max RSS of the process"
     return {
         "impl": args.impl,
-        "recompute": bool(args.recompute and args.impl == "ours"),
+        "recompute": bool(args.recompute and args.impl.startswith("ours")),
         "batch_size": args.batch_size,
         "order": args.order,
         "objective": args.objective,
@@ -221,7 +262,9 @@ def measure(args: argparse.Namespace) -> dict:
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "channels_last": cfg.channels_last,
-        "amp_bf16": bool(cfg.amp and device.type == "cuda"),
+        "amp_bf16": bool(cfg.amp and (device.type == "cuda" or cfg.amp_cpu)),
+        "amp_arch": cfg.amp_arch,
+        "numerics": numerics,
         "supernet": f"{cfg.layers} cells C={cfg.init_channels} {cfg.placement} {cfg.filters}, 7 ops x 14 edges",
     }
 
@@ -229,7 +272,9 @@ def measure(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="32,64")
-    parser.add_argument("--impls", default="ours", help="ours, authors (the reference for pgd_ce, second order)")
+    parser.add_argument(
+        "--impls", default="ours", help="ours, ours-bf16, ours-bf16-all, authors (the reference: pgd_ce, second order)"
+    )
     parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--recompute", action="store_true", help="ours: recompute each cell's activations")
     parser.add_argument("--orders", default="first,second")
@@ -242,6 +287,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    parser.add_argument("--check-numerics", action="store_true", help="ours-bf16*: cosine with float32 gradients")
     parser.add_argument("--channels-last", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
     parser.add_argument("--out", default="bench_search.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -258,7 +304,7 @@ def main() -> None:
         for obj in args.objectives.split(",")
         for b in args.batch_sizes.split(",")
         for impl in args.impls.split(",")
-        if impl == "ours" or (o == "second" and obj == "pgd_ce")
+        if impl.startswith("ours") or (o == "second" and obj == "pgd_ce")
     ]
     for order, objective, bs, impl in combos:
         cmd = (
@@ -291,11 +337,12 @@ def main() -> None:
             ]
             + (["--no-amp"] if args.no_amp else [])
             + (["--recompute"] if args.recompute else [])
+            + (["--check-numerics"] if args.check_numerics else [])
         )
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(
-            f"{impl:7s} {order:6s} {objective:9s} batch {bs:3d}: {row['seconds_per_step']:.2f} s/step, "
+            f"{impl:13s} {order:6s} {objective:9s} batch {bs:3d}: {row['seconds_per_step']:.2f} s/step, "
             f"peak {row['peak_memory_mb']:.0f} MB",
             flush=True,
         )

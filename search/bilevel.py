@@ -14,8 +14,9 @@ every rank computes the same gamma and the same update.
 
 Forward passes in the architecture step run in train mode (batch statistics, as in DARTS) with the
 batch-norm running statistics restored afterwards, so that they only ever average weight-training
-batches. bf16 autocast (CUDA) covers the forward passes except the finite-difference ones, which
-also run without TF32: a difference of two gradients at ``w +- r v`` would drown in that rounding.
+batches. bf16 autocast (CUDA; CPU with ``amp_cpu``) covers the forward passes except the
+finite-difference ones, which run in float32 and without TF32: a difference of two gradients at
+``w +- r v`` would drown in that rounding.
 
 Guards: a non-finite ``t`` or ``t_hat`` raises :class:`~arnas_zoo.errors.NonFiniteError` before the
 architecture moves, and the weights are restored (in a ``finally``) whenever a second-order step
@@ -98,13 +99,23 @@ class Architect:
 
     # ---- gradients -------------------------------------------------------------------------------
     def _objective_grads(
-        self, loss_fn: Callable[[], tuple[torch.Tensor, torch.Tensor | None]], y: torch.Tensor, scale: float
+        self,
+        loss_fn: Callable[[], tuple[torch.Tensor, torch.Tensor | None]],
+        y: torch.Tensor,
+        scale: float,
+        *,
+        weights: bool = True,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], float, int]:
-        """Gradients of ``scale * loss`` w.r.t. (architecture, weights), the loss and #correct."""
-        alphas, weights = self.model.arch_parameters(), self.model.weight_parameters()
+        """Gradients of ``scale * loss`` w.r.t. (architecture, weights), the loss and #correct.
+
+        ``weights=False`` (first order: only ``t`` and ``t_hat`` are needed) skips the weight
+        gradients, and with them every convolution's weight-gradient pass; the second list is empty.
+        """
+        alphas = self.model.arch_parameters()
+        params = [*alphas, *self.model.weight_parameters()] if weights else alphas
         with self.autocast():
             loss, logits = loss_fn()
-        grads = self.sync(_grads(scale * loss, [*alphas, *weights]))
+        grads = self.sync(_grads(scale * loss, params))
         correct = int((logits.argmax(1) == y).sum()) if logits is not None else -1
         return grads[: len(alphas)], grads[len(alphas) :], float(loss.detach()), correct
 
@@ -152,8 +163,8 @@ class Architect:
             return self.objective.loss(model, robust_prepared)
 
         if self.order == "first":
-            t, _, nat_loss, nat_correct = self._objective_grads(natural, y_val, 1.0)
-            t_hat, _, rob_loss, rob_correct = self._objective_grads(robust, y_val, self.lam)
+            t, _, nat_loss, nat_correct = self._objective_grads(natural, y_val, 1.0, weights=False)
+            t_hat, _, rob_loss, rob_correct = self._objective_grads(robust, y_val, self.lam, weights=False)
         else:
             weights = model.weight_parameters()
             base = [p.detach().clone() for p in weights]

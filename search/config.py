@@ -83,7 +83,11 @@ class SearchConfig:
     eval_n: int = 256
     # reproducibility and hardware
     seed: int = 0
-    amp: bool = True
+    amp: bool = True  # bf16 autocast on CUDA
+    amp_cpu: bool = False  # bf16 autocast on CPU too (opt-in: pays only on CPUs with native bf16)
+    # bf16 also in the architecture gradients (unroll, t, t_hat; never the finite differences); false:
+    # only the PGD crafting and the weight step, the cheaper half of the numerics (docs/search.md)
+    amp_arch: bool = True
     channels_last: bool = True
     recompute: bool = False  # activation recomputation per cell: less memory, about one more forward per backward
 

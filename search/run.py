@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ class SearchRun:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.sync = (lambda grads: all_reduce_mean(grads, dist)) if dist.world > 1 else (lambda grads: grads)
-        self.autocast = autocast_for(device, config.amp)
+        self.autocast = autocast_for(device, config.amp, cpu=config.amp_cpu)
         tune_cudnn(device)
         self.w_opt = torch.optim.SGD(
             self.model.weight_parameters(),
@@ -115,7 +116,7 @@ class SearchRun:
             strategy=config.strategy,
             hvp_r=config.hvp_r,
             sync=self.sync,
-            autocast=self.autocast,
+            autocast=self.autocast if config.amp_arch else nullcontext,
         )
         shard = (dist.rank, dist.world)
         self.train_batches = StepBatches(

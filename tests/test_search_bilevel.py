@@ -295,3 +295,56 @@ def test_hessian_vector_product_runs_without_tf32() -> None:
         assert torch.backends.cudnn.allow_tf32 is True
     finally:
         torch.backends.cudnn.allow_tf32 = before
+
+
+def test_first_order_skips_weight_gradients_without_changing_t() -> None:
+    model = _tiny().train()
+    w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.1)
+    architect = Architect(model, w_opt, PgdCrossEntropy(0.0, 0.0, 0), order="first", lam=1.0)
+    train, val = _batch(4, 1), _batch(4, 2)
+    t, t_hat, _ = architect.gradients(train, val, val, eta=0.1)
+    loss = F.cross_entropy(model(val[0]), val[1])
+    full = torch.autograd.grad(loss, [*model.arch_parameters(), *model.weight_parameters()])
+    expected = full[: len(t)]
+    assert torch.allclose(_flat(t), _flat(expected), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(_flat(t), _flat(t_hat), rtol=1e-5, atol=1e-7)  # PGD-0 with lambda 1: the same loss
+    fresh = F.cross_entropy(model(val[0]), val[1])
+    _, weight_grads, _, _ = architect._objective_grads(lambda: (fresh, None), val[1], 1.0, weights=False)
+    assert weight_grads == []
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+@pytest.mark.parametrize("amp_arch", [True, False])
+def test_bf16_autocast_on_cpu_keeps_the_architecture_gradients(order: str, amp_arch: bool) -> None:
+    """``amp_cpu``: the architecture gradients under CPU bf16 autocast point where the float32 ones do,
+    far closer than the float32 ones of another validation batch (the mini-batch noise every search
+    step already lives with). bf16 in the architecture gradients (``amp_arch``) costs the second order
+    most: its weight gradient ``v`` loses more to rounding (cosine 0.44-0.84 with float32 on these tiny
+    supernets, although the finite differences stay in float32). With bf16 only in the PGD crafting,
+    ``t`` is the float32 one and ``t_hat`` moves less than a new PGD random start moves it."""
+    from functools import partial
+
+    bf16 = partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+
+    def gradients(autocast, val_seed):  # type: ignore[no-untyped-def]
+        model = _tiny().train()
+        w_opt = torch.optim.SGD(model.weight_parameters(), lr=0.1, momentum=0.9)
+        objective = PgdCrossEntropy(8 / 255, 2 / 255, 2, autocast=autocast)
+        kwargs = {"autocast": autocast} if autocast and amp_arch else {}
+        architect = Architect(model, w_opt, objective, order=order, lam=0.5, **kwargs)
+        train, val = _batch(16, 1), _batch(16, val_seed)
+        prepared = objective.prepare(model, *val, torch.zeros_like(val[0]))
+        return [_flat(g) for g in architect.gradients(train, val, prepared, eta=0.1)[:2]]
+
+    def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(a @ b / (a.norm() * b.norm()))
+
+    fp32, low, other = gradients(None, 2), gradients(bf16, 2), gradients(None, 3)
+    if not amp_arch:  # the natural gradient does not see the attack: exactly the float32 one
+        assert torch.equal(fp32[0], low[0])
+    for a, b, c in zip(fp32, low, other):
+        assert b.dtype == torch.float32 and torch.isfinite(b).all()
+        floor = 0.4 if amp_arch and order == "second" else 0.85
+        assert cosine(a, b) > floor, cosine(a, b)
+        assert cosine(a, b) > cosine(a, c) + 0.3, (cosine(a, b), cosine(a, c))
+        assert 0.7 < float(b.norm() / a.norm()) < 1.5
