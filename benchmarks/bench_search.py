@@ -24,7 +24,10 @@ Hessian-vector product; MGDA; the weight step; the loss read on the host.
 ``--impls ours-bf16,ours-bf16-all`` (CPU with native bf16): bf16 autocast (``amp_cpu=true``) in the
 PGD crafting and the weight step only (``amp_arch=false``), or also in the architecture gradients
 (``-all``); the finite-difference passes are float32 in both. ``--check-numerics`` adds, for these,
-the cosine between their architecture gradients and the float32 ones on the same batches.
+the cosine between their architecture gradients and the float32 ones on the same batches. A suffix
+``-s2b`` or ``-auto`` sets ``ARNAS_ZOO_DILATED`` (dilated depthwise convolutions by space-to-batch,
+always or where measured faster per shape; ``arnas_zoo/fastconv.py``): ``ours-auto``,
+``ours-bf16-auto``, ``ours-bf16-all-auto``.
 """
 
 from __future__ import annotations
@@ -199,6 +202,8 @@ def measure(args: argparse.Namespace) -> dict:
     from search.data import SearchData
     from search.run import SearchRun
 
+    if "s2b" in args.impl or "auto" in args.impl:  # before any model is built
+        os.environ["ARNAS_ZOO_DILATED"] = "s2b" if "s2b" in args.impl else "auto"
     device = resolve_device(args.device)
     overrides = [
         f"batch_size={args.batch_size}",
@@ -207,7 +212,7 @@ def measure(args: argparse.Namespace) -> dict:
         f"channels_last={json.dumps(args.channels_last and args.impl.startswith('ours'))}",
         f"amp={json.dumps(not args.no_amp and args.impl.startswith('ours'))}",
         f"amp_cpu={json.dumps(args.impl.startswith('ours-bf16'))}",
-        f"amp_arch={json.dumps(args.impl != 'ours-bf16')}",
+        f"amp_arch={json.dumps(not args.impl.startswith('ours-bf16') or args.impl.startswith('ours-bf16-all'))}",
         f"robust_objective={args.objective}",
         f"weight_attack={'pgd' if args.objective == 'pgd_ce' else 'none'}",
     ]
@@ -239,13 +244,14 @@ def measure(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize(device)
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
-    numerics = _numerics(run, cfg) if args.check_numerics and args.impl.startswith("ours-bf16") else None
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
         peak_kind = "torch.cuda.max_memory_allocated"
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         peak_kind = "max RSS of the process"
+    # after the peak is read: the check runs extra float32 and bf16 passes
+    numerics = _numerics(run, cfg) if args.check_numerics and args.impl.startswith("ours-bf16") else None
     return {
         "impl": args.impl,
         "recompute": bool(args.recompute and args.impl.startswith("ours")),
@@ -264,6 +270,7 @@ def measure(args: argparse.Namespace) -> dict:
         "channels_last": cfg.channels_last,
         "amp_bf16": bool(cfg.amp and (device.type == "cuda" or cfg.amp_cpu)),
         "amp_arch": cfg.amp_arch,
+        "dilated": os.environ.get("ARNAS_ZOO_DILATED", "plain"),
         "numerics": numerics,
         "supernet": f"{cfg.layers} cells C={cfg.init_channels} {cfg.placement} {cfg.filters}, 7 ops x 14 edges",
     }

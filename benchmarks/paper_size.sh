@@ -38,7 +38,7 @@ for stage in $STAGES; do
         --threads "$THREADS" --out "$OUT/profile_cpu_paper.json" ;;
     search)
       $PY benchmarks/bench_search.py --init-channels 24 --layers 8 --pgd-steps 7 --batch-sizes "$BATCHES_SEARCH" \
-        --orders first,second --impls ours,authors --steps 1 --warmup 1 --device cpu \
+        --orders first,second --impls ours,ours-auto,authors --steps 1 --warmup 1 --device cpu \
         --out "$OUT/search_cpu_paper_pgd7.json"
       $PY benchmarks/bench_search.py --init-channels 24 --layers 8 --pgd-steps 7 --batch-sizes "$BATCHES_SEARCH" \
         --orders second --recompute --steps 1 --warmup 1 --device cpu --out "$OUT/search_cpu_paper_pgd7_recompute.json" ;;
