@@ -253,14 +253,26 @@ def rows(
 
 
 def _zoo_name_of(folder: Path, name: str | None) -> str | None:
-    """``name`` when that zoo entry holds the very weights in ``folder`` (same sha256), else None."""
-    from arnas_zoo.checkpoint import sha256_file
+    """``name`` when that zoo entry holds the very weights in ``folder``, else None: the same file
+    (sha256), or the same tensors less the auxiliary head that registration strips."""
+    import torch
+    from safetensors.torch import load_file
+
+    from arnas_zoo.checkpoint import WEIGHTS_FILE, sha256_file
     from arnas_zoo.pretrained import get_pretrained
 
-    weights = folder / "model.safetensors"
+    weights = folder / WEIGHTS_FILE
     if name is None or not weights.is_file():
         return None
-    return name if sha256_file(weights) == get_pretrained(name).sha256 else None
+    spec = get_pretrained(name)
+    if sha256_file(weights) == spec.sha256:
+        return name
+    if spec.folder is None:
+        return None
+    zoo = load_file(str(spec.bundled_path() / WEIGHTS_FILE))
+    ours = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("auxiliary_head.")}
+    same = zoo.keys() == ours.keys() and all(torch.equal(zoo[k], ours[k]) for k in zoo)
+    return name if same else None
 
 
 def _stats(name: str | None) -> dict[str, Any]:

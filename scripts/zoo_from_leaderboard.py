@@ -3,11 +3,12 @@
     python scripts/zoo_from_leaderboard.py mnist arnas --suffix 60k --supersedes arnas=arnas.mnist_linf_cpu_c4l5
 
 For each architecture whose training and evaluation jobs are finished in ``runs/leaderboard-BOARD``:
-copy its best checkpoint (``config.json``, ``model.safetensors``) to ``arnas_zoo/pretrained/NAME/``
-with NAME ``<arch>.<dataset>_linf_<size>_<suffix>``; write ``metrics.json`` = the leaderboard's
-evaluation report of that very checkpoint (clean, attacks, sanity checks, the points it used) plus the
-training record (split, recipe, selected epoch, wall time, threads, host); add the index entry with
-every file's sha256 and regenerate ``MODEL_CARD.md``. Nothing is re-evaluated: the figures are the ones
+copy its best checkpoint (``config.json``, ``model.safetensors``; a cell network's auxiliary head,
+training only, stripped) to ``arnas_zoo/pretrained/NAME/`` with NAME
+``<arch>.<dataset>_linf_<size>_<suffix>``; write ``metrics.json`` = the leaderboard's evaluation report
+of that very checkpoint (clean, attacks, sanity checks, the points it used) plus the training record
+(split, recipe, selected epoch, wall time, threads, host); add the index entry with every file's
+sha256 and regenerate ``MODEL_CARD.md``. Nothing is re-evaluated: the figures are the ones
 the leaderboard measured.
 """
 
@@ -35,7 +36,7 @@ def _cpu_model() -> str:
 
 
 def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bool, supersedes: str | None) -> str:
-    from arnas_zoo.checkpoint import atomic_write_json
+    from arnas_zoo.checkpoint import atomic_write_json, strip_auxiliary_head
     from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, finished, signature, train_minutes
     from arnas_zoo.pretrained import index_entry, read_index, write_index
 
@@ -59,6 +60,7 @@ def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bo
     config = json.loads((source / "config.json").read_text())
     config["extra"] = dict(config.get("extra") or {}, arch_name=arch, dataset=board.dataset)
     atomic_write_json(target / "config.json", config)
+    strip_auxiliary_head(target)  # training only, and most of a small cell network's weights
     recipe = json.loads((source.parent / "recipe.json").read_text())
     metrics = {k: v for k, v in report.items() if k != "stats"}
     metrics["model"] = {"name": name, "source": f"registry:{name}"}

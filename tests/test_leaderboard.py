@@ -115,3 +115,28 @@ def test_wilson_interval_matches_known_values() -> None:
     assert abs(low - 0.4038) < 1e-3 and abs(high - 0.5962) < 1e-3
     low, high = wilson_interval(1.0, 200)  # a perfect score still has an interval below 1
     assert 0.98 < low < 1.0 and high == 1.0
+
+
+def test_a_run_folder_row_names_its_zoo_entry_whose_auxiliary_head_was_stripped(tmp_path: Path) -> None:
+    """Registration strips the auxiliary head, so the run folder's file differs from the zoo's: the
+    tensors the zoo keeps decide, and one changed value breaks the match."""
+    from safetensors.torch import load_file, save_file
+
+    from arnas_zoo.config import ModelConfig
+    from arnas_zoo.leaderboard import _zoo_name_of
+    from arnas_zoo.models import build_model
+    from arnas_zoo.pretrained import get_pretrained
+
+    name = "arnas.mnist_linf_cpu_c4l5_60k"
+    bundled = get_pretrained(name).bundled_path()
+    raw = json.loads((bundled / "config.json").read_text())
+    assert raw["auxiliary"] is False and raw["extra"]["auxiliary_head_removed"] > 0
+    trained = build_model(ModelConfig.from_dict(dict(raw, auxiliary=True))).state_dict()  # a head, as trained
+    state = {**trained, **load_file(str(bundled / "model.safetensors"))}
+    assert any(k.startswith("auxiliary_head.") for k in state)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    assert _zoo_name_of(tmp_path, name) == name
+    key = next(k for k in state if k.endswith(".weight") and not k.startswith("auxiliary_head."))
+    state[key] = state[key] + 1e-3
+    save_file(state, str(tmp_path / "model.safetensors"))
+    assert _zoo_name_of(tmp_path, name) is None

@@ -84,3 +84,35 @@ def test_recorded_pgd20_is_reproduced_on_the_same_points(spec, shared_data: Path
     again = evaluate(model, data, ["pgd20"], eps=spec.eps, seed=recorded.seed, progress=False, checks=False)
     (before,) = (r for r in recorded.results if r.attack == "pgd20")
     assert again.results[0].robust_accuracy == before.robust_accuracy
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+def test_bundled_weights_are_small_and_carry_no_training_only_head(spec) -> None:  # type: ignore[no-untyped-def]
+    from safetensors import safe_open
+
+    weights = spec.bundled_path() / "model.safetensors"
+    assert weights.stat().st_size <= 1 << 20, "bundled weights above 1 MiB: publish them as a Hub folder instead"
+    with safe_open(str(weights), framework="pt") as fh:
+        assert not [k for k in fh.keys() if k.startswith("auxiliary_head.")]  # noqa: SIM118
+
+
+def test_stripping_the_auxiliary_head_keeps_the_function(tmp_path: Path) -> None:
+    from arnas_zoo.checkpoint import load_folder, save_folder, strip_auxiliary_head
+    from arnas_zoo.registry import create_model
+    from arnas_zoo.stats import count_parameters
+
+    torch.manual_seed(0)
+    model = create_model("arnas", in_channels=1, input_size=16, num_classes=10, init_channels=4, layers=5).eval()
+    assert model.config.auxiliary and model.auxiliary_head is not None
+    head = count_parameters(model, include_aux=True) - count_parameters(model)
+    folder = save_folder(model, tmp_path / "m")
+    before = (folder / "model.safetensors").stat().st_size
+    assert strip_auxiliary_head(folder) == head > 0
+    assert strip_auxiliary_head(folder) == 0  # idempotent
+    stripped = load_folder(folder)
+    assert stripped.auxiliary_head is None and not stripped.config.auxiliary
+    assert stripped.config.extra["auxiliary_head_removed"] == head
+    assert (folder / "model.safetensors").stat().st_size < before / 4
+    x = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(stripped(x), model(x))
