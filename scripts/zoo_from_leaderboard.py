@@ -35,39 +35,24 @@ def _cpu_model() -> str:
         return platform.machine()
 
 
-def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bool, supersedes: str | None) -> str:
+def copy_run(source: Path, target: Path, arch: str, dataset: str, replace: bool, threads: str) -> dict:
+    """Copy the checkpoint folder ``source`` (a run's ``best/``) into the zoo folder ``target``, the
+    auxiliary head stripped; return its training record, completed from the run folder."""
     from arnas_zoo.checkpoint import atomic_write_json, strip_auxiliary_head
-    from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, finished, signature, train_minutes
-    from arnas_zoo.pretrained import index_entry, read_index, write_index
+    from arnas_zoo.leaderboard import train_minutes
 
-    board = BOARDS[board_name]
-    done = finished(board, run_dir, arch)
-    if done is None:
-        raise SystemExit(f"{arch}: training or evaluation not finished in {run_dir}")
-    train, report = done
-    size = REDUCED_SIZES[arch]
-    if arch in ("resnet18", "wrn34_10"):  # width (and depth) of the hand-made networks; cells: C and cell count
-        tag = f"w{size['init_channels']}" + (f"d{size['layers']}" if "layers" in size else "")
-    else:
-        tag = f"c{size['init_channels']}l{size['layers']}"
-    name = f"{arch}.{board.dataset}_linf_cpu_{tag}_{suffix}"
-    source = run_dir / train["best_dir"]
-    target = REPO / "arnas_zoo" / "pretrained" / name
     if target.exists() and not replace:
         raise SystemExit(f"{target} exists; pass --replace to overwrite")
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / "model.safetensors", target / "model.safetensors")
     config = json.loads((source / "config.json").read_text())
-    config["extra"] = dict(config.get("extra") or {}, arch_name=arch, dataset=board.dataset)
+    config["extra"] = dict(config.get("extra") or {}, arch_name=arch, dataset=dataset)
     atomic_write_json(target / "config.json", config)
     strip_auxiliary_head(target)  # training only, and most of a small cell network's weights
     recipe = json.loads((source.parent / "recipe.json").read_text())
-    metrics = {k: v for k, v in report.items() if k != "stats"}
-    metrics["model"] = {"name": name, "source": f"registry:{name}"}
     training = json.loads((source / "metrics.json").read_text()).get("training", {})
     training.update(
         {
-            "leaderboard": signature(board, arch),  # its row on the board comes from here once registered
             "recipe_settings": {
                 k: recipe[k]
                 for k in (
@@ -81,12 +66,39 @@ def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bo
                     "lr",
                     "schedule",
                     "seed",
+                    "bf16_cpu",
                 )
+                if k in recipe
             },  # fmt: skip
             "seconds": round(60 * (train_minutes(source.parent / "log.jsonl") or 0.0), 1),
-            "hardware": f"{_cpu_model()}, {os.cpu_count()} cores; 1 thread, the machine shared with other jobs",
+            "hardware": f"{_cpu_model()}, {os.cpu_count()} cores; {threads}",
         }
     )
+    return training
+
+
+def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bool, supersedes: str | None) -> str:
+    from arnas_zoo.checkpoint import atomic_write_json
+    from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, finished, signature
+    from arnas_zoo.pretrained import index_entry, read_index, write_index
+
+    board = BOARDS[board_name]
+    done = finished(board, run_dir, arch)
+    if done is None:
+        raise SystemExit(f"{arch}: training or evaluation not finished in {run_dir}")
+    train, report = done
+    size = REDUCED_SIZES[arch]
+    if arch in ("resnet18", "wrn34_10"):  # width (and depth) of the hand-made networks; cells: C and cell count
+        tag = f"w{size['init_channels']}" + (f"d{size['layers']}" if "layers" in size else "")
+    else:
+        tag = f"c{size['init_channels']}l{size['layers']}"
+    name = f"{arch}.{board.dataset}_linf_cpu_{tag}_{suffix}"
+    target = REPO / "arnas_zoo" / "pretrained" / name
+    threads = "1 thread, the machine shared with other jobs"
+    training = copy_run(run_dir / train["best_dir"], target, arch, board.dataset, replace, threads)
+    training["leaderboard"] = signature(board, arch)  # its row on the board comes from here once registered
+    metrics = {k: v for k, v in report.items() if k != "stats"}
+    metrics["model"] = {"name": name, "source": f"registry:{name}"}
     metrics["training"] = training
     atomic_write_json(target / "metrics.json", metrics)
     reduced = ", ".join(f"{k}={v}" for k, v in size.items() if k != "cell_types")
