@@ -89,3 +89,73 @@ def test_auto_mode_runs_under_inference_mode_and_equals_plain(monkeypatch) -> No
         fast = model(x)  # the timing probe must not ask an inference tensor for gradients
     assert torch.allclose(plain, fast, atol=1e-5)
     assert any(key[-1] is False for key in choices())  # forward-only choices are kept apart
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 6),
+    h=st.integers(3, 13),
+    w=st.integers(3, 13),
+    k=st.sampled_from([1, 3, 5]),
+    d=st.sampled_from([1, 2, 3]),
+    padding_kind=st.sampled_from(["same", "zero", "one"]),
+    channels_last=st.booleans(),
+    need=st.sampled_from(["both", "input", "weight"]),
+    seed=st.integers(0, 1000),
+)
+def test_flipped_kernel_backward_equals_the_plain_one(  # type: ignore[no-untyped-def]
+    n, c, h, w, k, d, padding_kind, channels_last, need, seed
+) -> None:
+    """``ARNAS_ZOO_DWGRAD=flip``: the stride-1 depthwise convolution's output, input gradient and weight
+    gradient equal the plain ones (fp32 rounding), for any padding up to ``d*(k-1)`` and both layouts."""
+    from arnas_zoo.fastconv import DepthwiseConv2d
+
+    padding = {"same": d * (k - 1) // 2, "zero": 0, "one": min(1, d * (k - 1))}[padding_kind]
+    if h + 2 * padding < d * (k - 1) + 1 or w + 2 * padding < d * (k - 1) + 1:
+        return  # no output pixel
+    torch.manual_seed(seed)
+    conv = DepthwiseConv2d(c, c, k, padding=padding, dilation=d, groups=c, bias=False)
+    x = torch.randn(n, c, h, w)
+    if channels_last:
+        x, conv = x.contiguous(memory_format=torch.channels_last), conv.to(memory_format=torch.channels_last)
+    results = []
+    for mode in ("native", "flip"):
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("ARNAS_ZOO_DWGRAD", mode)
+            env.setenv("ARNAS_ZOO_DILATED", "plain")
+            xi = x.clone().requires_grad_(need != "weight")
+            conv.weight.requires_grad_(need != "input")
+            assert conv._flips(xi) == (mode == "flip")
+            out = conv(xi)
+            wanted = [t for t in (xi, conv.weight) if t.requires_grad]
+            g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+            results.append((out.detach(), torch.autograd.grad(out, wanted, g)))
+    conv.weight.requires_grad_(True)
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_flipped_backward_in_a_network_keeps_logits_and_gradients(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from arnas_zoo import create_model
+    from arnas_zoo.fastconv import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    model = create_model("arnas", in_channels=1, input_size=16, init_channels=4, layers=5, auxiliary=False).eval()
+    model, x = model.to(memory_format=torch.channels_last), torch.rand(4, 1, 16, 16)
+    x = x.contiguous(memory_format=torch.channels_last)
+    out = {}
+    for mode in ("native", "flip"):
+        monkeypatch.setenv("ARNAS_ZOO_DWGRAD", mode)
+        flipping = [m for m in model.modules() if isinstance(m, DepthwiseConv2d) and m._flips(x)]
+        assert bool(flipping) == (mode == "flip")
+        xi = x.clone().requires_grad_()
+        model.zero_grad()
+        logits = model(xi)
+        logits.sum().backward()
+        out[mode] = (logits.detach(), xi.grad, [p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert torch.equal(out["native"][0], out["flip"][0])  # the forward is the same call
+    assert torch.allclose(out["native"][1], out["flip"][1], atol=1e-5)
+    for ga, gb in zip(out["native"][2], out["flip"][2]):
+        assert torch.allclose(ga, gb, atol=1e-4, rtol=1e-4)
