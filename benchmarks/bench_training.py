@@ -15,6 +15,13 @@ subprocess so that the peak memory (CUDA: max allocated; CPU: peak RSS of the pr
 the implementations alternate in the same run on the same machine. The JSON also has each row's
 achieved GFLOP/s (forward-equivalents x MACs) and, on CPU, the fraction of this machine's fp32 matmul
 peak measured at the end of the same run.
+
+``--recipe NAME`` times another recipe for the ours* rows (its attack, batch augmentation and
+channels_last), and ``--arch``/``--image`` another network and image shape, e.g. the zoo's pushed
+MNIST model, fp32 vs bf16:
+
+    python benchmarks/bench_training.py --arch resnet18 --image 1x28 --init-channels 16 --batches 128 \
+        --recipe cpu_mnist_full --impls ours,ours-bf16 --threads 1
 """
 
 from __future__ import annotations
@@ -156,16 +163,33 @@ def machine_peak_gflops(seconds: float = 3.0) -> dict:
     return out
 
 
+def _image(args: argparse.Namespace, ours: bool) -> tuple[int, int]:
+    """(channels, size) of the images: ``--image`` for the ours* rows, CIFAR's 3x32 for the references."""
+    c, size = (int(v) for v in args.image.split("x")) if ours else (3, 32)
+    return c, size
+
+
+def _model(args: argparse.Namespace, ours: bool):  # type: ignore[no-untyped-def]
+    """``--arch`` at ``--init-channels`` (and ``--layers`` for cell networks) for the ours* rows; ARNAS otherwise."""
+    c, size = _image(args, ours)
+    arch = args.arch if ours else "arnas"
+    sizes = {"init_channels": args.init_channels}
+    if arch != "resnet18":
+        sizes["layers"] = args.layers
+    return create_model(arch, in_channels=c, input_size=size, **sizes)
+
+
 def prepare(impl: str, batch: int, args: argparse.Namespace):
     """``(run_step, work)``: ``run_step(i)`` runs step ``i`` of ``impl`` on its own data (``args.warmup +
     args.steps`` batches are made); ``work`` is the step's forward-pass equivalents."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    model = create_model("arnas", init_channels=args.init_channels, layers=args.layers).to(device)
+    model = _model(args, ours=impl.startswith("ours")).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     rng = np.random.default_rng(0)
     n = batch * (args.steps + args.warmup)
-    images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+    c, size = _image(args, ours=impl.startswith("ours"))
+    images = rng.integers(0, 256, size=(n, size, size, c), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n).astype(np.int64)
     recipe = get_recipe(args.recipe, batch_size=batch)  # the "ours*" impls follow it; authors/reference are PGD-7
     work = FORWARD_EQUIVALENTS if impl == "authors" else forward_equivalents(7, False)  # reference: no clean pass
@@ -201,15 +225,16 @@ def prepare(impl: str, batch: int, args: argparse.Namespace):
 
             models = compiled_models(model, True, 0.4, Dist())
         else:
-            models = StepModels(model, model, use_aux=True, aux_weight=0.4, dist=Dist())
+            use_aux = getattr(model, "auxiliary_head", None) is not None
+            models = StepModels(model, model, use_aux=use_aux, aux_weight=0.4, dist=Dist())
 
     def run_step(i: int) -> None:
         sl = slice(i * batch, (i + 1) * batch)
         if impl.startswith("ours"):
             gen = torch.Generator(device=device).manual_seed(i)
-            xb = augment(x_all[sl], gen, crop_padding=4, flip=True, cutout=16).contiguous(
-                memory_format=torch.channels_last
-            )
+            xb = augment(
+                x_all[sl], gen, crop_padding=recipe.crop_padding, flip=recipe.flip, cutout=recipe.cutout
+            ).contiguous(memory_format=torch.channels_last)
             noise = torch.randn(xb.shape, generator=gen, device=device)
             train_step(models, optimizer, recipe, xb, y_all[sl], noise, recipe.eps, autocast)
         elif impl == "authors":
@@ -242,7 +267,8 @@ def measure(impl: str, batch: int, args: argparse.Namespace) -> dict:
         peak_kind = "peak RSS of the process (includes the Python/torch runtime)"
     from arnas_zoo.stats import count_ops
 
-    macs, _ = count_ops(create_model("arnas", init_channels=args.init_channels, layers=args.layers).eval(), (3, 32, 32))
+    c, size = _image(args, impl.startswith("ours"))
+    macs, _ = count_ops(_model(args, impl.startswith("ours")).eval(), (c, size, size))
     return {
         "impl": impl,
         "batch": batch,
@@ -281,6 +307,8 @@ def main() -> None:
         help="recipe of the ours* implementations (e.g. cpu_cifar10 to time the zoo's recipe, fp32 vs bf16); "
         "authors and reference always run the ARNAS recipe's PGD-7, so compare them only under 'arnas'",
     )
+    parser.add_argument("--arch", default="arnas", help="architecture of the ours* rows (e.g. resnet18)")
+    parser.add_argument("--image", default="3x32", help="CxS images of the ours* rows (1x28 for MNIST)")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -309,6 +337,10 @@ def main() -> None:
                 args.device,
                 "--recipe",
                 args.recipe,
+                "--arch",
+                args.arch,
+                "--image",
+                args.image,
             ] + (["--threads", str(args.threads)] if args.threads else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
@@ -332,10 +364,14 @@ def main() -> None:
         if peak:
             row["fraction_of_fp32_peak"] = row["achieved_gflops"] / peak["float32"]
     result = {
-        "benchmark": "one PGD-7 adversarial training step (ARNAS recipe), ours vs the authors' loop",
+        "benchmark": f"one adversarial training step: ours* by recipe {args.recipe}; authors and reference: "
+        "the ARNAS recipe's PGD-7",
         "machine_peak_gflops": peak,
         "recipe_of_ours": args.recipe,
-        "model": f"arnas init_channels={args.init_channels} layers={args.layers} (paper: 64, 20)",
+        "model": f"{args.arch} init_channels={args.init_channels}"
+        + (f" layers={args.layers}" if args.arch != "resnet18" else "")
+        + f" on {args.image} images"
+        + (" (paper: arnas 64, 20 on 3x32)" if args.arch == "arnas" else ""),
         "device": args.device,
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
