@@ -55,14 +55,15 @@ def main() -> int:
     target = INDEX.parent / args.name
     training = copy_run(source, target, str(config.name), dataset, args.replace, args.threads)
     atomic_write_json(target / "metrics.json", {"training": training})
+    # evaluate with the entry registered in this process only: the index gains it (pins final) once the
+    # report exists, so an interrupted evaluation never leaves a half-registered model behind
+    unregister(args.name)
+    register(index_entry(target, args.name, description=args.description))
+    evaluate_entry(args.name, args.n, [a for a in args.attacks.split(",") if a], args.seed)
     entries = [e for e in read_index(INDEX) if e.name != args.name]
     if args.supersedes:
         entries = [replace(e, superseded_by=args.name) if e.name == args.supersedes else e for e in entries]
-    entry = index_entry(target, args.name, description=args.description)
-    write_index(INDEX, [*entries, entry])
-    unregister(args.name)  # this process read the index before the entry existed (or as it was)
-    register(entry)
-    evaluate_entry(args.name, args.n, [a for a in args.attacks.split(",") if a], args.seed)
+    write_index(INDEX, [*entries, index_entry(target, args.name, description=args.description)])
     (REPO / "MODEL_CARD.md").write_text(render_zoo_card(read_index(INDEX)))
     return 0
 
