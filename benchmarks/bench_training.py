@@ -13,8 +13,9 @@ code it stood for. All use the ARNAS recipe's attack (PGD-7, eps 8/255, step 0.0
 N(0, 1), model in eval mode) and SGD with clipping 5. Each (implementation, batch) runs in its own
 subprocess so that the peak memory (CUDA: max allocated; CPU: peak RSS of the process) is its own;
 the implementations alternate in the same run on the same machine. The JSON also has each row's
-achieved GFLOP/s (forward-equivalents x MACs) and, on CPU, the fraction of this machine's fp32 matmul
-peak measured at the end of the same run.
+achieved GFLOP/s (forward-equivalents x MACs) and, on CPU, the fraction of this machine's fp32 peak
+measured at the end of the same run (the best of a large matmul and large oneDNN convolutions, each
+reported: see ``machine_peak_gflops``).
 
 ``--recipe NAME`` times another recipe for the ours* rows (its attack, batch augmentation and
 channels_last), and ``--arch``/``--image`` another network and image shape, e.g. the zoo's pushed
@@ -144,22 +145,44 @@ def forward_equivalents(steps: int, clean_pass: bool) -> int:
 FORWARD_EQUIVALENTS = forward_equivalents(7, True)
 
 
+def _best_gflops(fn, flop: float, seconds: float) -> float:
+    """Best-of GFLOP/s of ``fn`` over ``seconds`` (after one warm-up call)."""
+    fn()
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return flop / best / 1e9
+
+
 def machine_peak_gflops(seconds: float = 3.0) -> dict:
-    """fp32 and bf16 matmul GFLOP/s of this process's threads (best of a few seconds; bf16 at 512^3, since
-    CPUs without native bf16 emulate it at a fraction of a GFLOP/s), and whether the CPU has native bf16."""
+    """The machine's fp32 and bf16 GFLOP/s with this process's threads, as the best of the dense kernels torch
+    has, each reported: a 2048^3 matmul (MKL's GEMM for fp32) and large channels_last convolutions (oneDNN:
+    1x1 at 256 channels, 3x3 at 128, batch 32). The best one is the peak: on AMD CPUs MKL's fp32 GEMM takes
+    its AVX2 path (measured on this project's AVX-512 EPYC: 86 GFLOP/s per core against oneDNN's ~200), so a
+    matmul alone understates an AVX-512 machine by about 2x. bf16 matmul at 512^3, since CPUs without native
+    bf16 emulate it at a fraction of a GFLOP/s. Also whether the CPU has native bf16."""
     from arnas_zoo.runs.precision import cpu_has_native_bf16
 
     out: dict = {"cpu_native_bf16": cpu_has_native_bf16(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    kernels: dict[str, float] = {}
     for dtype, n in ((torch.float32, 2048), (torch.bfloat16, 512)):
-        a = torch.randn(n, n, dtype=dtype)
-        b = torch.randn(n, n, dtype=dtype)
-        a @ b
-        best, end = float("inf"), time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            t0 = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t0)
-        out[str(dtype).removeprefix("torch.")] = 2 * n**3 / best / 1e9
+        name = str(dtype).removeprefix("torch.")
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        kernels[f"{name} matmul {n}^3"] = _best_gflops(lambda a=a, b=b: a @ b, 2 * n**3, seconds)
+    cl = torch.channels_last
+    with torch.no_grad():
+        for k, c, size in ((1, 256, 32), (3, 128, 32)):
+            x = torch.randn(32, c, size, size).contiguous(memory_format=cl)
+            w = torch.randn(c, c, k, k).contiguous(memory_format=cl)
+            flop = 2 * 32 * c * c * k * k * size * size
+            kernels[f"float32 conv {k}x{k} {c}ch {size}x{size} batch 32 channels_last"] = _best_gflops(
+                lambda x=x, w=w, k=k: torch.nn.functional.conv2d(x, w, padding=k // 2), flop, seconds / 2
+            )
+    out["kernels"] = kernels
+    for name in ("float32", "bfloat16"):
+        out[name] = max(v for key, v in kernels.items() if key.startswith(name))
     return out
 
 
