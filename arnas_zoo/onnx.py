@@ -19,6 +19,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,14 @@ def resolve_providers(providers: str | Sequence[str] = "auto") -> list[str]:
     return names
 
 
+def _usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     """The arnas-zoo metadata stored in an ONNX file (empty dict for foreign files)."""
     ort = _ort()
@@ -130,9 +139,17 @@ class OnnxModel:
         path: the .onnx file.
         providers: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"`` (error if CUDA does
             not load) or a list of ONNX Runtime provider names.
-        threads: intra-op threads for the CPU provider (None: ONNX Runtime's default).
+        threads: CPU threads (None: ONNX Runtime's default for single runs, all usable cores for
+            split batches).
         check_range: reject inputs outside [0, 1] (InputRangeError), like a model that normalizes.
         device_id: the GPU the CUDA provider runs on (CUDA tensors passed in must live there).
+        micro_batch: on the CPU provider, a batch larger than this runs as chunks of ``micro_batch``
+            images, ``threads`` chunks at a time, each on one thread of a second, single-threaded
+            session (None: every batch is one run with ``threads`` intra-op threads). Chunks keep
+            each run's activations small enough to stay in cache, and one image per thread scales
+            where intra-op threading of small convolutions does not: measured on a 2-core AVX-512
+            EPYC, the 20-cell C=64 ARNAS at batch 32 ran in 267 ms against 415 ms as one run
+            (docs/performance.md). Results equal the single run's to float32 rounding.
     """
 
     def __init__(
@@ -142,8 +159,11 @@ class OnnxModel:
         threads: int | None = None,
         check_range: bool = True,
         device_id: int = 0,
+        micro_batch: int | None = 4,
     ) -> None:
         ort = _ort()
+        if micro_batch is not None and int(micro_batch) < 1:
+            raise ConfigError(f"micro_batch must be a positive number of images or None, got {micro_batch}")
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: no such ONNX file")
@@ -186,6 +206,11 @@ class OnnxModel:
             json.loads(self.metadata[META_PARITY]) if META_PARITY in self.metadata else None
         )
         self.check_range = check_range
+        self.micro_batch = None if micro_batch is None else int(micro_batch)
+        self.workers = int(threads) if threads is not None else _usable_cores()
+        self._options = (ort, with_options)
+        self._chunk_session: Any = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def provider(self) -> str:
@@ -231,15 +256,39 @@ class OnnxModel:
             if x.is_cuda and self.provider == CUDA:
                 return self._run_cuda(x)
             array = x.to("cpu", dtype=torch.float32).numpy().astype(self.input_dtype, copy=False)
-            out = self.session.run([self.output_name], {self.input_name: array})[0]
-            return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+            return torch.from_numpy(self._run_host(array)).to(x.device)
         array = np.asarray(x)
         if array.size:
             self._check(array.shape, float(array.min()), float(array.max()), np.issubdtype(array.dtype, np.floating))
-        out = self.session.run(
-            [self.output_name], {self.input_name: np.ascontiguousarray(array, dtype=self.input_dtype)}
-        )[0]
-        return np.asarray(out, dtype=np.float32)
+        return self._run_host(np.ascontiguousarray(array, dtype=self.input_dtype))
+
+    def _run_host(self, array: np.ndarray) -> np.ndarray:
+        """One run, or (CPU provider, batch above ``micro_batch``) chunks run ``workers`` at a time."""
+        n = len(array)
+        chunk = self.micro_batch
+        if chunk is None or n <= chunk or self.provider != CPU:
+            out = self.session.run([self.output_name], {self.input_name: array})[0]
+            return np.asarray(out, dtype=np.float32)
+        session, pool = self._chunk_runner()
+        starts = range(0, n, chunk)
+        parts = pool.map(
+            lambda i: session.run([self.output_name], {self.input_name: np.ascontiguousarray(array[i : i + chunk])})[0],
+            starts,
+        )
+        return np.concatenate([np.asarray(part, dtype=np.float32) for part in parts])
+
+    def _chunk_runner(self) -> tuple[Any, ThreadPoolExecutor]:
+        """The single-threaded session and the thread pool that run chunks, made on first use."""
+        if self._chunk_session is None:
+            ort, providers = self._options
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._chunk_session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="onnx-chunk")
+        assert self._pool is not None
+        return self._chunk_session, self._pool
 
     forward = __call__
 

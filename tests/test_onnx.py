@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from arnas_zoo.checkpoint import load_folder, save_folder, sha256_file
 from arnas_zoo.cli import main as zoo_cli
-from arnas_zoo.errors import CheckpointError, InputRangeError
+from arnas_zoo.errors import CheckpointError, ConfigError, InputRangeError
 from arnas_zoo.images import read_npz_batch
 from arnas_zoo.onnx import CPU, META_CONFIG, OnnxModel, ProviderError, read_onnx_metadata, resolve_providers
 from tests.tiny_models import fitted_mnist_model, relabelled
@@ -84,6 +84,22 @@ def test_session_matches_torch_at_any_batch_size(exported: Path, shared_data: Pa
     as_numpy = session(x.numpy())
     assert isinstance(as_numpy, np.ndarray) and np.allclose(as_numpy, out.numpy(), atol=1e-6)
     assert session.eval() is session
+
+
+def test_split_batches_equal_one_run(exported: Path, shared_data: Path) -> None:
+    """Chunks run concurrently on the single-threaded session give the one-run logits, in order."""
+    x, _ = read_npz_batch(shared_data / "mnist" / "test.npz", channels=1, n=11, offset=200)
+    whole = OnnxModel(exported / "model.onnx", providers="cpu", micro_batch=None)
+    split = OnnxModel(exported / "model.onnx", providers="cpu", threads=2, micro_batch=3)
+    reference = whole(x)
+    out = split(x)  # chunks of 3, 3, 3, 2 on two threads
+    assert split._chunk_session is not None and whole._chunk_session is None
+    assert out.shape == reference.shape and (out - reference).abs().max() <= 1e-5
+    assert torch.equal(out.argmax(1), reference.argmax(1))
+    assert np.allclose(split(x.numpy()), reference.numpy(), atol=1e-5)
+    assert (split(x[:2]) - reference[:2]).abs().max() <= 1e-5  # at most micro_batch: one run
+    with pytest.raises(ConfigError, match="micro_batch"):
+        OnnxModel(exported / "model.onnx", providers="cpu", micro_batch=0)
 
 
 def test_session_rejects_bad_inputs(exported: Path) -> None:
