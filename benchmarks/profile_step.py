@@ -11,7 +11,7 @@ profile's events are grouped by op type: every ``aten::convolution`` and ``aten:
 depthwise, dilated depthwise), every other op's self time to batch norm, elementwise, pooling,
 layout/copy, loss/reduction, optimizer or other. For convolutions the script also counts the
 multiply-adds (forward: N Cout Hout Wout Cin/groups k^2; backward: twice that when it computes both
-gradients) and reports the GFLOP/s each class achieves as a fraction of the machine's fp32 matmul peak,
+gradients) and reports the GFLOP/s each class achieves as a fraction of the machine's fp32 peak (bench_training.machine_peak_gflops),
 measured in the same run. Prints a markdown table (the one in docs/performance.md) and writes JSON.
 """
 
@@ -122,7 +122,7 @@ def classify(events) -> tuple[dict[str, float], dict[str, float]]:  # type: igno
 def profile_one(impl: str, args: argparse.Namespace) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    ns = argparse.Namespace(**vars(args), steps=1, warmup=1, device="cpu", recipe="arnas")
+    ns = argparse.Namespace(**vars(args), steps=1, warmup=1, device="cpu", recipe="arnas", arch="arnas", image="3x32")
     run_step, _ = bench_training.prepare(impl, args.batch, ns)
     run_step(0)  # warm-up: allocations, oneDNN kernel choices
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:

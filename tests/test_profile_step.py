@@ -37,3 +37,12 @@ def test_convolutions_are_classified_and_counted() -> None:
     assert macs == expected
     assert set(seconds) >= set(expected) | {"batch norm", "elementwise"}
     assert all(v > 0 for v in seconds.values())
+
+
+def test_worker_profiles_one_tiny_step() -> None:
+    """The worker entry point builds its step through bench_training.prepare (whose arguments grow)."""
+    import argparse
+
+    row = profile_step.profile_one("ours", argparse.Namespace(init_channels=4, layers=5, batch=2))
+    assert row["impl"] == "ours" and row["batch"] == 2 and row["step_seconds"] > 0
+    assert row["macs"]["conv: pointwise 1x1"] > 0 and sum(row["seconds"].values()) > 0
