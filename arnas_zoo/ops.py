@@ -52,6 +52,12 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
+    def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x)`` given ``x = relu(input)`` (see :func:`after_relu`)."""
+        for module in list(self)[1:]:
+            x = module(x)
+        return x
+
 
 class SepConv(nn.Sequential):
     """Two stacked depthwise-separable blocks; only the first one strides (DARTS' sep_conv)."""
@@ -61,6 +67,12 @@ class SepConv(nn.Sequential):
             DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
             DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
         )
+
+    def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x)`` given ``x = relu(input)`` (see :func:`after_relu`)."""
+        first, second = self[0], self[1]
+        assert isinstance(first, DilConv)
+        return second(first.forward_after_relu(x))
 
 
 class PointwiseConv2d(nn.Conv2d):
@@ -114,7 +126,10 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.forward_after_relu(self.relu(x))
+
+    def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x)`` given ``x = relu(input)`` (see :func:`after_relu`)."""
         a = self.conv_1(x)
         shifted = x[:, :, 1:, 1:]
         if x.shape[-2] % 2 or x.shape[-1] % 2:
@@ -135,6 +150,29 @@ class ResSepConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) + self.shortcut(x)
+
+
+def after_relu(op: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``f`` with ``op(x) == f(relu(x))`` when ``op`` begins with a ReLU (DilConv, SepConv, FactorizedReduce),
+    else None.
+
+    A search supernet applies every candidate op of an edge to the same input, and every edge leaving a
+    state to that state: four of the seven ARNAS ops begin with ``relu(x)``, so a cell computed up to
+    sixteen ReLUs of each state and kept each output for its convolution's backward. With ``f`` the
+    cell computes ``relu`` once per state; the values are identical, and autograd keeps one tensor.
+    """
+    if isinstance(op, FactorizedReduce):
+        first: nn.Module = op.relu
+    elif isinstance(op, SepConv):
+        first = op[0][0]  # type: ignore[index]
+    elif isinstance(op, DilConv):
+        first = op[0]
+    else:
+        return None
+    if type(op) in (DilConv, SepConv, FactorizedReduce) and isinstance(first, nn.ReLU) and not first.inplace:
+        tail: Callable[[torch.Tensor], torch.Tensor] = op.forward_after_relu
+        return tail
+    return None
 
 
 def _skip(c: int, stride: int, affine: bool) -> nn.Module:

@@ -24,12 +24,17 @@ from torch import nn
 
 from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype
 from arnas_zoo.models import Normalize
-from arnas_zoo.ops import POOLING_OPS, FactorizedReduce, ReLUConvBN, create_op
+from arnas_zoo.ops import POOLING_OPS, FactorizedReduce, ReLUConvBN, after_relu, create_op
 from search.space import SearchSpace
 
 
 class MixedOp(nn.Module):
-    """``sum_k w_k * op_k(x)`` over the candidate ops of one edge."""
+    """``sum_k w_k * op_k(x)`` over the candidate ops of one edge.
+
+    ``forward(x, weights, x_relu)`` takes ``relu(x)`` from the caller when it has it: the ops that begin
+    with a ReLU then start from it (:func:`arnas_zoo.ops.after_relu`), so one ReLU per state serves every
+    edge and op that reads it (the cell passes it; same values, one saved tensor instead of up to 16).
+    """
 
     def __init__(self, channels: int, stride: int, primitives: tuple[str, ...]):
         super().__init__()
@@ -39,11 +44,14 @@ class MixedOp(nn.Module):
             if name in POOLING_OPS:
                 op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
             self.ops.append(op)
+        self.relu_first = [after_relu(op) is not None for op in self.ops]  # a plain list: not in the state dict
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        out = weights[0] * self.ops[0](x)
-        for w, op in zip(weights[1:], self.ops[1:]):
-            out = out + w * op(x)
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
+        out: torch.Tensor | None = None
+        for w, op, relu_first in zip(weights, self.ops, self.relu_first):
+            y = op.forward_after_relu(x_relu) if relu_first and x_relu is not None else op(x)
+            out = w * y if out is None else out + w * y
+        assert out is not None
         return out
 
 
@@ -77,14 +85,18 @@ class SearchCell(nn.Module):
             for src in range(NUM_CELL_INPUTS + k):
                 stride = 2 if reduction and src < NUM_CELL_INPUTS else 1
                 self.edges.append(MixedOp(channels, stride, primitives))
+        self.shares_relu = any(any(edge.relu_first) for edge in self.edges)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
+        relus: list[torch.Tensor] = []  # relu(states[j]), computed once and shared by every edge that reads it
         offset = 0
         for _ in range(self.nodes):
             total = None
+            if self.shares_relu:
+                relus += [torch.relu(h) for h in states[len(relus) :]]
             for j, h in enumerate(states):
-                out = self.edges[offset + j](h, weights[offset + j])
+                out = self.edges[offset + j](h, weights[offset + j], relus[j] if relus else None)
                 total = out if total is None else total + out
             offset += len(states)
             states.append(total)

@@ -189,3 +189,42 @@ def test_recomputed_cells_give_the_same_logits_gradients_and_running_statistics(
     assert len(g0) == len(g1) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g0, g1))
     # the backward's second forward did not move the running statistics again
     assert all(torch.equal(a, b) for a, b in zip(b0, b1))
+
+
+def test_ops_that_begin_with_relu_run_from_a_shared_relu() -> None:
+    from arnas_zoo.ops import after_relu, create_op
+
+    x = torch.randn(2, 6, 8, 8, generator=torch.Generator().manual_seed(0))
+    starts_with_relu = set()
+    for name in DARTS_PRIMITIVES:
+        for stride in (1, 2):
+            op = create_op(name, 6, stride, affine=False).train()
+            tail = after_relu(op)
+            if tail is None:
+                continue
+            starts_with_relu.add((name, stride))
+            assert torch.equal(tail(torch.relu(x)), op(x)), (name, stride)
+    convs = {n for n in DARTS_PRIMITIVES if "conv" in n}
+    assert starts_with_relu == {(n, s) for n in convs for s in (1, 2)} | {("skip_connect", 2)}
+
+
+def test_shared_relu_keeps_the_supernets_logits_and_gradients() -> None:
+    """One ReLU per state instead of one per (edge, op): identical logits, gradients to accumulation order."""
+    space = SearchSpace(layers=5, init_channels=4, input_size=8)
+    runs = {}
+    for shared in (True, False):
+        torch.manual_seed(0)
+        model = Supernet(space, generator=torch.Generator().manual_seed(0)).train()
+        for cell in model.cells:
+            cell.shares_relu = shared and cell.shares_relu
+        x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        logits = model(x)
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
+        runs[shared] = (logits.detach(), x.grad.clone(), [p.grad.clone() for p in model.parameters()])
+    (l0, x0, g0), (l1, x1, g1) = runs[True], runs[False]
+    assert torch.equal(l0, l1)
+    def close(a: torch.Tensor, b: torch.Tensor) -> bool:  # float32 sums in another order
+        return bool((a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-12)
+
+    assert close(x0, x1) and len(g0) == len(g1) and all(close(a, b) for a, b in zip(g0, g1))
+    assert any(cell.shares_relu for cell in Supernet(space).cells)
