@@ -16,10 +16,12 @@ metric as the robust objective).
 
 ``--impls ours,authors``: *authors* is the reference for ``pgd_ce``: the passes of the authors' search
 loop (fyqsama/ARNAS ``train_search.py`` + ``architect_2.py``, read for behaviour, not copied) on the
-same supernet: NCHW fp32; uint8 images through PIL transforms; a fresh iterator over the validation
-loader every step; PGD-7 with the model in train mode; per objective a separately unrolled *copy* of
-the network (its own forward and backward on the training batch) and its own finite-difference
-Hessian-vector product; MGDA; the weight step; the loss read on the host.
+same supernet built the authors' way (every op its own ReLU, the edge's weighted sum as products and
+partial sums: ``search.supernet.SHARE_RELU`` and ``FUSED_SUM`` off): NCHW fp32; uint8 images through
+PIL transforms; a fresh iterator over the validation loader every step; PGD-7 with the model in train
+mode; per objective a separately unrolled *copy* of the network (its own forward and backward on the
+training batch) and its own finite-difference Hessian-vector product; MGDA; the weight step; the loss
+read on the host.
 
 ``--impls ours-bf16,ours-bf16-all`` (CPU with native bf16): bf16 autocast (``amp_cpu=true``) in the
 PGD crafting and the weight step only (``amp_arch=false``), or also in the architecture gradients
@@ -202,6 +204,10 @@ def measure(args: argparse.Namespace) -> dict:
     from search.data import SearchData
     from search.run import SearchRun
 
+    if args.impl == "authors":  # the authors' MixedOp: a ReLU per op, a product and a partial sum per term
+        import search.supernet
+
+        search.supernet.SHARE_RELU = search.supernet.FUSED_SUM = False
     if "s2b" in args.impl or "auto" in args.impl:  # before any model is built
         os.environ["ARNAS_ZOO_DILATED"] = "s2b" if "s2b" in args.impl else "auto"
     device = resolve_device(args.device)

@@ -11,8 +11,9 @@ profile's events are grouped by op type: every ``aten::convolution`` and ``aten:
 depthwise, dilated depthwise), every other op's self time to batch norm, elementwise, pooling,
 layout/copy, loss/reduction, optimizer or other. For convolutions the script also counts the
 multiply-adds (forward: N Cout Hout Wout Cin/groups k^2; backward: twice that when it computes both
-gradients) and reports the GFLOP/s each class achieves as a fraction of the machine's fp32 peak (bench_training.machine_peak_gflops),
-measured in the same run. Prints a markdown table (the one in docs/performance.md) and writes JSON.
+gradients) and reports the GFLOP/s each class achieves as a fraction of the machine's fp32 peak
+(bench_training.machine_peak_gflops), measured in the same run. Prints a markdown table (the one in
+docs/performance.md) and writes JSON.
 """
 
 from __future__ import annotations

@@ -28,6 +28,60 @@ from arnas_zoo.ops import POOLING_OPS, FactorizedReduce, ReLUConvBN, after_relu,
 from search.space import SearchSpace
 
 
+def _flat(t: torch.Tensor) -> torch.Tensor | None:
+    """A 1-D view of a dense tensor's memory (contiguous or channels_last), else None."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)  # a view: the permuted tensor is contiguous
+    return None
+
+
+def _dot(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(g * y).sum()`` in float32 or wider, without the product tensor where both share one dense layout."""
+    fg, fy = _flat(g), _flat(y)
+    if fg is not None and fy is not None and g.stride() == y.stride() and g.dtype == y.dtype:
+        if g.dtype in (torch.float32, torch.float64):
+            return torch.dot(fg, fy)
+    wide = torch.promote_types(g.dtype, torch.float32)
+    return (g.to(wide) * y.to(wide)).sum()
+
+
+#: MixedOp sums its ops' outputs with :class:`_WeightedSum` (False: the plain expression, for comparison).
+FUSED_SUM = True
+#: Cells built while this is True compute one ReLU per state for every op that begins with one (False: every
+#: op its own, as DARTS-style code does; benchmarks/bench_search.py's reference of the authors' passes).
+SHARE_RELU = True
+
+
+class _WeightedSum(torch.autograd.Function):
+    """``sum_k weights[k] * ys[k]`` as one autograd node.
+
+    The plain expression allocates a product and a partial sum per term in the forward, and a
+    product per term (``g * y_k``, summed for ``weights[k]``'s gradient) in the backward; here the
+    forward accumulates into one tensor and the weights' gradients are dot products. The backward
+    is written in differentiable ops, so double backward (DSRNA's Jacobian objective) works.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, weights: torch.Tensor, *ys: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weights, *ys)
+        scale = weights.detach().double().tolist()
+        out = ys[0] * weights[0].to(ys[0].dtype)
+        for k in range(1, len(ys)):
+            out = out.add_(ys[k], alpha=scale[k]) if ys[k].dtype == out.dtype else out + weights[k] * ys[k]
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        weights, *ys = ctx.saved_tensors
+        grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_w = torch.stack([_dot(g, y) for y in ys]).to(weights.dtype)
+        grads = [(g * weights[k].to(g.dtype)) if ctx.needs_input_grad[k + 1] else None for k in range(len(ys))]
+        return (grad_w, *grads)
+
+
 class MixedOp(nn.Module):
     """``sum_k w_k * op_k(x)`` over the candidate ops of one edge.
 
@@ -47,11 +101,15 @@ class MixedOp(nn.Module):
         self.relu_first = [after_relu(op) is not None for op in self.ops]  # a plain list: not in the state dict
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, x_relu: torch.Tensor | None = None) -> torch.Tensor:
-        out: torch.Tensor | None = None
-        for w, op, relu_first in zip(weights, self.ops, self.relu_first):
-            y = op.forward_after_relu(x_relu) if relu_first and x_relu is not None else op(x)
-            out = w * y if out is None else out + w * y
-        assert out is not None
+        ys = [
+            op.forward_after_relu(x_relu) if relu_first and x_relu is not None else op(x)
+            for op, relu_first in zip(self.ops, self.relu_first)
+        ]
+        if FUSED_SUM and all(type(y) is torch.Tensor for y in ys):  # not for interval bounds (DSRNA's certified)
+            return _WeightedSum.apply(weights, *ys)  # type: ignore[no-any-return]
+        out = weights[0] * ys[0]
+        for w, y in zip(weights[1:], ys[1:]):
+            out = out + w * y
         return out
 
 
@@ -85,7 +143,7 @@ class SearchCell(nn.Module):
             for src in range(NUM_CELL_INPUTS + k):
                 stride = 2 if reduction and src < NUM_CELL_INPUTS else 1
                 self.edges.append(MixedOp(channels, stride, primitives))
-        self.shares_relu = any(any(edge.relu_first) for edge in self.edges)
+        self.shares_relu = SHARE_RELU and any(any(edge.relu_first) for edge in self.edges)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]

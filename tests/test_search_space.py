@@ -208,23 +208,64 @@ def test_ops_that_begin_with_relu_run_from_a_shared_relu() -> None:
     assert starts_with_relu == {(n, s) for n in convs for s in (1, 2)} | {("skip_connect", 2)}
 
 
-def test_shared_relu_keeps_the_supernets_logits_and_gradients() -> None:
+def test_shared_relu_keeps_the_supernets_logits_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """One ReLU per state instead of one per (edge, op): identical logits, gradients to accumulation order."""
+    import search.supernet as supernet
+
+    monkeypatch.setattr(supernet, "FUSED_SUM", False)  # the same summation in both: logits bitwise equal
     space = SearchSpace(layers=5, init_channels=4, input_size=8)
     runs = {}
     for shared in (True, False):
         torch.manual_seed(0)
+        monkeypatch.setattr(supernet, "SHARE_RELU", shared)
         model = Supernet(space, generator=torch.Generator().manual_seed(0)).train()
-        for cell in model.cells:
-            cell.shares_relu = shared and cell.shares_relu
+        assert all(cell.shares_relu == shared for cell in model.cells)
         x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
         logits = model(x)
         torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
         runs[shared] = (logits.detach(), x.grad.clone(), [p.grad.clone() for p in model.parameters()])
     (l0, x0, g0), (l1, x1, g1) = runs[True], runs[False]
     assert torch.equal(l0, l1)
+
     def close(a: torch.Tensor, b: torch.Tensor) -> bool:  # float32 sums in another order
         return bool((a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-12)
 
     assert close(x0, x1) and len(g0) == len(g1) and all(close(a, b) for a, b in zip(g0, g1))
-    assert any(cell.shares_relu for cell in Supernet(space).cells)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "mixed"])
+def test_fused_weighted_sum_gradients_and_double_backward(layout: str) -> None:
+    from search.supernet import _WeightedSum
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.rand(3, dtype=torch.float64, generator=gen).requires_grad_()
+    ys = [torch.randn(2, 3, 4, 5, dtype=torch.float64, generator=gen) for _ in range(3)]
+    if layout != "contiguous":
+        ys = [
+            y.contiguous(memory_format=torch.channels_last) if layout == "channels_last" or k else y
+            for k, y in enumerate(ys)
+        ]
+    ys = [y.requires_grad_() for y in ys]
+    plain = sum(wk * y for wk, y in zip(w, ys))
+    assert torch.allclose(_WeightedSum.apply(w, *ys), plain)
+    assert torch.autograd.gradcheck(lambda w, *ys: _WeightedSum.apply(w, *ys), (w, *ys))
+    assert torch.autograd.gradgradcheck(lambda w, *ys: _WeightedSum.apply(w, *ys), (w, *ys))
+
+
+def test_fused_sum_keeps_the_supernets_logits_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    import search.supernet as supernet
+
+    space = SearchSpace(layers=5, init_channels=4, input_size=8)
+    runs = {}
+    for fused in (True, False):
+        monkeypatch.setattr(supernet, "FUSED_SUM", fused)
+        torch.manual_seed(0)
+        model = Supernet(space, generator=torch.Generator().manual_seed(0)).train()
+        model = model.to(memory_format=torch.channels_last)
+        x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+        torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
+        runs[fused] = (logits.detach(), x.grad.clone(), [p.grad.clone() for p in model.parameters()])
+    for a, b in zip(runs[True][:2] + tuple(runs[True][2]), runs[False][:2] + tuple(runs[False][2])):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-12
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.arch_parameters())  # compared above
