@@ -148,8 +148,8 @@ class OnnxModel:
             session (None: every batch is one run with ``threads`` intra-op threads). Chunks keep
             each run's activations small enough to stay in cache, and one image per thread scales
             where intra-op threading of small convolutions does not: measured on a 2-core AVX-512
-            EPYC, the 20-cell C=64 ARNAS at batch 32 ran in 267 ms against 415 ms as one run
-            (docs/performance.md). Results equal the single run's to float32 rounding.
+            EPYC, the 20-cell C=64 ARNAS at batch 32 ran in 305 ms against 421 ms as one run
+            (benchmarks/bench_onnx.py, docs/performance.md). Results equal the single run's to float32 rounding.
     """
 
     def __init__(
@@ -164,6 +164,8 @@ class OnnxModel:
         ort = _ort()
         if micro_batch is not None and int(micro_batch) < 1:
             raise ConfigError(f"micro_batch must be a positive number of images or None, got {micro_batch}")
+        if threads is not None and int(threads) < 1:
+            raise ConfigError(f"threads must be a positive number or None (ONNX Runtime's default), got {threads}")
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: no such ONNX file")
@@ -208,7 +210,7 @@ class OnnxModel:
         self.check_range = check_range
         self.micro_batch = None if micro_batch is None else int(micro_batch)
         self.workers = int(threads) if threads is not None else _usable_cores()
-        self._options = (ort, with_options)
+        self._providers_with_options = with_options
         self._chunk_session: Any = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -280,12 +282,14 @@ class OnnxModel:
     def _chunk_runner(self) -> tuple[Any, ThreadPoolExecutor]:
         """The single-threaded session and the thread pool that run chunks, made on first use."""
         if self._chunk_session is None:
-            ort, providers = self._options
+            ort = _ort()
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
-            self._chunk_session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+            self._chunk_session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=self._providers_with_options
+            )
             self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="onnx-chunk")
         assert self._pool is not None
         return self._chunk_session, self._pool

@@ -161,18 +161,19 @@ def after_relu(op: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
     sixteen ReLUs of each state and kept each output for its convolution's backward. With ``f`` the
     cell computes ``relu`` once per state; the values are identical, and autograd keeps one tensor.
     """
-    if isinstance(op, FactorizedReduce):
+    # exact types: a subclass may override forward, and then the tail would not be its function
+    if type(op) is FactorizedReduce:
         first: nn.Module = op.relu
-    elif isinstance(op, SepConv):
+    elif type(op) is SepConv:
         first = op[0][0]  # type: ignore[index]
-    elif isinstance(op, DilConv):
+    elif type(op) is DilConv:
         first = op[0]
     else:
         return None
-    if type(op) in (DilConv, SepConv, FactorizedReduce) and isinstance(first, nn.ReLU) and not first.inplace:
-        tail: Callable[[torch.Tensor], torch.Tensor] = op.forward_after_relu
-        return tail
-    return None
+    if not isinstance(first, nn.ReLU) or first.inplace:
+        return None
+    tail: Callable[[torch.Tensor], torch.Tensor] = op.forward_after_relu
+    return tail
 
 
 def _skip(c: int, stride: int, affine: bool) -> nn.Module:

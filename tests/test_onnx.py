@@ -100,6 +100,8 @@ def test_split_batches_equal_one_run(exported: Path, shared_data: Path) -> None:
     assert (split(x[:2]) - reference[:2]).abs().max() <= 1e-5  # at most micro_batch: one run
     with pytest.raises(ConfigError, match="micro_batch"):
         OnnxModel(exported / "model.onnx", providers="cpu", micro_batch=0)
+    with pytest.raises(ConfigError, match="threads"):
+        OnnxModel(exported / "model.onnx", providers="cpu", threads=0)
 
 
 def test_session_rejects_bad_inputs(exported: Path) -> None:

@@ -262,6 +262,7 @@ def test_fused_sum_keeps_the_supernets_logits_and_gradients(monkeypatch: pytest.
         torch.manual_seed(0)
         model = Supernet(space, generator=torch.Generator().manual_seed(0)).train()
         model = model.to(memory_format=torch.channels_last)
+        assert all(m.fused_sum == fused for m in model.modules() if isinstance(m, supernet.MixedOp))
         x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
         logits = model(x.contiguous(memory_format=torch.channels_last))
         torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
