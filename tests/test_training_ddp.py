@@ -93,3 +93,34 @@ def test_two_gloo_processes_match_one(tmp_path, method):
     # the mean training loss of the epoch (all-reduced over both processes) agrees too
     loss_single, loss_double = (__import__("json").loads(lines[0])["train_loss"] for lines in (log_single, log_double))
     assert abs(loss_single - loss_double) < 1e-4
+
+
+EXIT_SCRIPT = """
+import atexit, os, sys, torch
+import torch.distributed as dist
+sys.path.insert(0, {repo!r})
+from arnas_zoo.runs.distributed import all_reduce_sum, init_distributed
+
+def report():  # registered first, so it runs after init_distributed's handler (atexit is LIFO)
+    with open(os.path.join({out!r}, "rank" + os.environ["RANK"]), "w") as f:
+        f.write(str(dist.is_initialized()))
+
+atexit.register(report)
+info, _ = init_distributed(torch.device("cpu"))
+assert dist.is_initialized() and info.world == 2
+assert all_reduce_sum(info, torch.ones(3)).tolist() == [2.0, 2.0, 2.0]
+"""
+
+
+def test_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
+    # gloo threads still alive during interpreter finalisation made a rank abort in CI
+    # ("terminate called without an active exception"): init_distributed registers the teardown
+    script = tmp_path / "exit.py"
+    script.write_text(textwrap.dedent(EXIT_SCRIPT.format(repo=str(REPO), out=str(tmp_path))))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    cmd += ["--master_port", str(_free_port()), str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["False", "False"]

@@ -8,6 +8,7 @@ onto GPUs as ``LOCAL_RANK % device_count()``, so N processes can share fewer GPU
 
 from __future__ import annotations
 
+import atexit
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -51,14 +52,21 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
             dist.init_process_group(backend, device_id=device)
         else:
             dist.init_process_group(backend)
+        # The group lives for the whole process (a sweep runs several searches in it) and is destroyed
+        # while the interpreter is still whole: a process that exits with gloo's worker threads alive
+        # can abort in finalisation ("terminate called without an active exception", seen in CI).
+        atexit.register(shutdown)
     collective_device = device if backend == "nccl" else torch.device("cpu")
     return Dist(dist.get_rank(), dist.get_world_size(), collective_device), device
 
 
-def shutdown(info: Dist) -> None:
-    """Leave the process group (after the last collective of a run)."""
-    if info.world > 1 and dist.is_initialized():
-        dist.barrier()
+def shutdown() -> None:
+    """Destroy the default process group if one exists (registered at exit by :func:`init_distributed`).
+
+    No barrier: a rank reaches this only after its last collective, and a rank that failed may never
+    reach a barrier.
+    """
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
