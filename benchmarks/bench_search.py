@@ -29,7 +29,9 @@ PGD crafting and the weight step only (``amp_arch=false``), or also in the archi
 the cosine between their architecture gradients and the float32 ones on the same batches. A suffix
 ``-s2b`` or ``-auto`` sets ``ARNAS_ZOO_DILATED`` (dilated depthwise convolutions by space-to-batch,
 always or where measured faster per shape; ``arnas_zoo/fastconv.py``): ``ours-auto``,
-``ours-bf16-auto``, ``ours-bf16-all-auto``.
+``ours-bf16-auto``, ``ours-bf16-all-auto``. A suffix ``-rcK`` recomputes the first K cells' activations
+in the backward (config ``recompute_cells``; ``--recompute-cells K`` sets it for every ours row), so
+``--impls authors,ours,ours-rc1,ours-rc2`` times the memory/time trade-off in one run.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -193,6 +196,14 @@ def _numerics(run, cfg) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
+def _recompute_cells(args: argparse.Namespace) -> int:
+    """``--recompute-cells``, or the K of an impl suffix ``-rcK`` (``ours-rc1``); 0 for the authors'."""
+    if not args.impl.startswith("ours"):
+        return 0
+    match = re.search(r"-rc(\d+)", args.impl)
+    return int(match.group(1)) if match else args.recompute_cells
+
+
 def measure(args: argparse.Namespace) -> dict:
     import tempfile
 
@@ -224,6 +235,7 @@ def measure(args: argparse.Namespace) -> dict:
     ]
     overrides += [f"init_channels={args.init_channels}", f"layers={args.layers}"]
     overrides += [f"recompute={json.dumps(args.recompute and args.impl.startswith('ours'))}"]
+    overrides += [f"recompute_cells={_recompute_cells(args)}"]
     cfg = load_config("paper", overrides)
     g = torch.Generator().manual_seed(0)
     n = args.batch_size * (args.steps + args.warmup)
@@ -261,6 +273,7 @@ def measure(args: argparse.Namespace) -> dict:
     return {
         "impl": args.impl,
         "recompute": bool(args.recompute and args.impl.startswith("ours")),
+        "recompute_cells": _recompute_cells(args),
         "batch_size": args.batch_size,
         "order": args.order,
         "objective": args.objective,
@@ -290,6 +303,7 @@ def main() -> None:
     )
     parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--recompute", action="store_true", help="ours: recompute each cell's activations")
+    parser.add_argument("--recompute-cells", type=int, default=0, help="ours: recompute the first K cells only")
     parser.add_argument("--orders", default="first,second")
     parser.add_argument("--objectives", default="pgd_ce", help="pgd_ce (ARNAS), jacobian, certified, combined")
     parser.add_argument("--objective", default="pgd_ce", help=argparse.SUPPRESS)
@@ -350,6 +364,7 @@ def main() -> None:
             ]
             + (["--no-amp"] if args.no_amp else [])
             + (["--recompute"] if args.recompute else [])
+            + ["--recompute-cells", str(args.recompute_cells)]
             + (["--check-numerics"] if args.check_numerics else [])
         )
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)

@@ -90,6 +90,7 @@ class SearchConfig:
     amp_arch: bool = True
     channels_last: bool = True
     recompute: bool = False  # activation recomputation per cell: less memory, about one more forward per backward
+    recompute_cells: int = 0  # recompute only the first k cells (the highest resolution): most of the memory, less time
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -123,7 +124,7 @@ class SearchConfig:
         for key in ("epochs", "batch_size"):
             if _bad_int(getattr(self, key), minimum=1):
                 raise ConfigError(f"{key}: expected a positive integer, got {getattr(self, key)!r}")
-        for key in ("pgd_steps", "eval_n", "seed"):
+        for key in ("pgd_steps", "eval_n", "seed", "recompute_cells"):
             if _bad_int(getattr(self, key), minimum=0):
                 raise ConfigError(f"{key}: expected a non-negative integer, got {getattr(self, key)!r}")
         for key in ("n_images", "steps_per_epoch", "resize"):

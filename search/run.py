@@ -84,7 +84,11 @@ class SearchRun:
         torch.manual_seed(config.seed)
         arch_gen = torch.Generator().manual_seed(config.seed + 1)
         self.model = Supernet(
-            space, arch_init_scale=config.arch_init_scale, generator=arch_gen, recompute=config.recompute
+            space,
+            arch_init_scale=config.arch_init_scale,
+            generator=arch_gen,
+            recompute=config.recompute,
+            recompute_cells=config.recompute_cells,
         ).to(device)
         if dist.world > 1:  # batch statistics of the global batch: N processes compute what one computes
             convert_dist_batchnorm(self.model)

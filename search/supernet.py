@@ -9,7 +9,10 @@ by a non-affine BN so that their scale is comparable with the convolutions'.
 
 ``recompute=True`` (search config ``recompute``) keeps only each cell's inputs for the backward and
 runs the cell's forward again there: about one more forward per backward for a fraction of the
-activation memory (``benchmarks/bench_search.py --recompute``).
+activation memory (``benchmarks/bench_search.py --recompute``). ``recompute_cells=k`` (config
+``recompute_cells``) does that for the first ``k`` cells only: they work at the highest resolution
+and hold the largest share of the activations, so a small ``k`` buys most of the memory for a
+fraction of the extra forward.
 """
 
 from __future__ import annotations
@@ -181,8 +184,11 @@ class Supernet(nn.Module):
         std: tuple[float, ...] | None = None,
         generator: torch.Generator | None = None,
         recompute: bool = False,
+        recompute_cells: int = 0,
     ):
         super().__init__()
+        if recompute_cells < 0:
+            raise ValueError(f"recompute_cells: expected >= 0, got {recompute_cells}")
         self.space = space
         self.recompute = recompute
         self.primitives = space.primitives
@@ -205,6 +211,8 @@ class Supernet(nn.Module):
             c_prev_prev, c_prev = c_prev, space.nodes * channels
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, space.num_classes)
+        # how many leading cells keep only their inputs for the backward
+        self.recomputed_cells = len(self.cells) if recompute else min(recompute_cells, len(self.cells))
         shape = (space.num_edges, len(self.primitives))
         self.alphas = nn.ParameterDict(
             {name: nn.Parameter(arch_init_scale * torch.randn(shape, generator=generator)) for name in space.cell_types}
@@ -232,9 +240,9 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {name: torch.softmax(alpha, dim=-1) for name, alpha in self.alphas.items()}
         s0 = s1 = self.stem(self.normalize(x))
-        for cell_type, cell in zip(self.layer_types, self.cells):
+        for i, (cell_type, cell) in enumerate(zip(self.layer_types, self.cells)):
             w = weights[cell_type].to(s1.dtype)
-            if self.recompute and torch.is_grad_enabled():
+            if i < self.recomputed_cells and torch.is_grad_enabled():
                 s0, s1 = s1, _recomputed(cell, s0, s1, w)
             else:
                 s0, s1 = s1, cell(s0, s1, w)

@@ -62,6 +62,8 @@ def test_config_presets_and_overrides() -> None:
         (["lam=[[[[1]]]]"], "lam"),
         (["epochs=1e400"], "epochs"),
         (["seed=" + "9" * 30], "seed"),
+        (["recompute_cells=-1"], "recompute_cells"),
+        (["recompute_cells=1.5"], "recompute_cells"),
     ):
         with pytest.raises(ConfigError, match=fragment):
             load_config("tiny", overrides)

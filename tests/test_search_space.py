@@ -173,22 +173,38 @@ def test_supernet_genotype_follows_the_alphas() -> None:
         g.cell("normal")
 
 
-def test_recomputed_cells_give_the_same_logits_gradients_and_running_statistics() -> None:
+@pytest.mark.parametrize("setting", [{"recompute": True}, {"recompute_cells": 2}])
+def test_recomputed_cells_give_the_same_logits_gradients_and_running_statistics(
+    setting: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from search.supernet import SearchCell
+
     space = SearchSpace(layers=5, init_channels=4, input_size=8)
-    runs = {}
-    for recompute in (False, True):
+    runs, calls = {}, {}
+    forward, counts = SearchCell.forward, {}  # the recomputation in the backward fires no module hooks
+
+    def counted(cell: SearchCell, *args: torch.Tensor) -> torch.Tensor:
+        counts[id(cell)] = counts.get(id(cell), 0) + 1
+        return forward(cell, *args)
+
+    monkeypatch.setattr(SearchCell, "forward", counted)
+    for name, kwargs in (("plain", {}), ("recomputed", setting)):
         torch.manual_seed(0)  # the same weight initialisation in both
-        model = Supernet(space, generator=torch.Generator().manual_seed(0), recompute=recompute).train()
+        model = Supernet(space, generator=torch.Generator().manual_seed(0), **kwargs).train()
         x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
         logits = model(x)
         torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
         grads = [p.grad.clone() for p in model.parameters()]
-        runs[recompute] = (logits.detach(), x.grad.clone(), grads, [b.clone() for b in model.buffers()])
-    (l0, x0, g0, b0), (l1, x1, g1, b1) = runs[False], runs[True]
+        runs[name] = (logits.detach(), x.grad.clone(), grads, [b.clone() for b in model.buffers()])
+        calls[name] = [counts.get(id(cell), 0) for cell in model.cells]
+    (l0, x0, g0, b0), (l1, x1, g1, b1) = runs["plain"], runs["recomputed"]
     assert torch.allclose(l0, l1, atol=1e-6) and torch.allclose(x0, x1, atol=1e-6)
     assert len(g0) == len(g1) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g0, g1))
     # the backward's second forward did not move the running statistics again
     assert all(torch.equal(a, b) for a, b in zip(b0, b1))
+    # a recomputed cell runs its forward twice (once more in the backward), the others once
+    k = 5 if setting.get("recompute") else setting["recompute_cells"]
+    assert calls["plain"] == [1] * 5 and calls["recomputed"] == [2] * k + [1] * (5 - k)
 
 
 def test_ops_that_begin_with_relu_run_from_a_shared_relu() -> None:
