@@ -190,7 +190,6 @@ class Supernet(nn.Module):
         if recompute_cells < 0:
             raise ValueError(f"recompute_cells: expected >= 0, got {recompute_cells}")
         self.space = space
-        self.recompute = recompute
         self.primitives = space.primitives
         self.normalize = Normalize(mean, std) if mean is not None and std is not None else nn.Identity()
         c_stem = space.stem_multiplier * space.init_channels

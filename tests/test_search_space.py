@@ -189,6 +189,7 @@ def test_recomputed_cells_give_the_same_logits_gradients_and_running_statistics(
 
     monkeypatch.setattr(SearchCell, "forward", counted)
     for name, kwargs in (("plain", {}), ("recomputed", setting)):
+        counts.clear()
         torch.manual_seed(0)  # the same weight initialisation in both
         model = Supernet(space, generator=torch.Generator().manual_seed(0), **kwargs).train()
         x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
@@ -205,6 +206,8 @@ def test_recomputed_cells_give_the_same_logits_gradients_and_running_statistics(
     # a recomputed cell runs its forward twice (once more in the backward), the others once
     k = 5 if setting.get("recompute") else setting["recompute_cells"]
     assert calls["plain"] == [1] * 5 and calls["recomputed"] == [2] * k + [1] * (5 - k)
+    with pytest.raises(ValueError, match="recompute_cells"):
+        Supernet(space, recompute_cells=-1)
 
 
 def test_ops_that_begin_with_relu_run_from_a_shared_relu() -> None:
