@@ -51,9 +51,10 @@ def _dot(g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # Read when a supernet is built. FUSED_SUM: MixedOps sum their ops' outputs with :class:`_WeightedSum`;
 # SHARE_RELU: cells compute one ReLU per state for every op that begins with one. False for both builds the
 # supernet the way DARTS-style code computes it (benchmarks/bench_search.py's reference of the authors' passes).
-# FUSED_SUM is off by default: it changes float32 rounding, and the bf16 search test's cosine at its seed
-# (tests/test_search_bilevel.py, PGD sign steps) moved from 0.92 to 0.84 at two threads, below its 0.85 floor.
-FUSED_SUM = False
+# FUSED_SUM is on: it saves the per-op products of the weighted sum (paper supernet, batch 32, with
+# recompute_cells=1: 4.86 instead of 5.55 GB). It changes float32 rounding only; the bf16 search test
+# (tests/test_search_bilevel.py) compares means over four batches, which the fused sum meets as the plain one does.
+FUSED_SUM = True
 SHARE_RELU = True
 
 
@@ -263,15 +264,32 @@ class Supernet(nn.Module):
 def _recomputed(cell: SearchCell, s0: torch.Tensor, s1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``cell(s0, s1, w)`` keeping only its inputs for the backward, which runs the cell's forward again.
 
-    The second forward must not move BatchNorm's running statistics a second time: it runs under
-    :func:`~arnas_zoo.attacks.batchnorm.frozen_running_stats`, which puts the buffers back afterwards.
+    The second forward must not move BatchNorm's running statistics a second time, nor write to them at
+    all: a graph kept for a second backward (DSRNA's Jacobian objective) has saved them, and an in-place
+    restore would invalidate it. So while recomputing, each training-mode BatchNorm works on scratch
+    copies of its buffers (same values, so the same saved tensors and the same batch-statistics output),
+    and gets its own buffers back afterwards, untouched.
     """
     from torch.utils.checkpoint import checkpoint
 
-    from arnas_zoo.attacks.batchnorm import frozen_running_stats
+    bns = [m for m in cell.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    names = ("running_mean", "running_var", "num_batches_tracked")
+
+    class _ScratchStats:  # re-enterable: a graph backpropagated twice recomputes twice
+        def __enter__(self) -> None:
+            self._saved = [(m, {n: getattr(m, n) for n in names}) for m in bns if m.training and m.track_running_stats]
+            for m, buffers in self._saved:
+                for n, b in buffers.items():
+                    if b is not None:
+                        setattr(m, n, b.detach().clone())
+
+        def __exit__(self, *exc: Any) -> None:
+            for m, buffers in self._saved:
+                for n, b in buffers.items():
+                    setattr(m, n, b)
 
     def contexts() -> tuple[Any, Any]:
-        return contextlib.nullcontext(), frozen_running_stats(cell)
+        return contextlib.nullcontext(), _ScratchStats()
 
     return checkpoint(cell, s0, s1, w, use_reentrant=False, context_fn=contexts)  # type: ignore[no-any-return]
 

@@ -289,3 +289,24 @@ def test_fused_sum_keeps_the_supernets_logits_and_gradients(monkeypatch: pytest.
     for a, b in zip(runs[True][:2] + tuple(runs[True][2]), runs[False][:2] + tuple(runs[False][2])):
         assert (a - b).abs().max() <= 1e-5 * b.abs().max() + 1e-12
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.arch_parameters())  # compared above
+
+
+def test_recomputed_cells_survive_a_double_backward_with_the_same_gradients() -> None:
+    """DSRNA's Jacobian objective backpropagates through an input gradient (create_graph): the
+    recomputed cells run their forward once per backward, and neither run may write to BatchNorm
+    buffers that the kept graph has saved."""
+    space = SearchSpace(layers=5, init_channels=4, input_size=8)
+    results = {}
+    for k in (0, 2):
+        torch.manual_seed(0)
+        model = Supernet(space, generator=torch.Generator().manual_seed(0), recompute_cells=k).train()
+        x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3]))
+        (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+        alphas = list(model.alphas.values())
+        arch = torch.autograd.grad(gx.pow(2).sum(), alphas)
+        results[k] = ([a.clone() for a in arch], [b.clone() for b in model.buffers()])
+    (a0, b0), (a1, b1) = results[0], results[2]
+    assert all(float(a.abs().max()) > 0 for a in a0)  # the second-order path reaches the alphas
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(a0, a1))
+    assert all(torch.equal(a, b) for a, b in zip(b0, b1))
