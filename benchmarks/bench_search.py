@@ -296,6 +296,8 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    from search.config import SearchConfig
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="32,64")
     parser.add_argument(
@@ -303,7 +305,12 @@ def main() -> None:
     )
     parser.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--recompute", action="store_true", help="ours: recompute each cell's activations")
-    parser.add_argument("--recompute-cells", type=int, default=0, help="ours: recompute the first K cells only")
+    parser.add_argument(
+        "--recompute-cells",
+        type=int,
+        default=SearchConfig().recompute_cells,
+        help="ours: recompute the first K cells only [the search default]",
+    )
     parser.add_argument("--orders", default="first,second")
     parser.add_argument("--objectives", default="pgd_ce", help="pgd_ce (ARNAS), jacobian, certified, combined")
     parser.add_argument("--objective", default="pgd_ce", help=argparse.SUPPRESS)
