@@ -16,6 +16,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -92,7 +93,8 @@ def main() -> None:
 
     model = create_model(args.arch, init_channels=args.init_channels, layers=args.layers).to(device).eval()
     eps, alpha = 8 / 255, 2 / 255
-    counters = {k: PassCounter() for k in ("ours", "ours_auto", "ours_nchw", "torchattacks")}
+    variants = ("ours", "ours_auto", "ours_flip", "ours_auto_flip", "ours_nchw")
+    counters = {k: PassCounter() for k in (*variants, "torchattacks")}
     wrapped = {k: CountingModel(model, c) for k, c in counters.items()}
     theirs = torchattacks.PGD(wrapped["torchattacks"], eps=eps, alpha=alpha, steps=args.steps, random_start=True)
 
@@ -123,21 +125,39 @@ def main() -> None:
                 channels_last=False,
             )
 
-    def run_ours_auto() -> None:  # ARNAS_ZOO_DILATED=auto: per shape, the faster dilated convolution
-        os.environ["ARNAS_ZOO_DILATED"] = "auto"
-        try:
-            gen = torch.Generator(device=device).manual_seed(args.seed)
-            for i in range(0, args.n, args.batch_size):
-                pgd(wrapped["ours_auto"], x_all[i : i + args.batch_size], y_all[i : i + args.batch_size], eps=eps,
-                    step_size=alpha, steps=args.steps, generator=gen)  # fmt: skip
-        finally:
-            os.environ.pop("ARNAS_ZOO_DILATED")
+    def with_env(key: str, env: dict[str, str]) -> Callable[[], None]:
+        """Our PGD (channels_last) under fastconv's environment switches, e.g. ``ARNAS_ZOO_DILATED=auto``
+        (per shape, the faster dilated convolution) or ``ARNAS_ZOO_DWGRAD=flip``."""
+
+        def run() -> None:
+            old = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)
+            try:
+                gen = torch.Generator(device=device).manual_seed(args.seed)
+                for i in range(0, args.n, args.batch_size):
+                    pgd(wrapped[key], x_all[i : i + args.batch_size], y_all[i : i + args.batch_size], eps=eps,
+                        step_size=alpha, steps=args.steps, generator=gen)  # fmt: skip
+            finally:
+                for k, v in old.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+        return run
 
     def run_theirs() -> None:
         for i in range(0, args.n, args.batch_size):
             theirs(x_all[i : i + args.batch_size], y_all[i : i + args.batch_size])
 
-    runs = {"ours": run_ours, "ours_auto": run_ours_auto, "ours_nchw": run_ours_nchw, "torchattacks": run_theirs}
+    runs = {
+        "ours": run_ours,
+        "ours_auto": with_env("ours_auto", {"ARNAS_ZOO_DILATED": "auto"}),
+        "ours_flip": with_env("ours_flip", {"ARNAS_ZOO_DWGRAD": "flip"}),
+        "ours_auto_flip": with_env("ours_auto_flip", {"ARNAS_ZOO_DILATED": "auto", "ARNAS_ZOO_DWGRAD": "flip"}),
+        "ours_nchw": run_ours_nchw,
+        "torchattacks": run_theirs,
+    }
     # warm-up (allocator, oneDNN primitive caches) on one batch each, not timed or counted
     for _ in range(1):
         pgd(model, x_all[: args.batch_size], y_all[: args.batch_size], eps=eps, step_size=alpha, steps=1)
@@ -169,7 +189,7 @@ def main() -> None:
             "forward_passes_per_image": c.forward / images,
             "backward_passes_per_image": c.backward / images,
         }
-    for key in ("ours", "ours_auto", "ours_nchw"):
+    for key in variants:
         result[f"speedup_{key}_vs_torchattacks"] = (
             result["results"][key]["images_per_second"] / result["results"]["torchattacks"]["images_per_second"]
         )
@@ -180,9 +200,9 @@ def main() -> None:
             f"{r['backward_passes_per_image']:.1f} bwd/img"
         )
     print(
-        f"speedup ours/torchattacks: {result['speedup_ours_vs_torchattacks']:.2f}x (channels_last), "
-        f"{result['speedup_ours_auto_vs_torchattacks']:.2f}x (channels_last, ARNAS_ZOO_DILATED=auto), "
-        f"{result['speedup_ours_nchw_vs_torchattacks']:.2f}x (NCHW)  -> {args.out}"
+        "speedup over torchattacks: "
+        + ", ".join(f"{key} {result[f'speedup_{key}_vs_torchattacks']:.2f}x" for key in variants)
+        + f"  -> {args.out}"
     )
 
 
