@@ -367,6 +367,7 @@ def plot_table(table: Sequence[dict[str, Any]], path: str | Path, title: str) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "multiply-adds per image")):
@@ -376,6 +377,17 @@ def plot_table(table: Sequence[dict[str, Any]], path: str | Path, title: str) ->
             ax.annotate(row["arch"], (row[key], 100 * row["worst_case"]), fontsize=8, xytext=(3, 3),
                         textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
+        # at least a factor of 4 around the points, and labels only at 1, 2, 5 x 10^k in engineering
+        # notation (matplotlib labels every minor tick of a narrow log range, and they overlap)
+        values = [row[key] for row in table if row[key]]
+        if values:
+            lo, hi = min(values), max(values)
+            pad = max(2.0, (4 * lo / hi) ** 0.5)
+            ax.set_xlim(lo / pad, hi * pad)
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_locator(ticker.LogLocator(subs="auto"))
+        ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%): x clean, o worst case")
