@@ -98,19 +98,6 @@ def main() -> None:
     wrapped = {k: CountingModel(model, c) for k, c in counters.items()}
     theirs = torchattacks.PGD(wrapped["torchattacks"], eps=eps, alpha=alpha, steps=args.steps, random_start=True)
 
-    def run_ours() -> None:
-        gen = torch.Generator(device=device).manual_seed(args.seed)
-        for i in range(0, args.n, args.batch_size):
-            pgd(
-                wrapped["ours"],
-                x_all[i : i + args.batch_size],
-                y_all[i : i + args.batch_size],
-                eps=eps,
-                step_size=alpha,
-                steps=args.steps,
-                generator=gen,
-            )
-
     def run_ours_nchw() -> None:
         gen = torch.Generator(device=device).manual_seed(args.seed)
         for i in range(0, args.n, args.batch_size):
@@ -126,8 +113,8 @@ def main() -> None:
             )
 
     def with_env(key: str, env: dict[str, str]) -> Callable[[], None]:
-        """Our PGD (channels_last) under fastconv's environment switches, e.g. ``ARNAS_ZOO_DILATED=auto``
-        (per shape, the faster dilated convolution) or ``ARNAS_ZOO_DWGRAD=flip``."""
+        """Our PGD (channels_last) under fastconv's environment switches (none: the default paths), e.g.
+        ``ARNAS_ZOO_DILATED=auto`` (per shape, the faster dilated convolution) or ``ARNAS_ZOO_DWGRAD=flip``."""
 
         def run() -> None:
             old = {k: os.environ.get(k) for k in env}
@@ -151,7 +138,7 @@ def main() -> None:
             theirs(x_all[i : i + args.batch_size], y_all[i : i + args.batch_size])
 
     runs = {
-        "ours": run_ours,
+        "ours": with_env("ours", {}),
         "ours_auto": with_env("ours_auto", {"ARNAS_ZOO_DILATED": "auto"}),
         "ours_flip": with_env("ours_flip", {"ARNAS_ZOO_DWGRAD": "flip"}),
         "ours_auto_flip": with_env("ours_auto_flip", {"ARNAS_ZOO_DILATED": "auto", "ARNAS_ZOO_DWGRAD": "flip"}),

@@ -266,30 +266,14 @@ def _recomputed(cell: SearchCell, s0: torch.Tensor, s1: torch.Tensor, w: torch.T
 
     The second forward must not move BatchNorm's running statistics a second time, nor write to them at
     all: a graph kept for a second backward (DSRNA's Jacobian objective) has saved them, and an in-place
-    restore would invalidate it. So while recomputing, each training-mode BatchNorm works on scratch
-    copies of its buffers (same values, so the same saved tensors and the same batch-statistics output),
-    and gets its own buffers back afterwards, untouched.
+    restore would invalidate it. So it runs under :class:`~arnas_zoo.attacks.batchnorm.ScratchRunningStats`.
     """
     from torch.utils.checkpoint import checkpoint
 
-    bns = [m for m in cell.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    names = ("running_mean", "running_var", "num_batches_tracked")
-
-    class _ScratchStats:  # re-enterable: a graph backpropagated twice recomputes twice
-        def __enter__(self) -> None:
-            self._saved = [(m, {n: getattr(m, n) for n in names}) for m in bns if m.training and m.track_running_stats]
-            for m, buffers in self._saved:
-                for n, b in buffers.items():
-                    if b is not None:
-                        setattr(m, n, b.detach().clone())
-
-        def __exit__(self, *exc: Any) -> None:
-            for m, buffers in self._saved:
-                for n, b in buffers.items():
-                    setattr(m, n, b)
+    from arnas_zoo.attacks.batchnorm import ScratchRunningStats
 
     def contexts() -> tuple[Any, Any]:
-        return contextlib.nullcontext(), _ScratchStats()
+        return contextlib.nullcontext(), ScratchRunningStats(cell)
 
     return checkpoint(cell, s0, s1, w, use_reentrant=False, context_fn=contexts)  # type: ignore[no-any-return]
 

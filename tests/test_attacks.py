@@ -410,3 +410,29 @@ def test_non_finite_radii_are_refused() -> None:
             pgd(model, x, y, eps=eps, step_size=0.01, steps=1)
     with pytest.raises(ConfigError, match="labels"):
         pgd(model, x, y.float(), eps=0.1, step_size=0.01, steps=1)
+
+
+def test_scratch_running_stats_leave_buffers_unwritten_and_re_enter() -> None:
+    from arnas_zoo.attacks.batchnorm import ScratchRunningStats
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
+    bn = model[1]
+    originals = [bn.running_mean, bn.running_var, bn.num_batches_tracked]
+    before = [t.clone() for t in originals]
+    x = torch.rand(2, 3, 6, 6)
+    plain = model(x)  # moves the real statistics once
+    moved = [t.clone() for t in originals]
+    versions = [t._version for t in originals]
+    assert not torch.equal(moved[0], before[0])
+    scratch = ScratchRunningStats(model)
+    for _ in range(2):  # entered twice, as a graph backpropagated twice recomputes twice
+        with scratch:
+            assert bn.running_mean is not originals[0]
+            assert torch.allclose(model(x), plain)  # batch statistics: the same output
+        assert all(a is b for a, b in zip([bn.running_mean, bn.running_var, bn.num_batches_tracked], originals))
+    assert all(torch.equal(t, m) for t, m in zip(originals, moved))
+    assert [t._version for t in originals] == versions  # not written since the plain forward
+    model.eval()
+    with scratch:  # eval-mode BatchNorm reads its statistics and is left alone
+        assert bn.running_mean is originals[0]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-from functools import partial
+from functools import cache, partial
 
 import pytest
 import torch
@@ -319,7 +318,7 @@ def test_first_order_skips_weight_gradients_without_changing_t() -> None:
 _VAL_SEEDS = (2, 3, 4, 5)
 
 
-@functools.cache
+@cache
 def _arch_gradients(order: str, amp_arch: bool, bf16: bool, val_seed: int, start_seed: int | None = None):  # type: ignore[no-untyped-def]
     """``t`` and ``t_hat`` (flattened) of one architecture step of the tiny supernet; PGD starts at the clean
     images unless ``start_seed`` draws a uniform random start. Cached: the float32 ones serve several tests."""

@@ -66,6 +66,39 @@ def frozen_running_stats(model: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
+class ScratchRunningStats:
+    """While active, every training-mode BatchNorm of ``model`` updates scratch copies of its buffers;
+    its own buffers come back on exit, never written.
+
+    Unlike :func:`frozen_running_stats`, nothing is copied back in place, so a graph built inside (which
+    saves the running statistics) stays valid for a later backward, also a second one. Re-enterable:
+    activation checkpointing enters it once per recomputation.
+    """
+
+    _NAMES = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._saved: list[tuple[nn.Module, dict[str, torch.Tensor | None]]] = []
+
+    def __enter__(self) -> None:
+        self._saved = [
+            (m, {n: getattr(m, n) for n in self._NAMES})
+            for m in self.model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+        ]
+        for m, buffers in self._saved:
+            for n, b in buffers.items():
+                if b is not None:
+                    setattr(m, n, b.detach().clone())
+
+    def __exit__(self, *exc: object) -> None:
+        for m, buffers in self._saved:
+            for n, b in buffers.items():
+                setattr(m, n, b)
+        self._saved = []
+
+
 @contextlib.contextmanager
 def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
     """Train-mode BatchNorm (batch statistics) on frozen running statistics and frozen parameters."""
