@@ -19,6 +19,7 @@ may differ from the papers'; the table says so.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -361,6 +362,20 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
     return "\n".join(lines) + "\n"
 
 
+def spread_labels(xs: Sequence[float], ys: Sequence[float], dx: float, gap: float) -> list[float]:
+    """Heights for the labels of points (``xs``, ``ys``): each label starts at its point's height and is
+    moved up just enough that labels less than ``dx`` apart in x are at least ``gap`` apart in height."""
+    placed: list[tuple[float, float]] = []
+    heights = [0.0] * len(ys)
+    for i in sorted(range(len(ys)), key=lambda k: ys[k]):
+        height = ys[i]
+        while clash := [h for x, h in placed if abs(x - xs[i]) < dx and abs(h - height) < gap]:
+            height = max(clash) + gap
+        placed.append((xs[i], height))
+        heights[i] = height
+    return heights
+
+
 def plot_table(table: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
     """Worst-case robust accuracy against parameters and against MACs (log x), one labelled point per model."""
     import matplotlib
@@ -374,8 +389,16 @@ def plot_table(table: Sequence[dict[str, Any]], path: str | Path, title: str) ->
         for row in table:
             ax.scatter(row[key], 100 * row["worst_case"], color="tab:red")
             ax.scatter(row[key], 100 * row["clean"], color="tab:blue", marker="x")
-            ax.annotate(row["arch"], (row[key], 100 * row["worst_case"]), fontsize=8, xytext=(3, 3),
-                        textcoords="offset points")  # fmt: skip
+        # labels of nearby points would print over each other: stack them (log x, so spacing in log10)
+        span = [100 * row[k] for row in table for k in ("worst_case", "clean")]
+        gap = 0.045 * (max(span) - min(span) + 10) if span else 1.0
+        logs = [math.log10(max(row[key], 1)) for row in table]
+        heights = spread_labels(logs, [100 * row["worst_case"] for row in table], dx=0.25, gap=gap)
+        for row, height in zip(table, heights, strict=True):
+            moved = height > 100 * row["worst_case"] + 1e-9
+            ax.annotate(row["arch"], (row[key], 100 * row["worst_case"]), xytext=(row[key] * 1.06, height),
+                        textcoords="data", fontsize=8, va="center",
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if moved else None)  # fmt: skip
         ax.set_xscale("log")
         # at least a factor of 4 around the points, and labels only at 1, 2, 5 x 10^k in engineering
         # notation (matplotlib labels every minor tick of a narrow log range, and they overlap)

@@ -108,6 +108,19 @@ def test_a_superseded_model_warns_and_still_loads() -> None:
     assert model.config.in_channels == 1
 
 
+def test_plot_labels_of_nearby_points_are_stacked_apart_and_far_ones_stay_put() -> None:
+    from arnas_zoo.leaderboard import spread_labels
+
+    xs = [4.0, 4.05, 4.1, 5.0, 4.02]  # four points close in x (log10 units), one far
+    ys = [90.0, 90.0, 90.5, 90.0, 95.0]
+    heights = spread_labels(xs, ys, dx=0.25, gap=1.0)
+    assert heights[3] == 90.0 and heights[0] == 90.0  # the far point and the lowest keep their height
+    assert all(h >= y for h, y in zip(heights, ys, strict=True))  # labels only move up
+    near = sorted(heights[i] for i in (0, 1, 2, 4))
+    assert all(b - a >= 1.0 - 1e-9 for a, b in zip(near, near[1:], strict=False))  # none within a gap
+    assert heights[4] == 95.0  # already clear of the others
+
+
 def test_wilson_interval_matches_known_values() -> None:
     from arnas_zoo.leaderboard import wilson_interval
 
