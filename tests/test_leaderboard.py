@@ -121,6 +121,15 @@ def test_plot_labels_of_nearby_points_are_stacked_apart_and_far_ones_stay_put() 
     assert heights[4] == 95.0  # already clear of the others
 
 
+def test_plot_of_an_empty_or_one_row_board_is_written(tmp_path: Path) -> None:
+    from arnas_zoo.leaderboard import plot_table
+
+    row = {"arch": "arnas", "params": 10_000, "macs": 2e6, "clean": 0.5, "worst_case": 0.2}
+    for name, table in (("empty", []), ("one", [row])):
+        path = plot_table(table, tmp_path / f"{name}.png", name)
+        assert path.stat().st_size > 1000
+
+
 def test_wilson_interval_matches_known_values() -> None:
     from arnas_zoo.leaderboard import wilson_interval
 
