@@ -28,6 +28,14 @@ def main(verbose: bool) -> None:
     apply_thread_policy()
 
 
+@main.result_callback()
+def _finish(*_: Any, **__: Any) -> None:
+    """A command that succeeded under torchrun ends its worker cleanly (no-op in a single process)."""
+    from arnas_zoo.runs import distributed
+
+    distributed.finish_worker()
+
+
 def _peer_command(preset: str) -> Any:
     """The peers' run command whose preset ``preset`` is (RoCo-NAS, RobNets, the cell NSGA-II), or None."""
     if preset.startswith("roco"):

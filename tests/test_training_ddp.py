@@ -124,3 +124,65 @@ def test_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["False", "False"]
+
+
+FINISH_SCRIPT = """
+import atexit, os, sys, torch
+sys.path.insert(0, {repo!r})
+from arnas_zoo.runs.distributed import all_reduce_sum, finish_worker, init_distributed
+
+def mark(name):
+    with open(os.path.join({out!r}, name + os.environ["RANK"]), "w") as f:
+        f.write("x")
+
+atexit.register(mark, "atexit")
+info, _ = init_distributed(torch.device("cpu"))
+assert all_reduce_sum(info, torch.ones(2)).tolist() == [2.0, 2.0]
+print("flushed by finish_worker", end="")  # no newline: only an explicit flush gets it out before os._exit
+mark("before")
+finish_worker()
+mark("after")
+"""
+
+
+def test_finish_worker_meets_every_rank_and_exits_before_finalisation(tmp_path):
+    # a second CI abort at exit, with the group already destroyed by the atexit handler: a successful
+    # worker now leaves through a barrier, destroy_process_group and os._exit(0)
+    script = tmp_path / "finish.py"
+    script.write_text(textwrap.dedent(FINISH_SCRIPT.format(repo=str(REPO), out=str(tmp_path))))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    cmd += ["--master_port", str(_free_port()), "--tee", "1", str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    made = sorted(p.name for p in tmp_path.iterdir() if p.name[:-1] in ("before", "after", "atexit"))
+    assert made == ["before0", "before1"]  # nothing after finish_worker ran, not even atexit handlers
+    assert proc.stdout.count("flushed by finish_worker") == 2
+
+
+def test_finish_worker_is_a_no_op_without_a_process_group():
+    from arnas_zoo.runs.distributed import finish_worker
+
+    finish_worker()  # returns (a single process has nothing to end)
+
+
+@pytest.mark.parametrize("group", ["arnas_zoo", "search"])
+def test_both_command_groups_end_successful_commands_through_finish_worker(group, monkeypatch):
+    from click.testing import CliRunner
+
+    from arnas_zoo.runs import distributed
+
+    calls: list[int] = []
+    monkeypatch.setattr(distributed, "finish_worker", lambda: calls.append(1))
+    if group == "arnas_zoo":
+        from arnas_zoo.cli import main
+
+        ok, bad = ["pretrained"], ["eval", "no-such-model", "--n", "1"]
+    else:
+        from search.cli import main
+
+        ok, bad = ["presets"], ["run", "no-such-preset"]
+    runner = CliRunner()
+    assert runner.invoke(main, ok).exit_code == 0 and calls == [1]
+    assert runner.invoke(main, bad).exit_code != 0 and calls == [1]  # failures exit through the atexit teardown

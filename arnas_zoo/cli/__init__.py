@@ -94,5 +94,13 @@ def main() -> None:
     apply_thread_policy()
 
 
+@main.result_callback()
+def _finish(*_: Any, **__: Any) -> None:
+    """A command that succeeded under torchrun ends its worker cleanly (no-op in a single process)."""
+    from arnas_zoo.runs import distributed
+
+    distributed.finish_worker()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

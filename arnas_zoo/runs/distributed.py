@@ -9,7 +9,9 @@ onto GPUs as ``LOCAL_RANK % device_count()``, so N processes can share fewer GPU
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -68,6 +70,26 @@ def shutdown() -> None:
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish_worker() -> None:
+    """End a torchrun worker whose command succeeded: meet every rank, destroy the group, exit 0 at once.
+
+    No-op outside a process group. The barrier keeps a rank from closing its gloo connections while
+    another still uses them; leaving with ``os._exit`` skips interpreter finalisation, where threads
+    that torch.distributed and its backends start can still run and abort the process ("terminate
+    called without an active exception": a torchrun search rank in CI, once with and once without
+    the group destroyed at exit). Output streams and logging are flushed first. Failures do not come
+    here: they exit through :func:`shutdown` at exit, with no barrier a failed rank may never reach.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 def vote(info: Dist, flag: bool) -> bool:
