@@ -30,6 +30,8 @@ from test_training import tiny_model, tiny_recipe, digits
 from arnas_zoo.training import train
 train(tiny_model(), tiny_recipe(epochs=1, batch_size=16, method={method!r}), digits(64), digits(32, offset=1000),
       {out!r}, device="cpu", progress=False, run_name="tiny")
+from arnas_zoo.runs.distributed import finish_worker
+finish_worker()  # how a torchrun script ends (docs/training.md)
 """
 
 
