@@ -162,3 +162,34 @@ def test_train_split_of_another_dataset_is_one_line_error(tmp_path):
     )
     assert result.exit_code != 0 and "unknown split 'train_mix'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()  # nothing written for a refused run
+
+
+def test_init_from_starts_from_a_checkpoint_with_a_fresh_schedule(tmp_path):
+    """--init-from: the run starts at the given weights, records them, and refuses another architecture."""
+    torch.set_num_threads(1)
+    runner = CliRunner()
+    base = ["--recipe", "cpu_digits", "--val-rows", "100", "--eval-attacks", "none", *TINY]
+    first = runner.invoke(main, ["train", "arnas", "--out", str(tmp_path / "a"), *base])
+    assert first.exit_code == 0, first.output
+    source = str(tmp_path / "a" / "last")
+    start = load_folder(source).state_dict()
+    # a vanishing learning rate: the weights barely move, so a warm start ends where the first run ended
+    frozen = [*base, "--set", "lr=1e-12", "--set", "weight_decay=0"]
+    warm = runner.invoke(main, ["train", "arnas", "--out", str(tmp_path / "b"), "--init-from", source, *frozen])
+    assert warm.exit_code == 0, warm.output
+    warm_model = load_folder(tmp_path / "b" / "last")
+    weights = [k for k, v in start.items() if v.is_floating_point() and "running" not in k]  # BN statistics move
+    for key in weights:
+        assert torch.allclose(start[key], warm_model.state_dict()[key], atol=1e-6), key
+    origin = warm_model.config.extra["init_from"]
+    assert origin["spec"] == source and len(origin["weights_digest"]) == 64
+    # the same schedule from random weights ends elsewhere: the comparison above can fail
+    cold = runner.invoke(main, ["train", "arnas", "--out", str(tmp_path / "c"), *frozen])
+    assert cold.exit_code == 0, cold.output
+    cold_weights = load_folder(tmp_path / "c" / "last").state_dict()
+    assert any(not torch.allclose(start[k], cold_weights[k], atol=1e-6) for k in weights)
+    # another width is another network: one line, exit 2, no run folder
+    wider = [*base, "--model-set", "init_channels=8"]
+    refused = runner.invoke(main, ["train", "arnas", "--out", str(tmp_path / "d"), "--init-from", source, *wider])
+    assert refused.exit_code == 2 and "init_channels" in refused.output
+    assert not (tmp_path / "d").exists()

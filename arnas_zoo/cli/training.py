@@ -60,6 +60,13 @@ from arnas_zoo.cli.common import friendly_errors, key_values, progress_for, quie
     type=click.Path(file_okay=False),
     help="run folder (state, logs, best/ and last/)",
 )
+@click.option(
+    "--init-from",
+    default=None,
+    metavar="MODEL",
+    help="start from these weights (registry name, checkpoint folder or Hub repo of the same architecture) "
+    "with a fresh optimizer and schedule: a warm restart",
+)
 @click.option("--resume", is_flag=True, help="continue the run in --out exactly where it stopped")
 @click.option(
     "--resume-previous",
@@ -95,6 +102,7 @@ def train_command(
     recipe_sets: tuple[str, ...],
     model_sets: tuple[str, ...],
     out_dir: str,
+    init_from: str | None,
     resume: bool,
     resume_previous: bool,
     device: str,
@@ -129,6 +137,7 @@ def train_command(
         name=name,
         eval_attacks=attacks,
         eval_n=eval_n,
+        init_from=init_from,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1] if result.history else {}

@@ -43,6 +43,7 @@ def run_training(
     name: str | None = None,
     eval_attacks: Sequence[str] | None = ("fgsm", "pgd20"),
     eval_n: int | None = 1000,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train ``arch`` (a registry name, a searched genotype JSON or a config.json) on ``dataset``'s train split.
 
@@ -52,6 +53,12 @@ def run_training(
     ``eval_n`` points of the test split (the validation rows when the test split is not on disk).
     ``train_split`` names the rows trained on (``train_full`` for all 60k MNIST images, ``train_mix`` for
     the 50k CIFAR-10 mix, whose last 1000 rows are the genuine validation rows).
+
+    ``init_from`` (anything :func:`arnas_zoo.load` accepts: a registry name, a checkpoint folder, a Hub
+    repo) starts from those weights instead of random ones, with a fresh optimizer and learning-rate
+    schedule (a warm restart, e.g. more epochs for a model whose cosine schedule has ended). Its
+    architecture must equal ``arch``'s; where it came from (and its weights' digest) is written into
+    the run's model config, so ``--resume`` needs the same ``init_from``.
     """
     from arnas_zoo.data import dataset_info, load_dataset, split_train_val
     from arnas_zoo.errors import ConfigError, DataNotFoundError
@@ -77,8 +84,9 @@ def run_training(
         except DataNotFoundError:
             test_data = val_split.first(eval_n) if val_split is not None else None
     torch.manual_seed(the_recipe.seed)  # the initial weights depend on the recipe's seed only
+    model: Any = config if init_from is None else initial_model(config, init_from)
     return train(
-        config,
+        model,
         the_recipe,
         train_rows,
         val_split,
@@ -91,6 +99,37 @@ def run_training(
         test_data=test_data,
         eval_attacks=tuple(eval_attacks or ()),
     )
+
+
+def initial_model(config: Any, init_from: str | Path) -> Any:
+    """A model of ``config`` holding the weights of ``init_from``; its config records where they came from.
+
+    Raises :class:`~arnas_zoo.errors.ConfigError` when the two architectures differ (a different genotype,
+    width, depth, input or class count): a warm start must continue the same network.
+    """
+    import hashlib
+
+    from arnas_zoo.errors import ConfigError
+    from arnas_zoo.hub import load
+    from arnas_zoo.models import build_model
+
+    start = load(init_from)
+    ours, theirs = config.to_dict(), start.config.to_dict()
+    ignored = {"name", "extra", "threat_model", "eps", "drop_path_prob"}  # labels and training-time settings
+    differ = sorted(k for k in ours if k not in ignored and ours[k] != theirs.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" for k in differ[:3])
+        raise ConfigError(f"init_from {str(init_from)!r}: its architecture differs from the run's ({shown})")
+    net = build_model(config)
+    weights = start.state_dict()
+    net.load_state_dict(weights, strict=True)
+    digest = hashlib.sha256()
+    for key in sorted(weights):
+        digest.update(key.encode())
+        digest.update(weights[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    origin = {"spec": str(init_from), "name": start.config.name, "weights_digest": digest.hexdigest()}
+    net.config = config.replace(extra={**dict(config.extra), "init_from": origin})
+    return net
 
 
 def run_training_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -122,6 +161,7 @@ def run_training_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         name=args.get("name"),
         eval_attacks=args.get("eval_attacks", ("fgsm", "pgd20")),
         eval_n=args.get("eval_n", 1000),
+        init_from=args.get("init_from"),
     )
     metrics_path = Path(result.best_dir) / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
