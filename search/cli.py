@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from arnas_zoo.cli.common import friendly_errors, progress_for, quiet_option
+from arnas_zoo.cli.common import finish_distributed, friendly_errors, progress_for, quiet_option
 from arnas_zoo.threads import apply_thread_policy
 from search.config import PRESETS, load_config, parse_overrides
 
@@ -28,12 +28,7 @@ def main(verbose: bool) -> None:
     apply_thread_policy()
 
 
-@main.result_callback()
-def _finish(*_: Any, **__: Any) -> None:
-    """A command that succeeded under torchrun ends its worker cleanly (no-op in a single process)."""
-    from arnas_zoo.runs import distributed
-
-    distributed.finish_worker()
+main.result_callback()(finish_distributed)  # a command that succeeded under torchrun ends its worker
 
 
 def _peer_command(preset: str) -> Any:

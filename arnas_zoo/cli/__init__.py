@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from arnas_zoo.cli.common import finish_distributed
 from arnas_zoo.threads import apply_thread_policy
 
 # command name -> "module:attribute", imported on first use
@@ -94,12 +95,7 @@ def main() -> None:
     apply_thread_policy()
 
 
-@main.result_callback()
-def _finish(*_: Any, **__: Any) -> None:
-    """A command that succeeded under torchrun ends its worker cleanly (no-op in a single process)."""
-    from arnas_zoo.runs import distributed
-
-    distributed.finish_worker()
+main.result_callback()(finish_distributed)  # a command that succeeded under torchrun ends its worker
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,6 +34,18 @@ def _crash_report(exc: BaseException) -> str:
     return path
 
 
+def finish_distributed(*_: Any, **__: Any) -> None:
+    """Result callback of the command groups: a command that succeeded under torchrun ends its worker.
+
+    See :func:`arnas_zoo.runs.distributed.finish_worker`. Without ``torch.distributed`` imported there is
+    no process group, and the light commands (``list``, ``pretrained``) keep torch unimported.
+    """
+    if "torch.distributed" in sys.modules:
+        from arnas_zoo.runs import distributed
+
+        distributed.finish_worker()
+
+
 def friendly_errors(func: F) -> F:
     """Every foreseeable failure becomes one line on stderr and a non-zero exit code, never a traceback.
 
