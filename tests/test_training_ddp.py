@@ -114,16 +114,21 @@ assert all_reduce_sum(info, torch.ones(3)).tolist() == [2.0, 2.0, 2.0]
 """
 
 
-def test_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
-    # gloo threads still alive during interpreter finalisation made a rank abort in CI
-    # ("terminate called without an active exception"): init_distributed registers the teardown
-    script = tmp_path / "exit.py"
-    script.write_text(textwrap.dedent(EXIT_SCRIPT.format(repo=str(REPO), out=str(tmp_path))))
+def _torchrun_two(tmp_path: Path, name: str, template: str) -> subprocess.CompletedProcess:
+    """Run ``template`` (formatted with repo and out) as 2 gloo processes; stdout holds both ranks' output."""
+    script = tmp_path / name
+    script.write_text(textwrap.dedent(template.format(repo=str(REPO), out=str(tmp_path))))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
-    cmd += ["--master_port", str(_free_port()), str(script)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    cmd += ["--master_port", str(_free_port()), "--tee", "1", str(script)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
+    # gloo threads still alive during interpreter finalisation made a rank abort in CI
+    # ("terminate called without an active exception"): init_distributed registers the teardown
+    proc = _torchrun_two(tmp_path, "exit.py", EXIT_SCRIPT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["False", "False"]
 
@@ -150,13 +155,7 @@ mark("after")
 def test_finish_worker_meets_every_rank_and_exits_before_finalisation(tmp_path):
     # a second CI abort at exit, with the group already destroyed by the atexit handler: a successful
     # worker now leaves through a barrier, destroy_process_group and os._exit(0)
-    script = tmp_path / "finish.py"
-    script.write_text(textwrap.dedent(FINISH_SCRIPT.format(repo=str(REPO), out=str(tmp_path))))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
-    cmd += ["--master_port", str(_free_port()), "--tee", "1", str(script)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    proc = _torchrun_two(tmp_path, "finish.py", FINISH_SCRIPT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     made = sorted(p.name for p in tmp_path.iterdir() if p.name[:-1] in ("before", "after", "atexit"))
     assert made == ["before0", "before1"]  # nothing after finish_worker ran, not even atexit handlers
