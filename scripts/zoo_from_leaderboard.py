@@ -74,6 +74,8 @@ def copy_run(source: Path, target: Path, arch: str, dataset: str, replace: bool,
             "hardware": f"{_cpu_model()}, {os.cpu_count()} cores; {threads}",
         }
     )
+    if config["extra"].get("init_from"):  # a warm restart (train --init-from): the weights it started from
+        training["init_from"] = config["extra"]["init_from"]
     return training
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import torch
 from click.testing import CliRunner
@@ -183,6 +185,12 @@ def test_init_from_starts_from_a_checkpoint_with_a_fresh_schedule(tmp_path):
         assert torch.allclose(start[key], warm_model.state_dict()[key], atol=1e-6), key
     origin = warm_model.config.extra["init_from"]
     assert origin["spec"] == source and len(origin["weights_digest"]) == 64
+    # registered in the zoo, its training record (the card's table) names the weights it started from
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from zoo_from_leaderboard import copy_run
+
+    record = copy_run(tmp_path / "b" / "best", tmp_path / "zoo", "arnas", "digits", False, "1 thread")
+    assert record["init_from"] == origin and record["recipe_settings"]["lr"] == 1e-12
     # the same schedule from random weights ends elsewhere: the comparison above can fail
     cold = runner.invoke(main, ["train", "arnas", "--out", str(tmp_path / "c"), *frozen])
     assert cold.exit_code == 0, cold.output
