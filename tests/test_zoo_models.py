@@ -53,6 +53,8 @@ def test_larger_reports_are_of_registered_models_and_consistent(path: Path) -> N
     metrics = json.loads(path.read_text())
     spec = get_pretrained(metrics["model"]["path"])  # the registry name it was loaded by; unknown: raises
     assert path.name.startswith(spec.name + ".")
+    if "weights_sha256" in metrics["model"]:  # evaluated as its run folder before registration: the same bytes
+        assert metrics["model"]["weights_sha256"] == spec.sha256
     report = EvaluationReport.from_metrics(metrics, spec.name)
     assert report.eps == pytest.approx(spec.eps) and report.data["dataset"] == spec.dataset
     first, last = (int(i) for i in report.data["indices"].split("-"))
