@@ -112,6 +112,7 @@ def initial_model(config: Any, init_from: str | Path) -> Any:
     from arnas_zoo.errors import ConfigError
     from arnas_zoo.hub import load
     from arnas_zoo.models import build_model
+    from arnas_zoo.runs.state import load_module
 
     start = load(init_from)
     ours, theirs = config.to_dict(), start.config.to_dict()
@@ -122,7 +123,7 @@ def initial_model(config: Any, init_from: str | Path) -> Any:
         raise ConfigError(f"init_from {str(init_from)!r}: its architecture differs from the run's ({shown})")
     net = build_model(config)
     weights = start.state_dict()
-    net.load_state_dict(weights, strict=True)
+    load_module(net, weights, f"init_from {str(init_from)!r}")  # strict; a misfit is one CheckpointError line
     digest = hashlib.sha256()
     for key in sorted(weights):
         digest.update(key.encode())
