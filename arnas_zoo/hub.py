@@ -25,37 +25,17 @@ import torch
 from arnas_zoo.checkpoint import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, load_folder
 from arnas_zoo.devices import resolve_device
 from arnas_zoo.errors import ArnasZooError, CheckpointError, UnknownModelError
+from arnas_zoo.hub_cache import hub_cache_dir, hub_endpoint, hub_offline
 from arnas_zoo.models import ZooModel
 from arnas_zoo.pretrained import PretrainedSpec, get_pretrained
 from arnas_zoo.sources import Source, resolve, validate_repo_id, validate_revision
 
 # What a model repo must hold; anything else in it (README.md, model.onnx, ...) is not downloaded.
 HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE)
-_TRUE = {"1", "on", "yes", "true"}
-DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 class HubUnavailableError(ArnasZooError, ConnectionError):
     """A Hub model is neither in the local cache nor downloadable (offline mode or no connection)."""
-
-
-def hub_endpoint() -> str:
-    """The Hub endpoint in effect now: ``$HF_ENDPOINT`` or huggingface.co."""
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
-
-
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` is set now (huggingface_hub itself reads it only at import)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
-
-
-def hub_cache_dir() -> str | None:
-    """``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else None (huggingface_hub's default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None
 
 
 def download(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from arnas_zoo.errors import ConfigError
+from arnas_zoo.figures import wilson_interval
 from arnas_zoo.jobs import Job, read_result, run_jobs
 
 #: The common reduced size of each architecture (cell networks: C=4, 5 cells; reduction cells kept in place).
@@ -277,13 +278,16 @@ def _zoo_name_of(folder: Path, name: str | None) -> str | None:
 
 
 def _stats(name: str | None) -> dict[str, Any]:
-    """Parameters and MACs of a registered model, from its pinned config (no weights loaded)."""
+    """Parameters and MACs of a registered model: the registry's stored counts, else counted from its config."""
     from arnas_zoo.checkpoint import read_config
     from arnas_zoo.introspect import compute_stats
     from arnas_zoo.pretrained import get_pretrained
 
     assert name is not None
-    return compute_stats(read_config(get_pretrained(name).bundled_path()))
+    spec = get_pretrained(name)
+    if spec.params is not None and spec.macs is not None:
+        return {"params": spec.params, "macs": spec.macs}
+    return compute_stats(read_config(spec.bundled_path()))
 
 
 def train_minutes(log: Path) -> float | None:
@@ -295,15 +299,6 @@ def train_minutes(log: Path) -> float | None:
 
 def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
-
-
-def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of an accuracy ``p`` measured on ``n`` points."""
-    if n <= 0:
-        return 0.0, 1.0
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None = None) -> str:

@@ -13,16 +13,19 @@ for a checkpoint folder (``arnas-zoo export register FOLDER --name ...``).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from arnas_zoo.checkpoint import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, read_config, read_metrics, sha256_file
 from arnas_zoo.errors import ConfigError, DuplicateNameError
+from arnas_zoo.figures import ACCURACY_KEYS, SIZE_KEYS, Figures, figures_from_metrics
 from arnas_zoo.registry import normalize_name, unknown_name_error
 
 INDEX_FILE = "index.json"
@@ -50,6 +53,8 @@ class PretrainedSpec:
         repo_id: Hub source: ``org/name``; needs ``revision``, the 40-hex commit it was pinned at.
         license: the weights' license (SPDX id, lower case as the Hub spells it).
         superseded_by: the name of a better entry of the same kind, when there is one.
+        params / macs: parameters and multiply-adds per image of the network the pinned config.json
+            builds (stored so that listings need not build it; ``tests/test_hub_registry.py`` recounts).
     """
 
     name: str
@@ -67,6 +72,8 @@ class PretrainedSpec:
     license: str = "mit"
     data: str = ""
     superseded_by: str | None = None
+    params: int | None = None
+    macs: int | None = None
 
     def __post_init__(self) -> None:
         where = f"pretrained {self.name!r:.60}"
@@ -94,6 +101,10 @@ class PretrainedSpec:
                 )
         elif self.revision is not None:
             raise ConfigError(f"{where}: revision only applies to a Hub source (repo_id)")
+        for key in ("params", "macs"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ConfigError(f"{where}: {key}: expected a count >= 0, got {value!r:.40}")
 
     @property
     def source(self) -> str:
@@ -116,6 +127,26 @@ class PretrainedSpec:
         if self.folder is None:
             raise ConfigError(f"pretrained {self.name!r} is a Hub entry ({self.source}), not a bundled folder")
         return bundled_root() / self.folder
+
+    def figures(self) -> Figures | None:
+        """The headline figures of this checkpoint's pinned ``metrics.json`` (None when unavailable).
+
+        Bundled entries read the file inside the package; Hub entries read it from the local Hugging Face
+        cache when the pinned commit was downloaded before (never from the network). A file whose sha256
+        differs from the pin gives None: a listing never shows figures the registry did not pin.
+        """
+        path = self._metrics_path()
+        if path is None or self.metrics_sha256 is None:
+            return None
+        return _pinned_figures(str(path), self.metrics_sha256)
+
+    def _metrics_path(self) -> Path | None:
+        if self.folder is not None:
+            path = self.bundled_path() / METRICS_FILE
+            return path if path.is_file() else None
+        from arnas_zoo.hub_cache import cached_file
+
+        return cached_file(str(self.repo_id), METRICS_FILE, str(self.revision))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -166,9 +197,73 @@ def get_pretrained(name: str) -> PretrainedSpec:
         raise unknown_name_error("pretrained model", name, list(_PRETRAINED)) from None
 
 
-def list_pretrained() -> Iterator[PretrainedSpec]:
-    """Every registered entry, in index order."""
-    return iter(_PRETRAINED.values())
+@lru_cache(maxsize=256)
+def _pinned_figures(path: str, sha256: str) -> Figures | None:
+    if sha256_file(Path(path)) != sha256:
+        return None
+    try:
+        return figures_from_metrics(json.loads(Path(path).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+SORT_KEYS = (*ACCURACY_KEYS, *SIZE_KEYS, "name")
+
+
+def _sort_value(spec: PretrainedSpec, key: str) -> float | None:
+    if key in SIZE_KEYS:
+        size = getattr(spec, key)
+        return None if size is None else float(size)
+    figures = spec.figures()
+    value = None if figures is None else figures.value(key)
+    return None if value is None else -value  # accuracies: best first
+
+
+def list_pretrained(
+    pattern: str | None = None,
+    *,
+    dataset: str | None = None,
+    threat_model: str | None = None,
+    arch: str | None = None,
+    sort: str | None = None,
+    include_superseded: bool = True,
+) -> list[PretrainedSpec]:
+    """The registered entries that match, in index order or sorted; each carries its figures (``.figures()``).
+
+    Args:
+        pattern: a shell-style pattern on the name (``"*resnet*"``, ``"arnas.cifar10*"``); without a
+            wildcard it matches anywhere in the name (``"cifar10"``). Case-insensitive.
+        dataset, threat_model, arch: keep entries with exactly this value (case-insensitive).
+        sort: ``clean``, ``aa`` or ``worst`` (best first), ``params`` or ``macs`` (smallest first), or
+            ``name``; entries without the figure come last. None keeps index order.
+        include_superseded: False drops entries that a better one of the same kind replaced.
+
+    Raises:
+        ConfigError: an unknown ``sort`` key.
+    """
+    if sort is not None and sort not in SORT_KEYS:
+        raise ConfigError(f"sort: expected one of {', '.join(SORT_KEYS)}, got {sort!r:.40}")
+    specs = list(_PRETRAINED.values())
+    if pattern:
+        glob = pattern.lower() if any(ch in pattern for ch in "*?[") else f"*{pattern.lower()}*"
+        specs = [s for s in specs if fnmatch.fnmatchcase(s.name.lower(), glob)]
+    for key, wanted in (("dataset", dataset), ("threat_model", threat_model), ("arch", arch)):
+        if wanted is not None:
+            specs = [s for s in specs if str(getattr(s, key)).lower() == wanted.lower()]
+    if not include_superseded:
+        specs = [s for s in specs if not s.superseded_by]
+    if sort == "name":
+        return sorted(specs, key=lambda s: s.name)
+    if sort is not None:
+        keyed = [(_sort_value(s, sort), i, s) for i, s in enumerate(specs)]
+        keyed.sort(key=lambda t: (t[0] is None, t[0] if t[0] is not None else 0.0, t[1]))
+        return [s for _, _, s in keyed]
+    return specs
+
+
+def pretrained_values(key: str) -> list[str]:
+    """The distinct values of ``dataset``, ``threat_model`` or ``arch`` over the registry, sorted."""
+    return sorted({str(getattr(s, key)) for s in _PRETRAINED.values()})
 
 
 def _dataset_of(folder: Path) -> str:
@@ -196,10 +291,13 @@ def index_entry(
     Arch, threat model and eps come from the folder's config.json, the dataset from config.json's
     ``extra`` or metrics.json; the entry is validated before it is returned.
     """
+    from arnas_zoo.introspect import compute_stats
+
     folder = Path(folder)
     config = read_config(folder)
     arch = dict(config.extra or {}).get("arch_name") or (config.name or name.split(".")[0])
     metrics = folder / METRICS_FILE
+    stats = compute_stats(config)
     return PretrainedSpec(
         name=name,
         arch=str(arch),
@@ -214,6 +312,8 @@ def index_entry(
         repo_id=repo_id,
         revision=revision,
         data=data,
+        params=int(stats["params"]),
+        macs=int(stats["macs"]),
     )
 
 

@@ -51,7 +51,7 @@ class Source:
         if self.kind in ("folder", "onnx"):
             return {"kind": self.kind, "path": str(self.path)}
         if self.kind == "hub":
-            from arnas_zoo.hub import hub_endpoint
+            from arnas_zoo.hub_cache import hub_endpoint
 
             return {"kind": "hub", "repo_id": self.repo_id, "revision": self.revision, "endpoint": hub_endpoint()}
         if self.kind == "pretrained":

@@ -27,7 +27,7 @@ from arnas_zoo.checkpoint import (
     sha256_file,
 )
 from arnas_zoo.errors import ArnasZooError, CheckpointError, ConfigError
-from arnas_zoo.hub import hub_endpoint
+from arnas_zoo.hub_cache import hub_endpoint
 from arnas_zoo.sources import parse_hub_id
 
 from .card import GENOTYPE_PICTURE, LAYOUT_PICTURE, render_card

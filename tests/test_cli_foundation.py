@@ -127,8 +127,12 @@ def test_every_command_has_help(runner: CliRunner) -> None:
 def test_pretrained_lists_every_registered_checkpoint(runner: CliRunner) -> None:
     from arnas_zoo.pretrained import list_pretrained
 
-    result = runner.invoke(main, ["pretrained", "--json"])
+    result = runner.invoke(main, ["pretrained", "--json", "--all"])
     assert result.exit_code == 0, result.output
     listed = {row["name"]: row for row in json.loads(result.stdout)}
     assert set(listed) == {spec.name for spec in list_pretrained()}
     assert all(len(row["sha256"]) == 64 for row in listed.values())
+    current = runner.invoke(main, ["pretrained", "--json"])  # without --all: superseded entries hidden
+    assert {row["name"] for row in json.loads(current.stdout)} == {
+        spec.name for spec in list_pretrained() if not spec.superseded_by
+    }

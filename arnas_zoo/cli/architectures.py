@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from arnas_zoo.cli.common import F, friendly_errors
+from arnas_zoo.cli.common import F, SuggestingGroup, friendly_errors
 from arnas_zoo.config import parse_filters, parse_placement
 from arnas_zoo.errors import ConfigError, GenotypeError
 
@@ -64,21 +64,94 @@ def list_command(as_json: bool) -> None:
         )
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _count(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+def _check_choice(value: str | None, key: str, option: str) -> None:
+    """A --dataset/--threat/--arch value the registry has, else one line with close matches (exit 2)."""
+    import difflib
+
+    from arnas_zoo.pretrained import pretrained_values
+
+    known = pretrained_values(key)
+    if value is None or value.lower() in known:
+        return
+    close = difflib.get_close_matches(value.lower(), known, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise click.BadParameter(f"no pretrained model has {value!r}{hint} (known: {', '.join(known)})", param_hint=option)
+
+
 @click.command("pretrained")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON list instead of a table.")
+@click.argument("pattern", required=False)
+@click.option("--dataset", help="Only models trained on this dataset (mnist, cifar10, ...).")
+@click.option("--threat", "threat_model", help="Only this threat model (linf, l2, ...).")
+@click.option("--arch", help="Only this architecture (arnas, darts_v2, resnet18, ...).")
+@click.option(
+    "--sort",
+    type=click.Choice(["clean", "aa", "worst", "params", "macs", "name"]),
+    help="Sort: accuracies best first, sizes smallest first [index order].",
+)
+@click.option("--all", "show_all", is_flag=True, help="Also list superseded models.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list (entries with their figures).")
 @friendly_errors
-def pretrained_command(as_json: bool) -> None:
-    """List the pretrained checkpoints that arnas_zoo.load(NAME) finds (every file pinned by sha256)."""
+def pretrained_command(
+    pattern: str | None,
+    dataset: str | None,
+    threat_model: str | None,
+    arch: str | None,
+    sort: str | None,
+    show_all: bool,
+    as_json: bool,
+) -> None:
+    """List the pretrained models that arnas_zoo.load(NAME) finds, with their figures.
+
+    PATTERN filters names, shell-style ('*resnet*', 'arnas.cifar10*'; without a wildcard it matches
+    anywhere). Figures come from each model's pinned metrics.json: clean, AutoAttack and worst-case
+    accuracy (a point counts only if it survives every attack) on n evaluation points at eps.
+    """
     from arnas_zoo.pretrained import list_pretrained
 
-    specs = list(list_pretrained())
+    _check_choice(dataset, "dataset", "--dataset")
+    _check_choice(threat_model, "threat_model", "--threat")
+    _check_choice(arch, "arch", "--arch")
+    specs = list_pretrained(
+        pattern, dataset=dataset, threat_model=threat_model, arch=arch, sort=sort, include_superseded=show_all
+    )
     if as_json:
-        click.echo(json.dumps([spec.to_dict() for spec in specs], indent=1))
+        out = []
+        for spec in specs:
+            figures = spec.figures()
+            out.append({**spec.to_dict(), "figures": None if figures is None else figures.to_dict()})
+        click.echo(json.dumps(out, indent=1))
         return
-    click.echo(f"{'name':<38} {'data':<8} {'threat':<6} {'eps':>7}  source")
+    if not specs:
+        click.echo("no pretrained model matches" + ("" if show_all else " (superseded ones hidden: --all)"), err=True)
+        sys.exit(1)
+    click.echo(
+        f"{'name':<38} {'data':<8} {'threat':<6} {'eps':>7} {'clean':>6} {'AA':>6} {'worst':>6} {'n':>5} "
+        f"{'params':>7} {'MACs':>7}"
+    )
     for spec in specs:
+        f = spec.figures()
         note = f"  (superseded by {spec.superseded_by})" if spec.superseded_by else ""
-        click.echo(f"{spec.name:<38} {spec.dataset:<8} {spec.threat_model:<6} {spec.eps:>7.4g}  {spec.source}{note}")
+        shown = (
+            f"{_pct(f.clean):>6} {_pct(f.autoattack):>6} {_pct(f.worst_case):>6} {f.n:>5}"
+            if f is not None
+            else f"{'-':>6} {'-':>6} {'-':>6} {'-':>5}"
+        )
+        click.echo(
+            f"{spec.name:<38} {spec.dataset:<8} {spec.threat_model:<6} {spec.eps:>7.4g} {shown} "
+            f"{_count(spec.params):>7} {_count(spec.macs):>7}{note}"
+        )
+    if not show_all:
+        click.echo("(accuracy in %; superseded models hidden, --all shows them; arnas-zoo export card NAME: the card)")
 
 
 @click.command("info")
@@ -87,10 +160,17 @@ def pretrained_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (params, macs, flops_paper, ...).")
 @friendly_errors
 def info_command(target: str, as_json: bool, **kwargs: Any) -> None:
-    """Structure and statistics of TARGET: a registry name, a genotype JSON, a config.json or a checkpoint folder."""
-    from arnas_zoo.introspect import describe, format_summary
+    """Structure and statistics of TARGET: an architecture, a zoo name, a Hub spec, a genotype JSON, a config.json or a
+    checkpoint folder."""
+    from arnas_zoo.introspect import describe, format_summary, summarize_config
+    from arnas_zoo.naming import config_of
+    from arnas_zoo.registry import is_registered
 
-    summary = describe(target, **collect_overrides(kwargs))
+    overrides = collect_overrides(kwargs)
+    # an architecture answers from the stored counts; every other form is resolved (and counted) here
+    summary = (
+        describe(target, **overrides) if is_registered(target) else summarize_config(config_of(target, **overrides))
+    )
     click.echo(json.dumps(summary, indent=1) if as_json else format_summary(summary))
 
 
@@ -104,15 +184,15 @@ def info_command(target: str, as_json: bool, **kwargs: Any) -> None:
 @macro_options
 @friendly_errors
 def draw_command(target: str, output: str, cell_name: str | None, layout: bool, **kwargs: Any) -> None:
-    """Draw the cells (or the layout) of TARGET: a registry name, a genotype JSON or a checkpoint folder.
+    """Draw the cells (or the layout) of TARGET: an architecture, a zoo name, a Hub spec, a genotype JSON or a folder.
 
     With several cell types and no --cell, writes OUTPUT with the cell name added before the
     suffix (arnas-accurate.png, arnas-robust.png, ...).
     """
     from arnas_zoo.draw import draw_cell, draw_layout
-    from arnas_zoo.registry import resolve_config
+    from arnas_zoo.naming import config_of
 
-    config = resolve_config(target, **collect_overrides(kwargs))
+    config = config_of(target, **collect_overrides(kwargs))
     out = Path(output)
     if layout:
         click.echo(str(draw_layout(config, out)))
@@ -131,7 +211,7 @@ def draw_command(target: str, output: str, cell_name: str | None, layout: bool, 
         click.echo(str(draw_cell(config.genotype, name, path)))
 
 
-@click.group("genotype")
+@click.group("genotype", cls=SuggestingGroup)
 def genotype_group() -> None:
     """Validate, show and convert genotype JSON files."""
 
@@ -157,9 +237,9 @@ def genotype_validate(files: tuple[str, ...]) -> None:
 
 
 def _genotype_of(target: str) -> Any:
-    from arnas_zoo.registry import resolve_config
+    from arnas_zoo.naming import config_of
 
-    config = resolve_config(target)
+    config = config_of(target)
     if config.genotype is None:
         raise ConfigError(f"{target}: hand-crafted network ({config.arch}); it has no genotype")
     return config.genotype
@@ -169,7 +249,7 @@ def _genotype_of(target: str) -> Any:
 @click.argument("target")
 @friendly_errors
 def genotype_show(target: str) -> None:
-    """Pretty-print the genotype of TARGET (registry name, genotype JSON or checkpoint folder)."""
+    """Pretty-print the genotype of TARGET (architecture, zoo name, Hub spec, genotype JSON or checkpoint folder)."""
     click.echo(_genotype_of(target).pretty())
 
 
@@ -178,6 +258,6 @@ def genotype_show(target: str) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
 @friendly_errors
 def genotype_export(target: str, output: str | None) -> None:
-    """Write the genotype of TARGET (e.g. a registry name) as genotype JSON."""
+    """Write the genotype of TARGET (an architecture, a zoo name, ...) as genotype JSON."""
     genotype = _genotype_of(target)
     click.echo(str(genotype.save(output)) if output else genotype.to_json())

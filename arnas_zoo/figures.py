@@ -1,0 +1,191 @@
+"""A checkpoint's headline figures, read from its ``metrics.json``: what listings, cards and the site show.
+
+Torch-free and cheap (one small JSON file per model), so ``arnas-zoo pretrained --sort aa`` can read
+every bundled model's figures in well under a second. Every figure keeps what produced it: the data
+subset and its size, the attack with eps, steps and restarts, the seed, and a 95% Wilson interval, so
+a table built from these records never shows a number without its protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: The headline columns a listing can sort by (accuracies best first, sizes smallest first).
+ACCURACY_KEYS = ("clean", "aa", "worst")
+SIZE_KEYS = ("params", "macs")
+
+
+#: How an attack's short name reads in a card or on the site.
+ATTACK_LABELS = {
+    "aa": "AutoAttack (standard, reference implementation)",
+    "pgd20": "PGD-20 (cross-entropy, random start)",
+    "pgd100": "PGD-100 (cross-entropy, random start)",
+    "pgd100-cw": "PGD-100 (CW margin loss, random start)",
+    "fgsm": "FGSM",
+    "square": "Square (black-box)",
+}
+
+
+def attack_label(attack: str) -> str:
+    """A reader's name for an attack's short name (``pgd100-cw`` -> ``PGD-100 (CW margin loss, ...)``)."""
+    return ATTACK_LABELS.get(attack, attack)
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy ``p`` measured on ``n`` points."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class AttackFigure:
+    """One evaluation row: an attack's robust accuracy on ``n`` points, with its settings."""
+
+    attack: str
+    accuracy: float
+    n: int
+    eps: float | None = None
+    norm: str | None = None
+    steps: int | None = None
+    restarts: int | None = None
+    loss: str | None = None
+    version: str | None = None
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.accuracy, self.n)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The figures of one evaluated checkpoint.
+
+    Attributes:
+        clean: clean accuracy on the evaluation points.
+        autoattack: robust accuracy under AutoAttack (None when it was not run).
+        worst_case: points that survive every attack listed, over ``n``.
+        n, dataset, split, indices: the evaluation points (``indices``: official row indices).
+        eps, norm: the threat model the attacks used.
+        attacks: every attack row, in the order they were run.
+        seed: the evaluation seed.
+        checks_run / checks_failed: the sanity checks against gradient masking.
+        selection: how the checkpoint (its epoch) was chosen, in one line; None when not recorded.
+        selection_may_overlap: True when the reported rows are validation rows of the training file,
+            the pool the selection rows came from (so selection bias is possible).
+    """
+
+    clean: float
+    autoattack: float | None
+    worst_case: float
+    n: int
+    dataset: str
+    split: str
+    indices: str | None
+    eps: float | None
+    norm: str | None
+    attacks: tuple[AttackFigure, ...]
+    seed: int | None
+    checks_run: int
+    checks_failed: tuple[str, ...]
+    selection: str | None
+    selection_may_overlap: bool
+
+    def interval(self, key: str) -> tuple[float, float] | None:
+        """95% Wilson interval of ``clean``, ``aa`` or ``worst`` (None when that figure is missing)."""
+        value = self.value(key)
+        return None if value is None else wilson_interval(value, self.n)
+
+    def value(self, key: str) -> float | None:
+        return {"clean": self.clean, "aa": self.autoattack, "worst": self.worst_case}[key]
+
+    @property
+    def data_line(self) -> str:
+        """The evaluation points in one line."""
+        rows = f", official indices {self.indices}" if self.indices else ""
+        return f"{self.dataset} {self.split}, n = {self.n}{rows}"
+
+    @property
+    def selection_line(self) -> str:
+        """How the checkpoint was chosen and whether that could touch the reported rows, in one line."""
+        base = self.selection or "not recorded (the last epoch or a hand-picked checkpoint)"
+        if self.selection_may_overlap:
+            return f"{base}; the reported rows are validation rows from the same pool (selection bias possible)"
+        return f"{base}; the reported rows were not used for selection"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["attacks"] = [asdict(a) for a in self.attacks]
+        out["checks_failed"] = list(self.checks_failed)
+        for key in ACCURACY_KEYS:
+            out[f"{key}_interval"] = self.interval(key)
+        return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _selection(training: Mapping[str, Any]) -> str | None:
+    chosen = training.get("selection")
+    if not isinstance(chosen, Mapping):
+        return None
+    epoch = training.get("epoch")
+    what = f"epoch {epoch}" if epoch is not None else "the checkpoint"
+    attack = chosen.get("val_attack") or "a validation attack"
+    n = chosen.get("val_n")
+    return f"{what} chosen by {attack} on {n if n is not None else 'some'} held-out training rows"
+
+
+def figures_from_metrics(metrics: Mapping[str, Any] | None) -> Figures | None:
+    """The figures of a ``metrics.json`` (None when it records no evaluation or is not one)."""
+    if not isinstance(metrics, Mapping) or not isinstance(metrics.get("results"), list):
+        return None
+    try:
+        data = metrics.get("data") or {}
+        n = int(data["n"])
+        threat = metrics.get("threat_model") or {}
+        attacks = []
+        for row in metrics["results"]:
+            attacks.append(
+                AttackFigure(
+                    attack=str(row["attack"]),
+                    accuracy=float(row["robust_accuracy"]),
+                    n=int(row.get("n") or n),
+                    eps=None if row.get("eps") is None else float(row["eps"]),
+                    norm=row.get("norm"),
+                    steps=_int_or_none(row.get("steps")),
+                    restarts=_int_or_none(row.get("restarts")),
+                    loss=row.get("loss"),
+                    version=row.get("version"),
+                )
+            )
+        autoattack = next((a.accuracy for a in attacks if a.attack in ("aa", "autoattack")), None)
+        checks = [c for c in metrics.get("sanity_checks") or [] if isinstance(c, Mapping)]
+        split = str(data.get("split") or "unknown split")
+        training = metrics.get("training") if isinstance(metrics.get("training"), Mapping) else {}
+        return Figures(
+            clean=float(metrics["clean_accuracy"]),
+            autoattack=autoattack,
+            worst_case=float(metrics["worst_case_accuracy"]),
+            n=n,
+            dataset=str(data.get("dataset") or "unknown"),
+            split=split,
+            indices=None if data.get("indices") is None else str(data["indices"]),
+            eps=None if threat.get("eps") is None else float(threat["eps"]),
+            norm=threat.get("norm"),
+            attacks=tuple(attacks),
+            seed=_int_or_none(metrics.get("seed")),
+            checks_run=sum(1 for c in checks if c.get("passed") is not None),
+            checks_failed=tuple(str(name) for name in metrics.get("failed_checks") or []),
+            selection=_selection(training or {}),
+            # reported on rows carved from the training file (CIFAR-10 offline): the selection pool
+            selection_may_overlap=not split.startswith("test"),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
