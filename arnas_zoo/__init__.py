@@ -34,7 +34,8 @@ _EXPORTS = {
     "ModelConfig": "arnas_zoo.config",
     "ZooModel": "arnas_zoo.models",
     "build_model": "arnas_zoo.models",
-    "create_model": "arnas_zoo.registry",
+    "create_model": "arnas_zoo.naming",
+    "list_pretrained": "arnas_zoo.pretrained",
     "get_spec": "arnas_zoo.registry",
     "list_archs": "arnas_zoo.registry",
     "load": "arnas_zoo.hub",
@@ -62,6 +63,7 @@ __all__ = [
     "create_model",
     "get_spec",
     "list_archs",
+    "list_pretrained",
     "load",
     "model_stats",
 ]
@@ -81,7 +83,9 @@ if TYPE_CHECKING:
     from arnas_zoo.genotype import CellGenotype, Edge, Genotype
     from arnas_zoo.hub import load
     from arnas_zoo.models import ZooModel, build_model
-    from arnas_zoo.registry import create_model, get_spec, list_archs
+    from arnas_zoo.naming import create_model
+    from arnas_zoo.pretrained import list_pretrained
+    from arnas_zoo.registry import get_spec, list_archs
     from arnas_zoo.stats import ModelStats, model_stats
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import click
 
-from arnas_zoo.cli.common import friendly_errors
+from arnas_zoo.cli.common import SuggestingGroup, friendly_errors
 
 
-@click.group("export", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    "export", cls=SuggestingGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
 def main() -> None:
     """Export ONNX, publish to the Hugging Face Hub, register pretrained entries, render model cards."""
 
@@ -61,13 +63,13 @@ def hub_command(
 
 
 @main.command("onnx")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model")
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="ONNX file to write [FOLDER/model.onnx].",
+    help="ONNX file to write [FOLDER/model.onnx; for a zoo name or Hub spec ./NAME/model.onnx].",
 )
 @click.option("--opset", type=click.IntRange(min=7, max=30), default=None, help="ONNX opset [the exporter's default].")
 @click.option("--fp16", is_flag=True, help="Export half-precision weights and inputs.")
@@ -81,10 +83,28 @@ def hub_command(
     "-n", "--n", "n", type=click.IntRange(min=1), default=64, show_default=True, help="Images in the parity check."
 )
 @friendly_errors
-def onnx_command(folder: Path, output: Path | None, opset: int | None, fp16: bool, images: Path | None, n: int) -> None:
-    """Export checkpoint FOLDER to one self-contained ONNX file and check it against PyTorch."""
+def onnx_command(model: str, output: Path | None, opset: int | None, fp16: bool, images: Path | None, n: int) -> None:
+    """Export MODEL to one self-contained ONNX file and check it against PyTorch.
+
+    MODEL is a checkpoint folder, a zoo name (arnas.cifar10_linf_cpu_c4l5_mix) or a Hub spec
+    (org/name[@rev]). A zoo or Hub checkpoint is first copied (sha256-checked) into the output's folder,
+    which then holds everything a deployment needs: config.json, model.safetensors, metrics.json,
+    model.onnx and its parity record onnx.json.
+    """
+    from arnas_zoo.naming import copy_checkpoint, folder_name, is_model_name
+
     from .onnx_export import ONNX_RECORD, export_folder
 
+    if is_model_name(model):
+        folder = output.parent if output is not None else Path(folder_name(model))
+        copy_checkpoint(model, folder)
+        click.echo(f"copied {model} into {folder}/")
+    else:
+        folder = Path(model)
+        if not folder.is_dir():
+            from arnas_zoo.sources import unknown_spec
+
+            raise unknown_spec(model)
     path, report = export_folder(folder, output, opset=opset, fp16=fp16, images=images, n=n)
     click.echo(
         f"wrote {path}: onnx.checker full check passed; parity on {report.n} images ({report.images}): "
@@ -132,14 +152,17 @@ def register_command(
 
 
 @main.command("card")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--repo-id", default=None)
+@click.argument("model")
+@click.option("--repo-id", default=None, help="The Hub repo the card is for (its load line and title).")
 @friendly_errors
-def card_command(folder: Path, repo_id: str | None) -> None:
-    """Print the model card README.md that `hub` would write for FOLDER."""
+def card_command(model: str, repo_id: str | None) -> None:
+    """Print the model card of MODEL (a checkpoint folder, a zoo name or a Hub spec): the README.md `hub` writes."""
+    from arnas_zoo.naming import checkpoint_folder, is_model_name
+
     from .card import render_card
 
-    click.echo(render_card(folder, repo_id), nl=False)
+    name = model if is_model_name(model) else None
+    click.echo(render_card(checkpoint_folder(model), repo_id, load_name=name), nl=False)
 
 
 @main.command("zoo-card")

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from arnas_zoo.cli.common import finish_distributed, friendly_errors, progress_for, quiet_option
+from arnas_zoo.cli.common import SuggestingGroup, finish_distributed, friendly_errors, progress_for, quiet_option
 from arnas_zoo.threads import apply_thread_policy
 from search.config import PRESETS, load_config, parse_overrides
 
@@ -20,7 +20,7 @@ def _out_default(config_source: str, seed: int) -> Path:
     return Path("runs") / f"search-{stem}-seed{seed}"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=SuggestingGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
     """Architecture search: ARNAS (MGDA bi-level) and the peers' strategies, writing genotype JSON."""

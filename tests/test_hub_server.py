@@ -8,6 +8,7 @@ turns each commit into a git commit olah then serves. See tests/hub_servers.py.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,3 +236,30 @@ def test_hub_cli_dry_run_publish_and_auth(
     from huggingface_hub import ModelCard
 
     assert ModelCard(readme.read_text()).data.library_name == "arnas-zoo"
+
+
+def test_hub_spec_works_where_folders_and_zoo_names_do(olah: OlahServer, tmp_path: Path, hub_env: Path) -> None:
+    """info, genotype show, export card and create_model(pretrained=True) take 'org/name[@rev]' (one resolver)."""
+    from click.testing import CliRunner
+
+    from arnas_zoo.cli import main
+    from export.cli import main as export_main
+
+    folder = _folder(tmp_path, seed=7)
+    repo = make_git_repo(olah.mirrors, "zoo/named")
+    commit = commit_files(
+        repo, {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")}, "add model"
+    )
+    runner = CliRunner()
+    info = runner.invoke(main, ["info", "zoo/named", "--json"])
+    assert info.exit_code == 0, info.output
+    assert json.loads(info.stdout)["init_channels"] == 4 and json.loads(info.stdout)["input_shape"] == [3, 16, 16]
+    shown = runner.invoke(main, ["genotype", "show", f"zoo/named@{commit}"])
+    assert shown.exit_code == 0 and "space=arnas" in shown.stdout
+    card = runner.invoke(export_main, ["card", "zoo/named"])
+    assert card.exit_code == 0 and "the robustness of these weights is unknown" in card.stdout
+    model = arnas_zoo.create_model("zoo/named", pretrained=True)
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(model(x), arnas_zoo.load("zoo/named")(x))
+    missing = runner.invoke(main, ["info", "zoo/not-there"])
+    assert missing.exit_code == 2 and "not found at" in missing.output

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from arnas_zoo.cli.common import finish_distributed
+from arnas_zoo.cli.common import SuggestingGroup, finish_distributed
 from arnas_zoo.threads import apply_thread_policy
 
 # command name -> "module:attribute", imported on first use
@@ -34,6 +34,7 @@ COMMANDS = {
     "leaderboard": "arnas_zoo.cli.leaderboard:leaderboard_group",
     "predict": "arnas_zoo.cli.deployment:predict_command",
     "check": "arnas_zoo.cli.deployment:check_command",
+    "site": "arnas_zoo.cli.leaderboard:site_command",
 }
 SHORT_HELP = {
     "list": "List the registered architectures with parameters and FLOPs.",
@@ -50,6 +51,7 @@ SHORT_HELP = {
     "leaderboard": "Train and attack every architecture alike; write docs/leaderboard.md.",
     "predict": "Classify images with a model or an ONNX file.",
     "check": "Is a deployed ONNX file as robust as its source?",
+    "site": "Write the zoo and leaderboards as a static web site (sortable, offline).",
     "export": "Export ONNX, publish to the Hub, register pretrained entries.",
 }
 PLUGIN_GROUP = "arnas_zoo.commands"
@@ -59,7 +61,7 @@ def _plugins() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     """A group whose commands (built-in and plugins) are imported when they are invoked."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:

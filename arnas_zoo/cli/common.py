@@ -34,6 +34,22 @@ def _crash_report(exc: BaseException) -> str:
     return path
 
 
+class SuggestingGroup(click.Group):
+    """A command group that answers a mistyped command with its close matches (``lst`` -> ``list``)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            ctx.fail(f"no such command {name[:60]!r}{hint} (commands: {', '.join(self.list_commands(ctx))})")
+        return super().resolve_command(ctx, args)
+
+
 def finish_distributed(*_: Any, **__: Any) -> None:
     """Result callback of the command groups: a command that succeeded under torchrun ends its worker.
 
