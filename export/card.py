@@ -17,8 +17,8 @@ from typing import Any
 
 from arnas_zoo.checkpoint import read_config, read_metrics
 from arnas_zoo.config import ModelConfig
-from arnas_zoo.errors import CheckpointError
 from arnas_zoo.evaluate.report import EvaluationReport
+from arnas_zoo.figures import Figures, attack_label, figures_from_metrics, wilson_interval
 from arnas_zoo.genotype import Genotype
 
 LIBRARY_NAME = "arnas-zoo"
@@ -192,23 +192,47 @@ def _architecture_section(folder: Path, config: ModelConfig) -> list[str]:
     return body + ["```text", config.genotype.pretty(), "```"]
 
 
-def _evaluation_section(report: EvaluationReport | None) -> list[str]:
-    body = ["", "## Evaluation", ""]
-    if report is None:
-        return body + ["No evaluation is recorded in metrics.json: the robustness of these weights is unknown."]
-    d = report.data
-    body += [
-        f"Measured on {d.get('dataset')} {d.get('split')}, n = {d.get('n')} (official indices {d.get('indices')}); "
-        f"seed {report.seed}; device {report.device}; versions {report.environment.get('versions', 'not recorded')}.",
-        "Robust accuracy counts the points classified correctly on the clean input *and* on the attack's "
-        "adversarial input.",
-        "",
-        "| evaluation | accuracy | settings |",
-        "|---|---|---|",
+def _eps_text(eps: float | None) -> str:
+    if eps is None:
+        return "-"
+    k = eps * 255
+    return f"{round(k)}/255" if eps < 0.2 and abs(k - round(k)) < 1e-6 and round(k) > 0 else f"{eps:.4g}"
+
+
+def figures_table(figures: Figures) -> list[str]:
+    """The card's figures as a markdown table: one row per evaluation, its settings and 95% interval."""
+    lines = [
+        "| evaluation | n | eps | steps | restarts | accuracy | 95% interval |",
+        "|---|---:|---|---:|---:|---:|---|",
     ]
+
+    def row(name: str, n: int, eps: str, steps: Any, restarts: Any, value: float) -> str:
+        low, high = wilson_interval(value, n)
+        return (
+            f"| {name} | {n} | {eps} | {'-' if steps is None else steps} | {'-' if restarts is None else restarts} "
+            f"| {100 * value:.1f}% | {100 * low:.1f}-{100 * high:.1f} |"
+        )
+
+    lines.append(row("clean", figures.n, "-", None, None, figures.clean))
+    for a in figures.attacks:
+        name = attack_label(a.attack)
+        lines.append(row(name, a.n, f"{a.norm or ''} {_eps_text(a.eps)}".strip(), a.steps, a.restarts, a.accuracy))
+    lines.append(row("worst case over all attacks (per point)", figures.n, "-", None, None, figures.worst_case))
+    return lines
+
+
+def _evaluation_section(report: EvaluationReport | None, metrics: Mapping[str, Any] | None) -> list[str]:
+    body = ["", "## Evaluation", ""]
+    figures = figures_from_metrics(metrics)
+    if report is None or figures is None:
+        return body + ["No evaluation is recorded in metrics.json: the robustness of these weights is unknown."]
     body += [
-        f"| {row['name']} | {_percent(row['value'])} | {_settings_text(row['settings'])} |"
-        for row in result_rows(report)
+        f"- Data: {figures.data_line}; seed {figures.seed}.",
+        f"- Selection: {figures.selection_line}.",
+        "- Robust accuracy counts a point only if it is classified correctly on the clean input *and* on the "
+        "attack's adversarial input; the interval is the 95% Wilson score interval over the n points.",
+        "",
+        *figures_table(figures),
     ]
     ran = [c for c in report.checks if c.passed is not None]
     if ran:
@@ -217,7 +241,21 @@ def _evaluation_section(report: EvaluationReport | None) -> list[str]:
         body += ["", f"Sanity checks against gradient masking (Carlini et al., 2019): {len(ran)} run, {verdict}"]
     else:
         body += ["", "No sanity checks against gradient masking were run on these figures."]
+    body += [
+        "",
+        f"Measured on {report.device}; versions {report.environment.get('versions', 'not recorded')}.",
+    ]
     return body
+
+
+def _description(load_name: str | None) -> list[str]:
+    from arnas_zoo.pretrained import get_pretrained, is_pretrained
+
+    if not load_name or not is_pretrained(load_name):
+        return []
+    entry = get_pretrained(load_name)
+    superseded = f" Superseded by `{entry.superseded_by}`." if entry.superseded_by else ""
+    return [entry.description + superseded, ""]
 
 
 def _onnx_section(folder: Path) -> list[str]:
@@ -237,8 +275,14 @@ def _onnx_section(folder: Path) -> list[str]:
     ]
 
 
-def render_card(folder: str | Path, repo_id: str | None = None, license: str = "mit") -> str:
-    """The README.md model card of checkpoint ``folder`` (YAML metadata + body)."""
+def render_card(
+    folder: str | Path, repo_id: str | None = None, license: str = "mit", load_name: str | None = None
+) -> str:
+    """The README.md model card of checkpoint ``folder`` (YAML metadata + body).
+
+    ``load_name`` is the name users load it by (a zoo name) when the folder has no Hub repo; a zoo
+    name also brings the registry entry's description into the card.
+    """
     from huggingface_hub import ModelCard
 
     folder = Path(folder)
@@ -246,14 +290,17 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
     metrics = read_metrics(folder)
     report = read_evaluation(metrics, str(folder / "metrics.json"))
     model_name = repo_id.split("/")[-1] if repo_id else (config.name or folder.name)
-    threat = f"{config.threat_model} (eps = {config.eps})" if config.threat_model else "not recorded"
-    load_id = repo_id or f"./{folder.name}"
+    threat = f"{config.threat_model} (eps = {_eps_text(config.eps)})" if config.threat_model else "not recorded"
+    load_id = repo_id or load_name or f"./{folder.name}"
+    if load_name and not repo_id:
+        model_name = load_name
     body = [
         f"# {model_name}",
         "",
         f"An adversarially trained {'NAS cell network' if config.genotype is not None else config.arch} "
         f"from the arnas-zoo model zoo, trained against the {threat} threat model.",
         "",
+        *_description(load_name),
         "```python",
         "import arnas_zoo",
         f'model = arnas_zoo.load("{load_id}")   # eval mode; inputs are [0, 1] NCHW, normalization is inside',
@@ -269,7 +316,7 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
         if recipe
         else ["The checkpoint's metrics.json does not record the training recipe."]
     )
-    body += _evaluation_section(report) + _onnx_section(folder)
+    body += _evaluation_section(report, metrics) + _onnx_section(folder)
     dataset = _dataset_of(report, config, metrics)
     body += [
         "",
@@ -277,7 +324,7 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
         "",
         f"- Robustness is claimed only for the threat model above ({threat}) on {dataset}; other norms, larger "
         "budgets, corruptions and distribution shift are untested.",
-        "- Figures measured on a subset (see *Measured on*) carry sampling error (a 95% interval of about "
+        "- Figures measured on a subset (see *Data* under Evaluation) carry sampling error (a 95% interval of about "
         "+-2 * sqrt(p(1-p)/n)); they are not leaderboard figures on the full test set.",
         "- Robust accuracy under the attacks listed is an upper bound on true robustness; stronger or adaptive "
         "attacks may lower it.",
@@ -293,42 +340,72 @@ def render_card(folder: str | Path, repo_id: str | None = None, license: str = "
 
 
 # ---- the zoo's card (MODEL_CARD.md at the repository root) -----------------------------------------
-def _entry_rows(spec: Any) -> tuple[str, list[str]]:
-    """Registry table row and evaluation lines of one pretrained entry (metrics read when bundled)."""
-    report = None
-    if spec.folder is not None and spec.bundled_path().is_dir():
-        try:
-            report = read_evaluation(read_metrics(spec.bundled_path()), spec.name)
-        except CheckpointError:
-            report = None
-    status = f" Superseded by `{spec.superseded_by}`." if spec.superseded_by else ""
-    row = (
-        f"| `{spec.name}` | {spec.arch} | {spec.dataset} | {spec.threat_model} | {spec.eps:.4g} | "
-        f"{spec.source} | `{spec.sha256[:12]}` | {spec.description}{status} |"
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _count(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+def _overview_row(spec: Any) -> str:
+    f = spec.figures()
+    worst = "-"
+    if f is not None:
+        low, high = wilson_interval(f.worst_case, f.n)
+        worst = f"{_pct(f.worst_case)} ({_pct(low)}-{_pct(high)})"
+    name = f"[`{spec.name}`](#{_anchor(spec.name)})" + (" (superseded)" if spec.superseded_by else "")
+    return (
+        f"| {name} | {spec.dataset} | {spec.threat_model} {_eps_text(spec.eps)} | {_pct(f and f.clean)} | "
+        f"{_pct(f and f.autoattack)} | {worst} | {f.n if f else '-'} | {_count(spec.params)} | {_count(spec.macs)} |"
     )
-    if report is None:
-        return row, [f"- `{spec.name}`: no evaluation recorded"]
-    d = report.data
-    where = f"{d.get('dataset')} {d.get('split')}, n={d.get('n')}"
-    lines = [
-        f"- `{spec.name}` ({where}; seed {report.seed}): "
-        + "; ".join(
-            f"{r['name']} {_percent(r['value'])}"
-            + (f" ({_settings_text(r['settings'])})" if r["name"] != "clean" else "")
-            for r in result_rows(report)
-        )
+
+
+def _anchor(name: str) -> str:
+    """GitHub's heading anchor for a ``### `name` `` heading (dots dropped)."""
+    return "".join(ch for ch in name.lower() if ch.isalnum() or ch in "-_")
+
+
+def _model_section(spec: Any) -> list[str]:
+    """One model's section: what it is, where it lives, and its figures with their protocol."""
+    lines = [f"### `{spec.name}`", "", spec.description or "(no description)"]
+    if spec.superseded_by:
+        lines += ["", f"Superseded by [`{spec.superseded_by}`](#{_anchor(spec.superseded_by)})."]
+    lines += [
+        "",
+        f'- Load: `arnas_zoo.load("{spec.name}")`; source {spec.source}; weights sha256 `{spec.sha256[:12]}`.',
     ]
-    for c in read_metrics(spec.bundled_path()).get("certification", []) if spec.folder is not None else []:
+    f = spec.figures()
+    if f is None:
+        return [*lines, "- No evaluation recorded.", ""]
+    lines += [f"- Data: {f.data_line}; seed {f.seed}.", f"- Selection: {f.selection_line}."]
+    checks = (
+        "none run"
+        if not f.checks_run
+        else (
+            f"{f.checks_run} run, FAILED: {', '.join(f.checks_failed)}"
+            if f.checks_failed
+            else f"{f.checks_run} run, all passed"
+        )
+    )
+    lines += [f"- Sanity checks against gradient masking: {checks}.", "", *figures_table(f), ""]
+    metrics = read_metrics(spec.bundled_path()) if spec.folder is not None else None
+    for c in (metrics or {}).get("certification", []):
         d = c.get("data", {})
         lines.append(
-            f"  - certified ({c['method']} bounds, {c['norm']} eps {c['eps']:.4g}; "
-            f"{d.get('dataset')} {d.get('split')}, n={c['n']}): {_percent(c['certified_accuracy'])}; "
-            f"mean certified radius {c['mean_certified_radius']:.3g} "
-            f"(median {c['median_certified_radius']:.3g}; radius by bisection to "
-            f"{100 * c['radius_search']['relative_resolution']:.2g}%; 0 = not certified even at "
-            f"{c['radius_search']['eps_min']:.2g})"
+            f"- Certified ({c['method']} bounds, {c['norm']} eps {c['eps']:.4g}; {d.get('dataset')} "
+            f"{d.get('split')}, n={c['n']}): {_percent(c['certified_accuracy'])}; mean certified radius "
+            f"{c['mean_certified_radius']:.3g} (median {c['median_certified_radius']:.3g}; 0 = not certified even "
+            f"at {c['radius_search']['eps_min']:.2g})."
         )
-    return row, lines
+    return [*lines, ""] if metrics and metrics.get("certification") else lines
+
+
+def _overview_order(spec: Any) -> tuple[Any, ...]:
+    f = spec.figures()
+    return (spec.dataset, bool(spec.superseded_by), -(f.worst_case if f else -1.0), spec.name)
 
 
 def render_zoo_card(specs: list[Any]) -> str:
@@ -337,7 +414,7 @@ def render_zoo_card(specs: list[Any]) -> str:
     Kept in step with ``arnas_zoo/pretrained/index.json`` by ``arnas-zoo export zoo-card`` and checked by
     ``tests/test_hub_registry.py``; evaluation figures come from each bundled entry's metrics.json.
     """
-    rows = [_entry_rows(spec) for spec in specs]
+    ordered = sorted(specs, key=_overview_order)
     out = [
         "# arnas-zoo model card",
         "",
@@ -345,42 +422,43 @@ def render_zoo_card(specs: list[Any]) -> str:
         "",
         "The card of the arnas-zoo model zoo: adversarially robust image classifiers whose architectures were found by",
         "neural architecture search (ARNAS, Ou et al., CVPR 2024, and its peers), with one-call loading",
-        "(`arnas_zoo.load(name)`) and ONNX deployment. Each published checkpoint also has its own card (README.md on",
-        "the Hub), generated from its config.json and metrics.json by `arnas-zoo export hub`.",
+        "(`arnas_zoo.load(name)`) and ONNX deployment. `arnas-zoo pretrained --sort aa` lists the same models from",
+        "the command line, and `arnas-zoo site` writes this table as a web page you can sort and filter.",
         "",
         "## Models",
         "",
     ]
-    if rows:
+    if ordered:
         out += [
-            "| name | architecture | data | threat model | eps | source | sha256 | description |",
-            "|---|---|---|---|---|---|---|---|",
-        ] + [row for row, _ in rows]
+            "By dataset, then worst-case accuracy (best first); superseded models last. Accuracy in %; worst case: a",
+            "point counts only if it survives every attack, with its 95% interval; n: evaluation points.",
+            "",
+            "| model | data | threat, eps | clean | AutoAttack | worst case (95% interval) | n | params | MACs |",
+            "|---|---|---|---:|---:|---|---:|---:|---:|",
+            *(_overview_row(spec) for spec in ordered),
+            "",
+            "Every entry is pinned: a bundled folder inside the package or a Hub commit, and the sha256 of its",
+            "config.json, model.safetensors and metrics.json, checked on every load.",
+        ]
     else:
         out += ["No pretrained weights are registered yet."]
     out += [
         "",
-        "Every entry is pinned: a bundled folder inside the package or a Hub commit, and the sha256 of its",
-        "config.json, model.safetensors and metrics.json, checked on every load.",
+        "## Data and evaluation protocol",
         "",
-        "## Data",
+        "The offline data of this project are subsets of the official MNIST, CIFAR-10 and CIFAR-100 files",
+        "(unmodified images). MNIST figures are on the official test split. CIFAR-10's test images are held out",
+        "here: CIFAR-10 figures are on genuine validation rows carved from the training file, and each model says",
+        "whether those rows also chose its epoch. Robust accuracy per attack (FGSM, PGD-k with random start,",
+        "AutoAttack from the authors' reference implementation) counts the points correct on the clean input and",
+        "on the adversarial input; eps, norm, steps, restarts, the points and the seed are given with each figure.",
         "",
-        "Checkpoints name their training data and subset in their own card. The offline data of this project are",
-        "subsets of the official MNIST, CIFAR-10 and CIFAR-100 files (unmodified images;",
-        "see `../shared/data/README.md`).",
-        "CIFAR-10 test images are held out; CIFAR-10 figures are measured on a validation split carved from the",
-        "training data, and every figure states which.",
-        "",
-        "## Evaluation protocol and results",
-        "",
-        "Robust accuracy per attack (FGSM, PGD-k with random start, AutoAttack from the authors' reference",
-        "implementation) counts the points correct on the clean input and on the adversarial input; eps, norm,",
-        "steps, restarts, the number and identity of the points, seed and device are recorded with each figure.",
+        "## Each model",
         "",
     ]
-    out += [line for _, lines in rows for line in lines] or ["No evaluated checkpoint is registered yet."]
+    for spec in ordered:
+        out += _model_section(spec)
     out += [
-        "",
         "## Limitations",
         "",
         "- Robustness holds only for the threat model and budget a checkpoint was trained and evaluated for; other",

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from arnas_zoo import create_model
 from arnas_zoo.checkpoint import save_folder
 from arnas_zoo.errors import CheckpointError, ConfigError
+from arnas_zoo.figures import wilson_interval
 
 
 def _metrics() -> dict:
@@ -63,11 +64,12 @@ def test_model_card_metadata_is_valid_for_huggingface_hub(tmp_path: Path) -> Non
     assert by_name["pgd3"].dataset_split == "test"
     body = card.text
     # every attack's settings in the evaluation table; recipe; genotype picture; limitations
-    assert (
-        f"| pgd3 | {100 * pgd['robust_accuracy']:.2f}% | norm=linf, eps=0.1, steps=3, restarts=1, n=16, loss=ce" in body
-    )
+    low, high = (100 * b for b in wilson_interval(pgd["robust_accuracy"], 16))
+    row = f"| pgd3 | 16 | linf 0.1 | 3 | 1 | {100 * pgd['robust_accuracy']:.1f}% | {low:.1f}-{high:.1f} |"
+    assert row in body
     assert "| optimizer | sgd |" in body and "```mermaid" in body and "-- dil_conv_3x3 -->" in body
-    assert "Measured on mnist test, n = 16 (official indices 0-15)" in body and "clean input *and*" in body
+    assert "- Data: mnist test, n = 16, official indices 0-15" in body and "clean input *and*" in body
+    assert "- Selection: " in body and "issue" not in body.lower()
     assert "No sanity checks against gradient masking were run" in body
     assert "## Limitations" in body and 'arnas_zoo.load("zoo/arnas-mnist")' in body
 

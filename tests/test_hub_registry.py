@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from arnas_zoo import create_model
 from arnas_zoo.checkpoint import save_folder, sha256_file
 from arnas_zoo.errors import ConfigError, DuplicateNameError, UnknownModelError
+from arnas_zoo.figures import wilson_interval
 from arnas_zoo.pretrained import (
     PretrainedSpec,
     get_pretrained,
@@ -144,9 +145,21 @@ def test_zoo_card_lists_entries_and_their_results(tmp_path: Path, monkeypatch: p
     folder = save_folder(model, tmp_path / "resnet18.cifar10_linf", metrics=report.to_metrics())
     monkeypatch.setattr(pretrained, "bundled_root", lambda: tmp_path)
     digest = sha256_file(folder / "model.safetensors")
-    spec = _spec(name="resnet18.cifar10_linf", arch="resnet18", folder=folder.name, sha256=digest)
+    metrics_digest = sha256_file(folder / "metrics.json")
+    spec = _spec(
+        name="resnet18.cifar10_linf", arch="resnet18", folder=folder.name, sha256=digest, metrics_sha256=metrics_digest
+    )
     text = card.render_zoo_card([spec])
-    assert "| `resnet18.cifar10_linf` | resnet18 | mnist | linf |" in text
-    figure = f"pgd2 {100 * report.result('pgd2').robust_accuracy:.2f}% (norm=linf, eps=0.1, steps=2"
-    assert figure in text and "digits test, n=8" in text
+    clean = 100 * report.clean_accuracy
+    robust = 100 * report.result("pgd2").robust_accuracy
+    # the overview row carries the figures; the model's section has them as a table with settings and interval
+    assert f"| [`resnet18.cifar10_linf`](#resnet18cifar10_linf) | mnist | linf 0.3 | {clean:.1f} | - |" in text
+    low, high = (100 * b for b in wilson_interval(report.result("pgd2").robust_accuracy, 8))
+    assert f"| pgd2 | 8 | linf 0.1 | 2 | 1 | {robust:.1f}% | {low:.1f}-{high:.1f} |" in text
+    assert "- Data: digits test, n = 8" in text and "### `resnet18.cifar10_linf`" in text
     assert "No pretrained weights are registered yet" not in text
+    # a metrics.json that differs from its pin gives no figures at all, never unpinned ones
+    tampered = _spec(
+        name="resnet18.cifar10_linf", arch="resnet18", folder=folder.name, sha256=digest, metrics_sha256="0" * 64
+    )
+    assert tampered.figures() is None and "No evaluation recorded" in card.render_zoo_card([tampered])
