@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from arnas_zoo.cli.common import friendly_errors
+from arnas_zoo.cli.common import SuggestingGroup, friendly_errors
 
 _BOARD = click.argument("board", type=click.Choice(["mnist", "cifar10"]))
 _RUN_DIR = click.option(
@@ -15,7 +15,7 @@ _RUN_DIR = click.option(
 )
 
 
-@click.group("leaderboard")
+@click.group("leaderboard", cls=SuggestingGroup)
 def leaderboard_group() -> None:
     """Train every registry architecture at one reduced size by one recipe, attack all on the same points."""
 
@@ -94,3 +94,21 @@ def table_command(board: str, run_dir: str | None, eval_n: int | None, table_out
     click.echo(
         write_table(the_board, run_dir or f"runs/leaderboard-{board}", table_out, _plot_beside(table_out, board))
     )
+
+
+@click.command("site")
+@click.option("-o", "--out", type=click.Path(file_okay=False), default="site", show_default=True, help="Output folder.")
+@click.option(
+    "--runs",
+    "run_root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder holding the leaderboard run folders (leaderboard-BOARD) [none: board rows from the zoo].",
+)
+@friendly_errors
+def site_command(out: str, run_root: str | None) -> None:
+    """Write the zoo and the leaderboards as a static web site (sortable, filterable, offline; open index.html)."""
+    from arnas_zoo.site import build_site
+
+    index = build_site(out, run_root)
+    click.echo(f"wrote {index} (open it in a browser; no server needed)")
