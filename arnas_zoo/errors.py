@@ -48,3 +48,11 @@ class NonFiniteError(ArnasZooError, FloatingPointError):
 
 class CheckpointError(ArnasZooError, RuntimeError):
     """A checkpoint or weight file is corrupt or does not fit its configuration."""
+
+
+class UntrustedFileError(ArnasZooError, ValueError):
+    """A file read from disk is too large, not UTF-8, not JSON, nested too deeply or of the wrong shape."""
+
+
+class RunFolderBusyError(ArnasZooError, RuntimeError):
+    """Another process holds the run folder (one writer per run folder); the message names it."""

@@ -21,15 +21,26 @@ host and attempts go to ``<key>.meta.json``. Ray needs the optional extra: ``pip
 Kinds are registered by dotted path (``register_kind("evaluate-shard", "arnas_zoo.evaluate.shards:run_shard")``)
 so that a Ray worker imports the function itself; a kind's function takes ``(args, run_dir)`` and
 returns a JSON-able dict.
+
+Nothing on disk is trusted. A result file carries an HMAC-SHA256 over the job, the sha256 of every
+input file the job read (a kind names them: ``register_kind(..., inputs="module:function")``, e.g. the
+model folder's config.json and weights) and the result, keyed by a secret of this user
+(``$ARNAS_ZOO_JOB_KEY`` or ``~/.cache/arnas-zoo/job-key``, made on first use, mode 0600). On read, a
+file that is unreadable, edited, forged without the key, or whose inputs have changed since (a model
+folder replaced under the same path) is recomputed with a one-line notice; it is never trusted and
+never a crash. One process at a time writes a run folder (:class:`arnas_zoo.runs.lock.RunFolderLock`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import importlib
 import json
+import logging
 import os
 import platform
+import secrets
 import socket
 import time
 import traceback
@@ -38,8 +49,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arnas_zoo.errors import ArnasZooError, ConfigError
+from arnas_zoo.errors import ArnasZooError, ConfigError, UntrustedFileError
 from arnas_zoo.progress import Progress
+from arnas_zoo.runs.lock import RunFolderLock
+from arnas_zoo.safe_json import read_json
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "ray")
 JOBS_DIR = "jobs"
@@ -49,6 +64,13 @@ _KINDS: dict[str, str] = {
     "train": "arnas_zoo.training.entry:run_training_job",
     "leaderboard-eval": "arnas_zoo.leaderboard:run_eval_job",
 }
+#: kind -> "module:function" of ``(args, run_dir) -> [paths]``: the files whose content a result depends on
+_INPUTS: dict[str, str] = {
+    "evaluate-shard": "arnas_zoo.evaluate.shards:shard_inputs",
+    "leaderboard-eval": "arnas_zoo.leaderboard:eval_inputs",
+}
+RESULT_SCHEMA = "arnas-zoo/job-result@2"
+KEY_ENV = "ARNAS_ZOO_JOB_KEY"
 
 
 class JobsFailed(ArnasZooError, RuntimeError):
@@ -63,13 +85,20 @@ class JobsFailed(ArnasZooError, RuntimeError):
         )
 
 
-def register_kind(kind: str, target: str, *, replace: bool = False) -> None:
-    """Make ``kind`` run ``target`` (``"package.module:function"``, importable on every worker)."""
-    if ":" not in target:
-        raise ConfigError(f"job kind {kind!r}: expected 'module:function', got {target!r}")
+def register_kind(kind: str, target: str, *, replace: bool = False, inputs: str | None = None) -> None:
+    """Make ``kind`` run ``target`` (``"package.module:function"``, importable on every worker).
+
+    ``inputs`` (``"module:function"``, ``(args, run_dir) -> list of paths``) names the files whose content
+    the result depends on; a result is recomputed when any of them changes.
+    """
+    for name in (target, inputs):
+        if name is not None and ":" not in name:
+            raise ConfigError(f"job kind {kind!r}: expected 'module:function', got {name!r}")
     if kind in _KINDS and not replace and _KINDS[kind] != target:
         raise ConfigError(f"job kind {kind!r} is already registered as {_KINDS[kind]!r}")
     _KINDS[kind] = target
+    if inputs is not None:
+        _INPUTS[kind] = inputs
 
 
 def kinds() -> dict[str, str]:
@@ -128,30 +157,119 @@ def result_path(run_dir: Path, job: Job) -> Path:
     return _jobs_dir(run_dir) / f"{job.key}.json"
 
 
-def read_result(run_dir: Path, job: Job) -> dict[str, Any] | None:
+def signing_key() -> bytes:
+    """This user's secret for result digests: ``$ARNAS_ZOO_JOB_KEY`` (hex), else ``~/.cache/arnas-zoo/job-key``
+    (32 random bytes, created on first use, readable by this user only)."""
+    env = os.environ.get(KEY_ENV, "").strip()
+    if env:
+        try:
+            return bytes.fromhex(env)
+        except ValueError:
+            raise ConfigError(f"${KEY_ENV}: expected hex digits") from None
+    path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "arnas-zoo" / "job-key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".job-key.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+        os.replace(tmp, path)
+        return bytes.fromhex(path.read_text().strip())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_digests(job: Job, run_dir: Path) -> dict[str, str]:
+    """``{path: sha256}`` of every input file of ``job`` now (``"missing"`` for an absent one)."""
+    target = _INPUTS.get(job.kind)
+    if target is None:
+        return {}
+    paths: Any = _resolve(target)(job.args, run_dir)
+    return {str(p): (_sha256(Path(p)) if Path(p).is_file() else "missing") for p in paths}
+
+
+def _digest(key: bytes, job: Job, inputs: dict[str, str], result: Any) -> str:
+    body = json.dumps({"job": job.description, "inputs": inputs, "result": result}, sort_keys=True)
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def _record(job: Job, inputs: dict[str, str], result: Any, key: bytes) -> dict[str, Any]:
+    return {
+        "schema": RESULT_SCHEMA,
+        "job": job.description,
+        "inputs": inputs,
+        "result": result,
+        "digest": _digest(key, job, inputs, result),
+    }
+
+
+def read_result(run_dir: Path, job: Job, *, key: bytes | None = None) -> dict[str, Any] | None:
+    """``job``'s verified result in ``run_dir``, or None (not run, or not to be trusted: recompute).
+
+    Every way a result file can be wrong -- unreadable, not JSON, another job's, edited or written without
+    this user's key, or computed from inputs that have changed since -- gives None and one logged notice.
+    """
     path = result_path(run_dir, job)
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    if record.get("job") != job.description:  # a key collision or an edited file: recompute
-        return None
-    result: dict[str, Any] = record["result"]
-    return result
+    problem = _problem(path, job, Path(run_dir), key or signing_key())
+    if problem is None:
+        result: dict[str, Any] = read_json(path)["result"]
+        return result
+    log.warning("%s: %s; recomputing this job", path, problem)
+    return None
 
 
-def execute(job_desc: dict[str, Any], run_dir: str, attempt: int, target: str) -> dict[str, Any]:
-    """Run one job here and write its result file (what a worker runs; importable by Ray).
+def _problem(path: Path, job: Job, run_dir: Path, key: bytes) -> str | None:
+    """Why the result file at ``path`` cannot be trusted for ``job``, or None."""
+    try:
+        record = read_json(path, what="job result")
+    except (UntrustedFileError, OSError) as exc:
+        return f"unreadable ({str(exc).split(': ', 1)[-1][:120]})"
+    if not isinstance(record, dict) or not {"job", "inputs", "result", "digest"} <= set(record):
+        return "not a job result of this version (no digest)"
+    if record["job"] != job.description:
+        return "it belongs to another job (key collision or edited description)"
+    inputs = record["inputs"]
+    if not isinstance(inputs, dict) or not isinstance(record["digest"], str):
+        return "malformed"
+    if not hmac.compare_digest(record["digest"], _digest(key, job, inputs, record["result"])):
+        return "its digest does not match its content (edited, corrupted, or written without this user's key)"
+    now = input_digests(job, run_dir)
+    changed = sorted(p for p in set(now) | set(inputs) if now.get(p) != inputs.get(p))
+    if changed:
+        return f"its input changed since it ran ({changed[0]})"
+    if not isinstance(record["result"], dict):
+        return "malformed result"
+    return None
 
-    ``target`` is the kind's function as the driver registered it (a worker has its own registry)."""
+
+def execute(
+    job_desc: dict[str, Any], run_dir: str, attempt: int, target: str, key_hex: str | None = None
+) -> dict[str, Any]:
+    """Run one job here and write its signed result file (what a worker runs; importable by Ray).
+
+    ``target`` is the kind's function as the driver registered it (a worker has its own registry);
+    ``key_hex`` the driver's signing key (a worker on another machine has no key file of its own)."""
     job = Job(job_desc["kind"], job_desc["args"])
     jobs = _jobs_dir(Path(run_dir))
     jobs.mkdir(parents=True, exist_ok=True)
     marker = jobs / f"{job.key}.running"
     _write_json(marker, {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "attempt": attempt})
     start = time.perf_counter()
+    key = bytes.fromhex(key_hex) if key_hex else signing_key()
     try:
+        inputs = input_digests(job, Path(run_dir))  # the content the result is computed from
         result = _resolve(target)(job.args, Path(run_dir))
-        _write_json(jobs / f"{job.key}.json", {"job": job.description, "result": result})
+        _write_json(jobs / f"{job.key}.json", _record(job, inputs, result, key))
         meta = {
             "seconds": round(time.perf_counter() - start, 3),
             "host": platform.node(),
@@ -168,22 +286,24 @@ def execute(job_desc: dict[str, Any], run_dir: str, attempt: int, target: str) -
 
 def _record_plan(run_dir: Path, jobs: Iterable[Job]) -> None:
     """Add the job set to ``jobs/plan.json`` (what ``status`` lists as pending before a job starts)."""
-    path = _jobs_dir(run_dir) / PLAN
-    try:
-        plan = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        plan = {}
+    plan = _read_plan(run_dir)
     plan.update({job.key: {**job.description, "label": job.name()} for job in jobs})
-    _write_json(path, plan)
+    _write_json(_jobs_dir(run_dir) / PLAN, plan)
+
+
+def _read_plan(run_dir: Path) -> dict[str, Any]:
+    path = _jobs_dir(Path(run_dir)) / PLAN
+    try:
+        data = read_json(path, what="job plan") if path.is_file() else {}
+    except (UntrustedFileError, OSError) as exc:
+        log.warning("%s; starting a new plan", exc)
+        return {}
+    return dict(data) if isinstance(data, dict) else {}
 
 
 def plan(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Every job ever submitted to ``run_dir``: key -> kind, args, label."""
-    path = _jobs_dir(Path(run_dir)) / PLAN
-    try:
-        return dict(json.loads(path.read_text())) if path.is_file() else {}
-    except ValueError:
-        return {}
+    """Every job ever submitted to ``run_dir``: key -> kind, args, label (an unreadable plan: empty)."""
+    return _read_plan(Path(run_dir))
 
 
 def _record_failure(run_dir: Path, job: Job, error: str, attempts: int) -> None:
@@ -220,17 +340,34 @@ def run_jobs(
         raise ConfigError(f"retries: expected >= 0, got {retries}")
     run_dir = Path(run_dir)
     _jobs_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    with RunFolderLock(run_dir, "job run"):
+        out = _run_set(jobs, run_dir, backend, address, max_parallel, retries, progress)
+    if out.failed and raise_on_failure:
+        raise JobsFailed(out.failed)
+    return out
+
+
+def _run_set(
+    jobs: Sequence[Job],
+    run_dir: Path,
+    backend: str,
+    address: str | None,
+    max_parallel: int | None,
+    retries: int,
+    progress: bool | Progress,
+) -> JobSetResult:
     unique = {job.key: job for job in jobs}
     _record_plan(run_dir, unique.values())
     out = JobSetResult()
     todo = []
-    for key, job in unique.items():
+    key = signing_key()
+    for job_key, job in unique.items():
         _resolve(_target(job.kind))  # unknown kinds and unimportable functions fail before anything runs
-        done = read_result(run_dir, job)
+        done = read_result(run_dir, job, key=key)
         if done is None:
             todo.append(job)
         else:
-            out.results[key] = done
+            out.results[job_key] = done
             out.skipped += 1
     tracker = Progress.of(progress)
     with tracker.task(f"jobs ({backend})", total=len(todo), unit="jobs") as task:
@@ -238,8 +375,6 @@ def run_jobs(
             _run_local(todo, run_dir, retries, out, task)
         else:
             _run_ray(todo, run_dir, retries, out, task, address, max_parallel)
-    if out.failed and raise_on_failure:
-        raise JobsFailed(out.failed)
     return out
 
 
@@ -277,6 +412,7 @@ def _run_ray(
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     # worker deaths are retried by Ray (max_retries); exceptions raised by the job too (retry_exceptions)
     remote = ray.remote(max_retries=retries, retry_exceptions=True)(execute)
+    key = signing_key()
     pending: dict[Any, Job] = {}
     queue = list(todo)
     limit = max_parallel or len(queue) or 1
@@ -284,7 +420,7 @@ def _run_ray(
         while queue and len(pending) < limit:
             job = queue.pop(0)
             ref = remote.options(num_cpus=job.cpus, num_gpus=job.gpus).remote(
-                job.description, str(run_dir), 1, _target(job.kind)
+                job.description, str(run_dir), 1, _target(job.kind), key.hex()
             )
             pending[ref] = job
         ready, _ = ray.wait(list(pending), num_returns=1)
@@ -293,7 +429,8 @@ def _run_ray(
         try:
             result = ray.get(ref)
             if not result_path(run_dir, job).is_file():  # a worker on another file system: keep it here
-                _write_json(result_path(run_dir, job), {"job": job.description, "result": result})
+                inputs = input_digests(job, run_dir)
+                _write_json(result_path(run_dir, job), _record(job, inputs, result, key))
             out.results[job.key] = result
             out.ran += 1
         except Exception as exc:  # noqa: BLE001 -- after Ray's retries
@@ -355,8 +492,10 @@ def _is_key(name: str) -> bool:
 def _alive(marker: Path) -> bool:
     """A running marker is stale when its process (on this host) is gone, e.g. a killed driver."""
     try:
-        info = json.loads(marker.read_text())
-    except (OSError, ValueError):
+        info = read_json(marker, max_bytes=65536, what="running marker")
+        if not isinstance(info, dict):
+            return False
+    except (OSError, UntrustedFileError):
         return False
     if info.get("host") != socket.gethostname():
         return True  # another machine's worker: trust the marker

@@ -99,6 +99,12 @@ def _eval_job(board: Board, arch: str) -> Job:
     )
 
 
+def eval_inputs(args: dict[str, Any], run_dir: Path) -> list[Path]:
+    """The files a ``leaderboard-eval`` result depends on: the trained model's config and weights."""
+    folder = Path(run_dir) / args["folder"]
+    return [folder / "config.json", folder / "model.safetensors"]
+
+
 def run_eval_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Job kind ``leaderboard-eval``: the report of one trained model on the board's points, with its size."""
     from arnas_zoo.checkpoint import load_folder

@@ -131,7 +131,6 @@ def config_for_genotype(genotype: Genotype, **overrides: Any) -> ModelConfig:
 
 def resolve_config(target: str, **overrides: Any) -> ModelConfig:
     """A registry name, a genotype JSON file, a config.json, or a checkpoint folder -> config."""
-    import json
     from pathlib import Path
 
     from arnas_zoo.config import CONFIG_SCHEMA
@@ -146,11 +145,10 @@ def resolve_config(target: str, **overrides: Any) -> ModelConfig:
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise ConfigError(f"{path}: no such file; expected a genotype JSON, a config.json or a registry name")
-        text = path.read_text()
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None
+        from arnas_zoo.safe_json import read_json
+
+        # bounded and typed: a huge, binary or deeply nested file is refused in one line, never read whole
+        data = read_json(path, max_bytes=16 * 1024 * 1024, what="genotype or config JSON")
         if isinstance(data, dict) and data.get("schema") == CONFIG_SCHEMA:
             config = ModelConfig.from_dict(data)
             return config.replace(**overrides) if overrides else config

@@ -50,6 +50,18 @@ def _data(args: dict[str, Any], device: Any) -> Any:
     )
 
 
+def shard_inputs(args: dict[str, Any], run_dir: Path) -> list[Path]:
+    """The files a shard's result depends on: a model folder's config and weights (a registry entry is
+    pinned by sha256 already, and a Hub commit is immutable)."""
+    from arnas_zoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from arnas_zoo.sources import resolve
+
+    source = resolve(args["model"])
+    if source.kind != "folder" or source.path is None:
+        return []
+    return [source.path / CONFIG_FILE, source.path / WEIGHTS_FILE]
+
+
 def run_shard(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Job kind ``evaluate-shard``: clean and every attack on points ``[start, stop)`` of the data."""
     from arnas_zoo.attacks import attack_mode

@@ -18,6 +18,7 @@ validation accuracy, since robust overfitting is real for these networks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from arnas_zoo.progress import Progress
 from arnas_zoo.runs import augment, generator, run_task, scheduled_lr, seed_for
 from arnas_zoo.runs.distributed import Dist, all_reduce_sum, convert_dist_batchnorm, init_distributed
 from arnas_zoo.runs.faults import write_point
+from arnas_zoo.runs.lock import RunFolderLock
 from arnas_zoo.runs.loop import RunInterrupted, resave_state
 from arnas_zoo.runs.precision import autocast_for, tune_cudnn
 from arnas_zoo.runs.state import (
@@ -375,38 +377,42 @@ def train(
     if recipe.channels_last:
         net.to(memory_format=torch.channels_last)
     run = TrainingRun(net, recipe, train_data, val_data, out_dir, dev, dist, run_name)
-    if dist.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    state_path = out_dir / STATE_FILE
-    if dist.main and not state_path.exists():
-        atomic_write_json(out_dir / "recipe.json", recipe.to_dict())
-    history = run_task(
-        run,
-        state_path,
-        resume=resume,
-        previous=previous,
-        dist_info=dist,
-        progress=progress,
-        label=run.run_name or "train",
-        stop_after_steps=stop_after_steps,
-    )
-    if dist.main and test_data is not None and run.final_metrics is None and run.best_weights is not None:
-        from arnas_zoo.evaluate import evaluate
-
-        best_net = build_model(run.config)
-        best_net.load_state_dict(run.best_weights)
-        report = evaluate(
-            best_net,
-            test_data,
-            attacks=list(eval_attacks),
-            eps=recipe.eps,
-            device=dev,
-            seed=recipe.seed,
-            checks=False,
+    lock = contextlib.ExitStack()
+    if dist.main:  # one writer per run folder (rank 0 speaks for a DDP run)
+        lock.enter_context(RunFolderLock(out_dir, "training"))
+    with lock:
+        if dist.main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        state_path = out_dir / STATE_FILE
+        if dist.main and not state_path.exists():
+            atomic_write_json(out_dir / "recipe.json", recipe.to_dict())
+        history = run_task(
+            run,
+            state_path,
+            resume=resume,
+            previous=previous,
+            dist_info=dist,
             progress=progress,
-            model_info={"name": run.config.name, "source": str(out_dir / "best")},
+            label=run.run_name or "train",
+            stop_after_steps=stop_after_steps,
         )
-        run.final_metrics = report.to_metrics()
-        resave_state(run, state_path)  # the state first, then the folders derived from it
-        run.write_outputs(history)
+        if dist.main and test_data is not None and run.final_metrics is None and run.best_weights is not None:
+            from arnas_zoo.evaluate import evaluate
+
+            best_net = build_model(run.config)
+            best_net.load_state_dict(run.best_weights)
+            report = evaluate(
+                best_net,
+                test_data,
+                attacks=list(eval_attacks),
+                eps=recipe.eps,
+                device=dev,
+                seed=recipe.seed,
+                checks=False,
+                progress=progress,
+                model_info={"name": run.config.name, "source": str(out_dir / "best")},
+            )
+            run.final_metrics = report.to_metrics()
+            resave_state(run, state_path)  # the state first, then the folders derived from it
+            run.write_outputs(history)
     return TrainResult(out_dir, out_dir / "best", out_dir / "last", history, run.best)

@@ -1,0 +1,235 @@
+"""Nothing on disk is trusted: job results signed and checked against their inputs, one writer per run
+folder, and one bounded typed JSON reader (issue findings 1, 2, 4 and 5, reproduced and refused)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from arnas_zoo.errors import RunFolderBusyError, UntrustedFileError
+from arnas_zoo.jobs import Job, read_result, register_kind, result_path, run_jobs
+from arnas_zoo.runs.lock import RunFolderLock
+from arnas_zoo.safe_json import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+register_kind("test-square", "job_kinds:square")
+
+
+@pytest.fixture(autouse=True)
+def _own_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a fresh signing key per test
+    monkeypatch.delenv("ARNAS_ZOO_JOB_KEY", raising=False)
+
+
+def _done(tmp_path: Path, x: int = 7) -> tuple[Path, Job]:
+    run = tmp_path / "run"
+    job = Job("test-square", {"x": x})
+    assert run_jobs([job], run, progress=False).ran == 1
+    return run, job
+
+
+def test_an_edited_result_is_recomputed_not_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run, job = _done(tmp_path)
+    path = result_path(run, job)
+    record = json.loads(path.read_text())
+    record["result"]["square"] = 50  # the forger's figure
+    path.write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING, logger="arnas_zoo.jobs"):
+        again = run_jobs([job], run, progress=False)
+    assert again.ran == 1 and again.results[job.key]["square"] == 49  # recomputed, never 50
+    assert "digest does not match" in caplog.text and "recomputing" in caplog.text
+
+
+def test_a_forger_who_recomputes_a_plain_digest_is_still_refused(tmp_path: Path) -> None:
+    run, job = _done(tmp_path)
+    path = result_path(run, job)
+    record = json.loads(path.read_text())
+    record["result"]["square"] = 50
+    body = json.dumps({"job": record["job"], "inputs": record["inputs"], "result": record["result"]}, sort_keys=True)
+    record["digest"] = hashlib.sha256(body.encode()).hexdigest()  # no key: the digest cannot be forged
+    path.write_text(json.dumps(record))
+    assert read_result(run, job) is None
+
+
+def test_results_of_a_changed_model_folder_are_stale(tmp_path: Path) -> None:
+    """Finding 2: the same --run-dir and model path, new weights: the old figures must not come back."""
+    import torch
+
+    from arnas_zoo import create_model
+    from arnas_zoo.checkpoint import save_folder
+    from arnas_zoo.evaluate.shards import shard_jobs
+
+    torch.manual_seed(0)
+    folder = save_folder(create_model("resnet18", init_channels=4, in_channels=1, input_size=16), tmp_path / "m")
+    jobs = shard_jobs(str(folder), dataset="digits", n_points=8, attacks=["fgsm"], eps=0.1, batch_size=8, device="cpu")
+    run = tmp_path / "run"
+    first = run_jobs(jobs, run, progress=False)
+    assert first.ran == 1 and read_result(run, jobs[0]) is not None
+    torch.manual_seed(1)
+    save_folder(create_model("resnet18", init_channels=4, in_channels=1, input_size=16), folder)  # replaced in place
+    assert read_result(run, jobs[0]) is None  # its input changed: not trusted
+    assert run_jobs(jobs, run, progress=False).ran == 1
+
+
+_GENUINE = {"x": 7, "square": 49, "digest": hashlib.sha256(b"7").hexdigest()}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    edit=st.one_of(
+        st.tuples(st.just("flip"), st.integers(min_value=0, max_value=10_000), st.integers(min_value=0, max_value=7)),
+        st.tuples(st.just("truncate"), st.integers(min_value=0, max_value=10_000), st.just(0)),
+        st.tuples(st.just("append"), st.binary(min_size=1, max_size=64), st.just(0)),
+        st.tuples(st.just("replace"), st.binary(max_size=256), st.just(0)),
+        st.tuples(
+            st.just("json"), st.recursive(st.none() | st.integers() | st.text(), st.lists, max_leaves=8), st.just(0)
+        ),
+    )
+)
+def test_no_corruption_of_a_result_file_is_trusted_or_crashes(tmp_path: Path, edit: tuple) -> None:
+    """Property: whatever is done to a result file, reading gives the genuine result or None, never another value
+    and never an untyped error."""
+    run = tmp_path / "fuzz"
+    job = Job("test-square", {"x": 7})
+    if not result_path(run, job).is_file():
+        run_jobs([job], run, progress=False)
+    path = result_path(run, job)
+    genuine = path.read_bytes()
+    kind, arg, bit = edit
+    if kind == "flip":
+        data = bytearray(genuine)
+        data[arg % len(data)] ^= 1 << bit
+        path.write_bytes(bytes(data))
+    elif kind == "truncate":
+        path.write_bytes(genuine[: arg % len(genuine)])
+    elif kind == "append":
+        path.write_bytes(genuine + arg)
+    elif kind == "replace":
+        path.write_bytes(arg)
+    else:
+        path.write_text(json.dumps(arg))
+    try:
+        got = read_result(run, job)
+        assert got is None or got == _GENUINE
+    finally:
+        path.write_bytes(genuine)
+
+
+def test_safe_json_types_every_hostile_file(tmp_path: Path) -> None:
+    cases = {
+        "binary": bytes(range(256)) * 8,  # not UTF-8
+        "deep": b"[" * 100_000,  # RecursionError in the parser
+        "text": b"not json at all",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(UntrustedFileError, match=str(path)):
+            read_json(path)
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 2048)
+    with pytest.raises(UntrustedFileError, match="exceeds the limit of 1,024"):
+        read_json(big, max_bytes=1024)
+    (tmp_path / "ok.json").write_text('{"a": [1]}')
+    assert read_json(tmp_path / "ok.json") == {"a": [1]}
+
+
+def test_cli_status_on_a_hostile_plan_is_one_line(tmp_path: Path) -> None:
+    from arnas_zoo.cli import main
+
+    run, job = _done(tmp_path)
+    (run / "jobs" / "plan.json").write_bytes(b"[" * 100_000)
+    result = CliRunner().invoke(main, ["status", str(run)])
+    assert result.exit_code == 0 and "1 done" in result.output and "Traceback" not in result.output
+
+
+# ---- one writer per run folder ----------------------------------------------------------------------
+_HOLD = """
+import sys, time
+from arnas_zoo.runs.lock import RunFolderLock
+with RunFolderLock(sys.argv[1], "training"):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def _holder(folder: Path, seconds: float) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(folder), str(seconds)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_writer_is_refused_with_the_holder_named(tmp_path: Path) -> None:
+    """Finding 4: two runs into one folder; the second is refused at once, naming the first."""
+    run = tmp_path / "run"
+    proc = _holder(run, 30)
+    try:
+        with pytest.raises(RunFolderBusyError, match=rf"in use by another training \(pid {proc.pid} on "):
+            run_jobs([Job("test-square", {"x": 1})], run, progress=False)
+        assert not (run / "jobs" / f"{Job('test-square', {'x': 1}).key}.json").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    # the kernel released the lock of the killed holder: the next run goes ahead
+    assert run_jobs([Job("test-square", {"x": 1})], run, progress=False).ran == 1
+
+
+def test_the_lock_is_reentrant_in_one_process_and_released_after(tmp_path: Path) -> None:
+    with RunFolderLock(tmp_path / "r"):
+        with RunFolderLock(tmp_path / "r"):
+            pass
+        assert run_jobs([Job("test-square", {"x": 2})], tmp_path / "r", progress=False).ran == 1
+    proc = _holder(tmp_path / "r", 0.2)  # released: another process can take it
+    proc.wait(timeout=30)
+    assert proc.returncode == 0
+    start = time.monotonic()
+    with RunFolderLock(tmp_path / "r"):
+        assert time.monotonic() - start < 5
+
+
+def test_cli_train_into_a_folder_in_use_is_refused_before_writing(tmp_path: Path) -> None:
+    """Finding 4 through the command line: the second training exits 2 naming the first; nothing of its own lands."""
+    from arnas_zoo.cli import main
+
+    out = tmp_path / "run"
+    proc = _holder(out, 60)
+    try:
+        args = ["train", "resnet18", "--recipe", "cpu_digits", "--dataset", "digits", "--out", str(out)]
+        args += ["--set", "epochs=1", "--set", "train_n=32", "--set", "batch_size=32", "--no-progress"]
+        result = CliRunner().invoke(main, [*args, "--model-set", "init_channels=4", "--eval-attacks", "none"])
+        assert result.exit_code == 2, result.output
+        assert f"in use by another training (pid {proc.pid}" in result.output and result.output.count("\n") == 1
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no recipe.json, no state, no log
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (bytes(range(256)) * 8, "is not UTF-8 text"),
+        (b"[" * 100_000, "is nested too deeply to parse"),
+        (b'{"schema": "arnas-zoo/genotype@1", "space": "darts"', "is not valid JSON"),
+    ],
+)
+def test_cli_info_on_hostile_files_is_one_typed_line(tmp_path: Path, content: bytes, message: str) -> None:
+    """Finding 5: `arnas-zoo info` on random bytes or '['*100000 exited 70 (UnicodeDecodeError, RecursionError)."""
+    from arnas_zoo.cli import main
+
+    path = tmp_path / "hostile.json"
+    path.write_bytes(content)
+    result = CliRunner().invoke(main, ["info", str(path)])
+    assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
