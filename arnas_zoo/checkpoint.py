@@ -151,6 +151,79 @@ def load_state(model: torch.nn.Module, weights: str | Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+
+def safetensors_shapes(weights: str | Path) -> dict[str, tuple[int, ...]]:
+    """``{tensor name: shape}`` from a safetensors file's header alone (no tensor is read or allocated)."""
+    from arnas_zoo.safe_json import parse_json
+
+    weights = Path(weights)
+    with open(weights, "rb") as fh:
+        head = fh.read(8)
+        size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < size <= min(MAX_HEADER_BYTES, weights.stat().st_size - 8):
+            raise CheckpointError(f"{weights}: not a safetensors file (header length {size})")
+        header = parse_json(fh.read(size), where=str(weights), what="safetensors header")
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{weights}: not a safetensors file (header is not a JSON object)")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise CheckpointError(f"{weights}: tensor {str(name)[:60]!r} has no valid shape in the header")
+        shapes[str(name)] = tuple(shape)
+    return shapes
+
+
+def check_weights_fit(config: ModelConfig, weights: str | Path) -> None:
+    """Refuse weights that cannot belong to ``config`` before the network is built.
+
+    First a count (no building): a config that describes far more parameters than the file holds is
+    refused at once (a 1.5 KB config.json asking for C=512 beside small weights). Then the exact shapes,
+    from the network built on PyTorch's ``meta`` device, which allocates no memory.
+    """
+    import math
+
+    import torch
+
+    from arnas_zoo.models import build_model
+    from arnas_zoo.models.base import get_family
+
+    shapes = safetensors_shapes(weights)
+    held = sum(math.prod(shape) for shape in shapes.values())
+    estimate_params = get_family(config.arch).estimate_params
+    if estimate_params is not None:
+        estimate = estimate_params(config)
+        if estimate > 4 * held + 100_000:
+            raise CheckpointError(
+                f"{weights}: the config describes about {estimate:.3g} parameters but the file holds {held:.3g} "
+                "values: the weights do not fit the config (nothing was built)"
+            )
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    except (RuntimeError, NotImplementedError, TypeError):
+        return  # a builder that cannot run on meta tensors: the strict load after building still checks
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+    if missing or extra or wrong:
+        detail = (
+            f"{wrong[0]} is {shapes[wrong[0]]} in the file, the config needs {expected[wrong[0]]}"
+            if wrong
+            else f"missing {missing[:2]}"
+            if missing
+            else f"unexpected {extra[:2]}"
+        )
+        raise CheckpointError(
+            f"{weights}: the weights do not fit the config ({len(wrong)} misshapen, {len(missing)} missing, "
+            f"{len(extra)} unexpected; {detail}); nothing was allocated"
+        )
+
+
 def verify_pins(folder: Path, pins: Mapping[str, str]) -> None:
     """Each pinned file of ``folder`` must have its pinned sha256 (a registry name means these exact files)."""
     for name, expected in pins.items():
@@ -234,6 +307,7 @@ def load_folder(
         check_config(config)
     except ConfigError as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from None
+    check_weights_fit(config, weights)  # before anything is allocated: config.json alone must not decide
     model = build_model(config)
     load_state(model, weights)
     model.metrics = metrics  # type: ignore[assignment]

@@ -128,6 +128,15 @@ class Job:
     gpus: float = 0.0
     label: str = ""
 
+    def __post_init__(self) -> None:
+        # the arguments as they read back from a result file: tuples become lists, keys strings. Without
+        # this a config holding a tuple never matched its own saved job, and resume redid finished work.
+        try:
+            normal = json.loads(json.dumps(self.args, sort_keys=True))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"job {self.kind!r}: arguments must be JSON-able ({exc})") from None
+        object.__setattr__(self, "args", normal)
+
     @property
     def description(self) -> dict[str, Any]:
         return {"kind": self.kind, "args": self.args}

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -40,10 +42,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from arnas_zoo.errors import ConfigError
+from arnas_zoo.checkpoint import sha256_file
+from arnas_zoo.errors import ConfigError, UntrustedFileError
 from arnas_zoo.macro import MacroGenotype, bits_per_phase
+from arnas_zoo.safe_json import read_json_object
 from search.nsga import block_crossover, evolve, knee
 from search.presets import config_from_dict, with_overrides
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -213,8 +219,11 @@ def build_transfer_set(config: RocoConfig, out: Path) -> dict[str, Any]:
 
     npz, meta_path = out / "transfer_set.npz", out / "transfer_set.json"
     if npz.is_file() and meta_path.is_file():
-        meta: dict[str, Any] = json.loads(meta_path.read_text())
-        return meta
+        reason = _transfer_set_problem(npz, meta_path)
+        if reason is None:
+            meta: dict[str, Any] = read_json_object(meta_path, what="transfer set record")
+            return meta
+        log.warning("%s: %s; building the transfer set again", out, reason)
     x, y = _validation_rows(config)
     xs, ys, tags, provenance = [], [], [], []
     for s, arch in enumerate(config.source_archs):
@@ -259,8 +268,11 @@ def build_transfer_set(config: RocoConfig, out: Path) -> dict[str, Any]:
     perm = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(config.seed + 7))
     half = np.zeros(len(x_all), dtype=np.uint8)
     half[perm[len(x_all) // 2 :].numpy()] = 1  # 0: search half, 1: held out
-    np.savez_compressed(npz, x=x_all.numpy(), y=y_all.numpy(), half=half, tag=np.array(tags))
+    tmp = npz.with_name(f".{npz.stem}.tmp.npz")
+    np.savez_compressed(tmp, x=x_all.numpy(), y=y_all.numpy(), half=half, tag=np.array(tags))
+    os.replace(tmp, npz)
     meta = {
+        "sha256": sha256_file(npz),
         "n": len(x_all),
         "search_half": int((half == 0).sum()),
         "held_out_half": int((half == 1).sum()),
@@ -270,6 +282,22 @@ def build_transfer_set(config: RocoConfig, out: Path) -> dict[str, Any]:
     }
     atomic_write_json(meta_path, meta)
     return meta
+
+
+def _transfer_set_problem(npz: Path, meta_path: Path) -> str | None:
+    """Why a saved transfer set cannot be reused (unreadable record, or an npz other than the one recorded)."""
+    try:
+        meta = read_json_object(meta_path, max_bytes=16 * 1024 * 1024, what="transfer set record")
+    except UntrustedFileError as exc:
+        return str(exc).split(": ", 1)[-1]
+    if meta.get("sha256") != sha256_file(npz):
+        return "transfer_set.npz is not the file its record names (changed, corrupted, or from an older version)"
+    return None
+
+
+def transfer_inputs(args: dict[str, Any], run_dir: Path) -> list[Path]:
+    """A candidate's result depends on the transfer set it was scored on."""
+    return [Path(run_dir) / "transfer_set.npz"]
 
 
 def _transfer(out: Path) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
@@ -334,7 +362,7 @@ def candidate_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 def _register() -> None:
     from arnas_zoo.jobs import register_kind
 
-    register_kind("roco-candidate", "search.roco:candidate_job")
+    register_kind("roco-candidate", "search.roco:candidate_job", inputs="search.roco:transfer_inputs")
 
 
 # ---- NSGA-II with pymoo ------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ CHECKS = {
     "black_box",
     "monotone_eps",
     "autoattack_le_pgd",
+    "probe_agrees",
 }
 
 
@@ -60,8 +61,9 @@ def test_honest_model_report_passes_every_check(digits) -> None:  # type: ignore
     )
     status = _status(report)
     assert set(status) == CHECKS
-    assert all(v is True for k, v in status.items() if k != "autoattack_le_pgd"), report.format_table()
-    assert status["autoattack_le_pgd"] is None  # no AutoAttack in this report
+    unjudged = ("autoattack_le_pgd", "probe_agrees")  # no AutoAttack, and no PGD of >= 20 steps, in this report
+    assert all(v is True for k, v in status.items() if k not in unjudged), report.format_table()
+    assert status["autoattack_le_pgd"] is None and status["probe_agrees"] is None
     assert not report.possible_gradient_masking and "WARNING" not in report.format_table()
     metrics = json.loads(json.dumps(report.to_metrics()))  # JSON-able
     for key in (
@@ -386,3 +388,23 @@ def test_reference_attacks_run_through_evaluate(digits) -> None:  # type: ignore
     assert sq.black_box and sq.backward_passes_per_image == 0
     assert apgd.robust_accuracy <= report.clean_accuracy and sq.max_perturbation <= 0.1 + 1e-6
     assert apgd.family == "autoattack" and sq.family == "square"
+
+
+def test_a_figure_the_probe_cannot_reproduce_fails_probe_agrees(digits) -> None:  # type: ignore[no-untyped-def]
+    """A reported PGD-20 the checks' own probe does not reproduce (a forged or stale figure) fails the checks."""
+    import dataclasses
+
+    from arnas_zoo.evaluate.checks import sanity_checks
+
+    model = trained_tiny_cnn()
+    report = evaluate(model, digits, ["pgd20"], eps=0.3, device="cpu", progress=False, check_n=48)
+    honest = _status(report)
+    assert honest["probe_agrees"] is True, report.format_table()
+    real = report.results[0]
+    with torch.no_grad():
+        clean = model(digits.x).argmax(1) == digits.y
+    forged = dataclasses.replace(real, robust=clean.clone(), correct=clean.clone())  # "every clean point survived"
+    assert forged.robust.float().mean() > real.robust.float().mean() + 0.2
+    found = sanity_checks(model, digits, clean, [forged], eps=0.3, norm="linf", batch_size=48, seed=0, check_n=48)
+    checks = {c.name: c for c in found}
+    assert checks["probe_agrees"].passed is False and "not reproduced: pgd20" in checks["probe_agrees"].detail

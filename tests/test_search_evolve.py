@@ -91,7 +91,11 @@ def test_evolve_resumes_after_a_kill_and_reproduces_the_uninterrupted_front(tmp_
     assert run_evolve(cut, tmp_path / "cut", progress=False, stop_after_generations=1) == {
         "stopped_after_generations": 1
     }
+    before = finished_results(tmp_path / "cut")
     resumed = run_evolve(cut, tmp_path / "cut", progress=False, resume=True)
+    after = finished_results(tmp_path / "cut")
+    assert before and all(after[name] == before[name] for name in before)  # no finished candidate trained twice
+    assert len(after) > len(before)  # and the later generations did run
 
     def figures(front: list[dict]) -> list[dict]:  # everything but the wall-clock seconds
         return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in front]
@@ -99,3 +103,8 @@ def test_evolve_resumes_after_a_kill_and_reproduces_the_uninterrupted_front(tmp_
     assert figures(resumed["front"]) == figures(whole["front"])
     with pytest.raises(ConfigError, match="darts genotype"):
         run_evolve(replace(cfg, space="arnas"), tmp_path / "mismatch", progress=False)
+
+
+def finished_results(run: Path) -> dict[str, tuple[int, bytes]]:
+    """Each finished job's result file with its modification time: unchanged means not trained again."""
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (run / "jobs").glob("*.json") if p.stem.isalnum()}

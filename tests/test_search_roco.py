@@ -173,7 +173,11 @@ def test_roco_resumes_after_a_kill_and_reproduces_the_uninterrupted_front(tmp_pa
     assert run_roco(cfg, tmp_path / "cut", progress=False, stop_after_generations=1) == {"stopped_after_generations": 1}
     with pytest.raises(ConfigError, match="--resume"):
         run_roco(cfg, tmp_path / "cut", progress=False)
+    before = finished_results(tmp_path / "cut")
     resumed = run_roco(cfg, tmp_path / "cut", progress=False, resume=True)
+    after = finished_results(tmp_path / "cut")
+    assert before and all(after[name] == before[name] for name in before)  # no finished candidate trained twice
+    assert len(after) > len(before)
     assert [r["key"] for r in resumed["front"]] == [r["key"] for r in whole["front"]]
 
     def figures(front: list[dict]) -> list[dict]:  # everything but the wall-clock seconds
@@ -255,3 +259,8 @@ def test_search_run_dispatches_the_peers_presets(tmp_path: Path) -> None:
         assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
     wrong = runner.invoke(main, ["run", "roco-tiny", "--device", "cpu", "-o", str(tmp_path / "x")])
     assert wrong.exit_code == 2 and "for the ARNAS search" in wrong.output
+
+
+def finished_results(run: Path) -> dict[str, tuple[int, bytes]]:
+    """Each finished job's result file with its modification time: unchanged means not trained again."""
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (run / "jobs").glob("*.json") if p.stem.isalnum()}

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from arnas_zoo.errors import RunFolderBusyError, UntrustedFileError
+from arnas_zoo.errors import ConfigError, RunFolderBusyError, UntrustedFileError
 from arnas_zoo.jobs import Job, read_result, register_kind, result_path, run_jobs
 from arnas_zoo.runs.lock import RunFolderLock
 from arnas_zoo.safe_json import read_json
@@ -233,3 +233,88 @@ def test_cli_info_on_hostile_files_is_one_typed_line(tmp_path: Path, content: by
     path.write_bytes(content)
     result = CliRunner().invoke(main, ["info", str(path)])
     assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
+
+
+def test_jobs_with_tuple_arguments_are_found_again_on_resume(tmp_path: Path) -> None:
+    """Finding 6: a config with tuples (RoCo/evolve with compare=[]) never matched its saved job, so every
+    finished candidate was trained again on --resume."""
+    run = tmp_path / "run"
+    job = Job("test-square", {"x": 3, "compare": (), "pair": (1, 2)})
+    assert run_jobs([job], run, progress=False).ran == 1
+    again = run_jobs([Job("test-square", {"x": 3, "compare": (), "pair": (1, 2)})], run, progress=False)
+    assert again.ran == 0 and again.skipped == 1
+    with pytest.raises(ConfigError, match="JSON-able"):
+        Job("test-square", {"x": object()})
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("init_channels", 512, "the config describes about"),
+    ("layers", 1000, "the config describes about"),
+    ("init_channels", 8, "256 misshapen"),
+])  # fmt: skip
+def test_config_that_does_not_fit_its_weights_is_refused_before_building(
+    tmp_path: Path, key: str, value: int, message: str
+) -> None:
+    """Finding 3: config.json alone decided the allocation (C=512: 2.2 GB before 'misshapen'; layers=1000: 16 s)."""
+    import resource
+    import shutil
+
+    import arnas_zoo
+    from arnas_zoo.errors import CheckpointError
+    from arnas_zoo.pretrained import get_pretrained
+
+    folder = tmp_path / "m"
+    shutil.copytree(get_pretrained("darts_v2.cifar10_linf_cpu_c4l5_mix").bundled_path(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=message):
+        arnas_zoo.load(str(folder))
+    assert time.perf_counter() - start < 5  # refused from the header, not after building
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: far below the 2.2 GB
+
+
+def test_safetensors_header_is_read_bounded(tmp_path: Path) -> None:
+    from arnas_zoo.checkpoint import safetensors_shapes
+    from arnas_zoo.errors import CheckpointError
+
+    bomb = tmp_path / "bomb.safetensors"
+    bomb.write_bytes((2**62).to_bytes(8, "little") + b"{}")  # a header length larger than the file
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        safetensors_shapes(bomb)
+    deep = tmp_path / "deep.safetensors"
+    body = b"[" * 50_000
+    deep.write_bytes(len(body).to_bytes(8, "little") + body)
+    with pytest.raises(UntrustedFileError, match="nested too deeply"):
+        safetensors_shapes(deep)
+
+
+def test_a_truncated_run_config_on_resume_is_one_typed_error(tmp_path: Path) -> None:
+    """Finding 5: a truncated run-folder config.json (RoCo/evolve --resume) was an untyped JSONDecodeError."""
+    from arnas_zoo.runs.folder import claim_run_folder
+
+    out = claim_run_folder(tmp_path / "run", {"a": 1, "b": (2, 3)}, "search", resume=False)
+    assert claim_run_folder(out, {"a": 1, "b": (2, 3)}, "search", resume=True) == out  # tuples compare as JSON
+    text = (out / "config.json").read_text()
+    (out / "config.json").write_text(text[: len(text) // 2])
+    with pytest.raises(UntrustedFileError, match="saved search config is not valid JSON"):
+        claim_run_folder(out, {"a": 1, "b": (2, 3)}, "search", resume=True)
+
+
+def test_a_changed_or_unrecorded_transfer_set_is_rebuilt_not_used(tmp_path: Path) -> None:
+    """Finding 5: a corrupt transfer_set.npz failed every RoCo job after retries ('rerun', which could not help)."""
+    import numpy as np
+
+    from arnas_zoo.checkpoint import sha256_file
+    from search.roco import _transfer_set_problem
+
+    npz, meta = tmp_path / "transfer_set.npz", tmp_path / "transfer_set.json"
+    np.savez_compressed(npz, x=np.zeros((2, 1, 4, 4), np.float32), y=np.array([1, 2]), half=np.array([0, 1]))
+    meta.write_text(json.dumps({"n": 2, "sha256": sha256_file(npz)}))
+    assert _transfer_set_problem(npz, meta) is None
+    np.savez_compressed(npz, x=np.zeros((2, 1, 4, 4), np.float32), y=np.array([7, 7]), half=np.array([0, 1]))
+    assert "not the file its record names" in str(_transfer_set_problem(npz, meta))  # forged labels
+    meta.write_text('{"n": 2, "sha')
+    assert "not valid JSON" in str(_transfer_set_problem(npz, meta))

@@ -395,9 +395,21 @@ def status_command(run_dir: str, as_json: bool) -> None:
             label = planned.get(key, {}).get("label", "")
             extra = ""
             if state == "done" and (jobs / f"{key}.meta.json").is_file():
-                meta = json.loads((jobs / f"{key}.meta.json").read_text())
-                extra = f"{meta.get('seconds', 0):.1f}s on {meta.get('host', '?')}"
+                meta = _side_record(jobs / f"{key}.meta.json")
+                extra = f"{meta.get('seconds', 0):.1f}s on {meta.get('host', '?')}" if meta else "(unreadable meta)"
             elif state == "failed":
-                record = json.loads((jobs / f"{key}.failed.json").read_text())
+                record = _side_record(jobs / f"{key}.failed.json")
                 extra = f"after {record.get('attempts')} attempts: {str(record.get('error', ''))[:120]}"
             click.echo(f"  {state:<8} {key}  {label:<28} {extra}".rstrip())
+
+
+def _side_record(path: Any) -> dict[str, Any]:
+    """A job's meta or failure record for display; an unreadable one is shown as empty, never a crash."""
+    from arnas_zoo.errors import UntrustedFileError
+    from arnas_zoo.safe_json import read_json
+
+    try:
+        record = read_json(path, max_bytes=1024 * 1024, what="job record")
+    except (OSError, UntrustedFileError):
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -15,6 +15,9 @@ black_box           black-box attacks (Square, transfer) are not significantly s
                     best white-box attack
 autoattack_le_pgd   AutoAttack (or its parts) is not significantly weaker than PGD on the same points
 monotone_eps        PGD-20 accuracy does not rise significantly from eps/2 to eps to 2*eps
+probe_agrees        no reported PGD (>= 20 steps) or AutoAttack figure leaves significantly more of the
+                    first points robust than the check's own PGD-20 probe on the same points: a
+                    figure the checks cannot reproduce (forged, stale, or from another model) fails
 ==================  ==========================================================================
 
 "Significantly" compares two attacks point by point on the same points (McNemar's test, one-sided
@@ -188,6 +191,7 @@ def sanity_checks(
     if not probes or len(data) == 0:
         for name in ("eps_zero", "large_eps", "monotone_eps"):
             checks.append(SanityCheck(name, None, "probes disabled"))
+        checks.append(SanityCheck("probe_agrees", None, "probes disabled"))
         compared = [r for r in results if r.family == "pgd" and r.steps is not None and r.random_start]
         checks.append(
             SanityCheck(
@@ -198,12 +202,39 @@ def sanity_checks(
         )
         return checks
     return checks + _probe_checks(
-        model, data.first(check_n), clean_correct, regressions, eps, Probe(norm, batch_size, seed)
+        model, data.first(check_n), clean_correct, regressions, eps, Probe(norm, batch_size, seed), results
     )
 
 
+def _probe_agrees(probe_robust: torch.Tensor, results: Sequence[AttackResult], m: int) -> SanityCheck:
+    """Reported white-box figures at least as strong as the probe must not beat it on the same points."""
+    strong = [
+        r
+        for r in results
+        if r.robust is not None
+        and not r.transfer
+        and (r.family == "autoattack" or (r.family == "pgd" and (r.steps or 0) >= PROBE_STEPS))
+    ]
+    if not strong:
+        return SanityCheck("probe_agrees", None, f"no PGD (>= {PROBE_STEPS} steps) or AutoAttack figure to compare")
+    above = [
+        f"{r.attack} {_pct(fraction(r.robust[:m]))} on the first {m} points vs the probe's PGD-{PROBE_STEPS} "
+        f"{_pct(fraction(probe_robust))}"
+        for r in strong
+        if r.robust is not None and significantly_more(r.robust[:m], probe_robust)
+    ]
+    detail = f"every reported figure within the noise of the probe's PGD-{PROBE_STEPS} {_pct(fraction(probe_robust))}"
+    return SanityCheck("probe_agrees", not above, "not reproduced: " + "; ".join(above) if above else detail)
+
+
 def _probe_checks(
-    model: nn.Module, probe: ImageData, clean_correct: torch.Tensor, regressions: list[str], eps: float, common: Probe
+    model: nn.Module,
+    probe: ImageData,
+    clean_correct: torch.Tensor,
+    regressions: list[str],
+    eps: float,
+    common: Probe,
+    results: Sequence[AttackResult] = (),
 ) -> list[SanityCheck]:
     """eps_zero, more_steps (with the regressions found among the main results), large_eps, monotone_eps."""
     m, x, y = len(probe), probe.x, probe.y
@@ -225,6 +256,7 @@ def _probe_checks(
         f"{_pct(fraction(few))} on {m} points"
     )
     checks.append(SanityCheck("more_steps", not regressions, "; ".join(regressions) or detail))
+    checks.append(_probe_agrees(base & clean_correct[:m], results, m))
     large = 1.0 if common.norm == "linf" else float(math.sqrt(x[0].numel()))
     limit = min(0.05, 0.5 / max(probe.num_classes, 2))
     at_large = fraction(_probe(model, x, y, eps=large, steps=PROBE_STEPS, common=common))

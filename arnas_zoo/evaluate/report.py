@@ -12,7 +12,6 @@ and the zoo's consistency tests read figures through it, never through ad-hoc di
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -231,7 +230,9 @@ def fmt_eps(eps: float) -> str:
 def read_report(path: str | Path) -> EvaluationReport:
     """A ``metrics.json`` file as an :class:`EvaluationReport`."""
     path = Path(path)
+    from arnas_zoo.safe_json import read_json
+
     try:
-        return EvaluationReport.from_metrics(json.loads(path.read_text()), str(path))
+        return EvaluationReport.from_metrics(read_json(path, what="metrics"), str(path))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable metrics ({type(exc).__name__})") from None
