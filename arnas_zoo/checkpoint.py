@@ -64,6 +64,7 @@ def save_folder(
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
     save_file(state, str(tmp), metadata={"format": "pt", "config_name": str(config.name)})
+    canonical_header(tmp)
     os.replace(tmp, folder / WEIGHTS_FILE)
     atomic_write_text(folder / CONFIG_FILE, config.to_json() + "\n")
     if metrics is not None:
@@ -152,6 +153,22 @@ def load_state(model: torch.nn.Module, weights: str | Path) -> None:
 
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+
+def canonical_header(path: str | Path) -> None:
+    """Rewrite a safetensors file's header with its keys sorted, in place, so that the same tensors and
+    metadata always give the same bytes (safetensors writes its metadata in hash-map order, which varies
+    between runs: a retrained file's sha256 was not reproducible). Same length, same data offsets."""
+    path = Path(path)
+    with open(path, "r+b") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(size)
+        header = json.loads(raw)
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(text) > size:  # never: the same characters in another order
+            raise CheckpointError(f"{path}: cannot canonicalise its header ({len(text)} > {size} bytes)")
+        fh.seek(8)
+        fh.write(text + b" " * (size - len(text)))
 
 
 def safetensors_shapes(weights: str | Path) -> dict[str, tuple[int, ...]]:
@@ -272,6 +289,7 @@ def strip_auxiliary_head(folder: str | Path) -> int:
     model.load_state_dict(kept, strict=True)  # raises before any file is touched
     tmp = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
     save_file(kept, str(tmp), metadata=metadata)
+    canonical_header(tmp)
     os.replace(tmp, weights)
     atomic_write_json(folder / CONFIG_FILE, raw)
     return removed

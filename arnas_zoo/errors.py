@@ -56,3 +56,7 @@ class UntrustedFileError(ArnasZooError, ValueError):
 
 class RunFolderBusyError(ArnasZooError, RuntimeError):
     """Another process holds the run folder (one writer per run folder); the message names it."""
+
+
+class NoGradientPathError(ArnasZooError, RuntimeError):
+    """A gradient attack was asked of a model whose output has no autograd path to its input."""

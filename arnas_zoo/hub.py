@@ -105,6 +105,11 @@ def download(
     except HfHubHTTPError as exc:
         raise HubUnavailableError(f"{where}: the Hub at {endpoint} answered {exc.response.status_code}") from None
     folder_path = Path(folder)
+    if not _is_snapshot(folder_path):
+        raise CheckpointError(
+            f"{where}: the Hugging Face cache resolved it to {folder_path}, which is not a snapshot folder "
+            "(a tampered refs/ file?); delete that repo from the cache (huggingface-cli delete-cache) and retry"
+        )
     if not (folder_path / CONFIG_FILE).is_file():
         raise CheckpointError(
             f"Hub repo {where} has no {CONFIG_FILE}: it is not an arnas-zoo model "
@@ -113,6 +118,13 @@ def download(
     if not (folder_path / WEIGHTS_FILE).is_file():
         raise CheckpointError(f"Hub repo {where} has no {WEIGHTS_FILE} (only safetensors weights are loaded)")
     return folder_path
+
+
+def _is_snapshot(folder: Path) -> bool:
+    """A cache answer must be ``.../snapshots/<40-hex commit>`` (a refs file holding '../..' escapes it)."""
+    import re
+
+    return folder.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", folder.name) is not None
 
 
 def load_pretrained(

@@ -263,3 +263,20 @@ def test_hub_spec_works_where_folders_and_zoo_names_do(olah: OlahServer, tmp_pat
     assert torch.equal(model(x), arnas_zoo.load("zoo/named")(x))
     missing = runner.invoke(main, ["info", "zoo/not-there"])
     assert missing.exit_code == 2 and "not found at" in missing.output
+
+
+def test_a_tampered_refs_file_in_the_cache_is_not_followed(
+    olah: OlahServer, tmp_path: Path, hub_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache whose refs/main says '../..' pointed the offline loader outside the snapshots; refused now."""
+    repo = make_git_repo(olah.mirrors, "zoo/tampered")
+    folder = _folder(tmp_path, seed=8)
+    commit_files(
+        repo, {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")}, "add model"
+    )
+    arnas_zoo.load("zoo/tampered")  # fills the cache
+    refs = next(hub_env.rglob("models--zoo--tampered/refs/main"))
+    refs.write_text("../..")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="not a snapshot folder"):
+        arnas_zoo.load("zoo/tampered")

@@ -318,3 +318,90 @@ def test_a_changed_or_unrecorded_transfer_set_is_rebuilt_not_used(tmp_path: Path
     assert "not the file its record names" in str(_transfer_set_problem(npz, meta))  # forged labels
     meta.write_text('{"n": 2, "sha')
     assert "not valid JSON" in str(_transfer_set_problem(npz, meta))
+
+
+_SAVE = """
+import sys, torch
+from arnas_zoo import create_model
+from arnas_zoo.checkpoint import save_folder
+torch.manual_seed(0)
+save_folder(create_model("resnet18", init_channels=4), sys.argv[1])
+"""
+
+
+def test_the_same_training_saves_the_same_bytes(tmp_path: Path) -> None:
+    """Finding 7: safetensors wrote its metadata in hash-map order, so a retrained file's sha256 varied by process."""
+    digests = set()
+    for i in range(6):  # two metadata keys: without the fix, six processes agree by chance 1 time in 32
+        subprocess.run([sys.executable, "-c", _SAVE, str(tmp_path / str(i))], check=True, cwd=REPO)
+        digests.add(hashlib.sha256((tmp_path / str(i) / "model.safetensors").read_bytes()).hexdigest())
+    assert len(digests) == 1
+
+
+def test_canonical_header_sorts_a_header_written_in_any_order(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from arnas_zoo.checkpoint import canonical_header
+
+    header = {"__metadata__": {"zz": "1", "format": "pt"}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(len(text).to_bytes(8, "little") + text + torch.tensor([2.5]).numpy().tobytes())
+    canonical_header(path)
+    raw = path.read_bytes()
+    written = raw[8 : 8 + len(text)].decode().rstrip()
+    assert written == json.dumps(header, sort_keys=True, separators=(",", ":")) and len(raw) == 8 + len(text) + 4
+    assert load_file(str(path))["b"].item() == 2.5
+
+
+def test_eval_strict_exits_3_when_a_sanity_check_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 7: `eval` exited 0 when a sanity check failed; --strict lets scripts and CI act on it."""
+    import torch
+
+    from arnas_zoo import create_model
+    from arnas_zoo.checkpoint import save_folder
+    from arnas_zoo.cli import main
+    from arnas_zoo.evaluate import runner
+    from arnas_zoo.evaluate.report import SanityCheck
+
+    torch.manual_seed(0)
+    folder = save_folder(create_model("resnet18", init_channels=4, in_channels=1, input_size=16), tmp_path / "m")
+    args = ["eval", str(folder), "--dataset", "digits", "--n", "16", "--eps", "0.1", "--attacks", "fgsm", "-q"]
+    real = runner.sanity_checks
+
+    def with_a_failure(*a, **k):  # type: ignore[no-untyped-def]
+        return [*real(*a, **k), SanityCheck("in_ball", False, "largest perturbation 0.5 > eps 0.1")]
+
+    monkeypatch.setattr(runner, "sanity_checks", with_a_failure)
+    lenient = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "a.json")])
+    assert lenient.exit_code == 0 and "in_ball" in lenient.output
+    strict = CliRunner().invoke(main, [*args, "--json", str(tmp_path / "b.json"), "--strict"])
+    assert strict.exit_code == 3 and "sanity checks failed: " in strict.output and "in_ball" in strict.output
+    assert "in_ball" in json.loads((tmp_path / "b.json").read_text())["failed_checks"]  # the report is kept
+    assert CliRunner().invoke(main, [*args, "--strict", "--no-checks"]).exit_code == 0  # nothing failed: 0
+
+
+def test_a_model_without_a_gradient_path_is_a_typed_error() -> None:
+    """Finding 7: a model with no gradient path to the input raised an untyped RuntimeError in PGD."""
+    import torch
+
+    from arnas_zoo.data import load_dataset
+    from arnas_zoo.errors import NoGradientPathError
+    from arnas_zoo.evaluate import evaluate
+
+    class _Detached(torch.nn.Module):  # classifies a detached copy of its input
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(256, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x.detach().flatten(1))
+
+    data = load_dataset("digits", "test", n=8)
+    with pytest.raises(NoGradientPathError, match="no gradient path to its input"):
+        evaluate(_Detached().eval(), data, ["pgd3"], eps=0.1, device="cpu", progress=False, checks=False)
+    frozen = _Detached().eval().requires_grad_(False)  # nothing requires grad at all: the other branch
+    with pytest.raises(NoGradientPathError):
+        evaluate(frozen, data, ["fgsm"], eps=0.1, device="cpu", progress=False, checks=False)

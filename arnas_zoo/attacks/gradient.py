@@ -27,7 +27,7 @@ from torch import nn
 
 from arnas_zoo.attacks.batchnorm import BN_MODES, bn_mode, folded_batchnorm
 from arnas_zoo.attacks.counting import CountingModel, PassCounter
-from arnas_zoo.errors import ConfigError
+from arnas_zoo.errors import ConfigError, NoGradientPathError
 from arnas_zoo.inputs import check_images, check_labels
 
 NORMS = ("linf", "l2")
@@ -141,7 +141,7 @@ def _pgd_run(
         with run.autocast():
             logits = model(x_adv)
         objective = _objective(logits.float(), labels, run.loss, run.targeted, clean)
-        (grad,) = torch.autograd.grad(objective, x_adv)
+        grad = _input_gradient(objective, x_adv)
         with torch.no_grad():
             if run.norm == "linf":
                 x_adv = torch.clamp(x_adv + run.step_size * grad.sign(), lower, upper)
@@ -375,3 +375,21 @@ def transfer_attack(
     with attack_mode(target), torch.no_grad():
         correct = target(x_adv).argmax(dim=1) == y
     return x_adv, correct
+
+
+def _input_gradient(objective: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """d objective / d input; a model with no autograd path from its input is a typed error, not a crash."""
+    no_path = NoGradientPathError(
+        "the model's output has no gradient path to its input (a detach, torch.no_grad or non-differentiable step "
+        "inside forward): gradient attacks (FGSM, PGD, APGD) cannot run on it and would overstate its robustness; "
+        "evaluate it with a black-box attack (--attacks square) or make forward differentiable"
+    )
+    if not objective.requires_grad:
+        raise no_path
+    try:
+        (grad,) = torch.autograd.grad(objective, x_adv)
+    except RuntimeError as exc:
+        if "not have been used in the graph" in str(exc) or "does not require grad" in str(exc):
+            raise no_path from None
+        raise
+    return grad

@@ -17,6 +17,7 @@ from arnas_zoo.errors import ArnasZooError
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USAGE = 2
+EXIT_CHECK_FAILED = 3  # `eval --strict`: the evaluation ran, a sanity check against false robustness failed
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 

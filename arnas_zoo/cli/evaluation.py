@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from arnas_zoo.cli.common import F, friendly_errors, model_defaults, pick, progress_for, quiet_option
+from arnas_zoo.cli.common import EXIT_CHECK_FAILED, F, friendly_errors, model_defaults, pick, progress_for, quiet_option
 
 
 @dataclass
@@ -151,6 +152,11 @@ def threat_settings(
     default=None,
     help="where shard results live (a rerun skips finished shards) [runs/eval-jobs]",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help=f"exit {EXIT_CHECK_FAILED} when a sanity check fails (for scripts and CI; the report is still written)",
+)
 @friendly_errors
 def eval_command(
     model: str,
@@ -175,6 +181,7 @@ def eval_command(
     address: str | None,
     max_parallel: int | None,
     run_dir: str | None,
+    strict: bool,
 ) -> None:
     """Robust accuracy of MODEL (folder, Hub id org/name[@rev], pretrained or registry name) under attacks.
 
@@ -230,6 +237,9 @@ def eval_command(
     if json_out:
         report.save(json_out)
         click.echo(f"wrote {json_out}")
+    if strict and report.failed_checks:
+        click.echo(f"error: sanity checks failed: {', '.join(report.failed_checks)} (--strict)", err=True)
+        sys.exit(EXIT_CHECK_FAILED)
 
 
 def _eval_sharded(model: str, loaded: LoadedModel, **kwargs: Any) -> Any:
