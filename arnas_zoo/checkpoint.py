@@ -63,7 +63,8 @@ def save_folder(
     config = config or model.config
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
-    save_file(state, str(tmp), metadata={"format": "pt", "config_name": str(config.name)})
+    metadata = {"format": "pt", "config_name": str(config.name), ARCH_DIGEST_KEY: architecture_digest(config)}
+    save_file(state, str(tmp), metadata=metadata)
     canonical_header(tmp)
     os.replace(tmp, folder / WEIGHTS_FILE)
     atomic_write_text(folder / CONFIG_FILE, config.to_json() + "\n")
@@ -153,6 +154,16 @@ def load_state(model: torch.nn.Module, weights: str | Path) -> None:
 
 
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+ARCH_DIGEST_KEY = "arnas_zoo_architecture_sha256"
+#: config fields that do not change what the weights compute (names, training-only settings, notes)
+_NOT_ARCHITECTURE = ("name", "eps", "threat_model", "extra", "auxiliary", "auxiliary_weight", "drop_path_prob")
+
+
+def architecture_digest(config: ModelConfig) -> str:
+    """sha256 of what the network computes: genotype, macro, classes, input and normalisation. Saved with the
+    weights, it catches weight-free edits of config.json (an op swapped for another without parameters)."""
+    fields = {k: v for k, v in config.to_dict().items() if k not in _NOT_ARCHITECTURE}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def canonical_header(path: str | Path) -> None:
@@ -224,6 +235,7 @@ def check_weights_fit(config: ModelConfig, weights: str | Path) -> None:
             expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
     except (RuntimeError, NotImplementedError, TypeError):
         return  # a builder that cannot run on meta tensors: the strict load after building still checks
+    recorded = _header_metadata(weights).get(ARCH_DIGEST_KEY)
     missing = sorted(set(expected) - set(shapes))
     extra = sorted(set(shapes) - set(expected))
     wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
@@ -239,6 +251,22 @@ def check_weights_fit(config: ModelConfig, weights: str | Path) -> None:
             f"{weights}: the weights do not fit the config ({len(wrong)} misshapen, {len(missing)} missing, "
             f"{len(extra)} unexpected; {detail}); nothing was allocated"
         )
+    if recorded is not None and recorded != architecture_digest(config):
+        raise CheckpointError(
+            f"{weights}: config.json describes another network than the one these weights were saved with "
+            "(same shapes, so an edit of parameter-free parts: an op, the normalisation, the input); "
+            "restore the config.json saved with them"
+        )
+
+
+def _header_metadata(weights: str | Path) -> dict[str, str]:
+    from arnas_zoo.safe_json import parse_json
+
+    with open(weights, "rb") as fh:
+        size = int.from_bytes(fh.read(8), "little")
+        header = parse_json(fh.read(size), where=str(weights), what="safetensors header")
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def verify_pins(folder: Path, pins: Mapping[str, str]) -> None:

@@ -31,6 +31,7 @@ RocoConfig and the run folder's layout.
 from __future__ import annotations
 
 import csv
+import hmac
 import json
 import logging
 import os
@@ -271,8 +272,10 @@ def build_transfer_set(config: RocoConfig, out: Path) -> dict[str, Any]:
     tmp = npz.with_name(f".{npz.stem}.tmp.npz")
     np.savez_compressed(tmp, x=x_all.numpy(), y=y_all.numpy(), half=half, tag=np.array(tags))
     os.replace(tmp, npz)
+    digest = sha256_file(npz)
     meta = {
-        "sha256": sha256_file(npz),
+        "sha256": digest,
+        "signature": _sign(digest),
         "n": len(x_all),
         "search_half": int((half == 0).sum()),
         "held_out_half": int((half == 1).sum()),
@@ -290,9 +293,19 @@ def _transfer_set_problem(npz: Path, meta_path: Path) -> str | None:
         meta = read_json_object(meta_path, max_bytes=16 * 1024 * 1024, what="transfer set record")
     except UntrustedFileError as exc:
         return str(exc).split(": ", 1)[-1]
-    if meta.get("sha256") != sha256_file(npz):
+    digest = sha256_file(npz)
+    if meta.get("sha256") != digest:
         return "transfer_set.npz is not the file its record names (changed, corrupted, or from an older version)"
+    if not isinstance(meta.get("signature"), str) or not hmac.compare_digest(meta["signature"], _sign(digest)):
+        return "its record is not signed with this user's job key (edited together with the npz?)"
     return None
+
+
+def _sign(digest: str) -> str:
+    """The transfer set's sha256 signed with the job layer's key (as job results are)."""
+    from arnas_zoo.jobs import signing_key
+
+    return hmac.new(signing_key(), f"transfer-set:{digest}".encode(), "sha256").hexdigest()
 
 
 def transfer_inputs(args: dict[str, Any], run_dir: Path) -> list[Path]:

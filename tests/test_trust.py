@@ -308,14 +308,16 @@ def test_a_changed_or_unrecorded_transfer_set_is_rebuilt_not_used(tmp_path: Path
     import numpy as np
 
     from arnas_zoo.checkpoint import sha256_file
-    from search.roco import _transfer_set_problem
+    from search.roco import _sign, _transfer_set_problem
 
     npz, meta = tmp_path / "transfer_set.npz", tmp_path / "transfer_set.json"
     np.savez_compressed(npz, x=np.zeros((2, 1, 4, 4), np.float32), y=np.array([1, 2]), half=np.array([0, 1]))
-    meta.write_text(json.dumps({"n": 2, "sha256": sha256_file(npz)}))
+    meta.write_text(json.dumps({"n": 2, "sha256": sha256_file(npz), "signature": _sign(sha256_file(npz))}))
     assert _transfer_set_problem(npz, meta) is None
     np.savez_compressed(npz, x=np.zeros((2, 1, 4, 4), np.float32), y=np.array([7, 7]), half=np.array([0, 1]))
     assert "not the file its record names" in str(_transfer_set_problem(npz, meta))  # forged labels
+    meta.write_text(json.dumps({"n": 2, "sha256": sha256_file(npz), "signature": "0" * 64}))  # record edited too
+    assert "not signed with this user's job key" in str(_transfer_set_problem(npz, meta))
     meta.write_text('{"n": 2, "sha')
     assert "not valid JSON" in str(_transfer_set_problem(npz, meta))
 
@@ -405,3 +407,26 @@ def test_a_model_without_a_gradient_path_is_a_typed_error() -> None:
     frozen = _Detached().eval().requires_grad_(False)  # nothing requires grad at all: the other branch
     with pytest.raises(NoGradientPathError):
         evaluate(frozen, data, ["fgsm"], eps=0.1, device="cpu", progress=False, checks=False)
+
+
+def test_a_weight_free_op_swap_in_config_json_is_refused(tmp_path: Path) -> None:
+    """Finding 7: max_pool <-> avg_pool in an unpinned config.json loaded silently (no weight changes shape)."""
+    import torch
+
+    import arnas_zoo
+    from arnas_zoo.checkpoint import save_folder
+    from arnas_zoo.errors import CheckpointError
+
+    torch.manual_seed(0)
+    model = arnas_zoo.create_model("darts_v1", init_channels=4, layers=3, input_size=16)  # has max_pool_3x3 edges
+    folder = save_folder(model, tmp_path / "m")
+    text = (folder / "config.json").read_text()
+    assert "max_pool_3x3" in text
+    config = json.loads(text)
+    config["name"], config["eps"] = "renamed", 0.5  # not architecture: still loads
+    (folder / "config.json").write_text(json.dumps(config))
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(arnas_zoo.load(str(folder))(x), model.eval()(x))
+    (folder / "config.json").write_text(text.replace("max_pool_3x3", "avg_pool_3x3", 1))
+    with pytest.raises(CheckpointError, match="describes another network than the one these weights were saved"):
+        arnas_zoo.load(str(folder))
