@@ -191,10 +191,10 @@ def safetensors_shapes(weights: str | Path) -> dict[str, tuple[int, ...]]:
         head = fh.read(8)
         size = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < size <= min(MAX_HEADER_BYTES, weights.stat().st_size - 8):
-            raise CheckpointError(f"{weights}: not a safetensors file (header length {size})")
+            raise CheckpointError(f"{weights}: unreadable safetensors file (header length {size})")
         header = parse_json(fh.read(size), where=str(weights), what="safetensors header")
     if not isinstance(header, dict):
-        raise CheckpointError(f"{weights}: not a safetensors file (header is not a JSON object)")
+        raise CheckpointError(f"{weights}: unreadable safetensors file (header is not a JSON object)")
     shapes: dict[str, tuple[int, ...]] = {}
     for name, entry in header.items():
         if name == "__metadata__":
