@@ -107,4 +107,5 @@ def test_evolve_resumes_after_a_kill_and_reproduces_the_uninterrupted_front(tmp_
 
 def finished_results(run: Path) -> dict[str, tuple[int, bytes]]:
     """Each finished job's result file with its modification time: unchanged means not trained again."""
-    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (run / "jobs").glob("*.json") if p.stem.isalnum()}
+    results = [p for p in (run / "jobs").glob("*.json") if len(p.stem) == 20 and set(p.stem) <= set("0123456789abcdef")]
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in results}
