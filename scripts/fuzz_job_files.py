@@ -2,7 +2,8 @@
 
     python scripts/fuzz_job_files.py --n 2000 --seed 0
 
-Runs real jobs once (a deterministic test kind), then N times: corrupts one file of the run folder at
+Runs real jobs once (a deterministic test kind) and claims the run folder as a search would, then N
+times: corrupts one file of the run folder (a job result, the plan, or the run's config.json) at
 random (bit flips, truncation, appended bytes, random bytes, random JSON, a changed figure with the
 digest recomputed without the key, an edited job description) and reads everything back the way
 ``run_jobs`` and ``status`` do. Counts untyped errors (anything but None or the genuine result from
@@ -60,6 +61,7 @@ def main() -> None:
     logging.disable(logging.WARNING)  # one notice per recomputed file; the counts are what matters here
     from arnas_zoo.errors import ArnasZooError
     from arnas_zoo.jobs import Job, plan, read_result, register_kind, result_path, run_jobs, status
+    from arnas_zoo.runs.folder import claim_run_folder
 
     register_kind("test-square", "job_kinds:square")
     rng = random.Random(args.seed)
@@ -68,8 +70,10 @@ def main() -> None:
         run = Path(tmp) / "run"
         jobs = [Job("test-square", {"x": x}) for x in range(4)]
         run_jobs(jobs, run, progress=False)
+        settings = {"preset": "fuzz", "seed": 0, "sizes": [1, 2]}
+        claim_run_folder(run, settings, "search", resume=False)
         genuine = {j.key: read_result(run, j) for j in jobs}
-        files = [result_path(run, j) for j in jobs] + [run / "jobs" / "plan.json"]
+        files = [result_path(run, j) for j in jobs] + [run / "jobs" / "plan.json", run / "config.json"]
         originals = {p: p.read_bytes() for p in files}
         for _ in range(args.n):
             target = rng.choice(files)
@@ -84,6 +88,10 @@ def main() -> None:
                         counts["forged_values"] += 1
                 plan(run)
                 status(run)
+                if target.name == "config.json":  # a --resume: the saved settings must still be the ones given
+                    claim_run_folder(run, settings, "search", resume=True)
+                    if target.read_bytes() != originals[target]:
+                        counts["forged_values"] += json.loads(target.read_text()) != settings
             except ArnasZooError:
                 counts["typed_refusals"] += 1
             except Exception as exc:  # noqa: BLE001 -- what the fuzz is counting

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import hmac
-import json
 import logging
 import os
 import time
@@ -46,7 +45,7 @@ import torch
 from arnas_zoo.checkpoint import sha256_file
 from arnas_zoo.errors import ConfigError, UntrustedFileError
 from arnas_zoo.macro import MacroGenotype, bits_per_phase
-from arnas_zoo.safe_json import read_json_object
+from arnas_zoo.safe_json import read_json, read_json_object
 from search.nsga import block_crossover, evolve, knee
 from search.presets import config_from_dict, with_overrides
 
@@ -582,7 +581,10 @@ def matched_flops(run: str | Path, baseline: str | Path) -> dict[str, Any]:
         table = Path(folder) / "candidates.json"
         if not table.is_file():
             raise ConfigError(f"{folder}: no candidates.json; finish (or --resume) that RoCo-NAS run first")
-        fronts.append([r for r in json.loads(table.read_text()) if r["on_front"]])
+        rows = read_json(table, what="RoCo-NAS candidate table")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and "on_front" in r for r in rows):
+            raise ConfigError(f"{table}: expected the list of candidates a RoCo-NAS run writes")
+        fronts.append([r for r in rows if r["on_front"]])
         if not fronts[-1]:
             raise ConfigError(f"{table}: no front member to compare")
     pairs = []

@@ -301,6 +301,9 @@ def test_a_truncated_run_config_on_resume_is_one_typed_error(tmp_path: Path) -> 
     (out / "config.json").write_text(text[: len(text) // 2])
     with pytest.raises(UntrustedFileError, match="saved search config is not valid JSON"):
         claim_run_folder(out, {"a": 1, "b": (2, 3)}, "search", resume=True)
+    (out / "config.json").write_text('"just a string"')  # valid JSON, wrong shape (found by the long fuzz)
+    with pytest.raises(UntrustedFileError, match="must be a JSON object"):
+        claim_run_folder(out, {"a": 1, "b": (2, 3)}, "search", resume=True)
 
 
 def test_a_changed_or_unrecorded_transfer_set_is_rebuilt_not_used(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ def claim_run_folder(out_dir: str | Path, settings: Mapping[str, Any], what: str
     if saved.is_file():
         if not resume:
             raise ConfigError(f"{out}: a {what} is already there; pass --resume to continue it")
-        from arnas_zoo.safe_json import read_json
+        from arnas_zoo.safe_json import read_json_object
 
-        before = read_json(saved, max_bytes=16 * 1024 * 1024, what=f"saved {what} config")
+        before = read_json_object(saved, max_bytes=16 * 1024 * 1024, what=f"saved {what} config")
         if before != now:
             changed = sorted(str(k) for k in set(before) | set(now) if before.get(k) != now.get(k))
             raise ConfigError(f"{out}: --resume with a different config (changed: {changed})")

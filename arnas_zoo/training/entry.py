@@ -165,7 +165,9 @@ def run_training_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         init_from=args.get("init_from"),
     )
     metrics_path = Path(result.best_dir) / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    from arnas_zoo.safe_json import read_json
+
+    metrics = read_json(metrics_path, what="metrics") if metrics_path.is_file() else {}
     return {
         "best_dir": str(Path(result.best_dir).relative_to(run_dir)),
         "best": _jsonable(result.best),
