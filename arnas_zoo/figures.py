@@ -34,6 +34,26 @@ def attack_label(attack: str) -> str:
     return ATTACK_LABELS.get(attack, attack)
 
 
+def percent(value: float | None) -> str:
+    """An accuracy as a percentage with one decimal (``-`` when missing): how listings and cards show it."""
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def count(value: int | None) -> str:
+    """A parameter or MAC count, short (``10.5k``, ``35.05M``; ``-`` when missing)."""
+    if value is None:
+        return "-"
+    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
+
+
+def eps_text(eps: float | None) -> str:
+    """A perturbation budget as people write it: ``8/255`` where it is one, else ``0.3``."""
+    if eps is None:
+        return "-"
+    k = eps * 255
+    return f"{round(k)}/255" if eps < 0.2 and round(k) > 0 and abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
 def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of an accuracy ``p`` measured on ``n`` points."""
     if n <= 0:

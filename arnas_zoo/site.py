@@ -21,6 +21,9 @@ from typing import Any
 
 from arnas_zoo._version import __version__
 from arnas_zoo.figures import Figures, wilson_interval
+from arnas_zoo.figures import count as _count
+from arnas_zoo.figures import eps_text as _eps
+from arnas_zoo.figures import percent as _pct
 from arnas_zoo.pretrained import PretrainedSpec, list_pretrained
 
 CARDS_DIR = "cards"
@@ -107,23 +110,6 @@ SCRIPT = """
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _count(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
-
-
-def _eps(eps: float | None) -> str:
-    if eps is None:
-        return "-"
-    k = eps * 255
-    return f"{round(k)}/255" if eps < 0.2 and round(k) > 0 and abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
 
 
 def _td(text: str, value: Any = None, num: bool = False, raw: bool = False) -> str:

@@ -14,18 +14,12 @@ from typing import Any
 
 from arnas_zoo.checkpoint import read_config
 from arnas_zoo.figures import Figures, attack_label, wilson_interval
+from arnas_zoo.figures import eps_text as _eps
 from arnas_zoo.pretrained import PretrainedSpec
 
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _eps(eps: float | None) -> str:
-    if eps is None:
-        return "-"
-    k = eps * 255
-    return f"{round(k)}/255" if eps < 0.2 and round(k) > 0 and abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
 
 
 def _figure_rows(figures: Figures) -> list[str]:

@@ -19,6 +19,9 @@ from arnas_zoo.checkpoint import read_config, read_metrics
 from arnas_zoo.config import ModelConfig
 from arnas_zoo.evaluate.report import EvaluationReport
 from arnas_zoo.figures import Figures, attack_label, figures_from_metrics, wilson_interval
+from arnas_zoo.figures import count as _count
+from arnas_zoo.figures import eps_text as _eps_text
+from arnas_zoo.figures import percent as _pct
 from arnas_zoo.genotype import Genotype
 
 LIBRARY_NAME = "arnas-zoo"
@@ -192,13 +195,6 @@ def _architecture_section(folder: Path, config: ModelConfig) -> list[str]:
     return body + ["```text", config.genotype.pretty(), "```"]
 
 
-def _eps_text(eps: float | None) -> str:
-    if eps is None:
-        return "-"
-    k = eps * 255
-    return f"{round(k)}/255" if eps < 0.2 and abs(k - round(k)) < 1e-6 and round(k) > 0 else f"{eps:.4g}"
-
-
 def figures_table(figures: Figures) -> list[str]:
     """The card's figures as a markdown table: one row per evaluation, its settings and 95% interval."""
     lines = [
@@ -340,16 +336,6 @@ def render_card(
 
 
 # ---- the zoo's card (MODEL_CARD.md at the repository root) -----------------------------------------
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _count(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
-
-
 def _overview_row(spec: Any) -> str:
     f = spec.figures()
     worst = "-"

@@ -19,7 +19,6 @@ killed at any point resumes (``--resume``) to exactly the uninterrupted result o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -39,7 +38,7 @@ from arnas_zoo.progress import Progress
 from arnas_zoo.runs import run_task, scheduled_lr
 from arnas_zoo.runs.distributed import Dist, all_reduce_mean, all_reduce_sum, convert_dist_batchnorm, init_distributed
 from arnas_zoo.runs.faults import write_point
-from arnas_zoo.runs.lock import RunFolderLock
+from arnas_zoo.runs.lock import lock_if
 from arnas_zoo.runs.precision import autocast_for, tune_cudnn
 from arnas_zoo.runs.state import (
     load_module,
@@ -409,10 +408,7 @@ def run_search(
         raise ConfigError(f"batch_size: expected a multiple of the {dist.world} ranks, got {config.batch_size}")
     data = load_search_data(config.dataset, config.data_dir, config.n_images, config.train_fraction, dev, config.resize)
     run = SearchRun(config, data, out_dir, dev, dist)
-    lock = contextlib.ExitStack()
-    if dist.main:  # one writer per run folder (rank 0 speaks for a DDP run)
-        lock.enter_context(RunFolderLock(out_dir, "search"))
-    with lock:
+    with lock_if(dist.main, out_dir, "search"):  # one writer per run folder
         state_path = out_dir / STATE_FILE
         if dist.main:
             out_dir.mkdir(parents=True, exist_ok=True)

@@ -64,16 +64,6 @@ def list_command(as_json: bool) -> None:
         )
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _count(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.1f}k"
-
-
 def _check_choice(value: str | None, key: str, option: str) -> None:
     """A --dataset/--threat/--arch value the registry has, else one line with close matches (exit 2)."""
     import difflib
@@ -116,6 +106,8 @@ def pretrained_command(
     anywhere). Figures come from each model's pinned metrics.json: clean, AutoAttack and worst-case
     accuracy (a point counts only if it survives every attack) on n evaluation points at eps.
     """
+    from arnas_zoo.figures import count as _count
+    from arnas_zoo.figures import percent as _pct
     from arnas_zoo.pretrained import list_pretrained
 
     _check_choice(dataset, "dataset", "--dataset")

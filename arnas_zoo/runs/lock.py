@@ -10,6 +10,7 @@ file never blocks the next run. On systems without ``fcntl`` (Windows) the lock 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -78,6 +79,11 @@ class RunFolderLock:
         if self._fh is not None:
             self._fh.close()  # closing releases the flock
             self._fh = None
+
+
+def lock_if(enabled: bool, run_dir: str | Path, what: str) -> contextlib.AbstractContextManager[Any]:
+    """``RunFolderLock(run_dir, what)`` where ``enabled`` (rank 0 of a DDP run speaks for all), else nothing."""
+    return RunFolderLock(run_dir, what) if enabled else contextlib.nullcontext()
 
 
 def _describe(text: str) -> str:

@@ -18,7 +18,6 @@ validation accuracy, since robust overfitting is real for these networks.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from arnas_zoo.progress import Progress
 from arnas_zoo.runs import augment, generator, run_task, scheduled_lr, seed_for
 from arnas_zoo.runs.distributed import Dist, all_reduce_sum, convert_dist_batchnorm, init_distributed
 from arnas_zoo.runs.faults import write_point
-from arnas_zoo.runs.lock import RunFolderLock
+from arnas_zoo.runs.lock import lock_if
 from arnas_zoo.runs.loop import RunInterrupted, resave_state
 from arnas_zoo.runs.precision import autocast_for, tune_cudnn
 from arnas_zoo.runs.state import (
@@ -377,10 +376,7 @@ def train(
     if recipe.channels_last:
         net.to(memory_format=torch.channels_last)
     run = TrainingRun(net, recipe, train_data, val_data, out_dir, dev, dist, run_name)
-    lock = contextlib.ExitStack()
-    if dist.main:  # one writer per run folder (rank 0 speaks for a DDP run)
-        lock.enter_context(RunFolderLock(out_dir, "training"))
-    with lock:
+    with lock_if(dist.main, out_dir, "training"):  # one writer per run folder
         if dist.main:
             out_dir.mkdir(parents=True, exist_ok=True)
         state_path = out_dir / STATE_FILE
