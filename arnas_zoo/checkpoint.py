@@ -182,8 +182,9 @@ def canonical_header(path: str | Path) -> None:
         fh.write(text + b" " * (size - len(text)))
 
 
-def safetensors_shapes(weights: str | Path) -> dict[str, tuple[int, ...]]:
-    """``{tensor name: shape}`` from a safetensors file's header alone (no tensor is read or allocated)."""
+def safetensors_header(weights: str | Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """``({tensor name: shape}, metadata)`` from a safetensors file's header alone, read once and bounded
+    (no tensor is read or allocated)."""
     from arnas_zoo.safe_json import parse_json
 
     weights = Path(weights)
@@ -203,7 +204,14 @@ def safetensors_shapes(weights: str | Path) -> dict[str, tuple[int, ...]]:
         if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise CheckpointError(f"{weights}: tensor {str(name)[:60]!r} has no valid shape in the header")
         shapes[str(name)] = tuple(shape)
-    return shapes
+    meta = header.get("__metadata__")
+    metadata = {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+    return shapes, metadata
+
+
+def safetensors_shapes(weights: str | Path) -> dict[str, tuple[int, ...]]:
+    """``{tensor name: shape}`` of a safetensors file, from its header (see :func:`safetensors_header`)."""
+    return safetensors_header(weights)[0]
 
 
 def check_weights_fit(config: ModelConfig, weights: str | Path) -> None:
@@ -211,7 +219,8 @@ def check_weights_fit(config: ModelConfig, weights: str | Path) -> None:
 
     First a count (no building): a config that describes far more parameters than the file holds is
     refused at once (a 1.5 KB config.json asking for C=512 beside small weights). Then the exact shapes,
-    from the network built on PyTorch's ``meta`` device, which allocates no memory.
+    from the network built on PyTorch's ``meta`` device, which allocates no memory. Last, the architecture
+    digest saved with the weights: same shapes but an edited parameter-free part (an op, the input).
     """
     import math
 
@@ -220,7 +229,7 @@ def check_weights_fit(config: ModelConfig, weights: str | Path) -> None:
     from arnas_zoo.models import build_model
     from arnas_zoo.models.base import get_family
 
-    shapes = safetensors_shapes(weights)
+    shapes, metadata = safetensors_header(weights)
     held = sum(math.prod(shape) for shape in shapes.values())
     estimate_params = get_family(config.arch).estimate_params
     if estimate_params is not None:
@@ -234,23 +243,10 @@ def check_weights_fit(config: ModelConfig, weights: str | Path) -> None:
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
     except (RuntimeError, NotImplementedError, TypeError):
-        return  # a builder that cannot run on meta tensors: the strict load after building still checks
-    recorded = _header_metadata(weights).get(ARCH_DIGEST_KEY)
-    missing = sorted(set(expected) - set(shapes))
-    extra = sorted(set(shapes) - set(expected))
-    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
-    if missing or extra or wrong:
-        detail = (
-            f"{wrong[0]} is {shapes[wrong[0]]} in the file, the config needs {expected[wrong[0]]}"
-            if wrong
-            else f"missing {missing[:2]}"
-            if missing
-            else f"unexpected {extra[:2]}"
-        )
-        raise CheckpointError(
-            f"{weights}: the weights do not fit the config ({len(wrong)} misshapen, {len(missing)} missing, "
-            f"{len(extra)} unexpected; {detail}); nothing was allocated"
-        )
+        expected = None  # a builder that cannot run on meta tensors: the strict load after building checks shapes
+    if expected is not None:
+        _check_shapes(expected, shapes, weights)
+    recorded = metadata.get(ARCH_DIGEST_KEY)
     if recorded is not None and recorded != architecture_digest(config):
         raise CheckpointError(
             f"{weights}: config.json describes another network than the one these weights were saved with "
@@ -259,14 +255,23 @@ def check_weights_fit(config: ModelConfig, weights: str | Path) -> None:
         )
 
 
-def _header_metadata(weights: str | Path) -> dict[str, str]:
-    from arnas_zoo.safe_json import parse_json
-
-    with open(weights, "rb") as fh:
-        size = int.from_bytes(fh.read(8), "little")
-        header = parse_json(fh.read(size), where=str(weights), what="safetensors header")
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+def _check_shapes(expected: Mapping[str, tuple[int, ...]], shapes: Mapping[str, tuple[int, ...]], weights: Any) -> None:
+    missing = sorted(set(expected) - set(shapes))
+    extra = sorted(set(shapes) - set(expected))
+    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+    if not (missing or extra or wrong):
+        return
+    detail = (
+        f"{wrong[0]} is {shapes[wrong[0]]} in the file, the config needs {expected[wrong[0]]}"
+        if wrong
+        else f"missing {missing[:2]}"
+        if missing
+        else f"unexpected {extra[:2]}"
+    )
+    raise CheckpointError(
+        f"{weights}: the weights do not fit the config ({len(wrong)} misshapen, {len(missing)} missing, "
+        f"{len(extra)} unexpected; {detail}); nothing was allocated"
+    )
 
 
 def verify_pins(folder: Path, pins: Mapping[str, str]) -> None:

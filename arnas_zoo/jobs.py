@@ -33,6 +33,7 @@ never a crash. One process at a time writes a run folder (:class:`arnas_zoo.runs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import importlib
@@ -176,19 +177,32 @@ def signing_key() -> bytes:
         except ValueError:
             raise ConfigError(f"${KEY_ENV}: expected hex digits") from None
     path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "arnas-zoo" / "job-key"
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
+    if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".job-key.{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
-        os.replace(tmp, path)
+        try:
+            os.link(tmp, path)  # atomic and exclusive: of two first users, one key wins and both read it
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    try:
         return bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        raise ConfigError(f"{path}: not a job key (hex digits); delete it to make a new one") from None
 
 
 def _sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """sha256 of a file, computed once per (path, size, mtime, inode): a rewritten file is hashed again."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -229,20 +243,21 @@ def read_result(run_dir: Path, job: Job, *, key: bytes | None = None) -> dict[st
     path = result_path(run_dir, job)
     if not path.is_file():
         return None
-    problem = _problem(path, job, Path(run_dir), key or signing_key())
+    try:
+        record = read_json(path, what="job result")  # read once: the record checked is the record returned
+    except (UntrustedFileError, OSError) as exc:
+        problem: str | None = f"unreadable ({str(exc).split(': ', 1)[-1][:120]})"
+    else:
+        problem = _problem(record, job, Path(run_dir), key or signing_key())
     if problem is None:
-        result: dict[str, Any] = read_json(path)["result"]
+        result: dict[str, Any] = record["result"]
         return result
     log.warning("%s: %s; recomputing this job", path, problem)
     return None
 
 
-def _problem(path: Path, job: Job, run_dir: Path, key: bytes) -> str | None:
-    """Why the result file at ``path`` cannot be trusted for ``job``, or None."""
-    try:
-        record = read_json(path, what="job result")
-    except (UntrustedFileError, OSError) as exc:
-        return f"unreadable ({str(exc).split(': ', 1)[-1][:120]})"
+def _problem(record: Any, job: Job, run_dir: Path, key: bytes) -> str | None:
+    """Why ``record`` (a parsed result file) cannot be trusted for ``job``, or None."""
     if not isinstance(record, dict) or not {"job", "inputs", "result", "digest"} <= set(record):
         return "not a job result of this version (no digest)"
     if record["job"] != job.description:

@@ -138,7 +138,8 @@ class PretrainedSpec:
         path = self._metrics_path()
         if path is None or self.metrics_sha256 is None:
             return None
-        return _pinned_figures(str(path), self.metrics_sha256)
+        stat = path.stat()  # part of the cache key: a file rewritten since is checked against its pin again
+        return _pinned_figures(str(path), self.metrics_sha256, stat.st_size, stat.st_mtime_ns)
 
     def _metrics_path(self) -> Path | None:
         if self.folder is not None:
@@ -198,7 +199,7 @@ def get_pretrained(name: str) -> PretrainedSpec:
 
 
 @lru_cache(maxsize=256)
-def _pinned_figures(path: str, sha256: str) -> Figures | None:
+def _pinned_figures(path: str, sha256: str, size: int, mtime_ns: int) -> Figures | None:
     if sha256_file(Path(path)) != sha256:
         return None
     try:
