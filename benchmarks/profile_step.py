@@ -123,7 +123,7 @@ def classify(events) -> tuple[dict[str, float], dict[str, float]]:  # type: igno
 def profile_one(impl: str, args: argparse.Namespace) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    ns = argparse.Namespace(**vars(args), steps=1, warmup=1, device="cpu", recipe="arnas", arch="arnas", image="3x32")
+    ns = argparse.Namespace(**vars(args), steps=1, warmup=1, device="cpu", image="3x32")
     run_step, _ = bench_training.prepare(impl, args.batch, ns)
     run_step(0)  # warm-up: allocations, oneDNN kernel choices
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -157,19 +157,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--impls", default="authors,ours,ours-s2b")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--recipe", default="arnas", help="recipe of the ours* rows (the zoo's: cpu_cifar10)")
+    parser.add_argument("--arch", default="arnas", help="architecture of the ours* rows (e.g. darts_v2)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        worker_args = argparse.Namespace(init_channels=args.init_channels, layers=args.layers, batch=args.batch)
+        worker_args = argparse.Namespace(
+            init_channels=args.init_channels, layers=args.layers, batch=args.batch, recipe=args.recipe, arch=args.arch
+        )
         print(json.dumps(profile_one(args.worker, worker_args)))
         return
     rows = []
     for impl in args.impls.split(","):
         cmd = [sys.executable, __file__, "--worker", impl, "--init-channels", str(args.init_channels)]
-        cmd += ["--layers", str(args.layers), "--batch", str(args.batch)]
+        cmd += ["--layers", str(args.layers), "--batch", str(args.batch), "--recipe", args.recipe, "--arch", args.arch]
         cmd += ["--threads", str(args.threads)] if args.threads else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
@@ -180,7 +184,8 @@ def main() -> None:
     if args.out:
         result = {
             "benchmark": "per-op-type profile of one PGD-7 training step (ARNAS recipe), torch.profiler, CPU",
-            "model": f"arnas init_channels={args.init_channels} layers={args.layers} (paper: 64, 20)",
+            "model": f"{args.arch} init_channels={args.init_channels} layers={args.layers} (paper: 64, 20)",
+            "recipe": args.recipe,
             "batch": args.batch,
             "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__,

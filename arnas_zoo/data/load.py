@@ -45,8 +45,13 @@ def load_dataset(
     n: int | None = None,
     device: str | torch.device = "cpu",
     download: bool = False,
+    selection_rows: int = 0,
 ) -> ImageData:
     """Load ``split`` of dataset ``name`` as an :class:`ImageData` on ``device``; ``n`` keeps the first n rows.
+
+    ``selection_rows`` (CIFAR-10 ``train_mix`` only) puts that many genuine rows just before the
+    validation rows (:func:`arnas_zoo.data.mix.load_cifar10_mix`); every other split is genuine
+    throughout, so its selection rows are simply the rows before the validation rows.
 
     ``name`` is one of ``digits`` (embedded), ``mnist``, ``cifar10``, ``cifar100``, ``svhn``,
     ``tinyimagenet``. Beyond ``train``/``test``, MNIST has ``train_full`` (all 60,000 train images of
@@ -75,7 +80,7 @@ def load_dataset(
 
         for root in roots:
             if (root / "cifar10_jpeg").is_dir():
-                return load_cifar10_mix(root, VALIDATION_ROWS).first(n).to(device)
+                return load_cifar10_mix(root, VALIDATION_ROWS, selection_rows).first(n).to(device)
         raise DataNotFoundError(
             f"cifar10 train_mix: no cifar10_jpeg/train_jpeg.npz under {', '.join(map(str, roots))} "
             "(the mix is built from ../shared/data's JPEG and genuine CIFAR-10 files)"

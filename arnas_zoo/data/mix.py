@@ -48,8 +48,13 @@ def _read_genuine(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return f["x"], f["y"].astype(np.int64), f["idx"].astype(np.int64)
 
 
-def load_cifar10_mix(root: Path, validation_rows: int) -> ImageData:
-    """The mix under ``root`` (a ``../shared/data`` folder), validation rows last; see the module docstring."""
+def load_cifar10_mix(root: Path, validation_rows: int, selection_rows: int = 0) -> ImageData:
+    """The mix under ``root`` (a ``../shared/data`` folder), validation rows last; see the module docstring.
+
+    With ``selection_rows`` the last that many genuine rows of ``train_extended`` that are not
+    validation rows come just before the validation rows (a *selection* split of genuine images for
+    epoch choice and early stopping, disjoint from the reporting rows); 0 keeps the historical order.
+    """
     needed = [root / JPEG_FILE, root / GENUINE_FILE, root / VALIDATION_SOURCE]
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
@@ -66,20 +71,30 @@ def load_cifar10_mix(root: Path, validation_rows: int) -> ImageData:
         val = f["idx"].astype(np.int64)[-validation_rows:]
     if not np.isin(val, gidx).all():
         raise DataError(f"{root / VALIDATION_SOURCE}: validation rows are not all genuine rows of {GENUINE_FILE}")
-    order = np.concatenate([np.setdiff1d(np.arange(total), val), val])
-    genuine = np.isin(order[:-validation_rows], gidx).sum()
-    jpeg = total - validation_rows - genuine
+    outside = np.setdiff1d(gidx, val)  # sorted official indices of the genuine rows that are not validation rows
+    selection = outside[len(outside) - selection_rows :] if 0 < selection_rows else outside[:0]
+    if selection_rows < 0 or len(selection) != selection_rows:
+        raise DataError(f"{root / GENUINE_FILE}: fewer than {selection_rows} genuine rows outside the validation rows")
+    held = np.concatenate([selection, val])
+    order = np.concatenate([np.setdiff1d(np.arange(total), held), held])
+    genuine = np.isin(order[: -len(held)], gidx).sum()
+    jpeg = total - len(held) - genuine
     source = (
         f"CIFAR-10 mix: {jpeg:,} JPEG re-encoded ({JPEG_FILE}) + {genuine:,} genuine ({GENUINE_FILE}) train images, "
-        f"then {validation_rows:,} genuine validation rows last (official indices {describe_indices(val)}, "
-        f"from {VALIDATION_SOURCE}); JPEG copies of validation images excluded"
+        + (
+            f"then {selection_rows:,} genuine selection rows (official indices {describe_indices(selection)}), "
+            if selection_rows
+            else ""
+        )
+        + f"then {validation_rows:,} genuine validation rows last (official indices {describe_indices(val)}, "
+        f"from {VALIDATION_SOURCE}); JPEG copies of held-out images excluded"
     )
     info = dataset_info("cifar10")
     return ImageData(
         x=torch.from_numpy(x[order]).permute(0, 3, 1, 2).float().div_(255.0).contiguous(),
         y=torch.from_numpy(y[order]),
         name="cifar10",
-        split="train_mix",
+        split="train_mix" if not selection_rows else f"train_mix(selection={selection_rows})",
         indices=torch.from_numpy(order),
         num_classes=info.num_classes,
         class_names=info.class_names,

@@ -10,6 +10,9 @@ derived from it) driven by :func:`run_task`. The loop owns what no task should r
 - **Exact resume**, also mid-epoch: the state holds the position, the epoch's partial sums and the
   history, and every step draws its randomness from ``(seed, epoch, step)``
   (:mod:`arnas_zoo.runs.seeding`), so a resumed run computes what an uninterrupted run computes.
+- **Saves inside long epochs.** Every ``save_every_s`` seconds (``ARNAS_ZOO_SAVE_EVERY_S``, default
+  900; 0 turns it off) the state is also saved at a step boundary, so a SIGKILL, an OOM kill or a lost
+  machine costs at most that much of an hour-long CPU epoch.
 - **Signals.** SIGTERM/SIGINT stop the run at the next step boundary after saving its state
   (:class:`RunInterrupted`; continue with ``resume=True``). Under ``torchrun`` the ranks vote, so all
   stop at the same step.
@@ -18,6 +21,7 @@ derived from it) driven by :func:`run_task`. The loop owns what no task should r
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +36,8 @@ from arnas_zoo.runs.distributed import Dist, vote
 from arnas_zoo.runs.faults import write_point
 from arnas_zoo.runs.signals import StopFlag
 from arnas_zoo.runs.state import load_state, save_state
+
+SAVE_EVERY_ENV = "ARNAS_ZOO_SAVE_EVERY_S"
 
 
 class RunInterrupted(ArnasZooError, KeyboardInterrupt):
@@ -144,14 +150,19 @@ def run_task(
     progress: bool | Progress = True,
     label: str = "run",
     stop_after_steps: int | None = None,
+    save_every_s: float | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``task`` to its last epoch (or resume it) with its state at ``state_path``; returns the history.
 
     ``resume=True`` continues from the saved state (``previous=True``: from the state kept before the
     latest one). Without ``resume`` an existing state is an error: nothing is overwritten silently.
     ``stop_after_steps`` (a testing aid) behaves like a SIGTERM after that many steps of this call.
+    ``save_every_s`` (None: ``$ARNAS_ZOO_SAVE_EVERY_S`` or 900; 0: never) saves the state mid-epoch.
     """
     info = dist_info or Dist()
+    if save_every_s is None:
+        save_every_s = float(os.environ.get(SAVE_EVERY_ENV, "900") or 0)
+    last_save = time.monotonic()
     report = Progress.of(progress) if info.main else Progress(enabled=False)
     state_path = Path(state_path)
     at = _start(task, state_path, resume, previous, info)
@@ -173,10 +184,18 @@ def run_task(
                         sums[key] = sums[key] + value if key in sums else value
                     at.step, steps_this_call = at.step + 1, steps_this_call + 1
                     bar.update()
+                    if (
+                        save_every_s > 0
+                        and time.monotonic() - last_save >= save_every_s
+                        and at.step < task.steps_per_epoch
+                    ):
+                        _save(task, state_path, info, at, sums)  # mid-epoch: resumable from this step
+                        last_save = time.monotonic()
             record = task.end_epoch(at.epoch, _as_floats(sums), time.perf_counter() - started)
             at.history.append(record)
             at.epoch, at.step, at.partial = at.epoch + 1, 0, {}
             _save(task, state_path, info, at, {})  # the state first ...
+            last_save = time.monotonic()
             if info.main:
                 task.write_outputs(at.history)  # ... then everything derived from it
                 write_point("outputs")

@@ -34,6 +34,7 @@ def run_training(
     data_dir: str | Path | None = None,
     train_split: str = "train",
     val_rows: int = 1000,
+    selection_rows: int = 0,
     recipe_overrides: Mapping[str, Any] | None = None,
     model_overrides: Mapping[str, Any] | None = None,
     resume: bool = False,
@@ -54,6 +55,12 @@ def run_training(
     ``train_split`` names the rows trained on (``train_full`` for all 60k MNIST images, ``train_mix`` for
     the 50k CIFAR-10 mix, whose last 1000 rows are the genuine validation rows).
 
+    ``selection_rows`` splits selection from reporting (the protocol no decision touches): the
+    ``selection_rows`` rows before the last ``val_rows`` choose the epoch and stop early, and the last
+    ``val_rows`` rows are read once, by the final evaluation of the chosen checkpoint. Without it (0)
+    the last ``val_rows`` rows do both, as in the zoo's earlier runs; ``metrics.json`` records which
+    rows each role read and whether they are disjoint.
+
     ``init_from`` (anything :func:`arnas_zoo.load` accepts: a registry name, a checkpoint folder, a Hub
     repo) starts from those weights instead of random ones, with a fresh optimizer and learning-rate
     schedule (a warm restart, e.g. more epochs for a model whose cosine schedule has ended). Its
@@ -73,16 +80,24 @@ def run_training(
         **parse_model_overrides(model_overrides),
     )
     the_recipe = get_recipe(recipe, **dict(recipe_overrides or {}))
-    data = load_dataset(dataset, train_split, data_dir=data_dir)
+    data = load_dataset(dataset, train_split, data_dir=data_dir, selection_rows=selection_rows)
     if val_rows < 0 or val_rows >= len(data):
         raise ConfigError(f"val_rows: expected 0 <= val_rows < {len(data)} (the training rows), got {val_rows}")
+    if selection_rows < 0 or (selection_rows and (not val_rows or selection_rows + val_rows >= len(data))):
+        raise ConfigError(
+            f"selection_rows: expected 0, or 0 < selection_rows < {len(data) - val_rows} with val_rows > 0 "
+            f"(the selection rows come before the {val_rows} reporting rows), got {selection_rows}"
+        )
     train_rows, val_split = split_train_val(data, val_rows) if val_rows else (data, None)
+    reporting = val_split
+    if selection_rows and val_split is not None:  # reporting = the last val_rows; selection = the rows before
+        train_rows, val_split = split_train_val(train_rows, selection_rows)
     test_data = None
     if eval_attacks:
-        try:  # the dataset's test split when it exists here; else the validation rows (said in metrics.json)
+        try:  # the dataset's test split when it exists here; else the held-out reporting rows (said in metrics.json)
             test_data = load_dataset(dataset, "test", data_dir=data_dir, n=eval_n)
         except DataNotFoundError:
-            test_data = val_split.first(eval_n) if val_split is not None else None
+            test_data = reporting.first(eval_n) if reporting is not None else None
     torch.manual_seed(the_recipe.seed)  # the initial weights depend on the recipe's seed only
     model: Any = config if init_from is None else initial_model(config, init_from)
     return train(
@@ -154,6 +169,7 @@ def run_training_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         data_dir=args.get("data_dir"),
         train_split=args.get("train_split", "train"),
         val_rows=int(args.get("val_rows", 1000)),
+        selection_rows=int(args.get("selection_rows", 0)),
         recipe_overrides=args.get("recipe_overrides"),
         model_overrides=args.get("model_overrides"),
         resume=resume,

@@ -85,6 +85,33 @@ def _describe(data: Any) -> dict[str, Any]:
     return data.describe() if hasattr(data, "describe") else {"n": int(data.x.shape[0])}
 
 
+def protocol_record(val_data: Data | None, val_n: int | None, test_data: Any) -> dict[str, Any]:
+    """Which rows chose the checkpoint (``selection``: the validation rows the recipe reads) and which rows
+    its figures are reported on (``reporting``), and whether the two share an image (``disjoint``: None
+    when the rows carry no official indices).
+    """
+    selection = None
+    if val_data is not None:
+        n = val_data.x.shape[0] if val_n is None else min(val_n, val_data.x.shape[0])
+        selection = val_data.first(n) if hasattr(val_data, "first") else val_data
+    record: dict[str, Any] = {
+        "selection": None if selection is None else _describe(selection),
+        "reporting": _describe(test_data),
+        "disjoint": None,
+    }
+    if selection is None:
+        record["disjoint"] = True  # nothing was selected on
+    elif getattr(selection, "indices", None) is not None and getattr(test_data, "indices", None) is not None:
+        shared = set(selection.indices.tolist()) & set(test_data.indices.tolist())
+        # official indices name images of one official split: a test row and a train row never are one image
+        record["disjoint"] = not shared or _official_split(selection) != _official_split(test_data)
+    return record
+
+
+def _official_split(data: Any) -> str:
+    return "test" if str(getattr(data, "split", "")).startswith("test") else "train"
+
+
 class TrainingRun:
     """One adversarial-training run: the :class:`~arnas_zoo.runs.RunTask` that :func:`train` drives."""
 
@@ -409,6 +436,7 @@ def train(
                 model_info={"name": run.config.name, "source": str(out_dir / "best")},
             )
             run.final_metrics = report.to_metrics()
+            run.final_metrics["protocol"] = protocol_record(val_data, recipe.val_n, test_data)
             resave_state(run, state_path)  # the state first, then the folders derived from it
             run.write_outputs(history)
     return TrainResult(out_dir, out_dir / "best", out_dir / "last", history, run.best)
