@@ -90,7 +90,7 @@ def protocol_record(val_data: Data | None, val_n: int | None, test_data: Any) ->
     its figures are reported on (``reporting``), and whether the two share an image (``disjoint``: None
     when the rows carry no official indices).
     """
-    selection = None
+    selection: Any = None
     if val_data is not None:
         n = val_data.x.shape[0] if val_n is None else min(val_n, val_data.x.shape[0])
         selection = val_data.first(n) if hasattr(val_data, "first") else val_data
