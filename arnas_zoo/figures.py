@@ -63,6 +63,34 @@ def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def claim(accuracy: float, n: int, line: float, what: str) -> str:
+    """How a card or board states ``accuracy`` (on ``n`` points) against a goal ``line``.
+
+    "meets" only when the 95% Wilson interval's lower bound clears the line; otherwise the figure is
+    "reached", with its interval, and the line is said not to be shown met -- a point estimate above a
+    line whose interval straddles it is not evidence of meeting it.
+    """
+    low, high = wilson_interval(accuracy, n)
+    interval = f"95% interval {percent(low)}-{percent(high)}, n={n}"
+    if low >= line:
+        return f"meets the {percent(line)}% {what} line: {percent(accuracy)}% ({interval})"
+    return f"reached {percent(accuracy)}% {what} ({interval}); the {percent(line)}% line is not shown to be met"
+
+
+def tiers(values: list[tuple[float, int]]) -> list[int]:
+    """Tier numbers (1, 1, 2, ...) of accuracies ``(p, n)`` sorted best first: a row joins the current tier
+    while its 95% interval overlaps the interval of the tier's first row; the first row that does not
+    opens the next tier. Rows of one tier are not told apart by the evaluation."""
+    out: list[int] = []
+    tier, leader_low = 0, None
+    for p, n in values:
+        low, high = wilson_interval(p, n)
+        if leader_low is None or high < leader_low:
+            tier, leader_low = tier + 1, low
+        out.append(tier)
+    return out
+
+
 @dataclass(frozen=True)
 class AttackFigure:
     """One evaluation row: an attack's robust accuracy on ``n`` points, with its settings."""
@@ -151,7 +179,7 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _selection(training: Mapping[str, Any]) -> str | None:
+def _selection(training: Mapping[str, Any], protocol: Mapping[str, Any]) -> str | None:
     chosen = training.get("selection")
     if not isinstance(chosen, Mapping):
         return None
@@ -159,6 +187,11 @@ def _selection(training: Mapping[str, Any]) -> str | None:
     what = f"epoch {epoch}" if epoch is not None else "the checkpoint"
     attack = chosen.get("val_attack") or "a validation attack"
     n = chosen.get("val_n")
+    rows = protocol.get("selection")
+    if isinstance(rows, Mapping) and rows.get("split"):  # the selection split, named
+        return f"{what} chosen by {attack} on the selection split: {rows.get('n')} rows of {rows['split']} " + (
+            f"(official indices {rows['indices']})" if rows.get("indices") else ""
+        )
     return f"{what} chosen by {attack} on {n if n is not None else 'some'} held-out training rows"
 
 
@@ -189,6 +222,8 @@ def figures_from_metrics(metrics: Mapping[str, Any] | None) -> Figures | None:
         checks = [c for c in metrics.get("sanity_checks") or [] if isinstance(c, Mapping)]
         split = str(data.get("split") or "unknown split")
         training = metrics.get("training") if isinstance(metrics.get("training"), Mapping) else {}
+        protocol = metrics.get("protocol") if isinstance(metrics.get("protocol"), Mapping) else {}
+        disjoint = protocol.get("disjoint") if protocol else None
         return Figures(
             clean=float(metrics["clean_accuracy"]),
             autoattack=autoattack,
@@ -203,9 +238,10 @@ def figures_from_metrics(metrics: Mapping[str, Any] | None) -> Figures | None:
             seed=_int_or_none(metrics.get("seed")),
             checks_run=sum(1 for c in checks if c.get("passed") is not None),
             checks_failed=tuple(str(name) for name in metrics.get("failed_checks") or []),
-            selection=_selection(training or {}),
-            # reported on rows carved from the training file (CIFAR-10 offline): the selection pool
-            selection_may_overlap=not split.startswith("test"),
+            selection=_selection(training or {}, protocol or {}),
+            # without a recorded protocol: reported on rows carved from the training file (CIFAR-10 offline)
+            # are the selection pool; with one, its computed disjointness decides
+            selection_may_overlap=not split.startswith("test") if not isinstance(disjoint, bool) else not disjoint,
         )
     except (KeyError, TypeError, ValueError):
         return None

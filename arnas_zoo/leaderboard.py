@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from arnas_zoo.errors import ConfigError
-from arnas_zoo.figures import wilson_interval
+from arnas_zoo.figures import tiers, wilson_interval
 from arnas_zoo.jobs import Job, read_result, run_jobs
 
 #: The common reduced size of each architecture (cell networks: C=4, 5 cells; reduction cells kept in place).
@@ -323,7 +323,9 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
         f"{board.eps:.4g}, attacks {', '.join(board.attacks)} (pgd: step eps/4, random start, 1 restart; "
         "aa: the reference AutoAttack, standard version); robust = correct on the clean and on the adversarial input",
         "- worst case: a point counts only if it survives every attack; in brackets its 95% Wilson interval "
-        f"on the {board.eval_n} points: rows whose intervals overlap are not ranked apart by this evaluation",
+        f"on the {board.eval_n} points",
+        "- tier: rows are grouped, not numbered: a row stays in the tier of the best row above it while their "
+        "worst-case intervals overlap, so rows of one tier are not told apart by this evaluation",
         "- weights: the zoo entry (`arnas_zoo.load(NAME)`) holding the row's very checkpoint and report",
         "",
     ]
@@ -335,13 +337,13 @@ def render_table(board: Board, table: Sequence[dict[str, Any]], plot: str | None
         )
         lines.insert(-1, caveat)
     attacks = list(board.attacks)
-    head = ["#", "architecture", "size", "params", "MMACs", "clean", *attacks, "worst case", "best epoch", "train min",
-            "checks", "weights"]  # fmt: skip
+    head = ["tier", "architecture", "size", "params", "MMACs", "clean", *attacks, "worst case", "best epoch",
+            "train min", "checks", "weights"]  # fmt: skip
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for rank, row in enumerate(table, 1):
+    for tier, row in zip(tiers([(r["worst_case"], r["n"]) for r in table]), table):
         size = ", ".join(f"{k}={v}" for k, v in row["size"].items() if k != "cell_types")
         cells = [
-            str(rank),
+            str(tier),
             row["arch"],
             size,
             f"{row['params']:,}",

@@ -35,6 +35,10 @@ _NAME = re.compile(r"^[a-z0-9_]+\.[a-z0-9_.]+$")
 THREAT_MODELS = ("linf", "l2", "l1", "none")
 
 
+#: The figures a registry entry may state a goal line for (accuracies on its reporting rows).
+GOAL_FIGURES = ("clean", "autoattack", "worst_case")
+
+
 @dataclass(frozen=True)
 class PretrainedSpec:
     """One published checkpoint.
@@ -74,9 +78,19 @@ class PretrainedSpec:
     superseded_by: str | None = None
     params: int | None = None
     macs: int | None = None
+    goals: tuple[tuple[str, float], ...] | None = None
 
     def __post_init__(self) -> None:
         where = f"pretrained {self.name!r:.60}"
+        if self.goals is not None:  # JSON gives an object: kept as sorted pairs (the spec stays hashable)
+            pairs = self.goals.items() if isinstance(self.goals, Mapping) else self.goals
+            try:
+                goals = tuple(sorted((str(k), float(v)) for k, v in pairs))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: goals: expected {{figure: accuracy line in [0, 1]}}") from None
+            if any(k not in GOAL_FIGURES or not 0.0 <= v <= 1.0 for k, v in goals):
+                raise ConfigError(f"{where}: goals: expected figures among {GOAL_FIGURES} with lines in [0, 1]")
+            object.__setattr__(self, "goals", goals)
         if not isinstance(self.name, str) or not _NAME.match(self.name):
             raise ConfigError(f"{where}: name: expected lower-case '<arch>.<variant>' (e.g. 'arnas.mnist_linf')")
         for key in ("sha256", "config_sha256", "metrics_sha256"):
@@ -150,7 +164,25 @@ class PretrainedSpec:
         return cached_file(str(self.repo_id), METRICS_FILE, str(self.revision))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.goals is not None:
+            out["goals"] = dict(self.goals)
+        return out
+
+    def goal_claims(self) -> list[str]:
+        """Each goal line stated against the pinned figures (:func:`arnas_zoo.figures.claim`): "meets" only
+        when the 95% interval's lower bound clears the line."""
+        from arnas_zoo.figures import claim
+
+        figures = self.figures()
+        if not self.goals or figures is None:
+            return []
+        out = []
+        for key, line in self.goals:
+            value = figures.value({"clean": "clean", "autoattack": "aa", "worst_case": "worst"}[key])
+            label = {"clean": "clean", "autoattack": "AutoAttack", "worst_case": "worst-case"}[key]
+            out.append(f"{label}: not measured" if value is None else claim(value, figures.n, line, label))
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PretrainedSpec:

@@ -367,6 +367,7 @@ def _model_section(spec: Any) -> list[str]:
     if f is None:
         return [*lines, "- No evaluation recorded.", ""]
     lines += [f"- Data: {f.data_line}; seed {f.seed}.", f"- Selection: {f.selection_line}."]
+    lines += [f"- Goal: {text}." for text in spec.goal_claims()]
     checks = (
         "none run"
         if not f.checks_run

@@ -68,7 +68,14 @@ def test_tiny_board_runs_resumes_and_writes_table(tmp_path: Path) -> None:
     text = write_table(TINY, tmp_path, tmp_path / "docs" / "board.md", tmp_path / "docs" / "img" / "board.png")
     assert (tmp_path / "docs" / "img" / "board.png").stat().st_size > 1000
     assert "ranks may differ" in text and "](img/board.png)" in text
-    assert "| 1 | " in text and "| 2 | " in text and "Not finished yet: darts_v2" in text
+    # rows are tiered by overlapping worst-case intervals (on 24 points, one tier), never numbered 1..N
+    import re
+
+    from arnas_zoo.figures import tiers
+
+    shown = [int(t) for t in re.findall(r"^\| (\d+) \| (?:arnas|resnet18) \|", text, re.M)]
+    assert shown == tiers([(r["worst_case"], r["n"]) for r in table]) and shown[0] == 1
+    assert "| tier | architecture |" in text and "Not finished yet: darts_v2" in text
     assert "| run folder only |" in text
     assert rows(TINY, tmp_path, ["darts_v2"]) == []  # not run: no row, no error
 

@@ -114,3 +114,63 @@ def test_a_run_killed_mid_epoch_resumes_from_its_mid_epoch_save_and_ends_where_a
     assert unbroken.exit_code == 0, unbroken.output
     a, b = load_folder(killed / "last").state_dict(), load_folder(whole / "last").state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _ranges(text: str) -> set[int] | None:
+    """The official indices of a ``describe_indices`` text ("0-999, 1200"), None for its summary form."""
+    if "indices in" in text:
+        return None
+    out: set[int] = set()
+    for part in text.split(","):
+        a, _, b = part.strip().partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
+def test_claim_says_meets_only_when_the_lower_bound_clears_the_line():
+    from arnas_zoo.figures import claim, wilson_interval
+
+    assert claim(0.80, 1000, 0.75, "clean").startswith("meets the 75.0% clean line: 80.0%")
+    # 41.5% on 1000 points: interval 38.5-44.6 straddles 40%: reached, not met
+    text = claim(0.415, 1000, 0.40, "AutoAttack")
+    assert wilson_interval(0.415, 1000)[0] < 0.40 and "meets" not in text
+    assert text.startswith("reached 41.5% AutoAttack (95% interval 38.5-44.6, n=1000)") and "not shown" in text
+    assert claim(0.30, 200, 0.40, "clean").startswith("reached")
+
+
+def test_tiers_group_rows_whose_intervals_overlap_the_tier_leader():
+    from arnas_zoo.figures import tiers
+
+    assert tiers([(0.9, 1000), (0.89, 1000), (0.5, 1000), (0.49, 1000), (0.1, 1000)]) == [1, 1, 2, 2, 3]
+    assert tiers([(0.245, 200), (0.19, 200)]) == [1, 1]  # the CIFAR-10 board's spread on 200 points
+    assert tiers([]) == []
+
+
+def test_no_card_claims_meets_below_its_line_and_no_reported_row_was_selected_on():
+    import dataclasses
+    import re
+
+    from arnas_zoo.pretrained import list_pretrained
+    from arnas_zoo.safe_json import read_json
+    from export.card import render_zoo_card
+
+    specs = list_pretrained(include_superseded=True)
+    best = max((s for s in specs if s.figures() is not None), key=lambda s: s.figures().clean)
+    clean = best.figures().clean
+    # one goal met by the pinned figures, one not: both wordings appear, each checked below
+    specs = [dataclasses.replace(s, goals={"clean": clean / 2, "autoattack": 0.99}) if s is best else s for s in specs]
+    card = render_zoo_card(specs)
+    meets = re.findall(r"meets the ([\d.]+)% [\w -]+ line: ([\d.]+)% \(95% interval ([\d.]+)-([\d.]+), n=(\d+)\)", card)
+    assert meets and "reached" in card and "not shown to be met" in card
+    for line, _value, low, _high, _n in meets:
+        assert float(low) >= float(line), f"'meets {line}%' with a lower bound of {low}%"
+    for spec in specs:
+        path = spec._metrics_path()
+        metrics = read_json(path, what="metrics") if path is not None else {}
+        protocol = metrics.get("protocol") if isinstance(metrics, dict) else None
+        if not protocol or not protocol.get("selection"):
+            continue
+        assert protocol["disjoint"] is True, spec.name
+        chosen, reported = _ranges(protocol["selection"]["indices"]), _ranges(protocol["reporting"]["indices"])
+        if chosen is not None and reported is not None and protocol["reporting"]["split"].startswith("train"):
+            assert not chosen & reported, f"{spec.name}: reported rows {sorted(chosen & reported)[:5]} were selected on"
