@@ -155,13 +155,30 @@ def _needs_backward() -> bool:
     return torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
 
 
+#: Which depthwise convolutions run in fp32 inside CPU bf16 autocast: ``big`` (dilated or kernel >= 5,
+#: whose bf16 oneDNN kernels ran 2-6x below their fp32 ones on a Sapphire Rapids core: ARNAS C=16 trains
+#: 1.26x faster in bf16 with it), ``1`` (all), ``0`` (the default, none: autocast's choice, bf16). Opt-in:
+#: in a bf16 search supernet the mixed fp32/bf16 sums moved the second-order architecture gradient of one
+#: seed below the bf16 test's cosine bound (0.57 < 0.6), and on CPUs without AMX it is not measured.
+DW_FP32_ENV = "ARNAS_ZOO_DW_FP32"
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters and state-dict keys) that runs dilated depthwise convolutions by
     space-to-batch when ``ARNAS_ZOO_DILATED=s2b`` (or ``auto`` and measured faster for the shape), and
     stride-1 depthwise convolutions with the flipped-kernel input gradient when
-    ``ARNAS_ZOO_DWGRAD=flip``; ONNX export and every other case use the plain one."""
+    ``ARNAS_ZOO_DWGRAD=flip``; ONNX export and every other case use the plain one. Under CPU bf16
+    autocast the large and dilated ones compute in fp32 (:data:`DW_FP32_ENV`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rule = os.environ.get(DW_FP32_ENV, "0")
+        slow = rule == "1" or (rule == "big" and (self.dilation[0] > 1 or self.kernel_size[0] >= 5))
+        if slow and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                return self._forward(x.float())
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         stride, dilation, padding = self.stride[0], self.dilation[0], self.padding
         chosen = mode()
         if (

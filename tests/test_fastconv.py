@@ -159,3 +159,26 @@ def test_flipped_backward_in_a_network_keeps_logits_and_gradients(monkeypatch) -
     assert torch.allclose(out["native"][1], out["flip"][1], atol=1e-5)
     for ga, gb in zip(out["native"][2], out["flip"][2]):
         assert torch.allclose(ga, gb, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel, dilation, fp32", [(5, 1, True), (3, 2, True), (3, 1, False)])
+def test_big_depthwise_convolutions_compute_in_fp32_under_bf16_autocast(monkeypatch, kernel, dilation, fp32) -> None:  # type: ignore[no-untyped-def]
+    from arnas_zoo.fastconv import DW_FP32_ENV, DepthwiseConv2d
+
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(8, 8, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=8, bias=False)
+    x = torch.randn(2, 8, 12, 12, requires_grad=True)
+    exact = F.conv2d(x, conv.weight, padding=dilation * (kernel // 2), dilation=dilation, groups=8)
+    (g_exact,) = torch.autograd.grad(exact.square().sum(), x)
+    for rule in ("big", "0"):  # "0" is the default
+        monkeypatch.setenv(DW_FP32_ENV, rule)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(x)
+        (g,) = torch.autograd.grad(out.float().square().sum(), x)
+        if rule == "big" and fp32:  # fp32 inside autocast: the plain convolution's values, fp32 out
+            assert out.dtype == torch.float32
+            torch.testing.assert_close(out, exact, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(g, g_exact, rtol=1e-5, atol=1e-5)
+        else:  # autocast's own choice: bf16, within bf16 rounding of the exact values
+            assert out.dtype == torch.bfloat16
+            torch.testing.assert_close(out.float(), exact, rtol=0.05, atol=0.05)
