@@ -34,6 +34,7 @@ COMMANDS = {
     "leaderboard": "arnas_zoo.cli.leaderboard:leaderboard_group",
     "predict": "arnas_zoo.cli.deployment:predict_command",
     "check": "arnas_zoo.cli.deployment:check_command",
+    "serve": "arnas_zoo.cli.deployment:serve_command",
     "site": "arnas_zoo.cli.leaderboard:site_command",
 }
 SHORT_HELP = {
@@ -51,6 +52,7 @@ SHORT_HELP = {
     "leaderboard": "Train and attack every architecture alike; write docs/leaderboard.md.",
     "predict": "Classify images with a model or an ONNX file.",
     "check": "Is a deployed ONNX file as robust as its source?",
+    "serve": "Serve an ONNX model over HTTP (micro-batching, bounded requests).",
     "site": "Write the zoo and leaderboards as a static web site (sortable, offline).",
     "export": "Export ONNX, publish to the Hub, register pretrained entries.",
 }

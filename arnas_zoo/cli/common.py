@@ -95,6 +95,9 @@ def friendly_errors(func: F) -> F:
             click.echo("error: out of memory; try a smaller --batch-size or --n", err=True)
             sys.exit(EXIT_USAGE)
         except Exception as exc:  # noqa: BLE001 -- the last resort: one line and where the traceback is
+            if type(exc).__module__.startswith("arnas_zoo_runtime"):  # the deployment runtime's one-line errors
+                click.echo(f"error: {_first_line(exc)}", err=True)
+                sys.exit(EXIT_USAGE)
             path = _crash_report(exc)
             click.echo(f"internal error: {type(exc).__name__}: {_first_line(exc)} (traceback: {path})", err=True)
             sys.exit(EXIT_INTERNAL)
