@@ -28,6 +28,16 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def units(n: int, unit: str) -> str:
+    """``unit`` for a count of ``n``: "1 chunk of 50 points", "2 chunks of 50 points" (the first word's plural s)."""
+    first, _, rest = unit.partition(" ")
+    if n == 1 and first.endswith(("ches", "shes", "sses", "xes")):
+        first = first[:-2]
+    elif n == 1 and first.endswith("s") and not first.endswith("ss"):
+        first = first[:-1]
+    return f"{first} {rest}".rstrip() if rest else first
+
+
 class Task:
     """One counted piece of work (``total`` units); :meth:`update` advances it."""
 
@@ -66,8 +76,9 @@ class Task:
         now = time.monotonic()
         self.last = now
         elapsed = now - self.started
+        unit = units(self.total if self.total is not None else self.done, self.unit)
         if start:
-            count = f"{self.total} {self.unit}" if self.total is not None else ""
+            count = f"{self.total} {unit}" if self.total is not None else ""
             text = f"{self.desc}: started {count}".rstrip()
         else:
             count = f"{self.done}/{self.total}" if self.total else str(self.done)
@@ -76,7 +87,7 @@ class Task:
             if not end and self.total and self.done:
                 left = f", ~{_duration(elapsed * (self.total - self.done) / self.done)} left"
             verb = "done" if end else "at"
-            text = f"{self.desc}: {verb} {count} {self.unit}{pct}, {_duration(elapsed)}{left}"
+            text = f"{self.desc}: {verb} {count} {unit}{pct}, {_duration(elapsed)}{left}"
         if self.info:
             text += f"; {self.info}"
         self.progress.write(text)

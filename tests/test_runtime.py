@@ -214,3 +214,17 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server: _Server) -> 
 
     streamed = httpx.post(f"{server.url}/predict", content=chunks(), headers={"content-type": "image/png"})
     assert streamed.status_code == 413
+
+
+def test_progress_lines_count_in_the_singular_for_one() -> None:
+    import io
+
+    from arnas_zoo.progress import Progress, units
+
+    assert units(1, "chunks of 50 points") == "chunk of 50 points"
+    assert units(2, "chunks of 50 points") == "chunks of 50 points"
+    assert [units(1, u) for u in ("steps", "batches", "passes", "boxes")] == ["step", "batch", "pass", "box"]
+    stream = io.StringIO()
+    with Progress(enabled=True, stream=stream).task("check: square", 1, "chunks of 50 points") as task:
+        task.update()
+    assert "1 chunk of 50 points" in stream.getvalue() and "chunks" not in stream.getvalue()

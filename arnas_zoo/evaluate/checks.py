@@ -120,7 +120,9 @@ def _black_box(white: list[AttackResult], black: list[AttackResult]) -> SanityCh
         return SanityCheck(
             "black_box", False, f"black-box significantly stronger than white-box {reference}: {', '.join(below)}"
         )
-    return SanityCheck("black_box", True, f"black-box attacks not stronger than best white-box {reference}")
+    return SanityCheck(
+        "black_box", True, f"black-box attacks not significantly stronger than the best white-box {reference}"
+    )
 
 
 def _autoattack_le_pgd(white: list[AttackResult]) -> SanityCheck:
