@@ -95,7 +95,7 @@ def _torch_rows(
 @click.argument("model_spec", metavar="ONNX_OR_FOLDER")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Images per run.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=4, show_default=True, help="Images per run.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="Longest wait for more requests to merge into a run.")  # fmt: skip
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=8.0, show_default=True)

@@ -28,7 +28,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="the .onnx file")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-batch", type=int, default=32, help="images per ONNX Runtime run")
+    parser.add_argument("--max-batch", type=int, default=4, help="images per ONNX Runtime run")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for more requests to batch")
     parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body")
     parser.add_argument("--max-images", type=int, default=256, help="most images in one request")

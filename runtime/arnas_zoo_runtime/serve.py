@@ -50,7 +50,7 @@ class Limits:
 
     max_body_bytes: int = 8 * 1024 * 1024
     max_images: int = 256
-    max_batch: int = 32
+    max_batch: int = 4
     max_wait_ms: float = 5.0
 
 

@@ -285,6 +285,10 @@ class Predictor:
         """What ``GET /metadata`` answers: the model's identity, threat model, figures and where it runs."""
         config = self.config_dict or {}
         parity = self.parity or {}
+        # the export's record beside the file (arnas-zoo export onnx writes onnx.json), when it is there
+        sidecar = _json_file(self.path.parent / "onnx.json") or {}
+        entry = sidecar.get(self.path.name)
+        record: dict[str, Any] = entry if isinstance(entry, dict) else {}
         return {
             "file": self.path.name,
             "format": self.metadata.get(META_FORMAT),
@@ -295,12 +299,46 @@ class Predictor:
             "num_classes": self.num_classes,
             "class_names": self.class_names,
             "source_sha256": self.metadata.get(META_SOURCE_SHA256),
-            "opset": parity.get("opset"),
+            "opset": record.get("opset"),
+            "sha256": record.get("sha256"),
             "providers_requested": self.providers_requested,
             "provider": self.provider,
             "provider_fallback": self.fallback,
             "parity": parity or None,
+            "figures": _figures(self.path.parent / "metrics.json"),
         }
+
+
+def _json_file(path: Path, limit: int = 1_000_000) -> dict[str, Any] | None:
+    """A small JSON object file, or None (missing, too large, not JSON, not an object)."""
+    try:
+        if not path.is_file() or path.stat().st_size > limit:
+            return None
+        return _json_or_none(path.read_text())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _figures(path: Path) -> dict[str, Any] | None:
+    """The robustness figures of the checkpoint's ``metrics.json`` beside the file: clean, every attack's
+    robust accuracy and the worst case, with the points (n, split) and the threat model they were measured at."""
+    metrics = _json_file(path)
+    if not metrics or not isinstance(metrics.get("results"), list):
+        return None
+    entry = metrics.get("data")
+    data: dict[str, Any] = entry if isinstance(entry, dict) else {}
+    attacks = {}
+    for row in metrics["results"]:
+        if isinstance(row, dict) and isinstance(row.get("attack"), str):
+            attacks[row["attack"]] = {k: row.get(k) for k in ("robust_accuracy", "eps", "norm", "steps", "restarts")}
+    return {
+        "clean_accuracy": metrics.get("clean_accuracy"),
+        "worst_case_accuracy": metrics.get("worst_case_accuracy"),
+        "attacks": attacks,
+        "data": {k: data.get(k) for k in ("dataset", "split", "n", "indices")},
+        "threat_model": metrics.get("threat_model"),
+        "source": path.name,
+    }
 
 
 def _json_or_none(text: str | None) -> dict[str, Any] | None:
