@@ -123,7 +123,8 @@ def classify(events) -> tuple[dict[str, float], dict[str, float]]:  # type: igno
 def profile_one(impl: str, args: argparse.Namespace) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    ns = argparse.Namespace(**vars(args), steps=1, warmup=1, device="cpu", image="3x32")
+    settings = {"recipe": "arnas", "arch": "arnas", **vars(args)}  # the defaults of the command line
+    ns = argparse.Namespace(**settings, steps=1, warmup=1, device="cpu", image="3x32")
     run_step, _ = bench_training.prepare(impl, args.batch, ns)
     run_step(0)  # warm-up: allocations, oneDNN kernel choices
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:

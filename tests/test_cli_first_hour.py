@@ -97,10 +97,12 @@ def test_unreadable_images_and_npz_files_are_one_line_errors(tmp_path: Path) -> 
         (corrupt, "not a readable npz"),
         (no_x, "expected an array 'x'"),
     ):
+        # a bad file is a row of its own (the others would go on), one line, and the exit code says it (1)
         result = CliRunner().invoke(main, ["predict", str(folder), str(path)])
-        assert result.exit_code == 2, result.output
-        lines = result.output.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.output
+        assert result.exit_code == 1, result.output
+        rows = result.stdout.strip().splitlines()
+        assert len(rows) == 1 and rows[0].startswith(f"{path}\terror: ") and fragment in rows[0], result.output
+        assert "1 file(s) could not be predicted" in result.stderr and "Traceback" not in result.output
 
 
 def test_progress_writes_timestamped_lines_off_a_terminal_and_nothing_when_quiet() -> None:

@@ -17,7 +17,8 @@ def test_every_arnas_zoo_subpackage_is_in_the_wheel_and_no_generic_name() -> Non
     found = {".".join(p.relative_to(REPO).parts[:-1]) for p in (REPO / "arnas_zoo").rglob("__init__.py")}
     assert found <= packages, f"add {sorted(found - packages)} to [tool.setuptools] packages"
     assert "export" not in packages and "search" not in packages  # generic top-level names stay out
-    assert config["package-dir"] == {"arnas_zoo_export": "export"}  # the export tooling, under its own name
+    # the export tooling and the torch-free runtime, each under its own name
+    assert config["package-dir"] == {"arnas_zoo_export": "export", "arnas_zoo_runtime": "runtime/arnas_zoo_runtime"}
 
 
 def _imported_modules(code: str) -> set[str]:
