@@ -100,9 +100,14 @@ def _eval_job(board: Board, arch: str) -> Job:
 
 
 def eval_inputs(args: dict[str, Any], run_dir: Path) -> list[Path]:
-    """The files a ``leaderboard-eval`` result depends on: the trained model's config and weights."""
+    """The files a ``leaderboard-eval`` result depends on: the trained model's config and weights, and the
+    data file of the board's evaluation points (the test split, or offline the train file whose last rows
+    stand in for it)."""
+    from arnas_zoo.data.load import data_files
+
     folder = Path(run_dir) / args["folder"]
-    return [folder / "config.json", folder / "model.safetensors"]
+    data = data_files(args["dataset"], "test") or data_files(args["dataset"], "train")
+    return [folder / "config.json", folder / "model.safetensors", *data]
 
 
 def run_eval_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -81,6 +81,29 @@ def test_results_of_a_changed_model_folder_are_stale(tmp_path: Path) -> None:
     assert run_jobs(jobs, run, progress=False).ran == 1
 
 
+def test_results_on_changed_data_are_stale(tmp_path: Path) -> None:
+    """The same model and run folder, another data file under the same name: the old figures must not come back."""
+    import numpy as np
+    import torch
+
+    from arnas_zoo import create_model
+    from arnas_zoo.checkpoint import save_folder
+    from arnas_zoo.evaluate.shards import shard_inputs, shard_jobs
+
+    torch.manual_seed(0)
+    folder = save_folder(create_model("resnet18", init_channels=4, in_channels=1, input_size=16), tmp_path / "m")
+    data = tmp_path / "points.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.integers(0, 256, (8, 16, 16, 1), dtype=np.uint8), y=rng.integers(0, 10, 8))
+    jobs = shard_jobs(str(folder), dataset=str(data), n_points=8, attacks=["fgsm"], eps=0.1, batch_size=8, device="cpu")
+    assert data in shard_inputs(jobs[0].args, tmp_path)  # the data file is an input, digested like the weights
+    run = tmp_path / "run"
+    assert run_jobs(jobs, run, progress=False).ran == 1 and read_result(run, jobs[0]) is not None
+    np.savez(data, x=rng.integers(0, 256, (8, 16, 16, 1), dtype=np.uint8), y=rng.integers(0, 10, 8))  # new points
+    assert read_result(run, jobs[0]) is None
+    assert run_jobs(jobs, run, progress=False).ran == 1
+
+
 _GENUINE = {"x": 7, "square": 49, "digest": hashlib.sha256(b"7").hexdigest()}
 
 

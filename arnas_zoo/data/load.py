@@ -38,6 +38,31 @@ def _fetch_hint(name: str, split: str) -> str:
     )
 
 
+def data_files(name: str, split: str = "test", data_dir: str | Path | None = None) -> list[Path]:
+    """The files :func:`load_dataset` would read for ``split`` of ``name`` (npz files, the CIFAR-10 mix's
+    three), so that a result computed from them can be keyed by their content; ``[]`` for the embedded
+    digits and for torchvision folders (many files, not digested)."""
+    if name.lower().endswith(".npz"):
+        return [Path(name)]
+    key = canonical_name(name)
+    if key == "digits":
+        return []
+    roots = [Path(data_dir)] if data_dir is not None else [default_data_dir()]
+    if data_dir is None and (shared := shared_data_dir()) is not None:
+        roots.append(shared)
+    split = split.strip().lower()
+    for root in roots:
+        if key == "cifar10" and split == "train_mix":
+            from arnas_zoo.data.mix import GENUINE_FILE, JPEG_FILE, VALIDATION_SOURCE
+
+            files = [root / JPEG_FILE, root / GENUINE_FILE, root / VALIDATION_SOURCE]
+            if files[0].is_file():
+                return files
+        elif (root / key / f"{split}.npz").is_file():
+            return [root / key / f"{split}.npz"]
+    return []
+
+
 def load_dataset(
     name: str,
     split: str = "test",

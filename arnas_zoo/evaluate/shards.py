@@ -52,14 +52,19 @@ def _data(args: dict[str, Any], device: Any) -> Any:
 
 def shard_inputs(args: dict[str, Any], run_dir: Path) -> list[Path]:
     """The files a shard's result depends on: a model folder's config and weights (a registry entry is
-    pinned by sha256 already, and a Hub commit is immutable)."""
+    pinned by sha256 already, and a Hub commit is immutable), and the data files its points come from
+    (the test split, or the train split whose last rows stand in for it offline)."""
     from arnas_zoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from arnas_zoo.data.load import data_files
     from arnas_zoo.sources import resolve
 
     source = resolve(args["model"])
-    if source.kind != "folder" or source.path is None:
-        return []
-    return [source.path / CONFIG_FILE, source.path / WEIGHTS_FILE]
+    model = [source.path / CONFIG_FILE, source.path / WEIGHTS_FILE] if source.kind == "folder" and source.path else []
+    split = args.get("split", "test")
+    data = data_files(args["dataset"], split, args.get("data_dir"))
+    if not data and split == "test" and args.get("val_size") is None:  # offline CIFAR-10: the train file's rows
+        data = data_files(args["dataset"], "train", args.get("data_dir"))
+    return model + data
 
 
 def run_shard(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
