@@ -307,6 +307,7 @@ def run_evolve(
     from arnas_zoo.jobs import Job, run_jobs
     from arnas_zoo.progress import Progress
     from arnas_zoo.runs.folder import claim_run_folder
+    from arnas_zoo.runs.lock import RunFolderLock
 
     config.validate()
     targets = config.compare if config.compare is not None else DEFAULT_COMPARE[config.space]
@@ -314,34 +315,35 @@ def run_evolve(
     for target, genotype in compare.items():
         if genotype.space != config.space:
             raise ConfigError(f"compare: {target!r} is a {genotype.space} genotype; this search is over {config.space}")
-    out = claim_run_folder(out_dir, config.to_dict(), "evolutionary cell search", resume)
-    report = Progress.of(progress)
-    _register()
+    with RunFolderLock(out_dir, "evolutionary cell search"):  # one writer, from the config check to the last result
+        out = claim_run_folder(out_dir, config.to_dict(), "evolutionary cell search", resume)
+        report = Progress.of(progress)
+        _register()
 
-    def job_for(x: np.ndarray, generation: int) -> Job:
-        genotype = to_genotype(x, config.space, name=f"{config.name}-{key_of(x)}").to_dict()
-        args = {"config": config.to_dict(), "genotype": genotype, "key": key_of(x)}
-        return Job("evolve-candidate", args, label=f"gen {generation}")
+        def job_for(x: np.ndarray, generation: int) -> Job:
+            genotype = to_genotype(x, config.space, name=f"{config.name}-{key_of(x)}").to_dict()
+            args = {"config": config.to_dict(), "genotype": genotype, "key": key_of(x)}
+            return Job("evolve-candidate", args, label=f"gen {generation}")
 
-    evaluated = evolve(
-        _algorithm(config),
-        out,
-        job_for=job_for,
-        objectives=objectives,
-        generations=config.generations,
-        report=report,
-        backend=backend,
-        address=address,
-        max_parallel=max_parallel,
-        stop_after_generations=stop_after_generations,
-    )
-    if evaluated is None:
-        return {"stopped_after_generations": stop_after_generations}
-    refs = [Job("evolve-candidate", {"config": config.to_dict(), "genotype": g.to_dict(), "key": f"ref-{t}"},
-                label="compare") for t, g in compare.items()]  # fmt: skip
-    done = run_jobs(refs, out, backend=backend, address=address, max_parallel=max_parallel, progress=report)
-    references = {job.args["key"]: done.results[job.key] for job in refs}
-    return finish(config, out, evaluated, references, plots=plots)
+        evaluated = evolve(
+            _algorithm(config),
+            out,
+            job_for=job_for,
+            objectives=objectives,
+            generations=config.generations,
+            report=report,
+            backend=backend,
+            address=address,
+            max_parallel=max_parallel,
+            stop_after_generations=stop_after_generations,
+        )
+        if evaluated is None:
+            return {"stopped_after_generations": stop_after_generations}
+        refs = [Job("evolve-candidate", {"config": config.to_dict(), "genotype": g.to_dict(), "key": f"ref-{t}"},
+                    label="compare") for t, g in compare.items()]  # fmt: skip
+        done = run_jobs(refs, out, backend=backend, address=address, max_parallel=max_parallel, progress=report)
+        references = {job.args["key"]: done.results[job.key] for job in refs}
+        return finish(config, out, evaluated, references, plots=plots)
 
 
 def _dominates(a: list[float], b: list[float]) -> bool:

@@ -433,49 +433,52 @@ def run_robnet(
     from arnas_zoo.progress import Progress
     from arnas_zoo.runs import run_task
     from arnas_zoo.runs.folder import claim_run_folder
+    from arnas_zoo.runs.lock import RunFolderLock
 
     config.validate()
-    out = claim_run_folder(out_dir, config.to_dict(), "RobNet search", resume)
-    dev = resolve_device(device)
-    report = Progress.of(progress)
-    task = SupernetTraining(config, out, dev)
-    state = out / SUPERNET_STATE
-    trained = _supernet_done(state, config)
-    if not trained:
-        run_task(task, state, resume=state.is_file(), progress=report, label="supernet")
-    _register()
-    codes = sampled_codes(config)
-    job_device = "cuda" if dev.type == "cuda" else "cpu"
-    base = {"config": config.to_dict(), "device": job_device}
-    gpus = 1.0 if dev.type == "cuda" else 0.0
-    scores = run_jobs(
-        [
-            Job("robnet-score", {**base, "index": i, "code": c.tolist()}, gpus=gpus, label=f"score {i}")
+    with RunFolderLock(out_dir, "RobNet search"):  # one writer, from the config check to the last result
+        out = claim_run_folder(out_dir, config.to_dict(), "RobNet search", resume)
+        dev = resolve_device(device)
+        report = Progress.of(progress)
+        task = SupernetTraining(config, out, dev)
+        state = out / SUPERNET_STATE
+        trained = _supernet_done(state, config)
+        if not trained:
+            run_task(task, state, resume=state.is_file(), progress=report, label="supernet")
+        _register()
+        codes = sampled_codes(config)
+        job_device = "cuda" if dev.type == "cuda" else "cpu"
+        base = {"config": config.to_dict(), "device": job_device}
+        gpus = 1.0 if dev.type == "cuda" else 0.0
+        scores = run_jobs(
+            [
+                Job("robnet-score", {**base, "index": i, "code": c.tolist()}, gpus=gpus, label=f"score {i}")
+                for i, c in enumerate(codes)
+            ],
+            out,
+            backend=backend,
+            address=address,
+            max_parallel=max_parallel,
+            progress=report,
+        )
+        score_rows = [
+            scores.results[Job("robnet-score", {**base, "index": i, "code": c.tolist()}).key]
             for i, c in enumerate(codes)
-        ],
-        out,
-        backend=backend,
-        address=address,
-        max_parallel=max_parallel,
-        progress=report,
-    )
-    score_rows = [
-        scores.results[Job("robnet-score", {**base, "index": i, "code": c.tolist()}).key] for i, c in enumerate(codes)
-    ]
-    order = sorted(range(len(codes)), key=lambda i: score_rows[i]["fsp_score"])
-    keep = sorted(order[: max(1, int(round(config.fsp_keep * len(codes))))])
-    ft_jobs = {
-        i: Job("robnet-finetune", {**base, "index": i, "code": codes[i].tolist()}, gpus=gpus, label=f"finetune {i}")
-        for i in keep
-    }
-    finetuned = run_jobs(
-        list(ft_jobs.values()), out, backend=backend, address=address, max_parallel=max_parallel, progress=report
-    )
-    rows = _rows(codes, score_rows, ft_jobs, finetuned.results)
-    summary = analyze(rows, out, config, plots=plots)
-    summary["exported"] = export_top(rows, codes, out, config)
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+        ]
+        order = sorted(range(len(codes)), key=lambda i: score_rows[i]["fsp_score"])
+        keep = sorted(order[: max(1, int(round(config.fsp_keep * len(codes))))])
+        ft_jobs = {
+            i: Job("robnet-finetune", {**base, "index": i, "code": codes[i].tolist()}, gpus=gpus, label=f"finetune {i}")
+            for i in keep
+        }
+        finetuned = run_jobs(
+            list(ft_jobs.values()), out, backend=backend, address=address, max_parallel=max_parallel, progress=report
+        )
+        rows = _rows(codes, score_rows, ft_jobs, finetuned.results)
+        summary = analyze(rows, out, config, plots=plots)
+        summary["exported"] = export_top(rows, codes, out, config)
+        atomic_write_json(out / "summary.json", summary)
+        return summary
 
 
 def _rows(

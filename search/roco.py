@@ -423,35 +423,38 @@ def run_roco(
     from arnas_zoo.jobs import Job
     from arnas_zoo.progress import Progress
     from arnas_zoo.runs.folder import claim_run_folder
+    from arnas_zoo.runs.lock import RunFolderLock
 
     config.validate()
-    out = claim_run_folder(out_dir, config.to_dict(), "RoCo-NAS search", resume)
-    report = Progress.of(progress)
-    report.write("transfer set: training the sources and crafting (once)")
-    transfer = build_transfer_set(config, out)
-    _register()
-    algorithm = _algorithm(config)
+    with RunFolderLock(out_dir, "RoCo-NAS search"):  # one writer, from the config check to the last result
+        out = claim_run_folder(out_dir, config.to_dict(), "RoCo-NAS search", resume)
+        report = Progress.of(progress)
+        report.write("transfer set: training the sources and crafting (once)")
+        transfer = build_transfer_set(config, out)
+        _register()
+        algorithm = _algorithm(config)
 
-    def job_for(x: np.ndarray, generation: int) -> Job:
-        bits = [int(b) for b in x]
-        key = "".join(map(str, bits))
-        return Job("roco-candidate", {"config": config.to_dict(), "bits": bits, "key": key}, label=f"gen {generation}")
+        def job_for(x: np.ndarray, generation: int) -> Job:
+            bits = [int(b) for b in x]
+            key = "".join(map(str, bits))
+            args = {"config": config.to_dict(), "bits": bits, "key": key}
+            return Job("roco-candidate", args, label=f"gen {generation}")
 
-    evaluated = evolve(
-        algorithm,
-        out,
-        job_for=job_for,
-        objectives=lambda row: objectives(row, config.objectives),
-        generations=config.generations,
-        report=report,
-        backend=backend,
-        address=address,
-        max_parallel=max_parallel,
-        stop_after_generations=stop_after_generations,
-    )
-    if evaluated is None:
-        return {"stopped_after_generations": stop_after_generations}
-    return finish(config, out, algorithm, evaluated, transfer, plots=plots)
+        evaluated = evolve(
+            algorithm,
+            out,
+            job_for=job_for,
+            objectives=lambda row: objectives(row, config.objectives),
+            generations=config.generations,
+            report=report,
+            backend=backend,
+            address=address,
+            max_parallel=max_parallel,
+            stop_after_generations=stop_after_generations,
+        )
+        if evaluated is None:
+            return {"stopped_after_generations": stop_after_generations}
+        return finish(config, out, algorithm, evaluated, transfer, plots=plots)
 
 
 def _front_keys(algorithm: Any) -> list[str]:

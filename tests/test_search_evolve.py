@@ -109,3 +109,29 @@ def finished_results(run: Path) -> dict[str, tuple[int, bytes]]:
     """Each finished job's result file with its modification time: unchanged means not trained again."""
     results = [p for p in (run / "jobs").glob("*.json") if len(p.stem) == 20 and set(p.stem) <= set("0123456789abcdef")]
     return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in results}
+
+
+def test_a_second_search_into_a_busy_run_folder_is_refused_before_it_writes(tmp_path: Path) -> None:
+    """The config check and write happen under the run folder's lock: a second process never swaps config.json."""
+    import subprocess
+    import sys
+
+    from arnas_zoo.errors import RunFolderBusyError
+    from search.evolve import run_evolve
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "config.json").write_text('{"theirs": true}')
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from arnas_zoo.runs.lock import RunFolderLock\n"
+         f"with RunFolderLock({str(out)!r}, 'other search'):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderBusyError, match="other search"):
+            run_evolve(replace(_micro(), compare=()), out, progress=False, resume=True)
+        assert (out / "config.json").read_text() == '{"theirs": true}'  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
