@@ -18,7 +18,6 @@ may differ from the papers'; the table says so.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.figures import tiers, wilson_interval
 from arnas_zoo.jobs import Job, read_result, run_jobs
+from arnas_zoo.safe_json import read_json_object
 
 #: The common reduced size of each architecture (cell networks: C=4, 5 cells; reduction cells kept in place).
 REDUCED_SIZES: dict[str, dict[str, Any]] = {
@@ -196,7 +196,7 @@ def registered(board: Board) -> dict[str, tuple[str, dict[str, Any]]]:
         if spec.folder is None or spec.superseded_by or spec.arch not in REDUCED_SIZES:
             continue
         path = spec.bundled_path() / "metrics.json"
-        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        metrics = read_json_object(path, what="metrics") if path.is_file() else {}
         stamp = dict(metrics.get("training") or {}).get("leaderboard")
         if stamp != signature(board, spec.arch):
             continue
@@ -301,11 +301,22 @@ def _stats(name: str | None) -> dict[str, Any]:
     return compute_stats(read_config(spec.bundled_path()))
 
 
+#: The most of a training log that is read to sum its epochs' seconds (a log of 200 epochs is ~100 KB).
+MAX_LOG_BYTES = 64 * 1024 * 1024
+
+
 def train_minutes(log: Path) -> float | None:
     """Wall minutes of training summed over the epochs of a run's ``log.jsonl`` (None without a log)."""
     if not log.is_file():
         return None
-    return sum(float(json.loads(line).get("seconds", 0.0)) for line in log.read_text().splitlines() if line) / 60
+    from arnas_zoo.safe_json import parse_json
+
+    total = 0.0
+    with open(log, "rb") as fh:
+        for line in fh.read(MAX_LOG_BYTES).splitlines():
+            record = parse_json(line, where=str(log), what="log line") if line.strip() else {}
+            total += float(record.get("seconds", 0.0)) if isinstance(record, dict) else 0.0
+    return total / 60
 
 
 def _pct(value: Any) -> str:

@@ -235,7 +235,9 @@ def _pinned_figures(path: str, sha256: str, size: int, mtime_ns: int) -> Figures
     if sha256_file(Path(path)) != sha256:
         return None
     try:
-        return figures_from_metrics(json.loads(Path(path).read_text()))
+        from arnas_zoo.safe_json import read_json
+
+        return figures_from_metrics(read_json(path, what="metrics"))
     except (OSError, ValueError):
         return None
 
@@ -353,8 +355,10 @@ def index_entry(
 def read_index(path: str | Path) -> list[PretrainedSpec]:
     """The entries of an ``index.json`` file (a JSON list of entry objects)."""
     path = Path(path)
+    from arnas_zoo.safe_json import read_json
+
     try:
-        raw = json.loads(path.read_text())
+        raw = read_json(path, max_bytes=16 * 1024 * 1024, what="pretrained index")
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: unreadable pretrained index ({exc})") from None
     if not isinstance(raw, list):

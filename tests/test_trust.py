@@ -465,3 +465,19 @@ def test_a_weight_free_op_swap_in_config_json_is_refused(tmp_path: Path) -> None
     (folder / "config.json").write_text(text.replace("max_pool_3x3", "avg_pool_3x3", 1))
     with pytest.raises(CheckpointError, match="describes another network than the one these weights were saved"):
         arnas_zoo.load(str(folder))
+
+
+@pytest.mark.parametrize("content", [b"[" * 100_000, b"\xff\xfe\x00 not utf-8", b'{"epochs": ', b"[]"])
+def test_hostile_recipe_and_index_files_are_typed_one_line_errors(tmp_path: Path, content: bytes) -> None:
+    from arnas_zoo.errors import ConfigError
+    from arnas_zoo.pretrained import read_index
+    from arnas_zoo.training import get_recipe
+
+    path = tmp_path / "recipe.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        get_recipe(str(path))
+    assert "recipe" in str(caught.value) and "\n" not in str(caught.value)
+    if content != b"[]":  # an empty list is a valid (empty) index
+        with pytest.raises(ConfigError):
+            read_index(path)

@@ -7,7 +7,6 @@ and small CPU budgets), every field can be overridden (``--set eps=8/255``). The
 
 from __future__ import annotations
 
-import json
 import math
 import types
 import typing
@@ -414,10 +413,12 @@ def get_recipe(name: str | Recipe, **overrides: Any) -> Recipe:
     elif name in RECIPES:
         base = RECIPES[name]
     elif str(name).endswith(".json") and Path(name).is_file():
+        from arnas_zoo.safe_json import read_json_object
+
         try:
-            base = Recipe.from_dict(json.loads(Path(name).read_text()))
-        except (ValueError, RecursionError) as exc:
-            raise ConfigError(f"{name}: malformed recipe JSON ({str(exc)[:120]})") from None
+            base = Recipe.from_dict(read_json_object(name, max_bytes=1024 * 1024, what="recipe"))
+        except ValueError as exc:  # UntrustedFileError is a ConfigError (a ValueError): one line either way
+            raise ConfigError(f"{name}: malformed recipe JSON ({str(exc)[:160]})") from None
     else:
         raise ConfigError(f"unknown recipe {str(name)[:60]!r}; expected one of {list_recipes()} or a recipe .json file")
     return base.replace(**overrides) if overrides else base
