@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import CheckpointError, ConfigError
+from arnas_zoo_runtime.digest import sha256_file  # noqa: F401  (one implementation, torch-free; re-exported)
 
 if TYPE_CHECKING:  # torch is imported where tensors are handled, so listing the zoo stays light
     import torch
@@ -39,14 +40,6 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_folder(

@@ -233,3 +233,50 @@ def test_progress_lines_count_in_the_singular_for_one() -> None:
     with Progress(enabled=True, stream=stream).task("check: square", 1, "chunks of 50 points") as task:
         task.update()
     assert "1 chunk of 50 points" in stream.getvalue() and "chunks" not in stream.getvalue()
+
+
+def test_metadata_uses_the_files_beside_the_model_only_when_they_belong_to_it(tmp_path: Path) -> None:
+    from arnas_zoo.checkpoint import save_folder, sha256_file
+    from arnas_zoo.onnx import META_SOURCE_SHA256
+    from arnas_zoo_runtime import Predictor
+    from export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", init_channels=4, in_channels=1, input_size=16, num_classes=10).eval()
+    metrics = {"clean_accuracy": 0.5, "worst_case_accuracy": 0.25, "data": {"dataset": "digits", "n": 4},
+               "results": [{"attack": "pgd20", "robust_accuracy": 0.25}]}  # fmt: skip
+    folder = save_folder(model, tmp_path / "ckpt", metrics=metrics)
+    meta = {
+        META_FORMAT: FORMAT,
+        META_CONFIG: model.config.to_json(),
+        META_SOURCE_SHA256: sha256_file(folder / "model.safetensors"),
+    }
+    path = export_onnx(model, folder / "model.onnx", torch.rand(2, 1, 16, 16), metadata=meta)
+    (folder / "onnx.json").write_text(json.dumps({"model.onnx": {"sha256": sha256_file(path), "opset": 18}}))
+    described = Predictor(path, providers="cpu").describe()
+    assert (
+        described["figures"]["clean_accuracy"] == 0.5
+        and described["figures"]["attacks"]["pgd20"]["robust_accuracy"] == 0.25
+    )
+    assert described["opset"] == 18 and described["sha256"] == sha256_file(path)
+    # other weights in the folder (its metrics.json may be theirs) and a record of another export: neither is used
+    torch.manual_seed(1)
+    save_folder(
+        create_model("resnet18", init_channels=4, in_channels=1, input_size=16, num_classes=10), folder, metrics=metrics
+    )
+    (folder / "onnx.json").write_text(json.dumps({"model.onnx": {"sha256": "0" * 64, "opset": 18}}))
+    described = Predictor(path, providers="cpu").describe()
+    assert described["figures"] is None and described["opset"] is None and described["sha256"] is None
+
+
+def test_predict_reports_a_missing_file_and_an_empty_glob_as_rows(onnx_file: Path, tmp_path: Path) -> None:
+    from arnas_zoo_runtime import Predictor, predict_paths
+
+    _png(tmp_path / "ok.png", 0)
+    rows = list(
+        predict_paths(Predictor(onnx_file, providers="cpu"), [str(tmp_path / "gone.png"), str(tmp_path / "ok.png")])
+    )
+    assert rows[0] == {"image": str(tmp_path / "gone.png"), "error": f"{tmp_path / 'gone.png'}: no such file"}
+    assert rows[1]["image"] == "ok.png" and "top" in rows[1]
+    empty = list(predict_paths(Predictor(onnx_file, providers="cpu"), [str(tmp_path / "*.jpg")]))
+    assert len(empty) == 1 and "no such file" in empty[0]["error"]  # a glob that matched nothing is said

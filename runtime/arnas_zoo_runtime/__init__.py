@@ -11,18 +11,34 @@ package contains this one; install ``arnas-zoo-runtime`` alone where torch is no
 
 from __future__ import annotations
 
-from arnas_zoo_runtime.images import ImageFileError, decode_image, expand, read_file
-from arnas_zoo_runtime.predict import predict_paths, write_rows
-from arnas_zoo_runtime.session import (
-    CPU,
-    CUDA,
-    InputError,
-    ModelFileError,
-    Predictor,
-    ProviderError,
-    ProviderFallbackWarning,
-    RuntimeFault,
-)
+import importlib
+from typing import Any
+
+# public name -> module (imported on first use, PEP 562: importing the package, or its digest module
+# from the torch package, loads neither numpy nor onnxruntime)
+_EXPORTS = {
+    "ImageFileError": "images",
+    "decode_image": "images",
+    "expand": "images",
+    "read_file": "images",
+    "predict_paths": "predict",
+    "write_rows": "predict",
+    "CPU": "session",
+    "CUDA": "session",
+    "InputError": "session",
+    "ModelFileError": "session",
+    "Predictor": "session",
+    "ProviderError": "session",
+    "ProviderFallbackWarning": "session",
+    "RuntimeFault": "session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"arnas_zoo_runtime.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'arnas_zoo_runtime' has no attribute {name!r}")
+
 
 __version__ = "0.2.0"  # released together with arnas-zoo
 

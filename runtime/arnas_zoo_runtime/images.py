@@ -114,13 +114,15 @@ def read_file(
 
 def expand(specs: Sequence[str | os.PathLike[str]]) -> Iterator[Path]:
     """Files named by ``specs``: files as given, folders walked (sorted, images and npz files), globs
-    expanded (``'photos/**/*.png'``). A spec that names nothing is yielded as is, so that its row says so."""
+    expanded (``'photos/**/*.png'``). A spec that names nothing (a glob that matches nothing included) is
+    yielded as is, so that its row says so."""
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, ".npz"))
             yield from found
         elif not path.exists() and glob.has_magic(str(spec)):
-            yield from (Path(p) for p in sorted(glob.glob(str(spec), recursive=True)) if Path(p).is_file())
+            matched = [Path(p) for p in sorted(glob.glob(str(spec), recursive=True)) if Path(p).is_file()]
+            yield from matched or [path]  # a glob that matches nothing becomes a "no such file" row
         else:
             yield path

@@ -29,7 +29,7 @@ def predict_paths(
         if not pending:
             return
         x = np.concatenate([a for _, a in pending])
-        tops = model.top_k(model(x), top_k)
+        tops = model.top_k(model.run_host(np.ascontiguousarray(x, dtype=model.input_dtype)), top_k)  # checked per file
         for (name, _), top in zip(pending, tops):
             yield {"image": name, "top": top}
         pending.clear()

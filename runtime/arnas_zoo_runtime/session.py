@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from arnas_zoo_runtime.digest import sha256_file
+
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 # Metadata keys written by `arnas-zoo export onnx` into the ONNX file (ModelProto.metadata_props).
@@ -195,6 +197,7 @@ class Predictor:
         self._providers_with_options = with_options
         self._chunk_session: Any = None
         self._pool: ThreadPoolExecutor | None = None
+        self._description: dict[str, Any] | None = None
 
     @property
     def provider(self) -> str:
@@ -230,9 +233,8 @@ class Predictor:
         array = np.asarray(x)
         if array.size:
             floating = bool(np.issubdtype(array.dtype, np.floating))
+            # min and max propagate NaN, and +-inf fails the finiteness test: one pass each, no third one
             lo, hi = (float(array.min()), float(array.max())) if floating else (0.0, 0.0)
-            if floating and np.isnan(array).any():
-                lo = hi = float("nan")
             self.check(array.shape, lo, hi, floating)
         return self.run_host(np.ascontiguousarray(array, dtype=self.input_dtype))
 
@@ -282,13 +284,28 @@ class Predictor:
         ]
 
     def describe(self) -> dict[str, Any]:
-        """What ``GET /metadata`` answers: the model's identity, threat model, figures and where it runs."""
+        """What ``GET /metadata`` answers: the model's identity, threat model, figures and where it runs.
+
+        The files beside the ONNX file are used only when they are shown to belong to it: the export's
+        record (``onnx.json``) when its sha256 is this file's, and the figures of ``metrics.json`` when
+        the folder's ``model.safetensors`` is the very checkpoint the file was exported from (its sha256
+        equals the source digest stored inside the ONNX file). Read once, at the first call.
+        """
+        if self._description is None:
+            self._description = self._describe()
+        return self._description
+
+    def _describe(self) -> dict[str, Any]:
         config = self.config_dict or {}
         parity = self.parity or {}
-        # the export's record beside the file (arnas-zoo export onnx writes onnx.json), when it is there
-        sidecar = _json_file(self.path.parent / "onnx.json") or {}
+        folder, source = self.path.parent, self.metadata.get(META_SOURCE_SHA256)
+        sidecar = _json_file(folder / "onnx.json") or {}
         entry = sidecar.get(self.path.name)
         record: dict[str, Any] = entry if isinstance(entry, dict) else {}
+        if record and record.get("sha256") != sha256_file(self.path):
+            record = {}  # a record of another export: not this file's
+        weights = folder / "model.safetensors"
+        own_metrics = source is not None and weights.is_file() and sha256_file(weights) == source
         return {
             "file": self.path.name,
             "format": self.metadata.get(META_FORMAT),
@@ -305,7 +322,7 @@ class Predictor:
             "provider": self.provider,
             "provider_fallback": self.fallback,
             "parity": parity or None,
-            "figures": _figures(self.path.parent / "metrics.json"),
+            "figures": _figures(folder / "metrics.json") if own_metrics else None,
         }
 
 
