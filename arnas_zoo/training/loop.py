@@ -293,7 +293,8 @@ class TrainingRun:
             # clone: a slice's storage offset is a guard of a compiled graph (one graph per offset otherwise)
             xb, yb = x[start : start + batch].clone(), y[start : start + batch]
             with attack_mode(self.net), torch.no_grad():
-                clean += int((self.models.attack_net(xb).argmax(1) == yb).sum())
+                right = self.models.attack_net(xb).argmax(1) == yb
+            clean += int(right.sum())
             x_adv = pgd(
                 self.models.attack_net,
                 xb,
@@ -306,7 +307,9 @@ class TrainingRun:
                 check_inputs=False,
             )
             with attack_mode(self.net), torch.no_grad():
-                robust += int((self.models.attack_net(x_adv).argmax(1) == yb).sum())
+                # robust means right on the clean point and on its attack, as in evaluation: a clean error
+                # the attack happens to flip back is no robustness
+                robust += int((right & (self.models.attack_net(x_adv).argmax(1) == yb)).sum())
         n = max(1, x.shape[0])
         return {
             "val_clean_acc": clean / n,
