@@ -13,8 +13,11 @@ Rules, for ``x`` in ``[l, u]`` with centre ``c = (l + u) / 2`` and radius ``r = 
   constants, such as the supernet's softmax edge weights; the Normalize layer): the centre goes
   through the op, the radius through the op with absolute weights and no bias. Exact for one affine
   op, sound for any composition.
-- **BatchNorm in training mode** (the supernet during search; DSRNA Eq. 6-7): the batch statistics of
-  the centres, held constant, make it affine. Running statistics are never updated by a bound pass.
+- **BatchNorm in training mode** (the supernet during search; DSRNA Eq. 2, 6-7): the statistics of the
+  clean batch, recorded by a plain forward pass and held constant
+  (:class:`arnas_zoo.batchstats.HeldBatchStats`), make it a per-channel affine map, so the bounds are of
+  the function the supernet computes on each clean point's neighbourhood. Running statistics are never
+  updated by a bound pass.
 - **monotone ops** (ReLU, max pooling): the op on ``l`` and on ``u``.
 
 ``method="crown"`` records the graph with the IBP bounds of every node, then carries linear functions of
@@ -39,9 +42,8 @@ split, each half would reach into the other.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arnas_zoo.batchstats import HeldBatchStats
 from arnas_zoo.errors import ArnasZooError, ConfigError
 
 __all__ = [
@@ -307,12 +310,11 @@ def _batch_norm(
     eps: float = 1e-5,
 ) -> Bounded:
     if training or running_mean is None or running_var is None:
-        # batch statistics of the centres, held constant (DSRNA Eq. 6-7); running statistics untouched
-        dims = [0, *range(2, x.ndim)]
-        c = x.center
-        mean, var = c.mean(dims), c.var(dims, unbiased=False)
-    else:
-        mean, var = running_mean, running_var
+        raise BoundsError(
+            "batch-statistics BatchNorm has no bound of its own: bound the model through margin_bounds or "
+            "logit_bounds, which hold the clean batch's statistics (arnas_zoo.batchstats.HeldBatchStats)"
+        )
+    mean, var = running_mean, running_var
     scale = torch.rsqrt(var + eps)
     if weight is not None:
         scale = scale * weight
@@ -415,24 +417,10 @@ def margin_spec(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return rows[keep].view(len(y), num_classes - 1, num_classes)
 
 
-@contextlib.contextmanager
-def _untouched_counters(model: nn.Module) -> Iterator[None]:
-    """BatchNorm counts its training-mode calls before the op is dispatched; a bound pass is not one."""
-    counters = [
-        (m, m.num_batches_tracked.clone())
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None
-    ]
-    try:
-        yield
-    finally:
-        for m, value in counters:
-            assert m.num_batches_tracked is not None
-            m.num_batches_tracked.copy_(value)
-
-
-def _run(model: nn.Module, box: Bounded) -> Bounded:
-    with _untouched_counters(model):
+def _run(model: nn.Module, box: Bounded, x: torch.Tensor) -> Bounded:
+    with HeldBatchStats(model) as held:
+        if not held.recorded:  # batch-statistics BatchNorm: the clean batch's, held (DSRNA Eq. 2, 6-7)
+            held.record(x)
         out = model(box)
     if not _is_b(out):
         raise BoundsError(f"{type(model).__name__} returned {type(out).__name__}, not bounded logits")
@@ -441,7 +429,7 @@ def _run(model: nn.Module, box: Bounded) -> Bounded:
 
 def logit_bounds(model: nn.Module, x: torch.Tensor, eps: float | torch.Tensor) -> Bounded:
     """IBP bounds of the logits over the l_inf box of radius ``eps`` around ``x`` (within [0, 1])."""
-    return _run(model, input_bounds(x, eps))
+    return _run(model, input_bounds(x, eps), x)
 
 
 def margin_bounds(
@@ -457,16 +445,17 @@ def margin_bounds(
     """Lower bounds ``(N, K-1)`` of the margins ``z_y - z_j`` over the threat model (and upper bounds with
     ``upper=True``). A margin bound > 0 for every ``j`` certifies the prediction ``y`` at ``x``.
 
-    The model keeps its mode: eval mode bounds the evaluation network; train mode (the search) uses
-    batch statistics of the centres. Differentiable with respect to the parameters (and the supernet's
-    architecture), so it can be an objective.
+    The model keeps its mode: eval mode bounds the evaluation network; train mode (the search)
+    normalises with the statistics of the clean batch ``x``, held constant (DSRNA Eq. 2).
+    Differentiable with respect to the parameters (and the supernet's architecture), so it can be an
+    objective.
     """
     _check(float(eps) if not isinstance(eps, torch.Tensor) else 0.0, norm, method)
     tape = Tape() if method == "crown" else None
     box = input_bounds(x, eps)
     if tape is not None:
         box.tape, box.node = tape, tape.add(Node("input", (), box.lower, box.upper))
-    logits = _run(model, box)
+    logits = _run(model, box, x)
     k = logits.shape[1]
     spec = margin_spec(y, k).to(logits.lower.dtype)
     lower = _ibp_margins(logits, spec, lower=True)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from arnas_zoo.batchstats import holds
 from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype
 from arnas_zoo.models import Normalize
 from arnas_zoo.ops import POOLING_OPS, FactorizedReduce, ReLUConvBN, after_relu, create_op
@@ -242,7 +243,7 @@ class Supernet(nn.Module):
         s0 = s1 = self.stem(self.normalize(x))
         for i, (cell_type, cell) in enumerate(zip(self.layer_types, self.cells)):
             w = weights[cell_type].to(s1.dtype)
-            if i < self.recomputed_cells and torch.is_grad_enabled():
+            if i < self.recomputed_cells and torch.is_grad_enabled() and not holds(cell):
                 s0, s1 = s1, _recomputed(cell, s0, s1, w)
             else:
                 s0, s1 = s1, cell(s0, s1, w)

@@ -183,7 +183,7 @@ def test_supernet_bounds_are_sound_and_differentiable_in_the_architecture() -> N
     cfg = SearchConfig(space="darts", placement="N-N-N", filters="1-2-4", layers=3, init_channels=4)
     torch.manual_seed(7)
     net = Supernet(cfg.search_space(num_classes=10, in_channels=1, input_size=8))
-    net.train()  # batch statistics, as in the search (DSRNA Eq. 6-7: held constant)
+    net.train()  # batch statistics, as in the search: the clean batch's, held constant (DSRNA Eq. 2)
     x = torch.rand(8, 1, 8, 8)
     y = torch.randint(0, 10, (8,))
     running = [b.clone() for b in net.buffers()]
@@ -202,15 +202,14 @@ def test_supernet_bounds_are_sound_and_differentiable_in_the_architecture() -> N
             assert (z >= box.lower - TOL).all() and (z <= box.upper + TOL).all()
 
 
-def test_train_mode_batchnorm_uses_the_centres_statistics_as_constants() -> None:
+def test_train_mode_batchnorm_uses_the_clean_batch_statistics_as_constants() -> None:
     bn = nn.BatchNorm2d(2, affine=False).train()
-    x = torch.rand(5, 2, 3, 3) * 0.8 + 0.1
-    eps = 0.05
+    x = torch.rand(5, 2, 3, 3) * 0.8
+    eps = 0.05  # the box is clipped at 0, so its centres are not x: the statistics must still be x's
     box = logit_bounds(nn.Sequential(bn, nn.Flatten()), x, eps)
-    centre = x  # the box does not touch [0, 1] here
-    mean = centre.mean((0, 2, 3)).view(1, 2, 1, 1)
-    std = torch.sqrt(centre.var((0, 2, 3), unbiased=False).view(1, 2, 1, 1) + bn.eps)
-    assert torch.allclose(box.lower, ((x - eps - mean) / std).flatten(1), atol=1e-5)
+    mean = x.mean((0, 2, 3)).view(1, 2, 1, 1)
+    std = torch.sqrt(x.var((0, 2, 3), unbiased=False).view(1, 2, 1, 1) + bn.eps)
+    assert torch.allclose(box.lower, (((x - eps).clamp(min=0) - mean) / std).flatten(1), atol=1e-5)
     assert torch.allclose(box.upper, ((x + eps - mean) / std).flatten(1), atol=1e-5)
     assert bn.num_batches_tracked == 0 and torch.equal(bn.running_mean, torch.zeros(2))
 
