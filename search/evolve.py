@@ -72,6 +72,7 @@ class EvolveConfig:
     pgd_n: int = 500  # white-box PGD-20 on this many evaluation points for every candidate
     top_k: int = 3
     compare: tuple[str, ...] | None = None  # None: the space's published genotype (ARNAS, or DARTS_V2)
+    compare_seeds: int = 3  # each compared genotype is trained with seeds seed .. seed + compare_seeds - 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +89,8 @@ class EvolveConfig:
             raise ConfigError(f"space: expected one of {sorted(CELLS)}, got {self.space!r}")
         if self.population < 2 or self.generations < 1:
             raise ConfigError("population >= 2 and generations >= 1 expected")
+        if not 1 <= self.compare_seeds <= 20:
+            raise ConfigError(f"compare_seeds: expected 1 to 20, got {self.compare_seeds}")
 
     @property
     def n_genes(self) -> int:
@@ -221,8 +224,10 @@ def candidate_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         eval_attacks=None,
     )
     trained = time.perf_counter()
-    model = load(str(result.best_dir), device="cpu").eval()
-    selection = result.best["training"]["selection"]
+    # the last epoch, not the best: no epoch is chosen on the validation rows the objectives read, so an
+    # objective is one reading of those rows, not the best of several
+    model = load(str(result.last_dir), device="cpu").eval()
+    selection = result.history[-1]
     test = evaluation_data(config.dataset, n=config.pgd_n, data_dir=config.data_dir)
     c, h, w = test.x.shape[1:]
     macs, _ = count_ops(model, (int(c), int(h), int(w)))
@@ -339,8 +344,12 @@ def run_evolve(
         )
         if evaluated is None:
             return {"stopped_after_generations": stop_after_generations}
-        refs = [Job("evolve-candidate", {"config": config.to_dict(), "genotype": g.to_dict(), "key": f"ref-{t}"},
-                    label="compare") for t, g in compare.items()]  # fmt: skip
+        refs = [
+            Job("evolve-candidate", {"config": {**config.to_dict(), "seed": seed}, "genotype": g.to_dict(),
+                                     "key": f"ref-{t}-seed{seed}"}, label="compare")
+            for t, g in compare.items()
+            for seed in range(config.seed, config.seed + config.compare_seeds)
+        ]  # fmt: skip
         done = run_jobs(refs, out, backend=backend, address=address, max_parallel=max_parallel, progress=report)
         references = {job.args["key"]: done.results[job.key] for job in refs}
         return finish(config, out, evaluated, references, plots=plots)
@@ -392,20 +401,17 @@ def finish(
         exported.append(str(genotype.save(folder / f"front_{i}.json").relative_to(out)))
     front_F = np.array([objectives(r) for r in front])
     top = sorted(front, key=lambda r: r["pgd_error"])[: config.top_k]
-    comparison = {
-        k: {
-            "clean_error": r["clean_error"],
-            "pgd_error": r["pgd_error"],
-            "macs": r["macs"],
-            "test_pgd20_accuracy": r["test_pgd20_accuracy"],
-            "dominated_by_front_members": sum(_dominates(list(f), objectives(r)) for f in front_F),
-        }
-        for k, r in references.items()
-    }
+    comparison = _comparison(references, front)
     summary = {
         "config": config.name,
         "space": config.space,
         "objectives": ["clean_error", "pgd_error", "macs"],
+        "rows": {
+            "objectives": f"the last {config.val_rows} {config.dataset} train rows (validation), last epoch: they "
+            "choose the front",
+            "reported": f"the first {config.pgd_n} {config.dataset} test rows (no decision reads them): "
+            "test_clean_accuracy, test_pgd20_accuracy and the comparison",
+        },
         "evaluated": len(evaluated),
         "front": [{k: v for k, v in r.items() if k != "genotype"} for r in front],
         "knee": front[knee(front_F)]["key"] if front else None,
@@ -418,6 +424,41 @@ def finish(
     if plots:
         _plots(table, out, config)
     return summary
+
+
+def _heldout(row: dict[str, Any]) -> list[float]:
+    """The held-out point of a candidate: test errors (rows no decision read) and MACs, all minimised."""
+    return [1.0 - row["test_clean_accuracy"], 1.0 - row["test_pgd20_accuracy"], float(row["macs"])]
+
+
+def _comparison(references: dict[str, dict[str, Any]], front: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each compared genotype over its training seeds, on held-out figures only.
+
+    The front was chosen on the validation rows, as the best of many noisy draws there, so validation
+    figures would flatter it against a genotype trained once. The test rows chose nothing: front
+    members (one training each) and the compared genotype (mean over its seeds) meet there.
+    """
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for key, row in references.items():
+        grouped.setdefault(key.rsplit("-seed", 1)[0], []).append(row)
+    out: dict[str, Any] = {}
+    for key, rows in grouped.items():
+        clean = [r["test_clean_accuracy"] for r in rows]
+        robust = [r["test_pgd20_accuracy"] for r in rows]
+        mean = {"test_clean_accuracy": float(np.mean(clean)), "test_pgd20_accuracy": float(np.mean(robust)),
+                "macs": rows[0]["macs"]}  # fmt: skip
+        out[key] = {
+            "seeds": len(rows),
+            "test_clean_accuracy": clean,
+            "test_pgd20_accuracy": robust,
+            "mean_test_clean_accuracy": mean["test_clean_accuracy"],
+            "mean_test_pgd20_accuracy": mean["test_pgd20_accuracy"],
+            "seed_spread_test_pgd20": float(np.max(robust) - np.min(robust)),
+            "macs": rows[0]["macs"],
+            "dominated_by_front_members_heldout": sum(_dominates(_heldout(f), _heldout(mean)) for f in front),
+            "front_members": len(front),
+        }
+    return out
 
 
 def _plots(table: list[dict[str, Any]], out: Path, config: EvolveConfig) -> None:
@@ -437,7 +478,7 @@ def _plots(table: list[dict[str, Any]], out: Path, config: EvolveConfig) -> None
         for rows, style, name in groups:
             ax.scatter([r["macs"] / 1e6 for r in rows], [r[key] for r in rows], label=name, **style)
         for r in groups[2][0]:
-            ax.annotate(r["key"].removeprefix("ref-"), (r["macs"] / 1e6, r[key]), fontsize=8)
+            ax.annotate(r["key"].removeprefix("ref-").rsplit("-seed", 1)[0], (r["macs"] / 1e6, r[key]), fontsize=8)
         ax.set(xlabel="MMACs", ylabel=label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -38,6 +38,33 @@ def block_crossover(blocks: int, per_block: int, prob: float) -> Any:
     return BlockCrossover()
 
 
+def block_mutation(blocks: int, per_block: int, prob_var: float) -> Any:
+    """A pymoo bit-flip mutation that changes one block at a time (RoCo-NAS Sec. III: "only one
+    computational block is allowed to be mutated at a time").
+
+    Each offspring draws one block uniformly and flips each of its bits with probability
+    ``min(1, prob_var * blocks)``: the expected number of flipped bits per offspring is that of a plain
+    bit-flip mutation at ``prob_var`` per bit over the whole genome, and every flip lands in one block.
+    """
+    from pymoo.core.mutation import Mutation
+
+    within = min(1.0, prob_var * blocks)
+
+    class BlockMutation(Mutation):
+        def __init__(self) -> None:
+            super().__init__(prob=1.0, prob_var=prob_var)
+
+        def _do(self, _problem: Any, X: np.ndarray, random_state: Any = None, **kwargs: Any) -> np.ndarray:
+            X = np.copy(X)
+            chosen = random_state.integers(0, blocks, size=len(X))
+            in_block = (np.arange(blocks * per_block)[None, :] // per_block) == chosen[:, None]
+            flip = in_block & (random_state.random(X.shape) < within)
+            X[flip] = ~X[flip].astype(bool)
+            return X
+
+    return BlockMutation()
+
+
 def reset_mutation(prob_var: float) -> Any:
     """A pymoo mutation for integer genes: each gene is redrawn uniformly in [xl, xu] with ``prob_var``."""
     from pymoo.core.mutation import Mutation

@@ -70,7 +70,7 @@ def _micro():  # type: ignore[no-untyped-def]
     from search.evolve import PRESETS
 
     return replace(PRESETS["evolve-darts-tiny"], population=4, generations=2, train_epochs=1.0, train_n=64,
-                   val_n=48, pgd_n=24, compare=("darts_v2",))  # fmt: skip
+                   val_n=48, pgd_n=24, compare=("darts_v2",), compare_seeds=2)  # fmt: skip
 
 
 def test_evolve_resumes_after_a_kill_and_reproduces_the_uninterrupted_front(tmp_path: Path) -> None:
@@ -81,12 +81,15 @@ def test_evolve_resumes_after_a_kill_and_reproduces_the_uninterrupted_front(tmp_
     cfg = _micro()
     whole = run_evolve(cfg, tmp_path / "whole", progress=False)
     rows = json.loads((tmp_path / "whole" / "candidates.json").read_text())
-    assert whole["evaluated"] >= 4 and len(rows) == whole["evaluated"] + 1  # + the compared DARTS_V2
+    assert whole["evaluated"] >= 4 and len(rows) == whole["evaluated"] + 2  # + DARTS_V2 at 2 seeds
     assert (tmp_path / "whole" / "plots" / "front_3d.png").is_file()
     for path in whole["genotypes"]:
         assert Genotype.load(tmp_path / "whole" / path).space == "darts"
     ref = whole["compare"]["ref-darts_v2"]
-    assert 0 <= ref["dominated_by_front_members"] <= len(whole["front"]) and ref["macs"] > 0
+    assert ref["seeds"] == 2 and len(ref["test_pgd20_accuracy"]) == 2 and ref["macs"] > 0
+    assert ref["mean_test_pgd20_accuracy"] == pytest.approx(sum(ref["test_pgd20_accuracy"]) / 2)
+    assert 0 <= ref["dominated_by_front_members_heldout"] <= len(whole["front"])
+    assert "test" in whole["rows"]["reported"] and "validation" in whole["rows"]["objectives"]
     cut = replace(cfg, compare=())
     assert run_evolve(cut, tmp_path / "cut", progress=False, stop_after_generations=1) == {
         "stopped_after_generations": 1

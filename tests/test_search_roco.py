@@ -135,6 +135,22 @@ def test_phase_crossover_inherits_whole_phases() -> None:
         assert all(len(set(phase.tolist())) == 1 for phase in child)  # each phase is one parent's
 
 
+def test_mutation_changes_one_phase_at_a_time_at_the_configured_rate() -> None:
+    from search.roco import PRESETS, _algorithm
+
+    config = PRESETS["roco"]  # 3 phases x 6 nodes (the paper's Table II), 0.02 per bit
+    per, n = bits_per_phase(config.nodes), 20000
+    X = np.random.default_rng(1).random((n, config.n_bits)) < 0.5
+    mutation = _algorithm(config).mating.mutation
+    out = mutation._do(None, X, random_state=np.random.default_rng(2))
+    changed = (out != X).reshape(n, config.phases, per)
+    phases_changed = changed.any(axis=2).sum(axis=1)
+    assert phases_changed.max() == 1  # a plain bit-flip at 0.02 over 48 bits changes 2+ phases in ~19%
+    assert abs(changed.sum() / n - config.n_bits * config.mutation_prob) < 0.05  # expected flips kept: 0.96
+    assert all(changed[:, k].any() for k in range(config.phases))  # every phase can be the one
+    assert out.dtype == X.dtype
+
+
 def _micro():  # type: ignore[no-untyped-def]
     from search.roco import PRESETS
 
