@@ -144,7 +144,7 @@ def card_data(config: ModelConfig, metrics: Mapping[str, Any] | None, model_name
                 task_name="Image Classification",
                 dataset_type=dataset,
                 dataset_name=dataset,
-                dataset_split=str(report.data.get("split")) if report else None,  # type: ignore[union-attr]
+                dataset_split=str(report.data.get("split")) if report else None,
                 metric_type=row["kind"],
                 metric_name=row["name"],
                 metric_value=round(100 * row["value"], 2),

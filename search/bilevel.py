@@ -124,7 +124,8 @@ class Architect:
 
     def _set_weights(self, base: list[torch.Tensor], direction: list[torch.Tensor] | None, scale: float) -> None:
         with torch.no_grad():
-            for p, b, d in zip(self.model.weight_parameters(), base, direction or [None] * len(base)):
+            directions: list[torch.Tensor | None] = list(direction) if direction else [None] * len(base)
+            for p, b, d in zip(self.model.weight_parameters(), base, directions):
                 p.copy_(b if d is None else b + scale * d)
 
     def _hessian_vector(
@@ -150,7 +151,7 @@ class Architect:
         val_batch: tuple[torch.Tensor, torch.Tensor],
         robust_prepared: Any,
         eta: float,
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, float]]:
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, Any]]:
         """``(t, t_hat, info)``: per-tensor gradients of the natural and the lambda-weighted robust loss."""
         model = self.model
         x_val, y_val = val_batch

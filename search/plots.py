@@ -16,7 +16,8 @@ from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype  # noqa: E402
 
 
 def _edge_labels(num_edges: int) -> list[str]:
-    labels, k = [], 0
+    labels: list[str] = []
+    k = 0
     while len(labels) < num_edges:
         for src in range(NUM_CELL_INPUTS + k):
             name = ("c_{k-2}", "c_{k-1}")[src] if src < NUM_CELL_INPUTS else f"n{src - NUM_CELL_INPUTS}"

@@ -60,7 +60,10 @@ log = logging.getLogger("search")
 STATE_FILE = "search_state.safetensors"
 STATE_SCHEMA = "arnas-zoo/search-state@2"
 #: Evaluation macro of the paper (20 cells); init channels per space (ARNAS 64, DARTS 36).
-EVAL_MACRO = {"arnas": {"layers": 20, "init_channels": 64}, "darts": {"layers": 20, "init_channels": 36}}
+EVAL_MACRO: dict[str, dict[str, Any]] = {
+    "arnas": {"layers": 20, "init_channels": 64},
+    "darts": {"layers": 20, "init_channels": 36},
+}
 _SUMS = (
     "train_loss",
     "train_correct",
@@ -106,7 +109,7 @@ class SearchRun:
         )
         self.objective = make_objective(config.robust_objective, config=config, autocast=self.autocast)
         if dist.world > 1:
-            self.objective.mean_over_ranks = lambda v: float(  # type: ignore[method-assign]
+            self.objective.mean_over_ranks = lambda v: float(
                 all_reduce_sum(dist, torch.tensor([v], dtype=torch.float64))[0] / dist.world
             )
         self.architect = Architect(
@@ -325,7 +328,7 @@ class SearchRun:
         out = self.out_dir
         atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         write_point("log")
-        arrays: dict[str, np.ndarray] = {"primitives": np.array(self.model.primitives)}
+        arrays: dict[str, Any] = {"primitives": np.array(self.model.primitives)}
         for name in self.model.arch_names:
             logits = np.stack([h[name] for h in self.alpha_history])
             arrays[f"{name}_logits"] = logits

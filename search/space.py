@@ -42,7 +42,7 @@ def parse_filters(text: str) -> tuple[int, int, int]:
         values = ()
     if len(values) != 3 or any(v < 1 for v in values):
         raise ConfigError(f"filters: expected three positive integers like '1-2-2', got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 @dataclass(frozen=True)
