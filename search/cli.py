@@ -361,8 +361,9 @@ def evolve_run_command(
     click.echo(f"{summary['evaluated']} evaluated, {len(summary['front'])} on the front; knee {summary['knee']}")
     for name, row in summary["compare"].items():
         click.echo(
-            f"{name}: clean error {row['clean_error']:.3f}, PGD error {row['pgd_error']:.3f}, {row['macs']} MACs; "
-            f"dominated by {row['dominated_by_front_members']} front members"
+            f"{name} ({row['seeds']} seeds, test rows): clean {row['mean_test_clean_accuracy']:.3f}, PGD-20 "
+            f"{row['mean_test_pgd20_accuracy']:.3f}, {row['macs']} MACs; dominated on held-out figures by "
+            f"{row['dominated_by_front_members_heldout']} of {row['front_members']} front members"
         )
     for path in summary["genotypes"]:
         click.echo(f"genotype: {out_dir / path}")
