@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arnas_zoo.atomic import atomic_write_json, atomic_write_text, replacing
 from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import CheckpointError, ConfigError
 from arnas_zoo_runtime.digest import sha256_file  # noqa: F401  (one implementation, torch-free; re-exported)
@@ -32,16 +32,6 @@ METRICS_FILE = "metrics.json"
 MAX_JSON_FILE_BYTES = 20_000_000
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
-
-
 def save_folder(
     model: ZooModel,
     folder: str | Path,
@@ -55,11 +45,10 @@ def save_folder(
     folder.mkdir(parents=True, exist_ok=True)
     config = config or model.config
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
     metadata = {"format": "pt", "config_name": str(config.name), ARCH_DIGEST_KEY: architecture_digest(config)}
-    save_file(state, str(tmp), metadata=metadata)
-    canonical_header(tmp)
-    os.replace(tmp, folder / WEIGHTS_FILE)
+    with replacing(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+        canonical_header(tmp)
     atomic_write_text(folder / CONFIG_FILE, config.to_json() + "\n")
     if metrics is not None:
         atomic_write_json(folder / METRICS_FILE, dict(metrics))
@@ -313,10 +302,9 @@ def strip_auxiliary_head(folder: str | Path) -> int:
     model = build_model(ModelConfig.from_dict(raw))
     _check_tensors(kept, model.state_dict(), weights)
     model.load_state_dict(kept, strict=True)  # raises before any file is touched
-    tmp = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
-    save_file(kept, str(tmp), metadata=metadata)
-    canonical_header(tmp)
-    os.replace(tmp, weights)
+    with replacing(weights) as tmp:
+        save_file(kept, str(tmp), metadata=metadata)
+        canonical_header(tmp)
     atomic_write_json(folder / CONFIG_FILE, raw)
     return removed
 

@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arnas_zoo.atomic import atomic_write_json
 from arnas_zoo.errors import ArnasZooError, ConfigError, UntrustedFileError
 from arnas_zoo.progress import Progress
 from arnas_zoo.runs.lock import RunFolderLock
@@ -158,9 +159,7 @@ def _jobs_dir(run_dir: Path) -> Path:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{socket.gethostname()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, sort_keys=True)
 
 
 def result_path(run_dir: Path, job: Job) -> Path:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arnas_zoo.atomic import atomic_write_json
 from arnas_zoo.errors import GenotypeError
 
 MACRO_SCHEMA = "arnas-zoo/macro-genotype@1"
@@ -123,7 +124,6 @@ class MacroGenotype:
         return cls.from_dict(data, str(path))
 
     def save(self, path: str | Path) -> Path:
-        from arnas_zoo.checkpoint import atomic_write_json
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arnas_zoo.atomic import replacing
 from arnas_zoo.checkpoint import CONFIG_FILE, read_config, sha256_file
 from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import CheckpointError, ConfigError, UnknownModelError
@@ -161,9 +162,8 @@ def copy_checkpoint(spec: str, dest: str | os.PathLike[str], *, token: str | boo
     dest.mkdir(parents=True, exist_ok=True)
     for name in names:
         if not (dest / name).is_file():
-            tmp = dest / f".{name}.tmp-{os.getpid()}"
-            shutil.copyfile(source / name, tmp)
-            os.replace(tmp, dest / name)
+            with replacing(dest / name) as tmp:
+                shutil.copyfile(source / name, tmp)
         if name in pins and sha256_file(dest / name) != pins[name]:
             raise CheckpointError(f"{dest / name}: sha256 differs from the registry's pin for {spec!r}")
     return dest

@@ -26,6 +26,7 @@ from typing import Any
 from arnas_zoo.checkpoint import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, read_config, read_metrics, sha256_file
 from arnas_zoo.errors import ConfigError, DuplicateNameError
 from arnas_zoo.figures import ACCURACY_KEYS, SIZE_KEYS, Figures, figures_from_metrics
+from arnas_zoo.hub_ids import validate_repo_id
 from arnas_zoo.registry import normalize_name, unknown_name_error
 
 INDEX_FILE = "index.json"
@@ -104,8 +105,6 @@ class PretrainedSpec:
         if (self.folder is None) == (self.repo_id is None):
             raise ConfigError(f"{where}: give exactly one source: folder (bundled) or repo_id (Hub)")
         if self.repo_id is not None:
-            from arnas_zoo.sources import validate_repo_id
-
             validate_repo_id(self.repo_id)
             if self.revision is None or not _COMMIT.match(self.revision):
                 raise ConfigError(
@@ -367,7 +366,7 @@ def read_index(path: str | Path) -> list[PretrainedSpec]:
 
 
 def write_index(path: str | Path, entries: list[PretrainedSpec]) -> None:
-    from arnas_zoo.checkpoint import atomic_write_text
+    from arnas_zoo.atomic import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps([e.to_dict() for e in entries], indent=1) + "\n")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text
+from arnas_zoo.atomic import atomic_write_json, atomic_write_text
 from arnas_zoo.devices import describe_device, resolve_device
 from arnas_zoo.progress import Progress
 from arnas_zoo.provenance import environment

@@ -307,7 +307,7 @@ def build_site(out: str | Path, run_root: str | Path | None = None, *, boards: b
     ``run_root`` holds the leaderboard run folders (``leaderboard-BOARD``; default: none, so every
     board row comes from the zoo). ``boards=False`` leaves the leaderboards (and matplotlib) out.
     """
-    from arnas_zoo.checkpoint import atomic_write_text
+    from arnas_zoo.atomic import atomic_write_text
     from arnas_zoo.site_cards import card_page
 
     out = Path(out)

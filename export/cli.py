@@ -178,7 +178,7 @@ def card_command(model: str, repo_id: str | None) -> None:
 @friendly_errors
 def zoo_card_command(check: bool, output: Path) -> None:
     """Regenerate MODEL_CARD.md (the zoo's card) from the pretrained registry."""
-    from arnas_zoo.checkpoint import atomic_write_text
+    from arnas_zoo.atomic import atomic_write_text
     from arnas_zoo.pretrained import list_pretrained
 
     from .card import render_zoo_card

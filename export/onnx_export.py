@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from arnas_zoo.checkpoint import WEIGHTS_FILE, atomic_write_json, load_folder, sha256_file
+from arnas_zoo.atomic import atomic_write_json, replacing
+from arnas_zoo.checkpoint import WEIGHTS_FILE, load_folder, sha256_file
 from arnas_zoo.config import ModelConfig
 from arnas_zoo.errors import CheckpointError, DataNotFoundError
 from arnas_zoo.images import read_npz_batch
@@ -123,9 +124,8 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     # Write next to the target then rename, so a crash never leaves a half-written model.onnx.
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    onnx.save_model(proto, str(tmp), save_as_external_data=False)
-    os.replace(tmp, output)
+    with replacing(output) as tmp:
+        onnx.save_model(proto, str(tmp), save_as_external_data=False)
     onnx.checker.check_model(str(output), full_check=True)
     return output
 
@@ -204,9 +204,8 @@ def export_folder(
         opset_used = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
         if report.passed:
             output.parent.mkdir(parents=True, exist_ok=True)
-            tmp_out = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-            onnx.save_model(proto, str(tmp_out), save_as_external_data=False)
-            os.replace(tmp_out, output)
+            with replacing(output) as tmp_out:
+                onnx.save_model(proto, str(tmp_out), save_as_external_data=False)
             onnx.checker.check_model(str(output), full_check=True)
     key = (
         os.path.relpath(output, folder) if output.resolve().is_relative_to(folder.resolve()) else str(output.resolve())

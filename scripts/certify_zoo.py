@@ -43,7 +43,8 @@ def repin() -> None:
 
 
 def certify_entry(name: str, eps_values: list[float], n: int, method: str, radius_steps: int) -> None:
-    from arnas_zoo.checkpoint import METRICS_FILE, atomic_write_json, load_folder
+    from arnas_zoo.atomic import atomic_write_json
+    from arnas_zoo.checkpoint import METRICS_FILE, load_folder
     from arnas_zoo.data import evaluation_data
     from arnas_zoo.evaluate.certify import certify
     from arnas_zoo.pretrained import get_pretrained

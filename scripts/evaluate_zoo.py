@@ -28,7 +28,8 @@ INDEX = REPO / "arnas_zoo" / "pretrained" / "index.json"
 def evaluate_entry(name: str, n: int, attacks: list[str], seed: int) -> None:
     from dataclasses import replace
 
-    from arnas_zoo.checkpoint import METRICS_FILE, atomic_write_json, load_folder, read_metrics, sha256_file
+    from arnas_zoo.atomic import atomic_write_json
+    from arnas_zoo.checkpoint import METRICS_FILE, load_folder, read_metrics, sha256_file
     from arnas_zoo.data import evaluation_data
     from arnas_zoo.evaluate import evaluate
     from arnas_zoo.pretrained import get_pretrained, read_index, write_index

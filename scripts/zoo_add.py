@@ -40,7 +40,8 @@ def main() -> int:
     from evaluate_zoo import evaluate_entry
     from zoo_from_leaderboard import copy_run
 
-    from arnas_zoo.checkpoint import atomic_write_json, read_config
+    from arnas_zoo.atomic import atomic_write_json
+    from arnas_zoo.checkpoint import read_config
     from arnas_zoo.pretrained import index_entry, read_index, register, unregister, write_index
     from export.card import render_zoo_card
 

@@ -38,7 +38,8 @@ def _cpu_model() -> str:
 def copy_run(source: Path, target: Path, arch: str, dataset: str, replace: bool, threads: str) -> dict:
     """Copy the checkpoint folder ``source`` (a run's ``best/``) into the zoo folder ``target``, the
     auxiliary head stripped; return its training record, completed from the run folder."""
-    from arnas_zoo.checkpoint import atomic_write_json, strip_auxiliary_head
+    from arnas_zoo.atomic import atomic_write_json
+    from arnas_zoo.checkpoint import strip_auxiliary_head
     from arnas_zoo.leaderboard import train_minutes
 
     if target.exists() and not replace:
@@ -80,7 +81,7 @@ def copy_run(source: Path, target: Path, arch: str, dataset: str, replace: bool,
 
 
 def register(board_name: str, arch: str, run_dir: Path, suffix: str, replace: bool, supersedes: str | None) -> str:
-    from arnas_zoo.checkpoint import atomic_write_json
+    from arnas_zoo.atomic import atomic_write_json
     from arnas_zoo.leaderboard import BOARDS, REDUCED_SIZES, finished, signature
     from arnas_zoo.pretrained import index_entry, read_index, write_index
 

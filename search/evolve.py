@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arnas_zoo.atomic import atomic_write_json
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.genotype import Genotype
 from arnas_zoo.primitives import ARNAS_PRIMITIVES
@@ -369,7 +370,6 @@ def finish(
     plots: bool = True,
 ) -> dict[str, Any]:
     """The table of every candidate, the non-dominated set exported as genotypes, and the comparison."""
-    from arnas_zoo.checkpoint import atomic_write_json
 
     keys = list(evaluated)
     F = np.array([objectives(evaluated[k]) for k in keys])

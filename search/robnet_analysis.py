@@ -4,14 +4,47 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from arnas_zoo.atomic import atomic_write_json
 from search.robnet import EDGE_LIST, EDGES, code_from_strings, code_genotype
 
-if TYPE_CHECKING:
-    from search.robnet_run import RobNetConfig
+
+class AnalysisSettings(Protocol):
+    """What the analyses read of a :class:`search.robnet_run.RobNetConfig` (named by its fields, so this
+    module does not import the run module that imports it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dataset(self) -> str: ...
+
+    @property
+    def cell_free(self) -> bool: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def eps(self) -> float: ...
+
+    @property
+    def samples(self) -> int: ...
+
+    @property
+    def budget(self) -> str: ...
+
+    @property
+    def eval_n(self) -> int: ...
+
+    @property
+    def eval_steps(self) -> int: ...
+
+    @property
+    def top_k(self) -> int: ...
 
 
 # ---- stage 3: analyses ------------------------------------------------------------------------------
@@ -47,9 +80,8 @@ def _edge_classifier(rows: list[dict[str, Any]], codes: np.ndarray, fraction: fl
     }
 
 
-def analyze(rows: list[dict[str, Any]], out: Path, config: RobNetConfig, *, plots: bool = True) -> dict[str, Any]:
+def analyze(rows: list[dict[str, Any]], out: Path, config: AnalysisSettings, *, plots: bool = True) -> dict[str, Any]:
     """The paper's Sec. 3.3-3.5 statistics over the sampled architectures; writes the table and plots."""
-    from arnas_zoo.checkpoint import atomic_write_json
 
     codes = np.stack([code_from_strings([list(_split(c)) for c in r["code"]]) for r in rows])
     done = [r for r in rows if r["pgd"] is not None]
@@ -177,7 +209,7 @@ def _plots(rows: list[dict[str, Any]], stats: dict[str, Any], out: Path) -> None
 
 
 # ---- stage 4: export --------------------------------------------------------------------------------
-def export_top(rows: list[dict[str, Any]], codes: list[np.ndarray], out: Path, config: RobNetConfig) -> list[str]:
+def export_top(rows: list[dict[str, Any]], codes: list[np.ndarray], out: Path, config: AnalysisSettings) -> list[str]:
     """The ``top_k`` finetuned architectures by PGD accuracy as genotype JSON (``genotypes/``)."""
     folder = out / "genotypes"
     folder.mkdir(exist_ok=True)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arnas_zoo.atomic import atomic_write_json
 from arnas_zoo.attacks import pgd
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.runs import generator, seed_for
@@ -279,7 +280,6 @@ class SupernetTraining:
         }
 
     def write_outputs(self, history: list[dict[str, Any]]) -> None:
-        from arnas_zoo.checkpoint import atomic_write_json
 
         atomic_write_json(self.out_dir / "supernet_log.json", history)
 
@@ -427,7 +427,6 @@ def run_robnet(
     plots: bool = True,
 ) -> dict[str, Any]:
     """Supernet -> score every sampled code -> FSP filter -> finetune -> analyse -> export genotypes."""
-    from arnas_zoo.checkpoint import atomic_write_json
     from arnas_zoo.devices import resolve_device
     from arnas_zoo.jobs import Job, run_jobs
     from arnas_zoo.progress import Progress

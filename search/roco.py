@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import hmac
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arnas_zoo.atomic import atomic_write_json, replacing
 from arnas_zoo.checkpoint import sha256_file
 from arnas_zoo.errors import ConfigError, UntrustedFileError
 from arnas_zoo.macro import MacroGenotype, bits_per_phase
@@ -217,7 +217,6 @@ def l0_random_search(
 def build_transfer_set(config: RocoConfig, out: Path) -> dict[str, Any]:
     """Train the source models, craft and keep the successful examples, split in halves; idempotent."""
     from arnas_zoo.attacks import pgd
-    from arnas_zoo.checkpoint import atomic_write_json
 
     npz, meta_path = out / "transfer_set.npz", out / "transfer_set.json"
     if npz.is_file() and meta_path.is_file():
@@ -270,9 +269,8 @@ def build_transfer_set(config: RocoConfig, out: Path) -> dict[str, Any]:
     perm = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(config.seed + 7))
     half = np.zeros(len(x_all), dtype=np.uint8)
     half[perm[len(x_all) // 2 :].numpy()] = 1  # 0: search half, 1: held out
-    tmp = npz.with_name(f".{npz.stem}.tmp.npz")
-    np.savez_compressed(tmp, x=x_all.numpy(), y=y_all.numpy(), half=half, tag=np.array(tags))
-    os.replace(tmp, npz)
+    with replacing(npz) as tmp:
+        np.savez_compressed(tmp, x=x_all.numpy(), y=y_all.numpy(), half=half, tag=np.array(tags))
     digest = sha256_file(npz)
     meta = {
         "sha256": digest,
@@ -472,7 +470,6 @@ def finish(
     *,
     plots: bool = True,
 ) -> dict[str, Any]:
-    from arnas_zoo.checkpoint import atomic_write_json
 
     front = _front_keys(algorithm)
     table = []

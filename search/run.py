@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from arnas_zoo.atomic import atomic_write_json, atomic_write_text, replacing
 from arnas_zoo.attacks import bn_mode, pgd
-from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text
 from arnas_zoo.config import ModelConfig
 from arnas_zoo.devices import resolve_device
 from arnas_zoo.errors import ConfigError
@@ -380,12 +380,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _atomic_np(path: Path, write: Any) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
         write(fh)
-    os.replace(tmp, path)
 
 
 def run_search(

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text  # noqa: E402
+from arnas_zoo.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from arnas_zoo.errors import ConfigError  # noqa: E402
 from arnas_zoo.genotype import Genotype  # noqa: E402
 from search.config import SearchConfig  # noqa: E402

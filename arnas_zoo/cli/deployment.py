@@ -188,7 +188,7 @@ def check_command(
     Exit code 1 when the ONNX file is not as robust as --source within sampling error or a sanity
     check fails.
     """
-    from arnas_zoo.checkpoint import atomic_write_json
+    from arnas_zoo.atomic import atomic_write_json
     from arnas_zoo.deploy import check_onnx
     from arnas_zoo.evaluate import parse_eps
     from arnas_zoo.onnx import OnnxModel

@@ -272,7 +272,7 @@ def transfer_command(
     attack: str,
 ) -> None:
     """Transfer matrix: examples crafted on each MODEL (rows) classified by each MODEL (columns)."""
-    from arnas_zoo.checkpoint import atomic_write_json
+    from arnas_zoo.atomic import atomic_write_json
     from arnas_zoo.data import evaluation_data
     from arnas_zoo.devices import resolve_device
     from arnas_zoo.evaluate import make_attack, transfer_matrix

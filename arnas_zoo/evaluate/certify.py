@@ -53,7 +53,7 @@ class CertifyReport:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from arnas_zoo.checkpoint import atomic_write_json
+        from arnas_zoo.atomic import atomic_write_json
 
         atomic_write_json(Path(path), self.to_dict())
 

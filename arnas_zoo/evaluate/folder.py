@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from arnas_zoo.checkpoint import METRICS_FILE, atomic_write_json, load_folder, read_metrics
+from arnas_zoo.atomic import atomic_write_json
+from arnas_zoo.checkpoint import METRICS_FILE, load_folder, read_metrics
 from arnas_zoo.data import ImageData
 from arnas_zoo.evaluate.runner import evaluate
 from arnas_zoo.progress import Progress

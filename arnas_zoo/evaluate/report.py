@@ -178,7 +178,7 @@ class EvaluationReport:
             raise CheckpointError(f"{where}: not an evaluation report ({type(exc).__name__}: {exc})"[:300]) from None
 
     def save(self, path: str | Path) -> Path:
-        from arnas_zoo.checkpoint import atomic_write_json
+        from arnas_zoo.atomic import atomic_write_json
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from arnas_zoo.errors import ConfigError
 def claim_run_folder(out_dir: str | Path, settings: Mapping[str, Any], what: str, resume: bool) -> Path:
     """Create ``out_dir`` with ``config.json`` = ``settings``; an existing run there is refused without
     ``resume``, and with ``resume`` its saved settings must equal ``settings`` (the changed keys are named)."""
-    from arnas_zoo.checkpoint import atomic_write_json
+    from arnas_zoo.atomic import atomic_write_json
 
     out = Path(out_dir)
     saved = out / "config.json"

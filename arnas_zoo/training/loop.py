@@ -26,8 +26,9 @@ from typing import Any, Protocol
 
 import torch
 
+from arnas_zoo.atomic import atomic_write_json, atomic_write_text
 from arnas_zoo.attacks import attack_mode, draw_noise, pgd
-from arnas_zoo.checkpoint import atomic_write_json, atomic_write_text, save_folder
+from arnas_zoo.checkpoint import save_folder
 from arnas_zoo.config import ModelConfig
 from arnas_zoo.devices import resolve_device
 from arnas_zoo.errors import ConfigError
