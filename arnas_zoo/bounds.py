@@ -20,31 +20,20 @@ Rules, for ``x`` in ``[l, u]`` with centre ``c = (l + u) / 2`` and radius ``r = 
   updated by a bound pass.
 - **monotone ops** (ReLU, max pooling): the op on ``l`` and on ``u``.
 
-``method="crown"`` records the graph with the IBP bounds of every node, then carries linear functions of
-the margins ``z_y - z_j`` backward to the input (Zhang et al., NeurIPS 2018; CNN-Cert, Boopathy et al.
-2019): through affine nodes by their vector-Jacobian product (the op's own autograd), through ReLUs by
-the linear relaxation (upper: the chord; lower: slope 1 where ``u > -l``, else 0), and it concretizes at
-max-pooling nodes from their IBP box (a max-pool relaxation is not implemented). The pre-activation
-bounds of the ReLUs are IBP's (CROWN-IBP, Zhang et al., ICLR 2020): full CROWN would run one backward
-pass per hidden neuron, out of reach for 20-cell networks. The reported CROWN margin bound is the
-elementwise maximum of this bound and IBP's (both sound), so it is never looser than IBP.
+``method="crown"`` records the graph with the IBP bounds of every node and carries linear bounds of the
+margins backward to the input (:mod:`arnas_zoo.crown`). The ReLUs' pre-activation bounds are IBP's
+(CROWN-IBP, Zhang et al., ICLR 2020): full CROWN would run one backward pass per hidden neuron. The
+reported margin bound is the elementwise maximum of CROWN's and IBP's (both sound).
 
-Written here rather than taken from a library: auto_LiRPA (0.3 on the package registry) does not import
-against torch 2.x, and convex-adversarial bounds only plain ``nn.Sequential`` stacks.
-
-The threat models: ``linf`` bounds the box ``[x - eps, x + eps]`` intersected with ``[0, 1]``; ``l2`` uses
-the same box for IBP (it contains the l2 ball) and the exact dual norm ``eps * ||A||_2`` at the input for
-CROWN.
-
-Why one module of ~600 lines: IBP and CROWN share the op table and the Bounded tensor;
-split, each half would reach into the other.
+Threat models: ``linf``, the box ``[x - eps, x + eps]`` within ``[0, 1]``; ``l2``, that box for IBP (it
+holds the ball) and the dual norm ``eps * ||A||_2`` for CROWN. Not a library: auto_LiRPA 0.3 does not
+import against torch 2.x, and convex-adversarial bounds only ``nn.Sequential`` stacks.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arnas_zoo.batchstats import HeldBatchStats
+from arnas_zoo.crown import Node, Tape, crown_lower
 from arnas_zoo.errors import ArnasZooError, ConfigError
 
 __all__ = [
@@ -72,27 +62,6 @@ NORMS = ("linf", "l2")
 
 class BoundsError(ArnasZooError, ValueError):
     """The network contains an op the bound propagation has no rule for (named in the message)."""
-
-
-# ---- the graph of a CROWN pass -------------------------------------------------------------------
-@dataclass
-class Node:
-    """One op of a recorded graph: its kind, its bounded inputs, the affine map and its IBP bounds."""
-
-    kind: str  # "input" | "affine" | "relu" | "box"
-    inputs: tuple[int, ...]
-    lower: torch.Tensor
-    upper: torch.Tensor
-    fn: Callable[..., torch.Tensor] | None = None  # affine: the op as a function of its bounded inputs
-
-
-@dataclass
-class Tape:
-    nodes: list[Node] = field(default_factory=list)
-
-    def add(self, node: Node) -> int:
-        self.nodes.append(node)
-        return len(self.nodes) - 1
 
 
 # ---- the bounded value ---------------------------------------------------------------------------
@@ -461,10 +430,10 @@ def margin_bounds(
     lower = _ibp_margins(logits, spec, lower=True)
     up = _ibp_margins(logits, spec, lower=False) if upper else None
     if tape is not None:
-        lower = torch.maximum(lower, _crown(tape, logits.node, spec, x, eps, norm))
+        lower = torch.maximum(lower, crown_lower(tape, logits.node, spec, x, eps, norm))
         if upper:
             assert up is not None
-            up = torch.minimum(up, -_crown(tape, logits.node, -spec, x, eps, norm))
+            up = torch.minimum(up, -crown_lower(tape, logits.node, -spec, x, eps, norm))
     return (lower, up) if upper else lower  # type: ignore[return-value]
 
 
@@ -473,78 +442,6 @@ def _ibp_margins(logits: Bounded, spec: torch.Tensor, lower: bool) -> torch.Tens
     mid = (spec * c).sum(-1)
     spread = (spec.abs() * r).sum(-1)
     return mid - spread if lower else mid + spread
-
-
-def _dot(a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``sum over the node's elements of A * t``: (N, S, ...) x (N, ...) -> (N, S)."""
-    return (a * t.unsqueeze(1)).flatten(2).sum(-1)
-
-
-def _crown(tape: Tape, out_node: int, spec: torch.Tensor, x: torch.Tensor, eps: Any, norm: str) -> torch.Tensor:
-    """Lower bounds of ``spec @ logits`` by backward linear bound propagation over the recorded graph."""
-    n, s = spec.shape[:2]
-    coeffs: dict[int, torch.Tensor] = {out_node: spec}
-    bound = torch.zeros(n, s, dtype=spec.dtype, device=spec.device)
-    for index in range(out_node, -1, -1):
-        a = coeffs.pop(index, None)
-        if a is None:
-            continue
-        node = tape.nodes[index]
-        if node.kind == "input":
-            bound = bound + _concretize_input(a, x, eps, norm, node)
-        elif node.kind == "box":
-            bound = bound + _dot(a.clamp(min=0), node.lower) + _dot(a.clamp(max=0), node.upper)
-        elif node.kind == "relu":
-            pre = tape.nodes[node.inputs[0]]
-            a_in, offset = _relu_backward(a, pre.lower, pre.upper)
-            bound = bound + offset
-            _accumulate(coeffs, node.inputs[0], a_in)
-        else:
-            grads, offset = _affine_backward(a, node, tape)
-            bound = bound + offset
-            for src, g in zip(node.inputs, grads):
-                _accumulate(coeffs, src, g)
-    return bound
-
-
-def _accumulate(coeffs: dict[int, torch.Tensor], index: int, a: torch.Tensor) -> None:
-    coeffs[index] = a if index not in coeffs else coeffs[index] + a
-
-
-def _relu_backward(a: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    active, dead = lo >= 0, hi <= 0
-    unstable = ~(active | dead)
-    width = (hi - lo).clamp(min=1e-12)
-    up_slope = torch.where(active, torch.ones_like(lo), torch.where(unstable, hi / width, torch.zeros_like(lo)))
-    up_offset = torch.where(unstable, -lo * hi / width, torch.zeros_like(lo))
-    low_slope = torch.where(active | (unstable & (hi > -lo)), torch.ones_like(lo), torch.zeros_like(lo))
-    a_pos, a_neg = a.clamp(min=0), a.clamp(max=0)
-    a_in = a_pos * low_slope.unsqueeze(1) + a_neg * up_slope.unsqueeze(1)
-    return a_in, _dot(a_neg, up_offset)
-
-
-def _affine_backward(a: torch.Tensor, node: Node, tape: Tape) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """``A f(v) = sum_i (A L_i) v_i + A b`` for an affine node: the coefficients of its inputs and ``A b``."""
-    assert node.fn is not None
-    n, s = a.shape[:2]
-    zeros = [
-        torch.zeros((n * s, *tape.nodes[i].lower.shape[1:]), dtype=a.dtype, device=a.device, requires_grad=True)
-        for i in node.inputs
-    ]
-    differentiable = torch.is_grad_enabled()  # as an objective, the bound is differentiated further
-    with torch.enable_grad():
-        out = node.fn(*zeros)  # = b for every row (the op is affine); its autograd is the linear part
-        flat = a.reshape(n * s, *out.shape[1:])
-        grads = torch.autograd.grad(out, zeros, grad_outputs=flat, create_graph=differentiable)
-    offset = (flat * out).flatten(1).sum(-1).view(n, s)
-    return [g.view(n, s, *g.shape[1:]) for g in grads], offset
-
-
-def _concretize_input(a: torch.Tensor, x: torch.Tensor, eps: Any, norm: str, node: Node) -> torch.Tensor:
-    if norm == "linf":  # the box within [0, 1], as recorded
-        return _dot(a.clamp(min=0), node.lower) + _dot(a.clamp(max=0), node.upper)
-    e = eps.view(-1, 1) if isinstance(eps, torch.Tensor) else eps
-    return _dot(a, x) - e * a.flatten(2).norm(dim=-1)
 
 
 # ---- certification -----------------------------------------------------------------------------------

@@ -34,7 +34,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from search.roco import PRESETS, build_transfer_set, candidate_job
+    from search.roco import candidate_job
+    from search.roco_config import PRESETS
+    from search.roco_transfer import build_transfer_set
 
     config = PRESETS[args.preset]
     work = Path(tempfile.mkdtemp(prefix="bench_roco-"))

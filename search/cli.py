@@ -34,7 +34,7 @@ main.result_callback()(finish_distributed)  # a command that succeeded under tor
 def _peer_command(preset: str) -> Any:
     """The peers' run command whose preset ``preset`` is (RoCo-NAS, RobNets, the cell NSGA-II), or None."""
     if preset.startswith("roco"):
-        from search.roco import PRESETS as table
+        from search.roco_config import PRESETS as table
 
         command = roco_run_command
     elif preset.startswith("robnet"):
@@ -282,8 +282,8 @@ def roco_run_command(
     PRESET: roco (the paper's Table II), roco-2obj (clean error and FLOPs only), roco-tiny and
     roco-tiny-2obj (minutes on 2 CPU cores, the embedded digits).
     """
-    from search.roco import PRESETS as ROCO_PRESETS
     from search.roco import run_roco
+    from search.roco_config import PRESETS as ROCO_PRESETS
 
     cfg, out_dir = _preset_and_folder(ROCO_PRESETS, preset, overrides, out)
     summary = run_roco(

@@ -136,7 +136,8 @@ def test_phase_crossover_inherits_whole_phases() -> None:
 
 
 def test_mutation_changes_one_phase_at_a_time_at_the_configured_rate() -> None:
-    from search.roco import PRESETS, _algorithm
+    from search.roco import _algorithm
+    from search.roco_config import PRESETS
 
     config = PRESETS["roco"]  # 3 phases x 6 nodes (the paper's Table II), 0.02 per bit
     per, n = bits_per_phase(config.nodes), 20000
@@ -152,7 +153,7 @@ def test_mutation_changes_one_phase_at_a_time_at_the_configured_rate() -> None:
 
 
 def _micro():  # type: ignore[no-untyped-def]
-    from search.roco import PRESETS
+    from search.roco_config import PRESETS
 
     return replace(
         PRESETS["roco-tiny"],
