@@ -38,7 +38,7 @@ def _peer_command(preset: str) -> Any:
 
         command = roco_run_command
     elif preset.startswith("robnet"):
-        from search.robnet_run import PRESETS as table  # type: ignore[assignment]
+        from search.robnet_config import PRESETS as table  # type: ignore[assignment]
 
         command = robnet_run_command
     elif preset.startswith("evolve"):
@@ -204,7 +204,7 @@ def robnet_run_command(
     robnet-free-tiny (minutes on 2 CPU cores). Every stage resumes: `arnas-zoo status OUT` lists the
     architectures' jobs.
     """
-    from search.robnet_run import PRESETS as ROBNET_PRESETS
+    from search.robnet_config import PRESETS as ROBNET_PRESETS
     from search.robnet_run import run_robnet
 
     cfg, out_dir = _preset_and_folder(ROBNET_PRESETS, preset, overrides, out)

@@ -4,47 +4,13 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from arnas_zoo.atomic import atomic_write_json
 from search.robnet import EDGE_LIST, EDGES, code_from_strings, code_genotype
-
-
-class AnalysisSettings(Protocol):
-    """What the analyses read of a :class:`search.robnet_run.RobNetConfig` (named by its fields, so this
-    module does not import the run module that imports it)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def dataset(self) -> str: ...
-
-    @property
-    def cell_free(self) -> bool: ...
-
-    @property
-    def seed(self) -> int: ...
-
-    @property
-    def eps(self) -> float: ...
-
-    @property
-    def samples(self) -> int: ...
-
-    @property
-    def budget(self) -> str: ...
-
-    @property
-    def eval_n(self) -> int: ...
-
-    @property
-    def eval_steps(self) -> int: ...
-
-    @property
-    def top_k(self) -> int: ...
+from search.robnet_config import RobNetConfig
 
 
 # ---- stage 3: analyses ------------------------------------------------------------------------------
@@ -80,7 +46,7 @@ def _edge_classifier(rows: list[dict[str, Any]], codes: np.ndarray, fraction: fl
     }
 
 
-def analyze(rows: list[dict[str, Any]], out: Path, config: AnalysisSettings, *, plots: bool = True) -> dict[str, Any]:
+def analyze(rows: list[dict[str, Any]], out: Path, config: RobNetConfig, *, plots: bool = True) -> dict[str, Any]:
     """The paper's Sec. 3.3-3.5 statistics over the sampled architectures; writes the table and plots."""
 
     codes = np.stack([code_from_strings([list(_split(c)) for c in r["code"]]) for r in rows])
@@ -209,7 +175,7 @@ def _plots(rows: list[dict[str, Any]], stats: dict[str, Any], out: Path) -> None
 
 
 # ---- stage 4: export --------------------------------------------------------------------------------
-def export_top(rows: list[dict[str, Any]], codes: list[np.ndarray], out: Path, config: AnalysisSettings) -> list[str]:
+def export_top(rows: list[dict[str, Any]], codes: list[np.ndarray], out: Path, config: RobNetConfig) -> list[str]:
     """The ``top_k`` finetuned architectures by PGD accuracy as genotype JSON (``genotypes/``)."""
     folder = out / "genotypes"
     folder.mkdir(exist_ok=True)

@@ -29,7 +29,8 @@ from search.robnet import (
     sample_code,
     sampled_config,
 )
-from search.robnet_run import PRESETS, run_robnet
+from search.robnet_config import PRESETS
+from search.robnet_run import run_robnet
 
 MICRO = replace(
     PRESETS["robnet-tiny"],
