@@ -60,7 +60,8 @@ def main() -> None:
 
     logging.disable(logging.WARNING)  # one notice per recomputed file; the counts are what matters here
     from arnas_zoo.errors import ArnasZooError
-    from arnas_zoo.jobs import Job, plan, read_result, register_kind, result_path, run_jobs, status
+    from arnas_zoo.job_status import status
+    from arnas_zoo.jobs import Job, plan, read_result, register_kind, result_path, run_jobs
     from arnas_zoo.runs.folder import claim_run_folder
 
     register_kind("test-square", "job_kinds:square")

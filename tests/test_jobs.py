@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from arnas_zoo.jobs import Job, JobsFailed, register_kind, run_jobs, status
+from arnas_zoo.job_status import status
+from arnas_zoo.jobs import Job, JobsFailed, register_kind, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 register_kind("test-square", "job_kinds:square")

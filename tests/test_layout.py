@@ -110,3 +110,26 @@ def test_no_import_cycle_among_the_projects_modules() -> None:
 
 def test_atomic_writes_are_a_leaf() -> None:
     assert import_graph()["arnas_zoo.atomic"] == set()
+
+
+SIZE_ROOTS = ("arnas_zoo", "search", "export", "runtime/arnas_zoo_runtime")
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 500, 80
+
+
+def _sources() -> list[Path]:
+    return sorted(p for root in SIZE_ROOTS for p in (REPO / root).rglob("*.py"))
+
+
+def test_no_source_module_over_500_lines_and_no_function_over_80() -> None:
+    long_modules = [
+        f"{p.relative_to(REPO)}: {n}" for p in _sources() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
+    long_functions = [
+        f"{p.relative_to(REPO)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1}"
+        for p in _sources()
+        for node in ast.walk(ast.parse(p.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert long_modules == [] and long_functions == []

@@ -233,6 +233,11 @@ def eval_command(
             dataset, split=split, data_dir=data_dir, n=n, val_size=val_size, device=dev, download=download
         )
         report = evaluate(loaded.model, data, names, device=dev, model_info=loaded.info(), **common)
+    _show_report(report, json_out, strict)
+
+
+def _show_report(report: Any, json_out: str | None, strict: bool) -> None:
+    """The table, the JSON file when asked, and with ``--strict`` a failing exit on failed sanity checks."""
     click.echo(report.format_table())
     if json_out:
         report.save(json_out)
@@ -391,7 +396,8 @@ def status_command(run_dir: str, as_json: bool) -> None:
     import json
     from pathlib import Path
 
-    from arnas_zoo.jobs import plan, status
+    from arnas_zoo.job_status import status
+    from arnas_zoo.jobs import plan
 
     st = status(run_dir)
     if as_json:

@@ -67,8 +67,8 @@ def run_training(
     architecture must equal ``arch``'s; where it came from (and its weights' digest) is written into
     the run's model config, so ``--resume`` needs the same ``init_from``.
     """
-    from arnas_zoo.data import dataset_info, load_dataset, split_train_val
-    from arnas_zoo.errors import ConfigError, DataNotFoundError
+    from arnas_zoo.data import dataset_info, load_dataset
+    from arnas_zoo.errors import DataNotFoundError
     from arnas_zoo.registry import resolve_config
 
     info = dataset_info(dataset)
@@ -81,17 +81,7 @@ def run_training(
     )
     the_recipe = get_recipe(recipe, **dict(recipe_overrides or {}))
     data = load_dataset(dataset, train_split, data_dir=data_dir, selection_rows=selection_rows)
-    if val_rows < 0 or val_rows >= len(data):
-        raise ConfigError(f"val_rows: expected 0 <= val_rows < {len(data)} (the training rows), got {val_rows}")
-    if selection_rows < 0 or (selection_rows and (not val_rows or selection_rows + val_rows >= len(data))):
-        raise ConfigError(
-            f"selection_rows: expected 0, or 0 < selection_rows < {len(data) - val_rows} with val_rows > 0 "
-            f"(the selection rows come before the {val_rows} reporting rows), got {selection_rows}"
-        )
-    train_rows, val_split = split_train_val(data, val_rows) if val_rows else (data, None)
-    reporting = val_split
-    if selection_rows and val_split is not None:  # reporting = the last val_rows; selection = the rows before
-        train_rows, val_split = split_train_val(train_rows, selection_rows)
+    train_rows, val_split, reporting = _protocol_splits(data, val_rows, selection_rows)
     test_data = None
     if eval_attacks:
         try:  # the dataset's test split when it exists here; else the held-out reporting rows (said in metrics.json)
@@ -146,6 +136,25 @@ def initial_model(config: Any, init_from: str | Path) -> Any:
     origin = {"spec": str(init_from), "name": start.config.name, "weights_digest": digest.hexdigest()}
     net.config = config.replace(extra={**dict(config.extra), "init_from": origin})
     return net
+
+
+def _protocol_splits(data: Any, val_rows: int, selection_rows: int) -> tuple[Any, Any, Any]:
+    """``(training rows, rows that choose the epoch, rows reported on)`` from the end of the train split."""
+    from arnas_zoo.data import split_train_val
+    from arnas_zoo.errors import ConfigError
+
+    if val_rows < 0 or val_rows >= len(data):
+        raise ConfigError(f"val_rows: expected 0 <= val_rows < {len(data)} (the training rows), got {val_rows}")
+    if selection_rows < 0 or (selection_rows and (not val_rows or selection_rows + val_rows >= len(data))):
+        raise ConfigError(
+            f"selection_rows: expected 0, or 0 < selection_rows < {len(data) - val_rows} with val_rows > 0 "
+            f"(the selection rows come before the {val_rows} reporting rows), got {selection_rows}"
+        )
+    train_rows, val_split = split_train_val(data, val_rows) if val_rows else (data, None)
+    reporting = val_split
+    if selection_rows and val_split is not None:  # reporting = the last val_rows; selection = the rows before
+        train_rows, val_split = split_train_val(train_rows, selection_rows)
+    return train_rows, val_split, reporting
 
 
 def run_training_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
