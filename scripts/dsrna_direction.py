@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the search package is not installed: the checkout's
 PY = os.environ.get("PYTHON", sys.executable)
 DATA = os.environ.get("ARNAS_ZOO_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
+FLOOR = 1e-7
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -136,9 +137,12 @@ def _plot(runs: list[dict], path: Path) -> None:
     for cell in dict.fromkeys(r["cell"] for r in runs):
         mine = [r for r in runs if r["cell"] == cell]
         style = {"dsrna_cb": dict(c="C3", marker="*", s=120), "darts_v2": dict(c="C0", marker="s", s=50)}
-        ax.scatter([r["clean"] for r in mine], [r["crown_mean_radius"] for r in mine], label=cell,
+        # a radius under the bisection's floor (2e-7) is 0: drawn at FLOOR so the log axis keeps it
+        ax.scatter([r["clean"] for r in mine], [max(r["crown_mean_radius"], FLOOR) for r in mine], label=cell,
                    **style.get(cell, dict(c="0.6", s=20)))  # fmt: skip
-    ax.set(xlabel="clean accuracy (297 digits test points)", ylabel="mean CROWN certified radius", yscale="log")
+    ax.axhline(FLOOR, color="0.8", lw=0.8)
+    ax.set(xlabel="clean accuracy (297 digits test points)", yscale="log",
+           ylabel=f"mean CROWN certified radius ({FLOOR:g}: below 2e-7)")  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("one point per (cell, seed): same recipe, same points")
