@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arnas_zoo.atomic import atomic_write_text
 from arnas_zoo.errors import GenotypeError
 from arnas_zoo.primitives import SPACE_OPS
 
@@ -189,9 +190,7 @@ class Genotype:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, self.to_json() + "\n")
         return path
 
     def pretty(self) -> str:

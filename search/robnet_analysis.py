@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from arnas_zoo.atomic import atomic_write_json
+from arnas_zoo.atomic import atomic_write_json, replacing
 from search.robnet import EDGE_LIST, EDGES, code_from_strings, code_genotype
 from search.robnet_config import RobNetConfig
 
@@ -107,13 +107,11 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         "pgd",
         "code",
     ]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as fh:
+    with replacing(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(columns)
         for r in rows:
             writer.writerow([" ".join(r[c]) if c == "code" else r[c] for c in columns])
-    tmp.replace(path)
 
 
 def _plots(rows: list[dict[str, Any]], stats: dict[str, Any], out: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arnas_zoo.atomic import replacing
 from arnas_zoo.errors import CheckpointError
 
 HEADER_KEY = "header"
@@ -62,20 +63,19 @@ def save_state(path: str | Path, tensors: Mapping[str, torch.Tensor], header: Ma
     cpu = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in tensors.items()}
     header_text = json.dumps(dict(header), sort_keys=True, allow_nan=True)
     metadata = {HEADER_KEY: header_text, DIGEST_KEY: _digest(header_text, cpu)}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _fsync_write(tmp, lambda p: save_file(cpu, str(p), metadata=metadata))
-    if path.exists():  # keep the last good state: a hard link renamed into place, so `path` never disappears
-        link = path.with_name(f".{path.name}.link-{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
-            link.unlink()
-        try:
-            os.link(path, link)
-        except OSError:  # file systems without hard links: copy
-            import shutil
+    with replacing(path) as tmp:  # the new state replaces `path` last, once the previous one is kept
+        _fsync_write(tmp, lambda p: save_file(cpu, str(p), metadata=metadata))
+        if path.exists():  # keep the last good state: a hard link renamed into place, so `path` never disappears
+            link = path.with_name(f".{path.name}.link-{os.getpid()}")
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            try:
+                os.link(path, link)
+            except OSError:  # file systems without hard links: copy
+                import shutil
 
-            shutil.copyfile(path, link)
-        os.replace(link, previous_path(path))
-    os.replace(tmp, path)
+                shutil.copyfile(path, link)
+            os.replace(link, previous_path(path))
     return path
 
 
