@@ -85,8 +85,9 @@ class HeldBatchStats:
         self._stats, self._calls = {}, {}
 
     @property
-    def recorded(self) -> bool:
-        return bool(self._stats) or not self._modules
+    def holds_any(self) -> bool:
+        """Whether the model has a batch-statistics BatchNorm (else the block changes nothing)."""
+        return bool(self._modules)
 
     def record(self, x: torch.Tensor) -> Any:
         """Run ``model(x)`` recording the statistics it normalises with; returns its output."""

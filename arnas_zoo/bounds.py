@@ -388,7 +388,7 @@ def margin_spec(y: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def _run(model: nn.Module, box: Bounded, x: torch.Tensor) -> Bounded:
     with HeldBatchStats(model) as held:
-        if not held.recorded:  # batch-statistics BatchNorm: the clean batch's, held (DSRNA Eq. 2, 6-7)
+        if held.holds_any:  # batch-statistics BatchNorm: the clean batch's, held (DSRNA Eq. 2, 6-7)
             held.record(x)
         out = model(box)
     if not _is_b(out):
