@@ -10,23 +10,53 @@ from typing import Any
 from arnas_zoo.errors import ConfigError
 
 
-def claim_run_folder(out_dir: str | Path, settings: Mapping[str, Any], what: str, resume: bool) -> Path:
-    """Create ``out_dir`` with ``config.json`` = ``settings``; an existing run there is refused without
-    ``resume``, and with ``resume`` its saved settings must equal ``settings`` (the changed keys are named)."""
+def changed_keys(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The keys whose values differ between two settings mappings, compared as JSON (a tuple equals its list)."""
+    before, after = _as_json(saved), _as_json(now)
+    return sorted(str(k) for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
+def _as_json(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(settings)))
+
+
+def claim_run_folder(
+    out_dir: str | Path,
+    settings: Mapping[str, Any],
+    what: str,
+    resume: bool,
+    *,
+    state: str | None = None,
+    file: str = "config.json",
+) -> Path:
+    """Create ``out_dir`` with ``file`` (``config.json``) = ``settings``: every run folder is claimed here.
+
+    A run of jobs (no ``state``): an existing ``file`` means a run is there. It is refused without ``resume``;
+    with ``resume`` its saved settings must equal ``settings`` (the changed keys are named).
+
+    A run on :func:`~arnas_zoo.runs.run_task` (``state``: its state file's name) is judged by its state: when
+    the state exists, nothing is written here and :func:`run_task` refuses a run without ``resume`` or with
+    other settings (the state holds them); a folder killed before its first save starts afresh.
+    """
     from arnas_zoo.atomic import atomic_write_json
 
     out = Path(out_dir)
-    saved = out / "config.json"
-    now = json.loads(json.dumps(dict(settings)))  # tuples and lists compare as JSON does
+    saved = out / file
+    if state is not None:
+        if not (out / state).exists():
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(saved, _as_json(settings))
+        return out
     if saved.is_file():
         if not resume:
             raise ConfigError(f"{out}: a {what} is already there; pass --resume to continue it")
         from arnas_zoo.safe_json import read_json_object
 
-        before = read_json_object(saved, max_bytes=16 * 1024 * 1024, what=f"saved {what} config")
-        if before != now:
-            changed = sorted(str(k) for k in set(before) | set(now) if before.get(k) != now.get(k))
+        changed = changed_keys(
+            read_json_object(saved, max_bytes=16 * 1024 * 1024, what=f"saved {what} config"), settings
+        )
+        if changed:
             raise ConfigError(f"{out}: --resume with a different config (changed: {changed})")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(saved, now)
+    atomic_write_json(saved, _as_json(settings))
     return out

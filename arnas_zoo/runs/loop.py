@@ -34,6 +34,7 @@ from arnas_zoo.errors import ArnasZooError, CheckpointError
 from arnas_zoo.progress import Progress
 from arnas_zoo.runs.distributed import Dist, vote
 from arnas_zoo.runs.faults import write_point
+from arnas_zoo.runs.folder import changed_keys
 from arnas_zoo.runs.signals import StopFlag
 from arnas_zoo.runs.state import load_state, save_state
 
@@ -81,11 +82,6 @@ class RunTask(Protocol):
         ...
 
 
-def _settings_diff(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    keys = set(saved) | set(now)
-    return sorted(str(k) for k in keys if saved.get(k) != now.get(k))
-
-
 def _as_floats(sums: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in sums.items()}
 
@@ -109,7 +105,7 @@ def _start(task: RunTask, state_path: Path, resume: bool, previous: bool, info: 
             )
         return _Position()
     tensors, header = load_state(state_path, schema=task.schema, previous=previous)
-    diff = _settings_diff(header.get("settings", {}), task.settings())
+    diff = changed_keys(header.get("settings", {}), task.settings())
     if diff:
         raise CheckpointError(
             f"{state_path}: saved with different settings ({', '.join(diff[:8])}); resume with the same "

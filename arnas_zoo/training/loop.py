@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import torch
 
-from arnas_zoo.atomic import atomic_write_json, atomic_write_text
+from arnas_zoo.atomic import atomic_write_text
 from arnas_zoo.attacks import attack_mode, draw_noise, pgd
 from arnas_zoo.checkpoint import save_folder
 from arnas_zoo.config import ModelConfig
@@ -37,6 +37,7 @@ from arnas_zoo.progress import Progress
 from arnas_zoo.runs import augment, generator, run_task, scheduled_lr, seed_for
 from arnas_zoo.runs.distributed import Dist, all_reduce_sum, convert_dist_batchnorm, init_distributed
 from arnas_zoo.runs.faults import write_point
+from arnas_zoo.runs.folder import claim_run_folder
 from arnas_zoo.runs.lock import lock_if
 from arnas_zoo.runs.loop import RunInterrupted, resave_state
 from arnas_zoo.runs.precision import autocast_for, tune_cudnn
@@ -409,10 +410,10 @@ def train(
     run = TrainingRun(net, recipe, train_data, val_data, out_dir, dev, dist, run_name)
     with lock_if(dist.main, out_dir, "training"):  # one writer per run folder
         if dist.main:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            claim_run_folder(
+                out_dir, recipe.to_dict(), "training", resume or previous, state=STATE_FILE, file="recipe.json"
+            )
         state_path = out_dir / STATE_FILE
-        if dist.main and not state_path.exists():
-            atomic_write_json(out_dir / "recipe.json", recipe.to_dict())
         history = run_task(
             run,
             state_path,
