@@ -190,6 +190,30 @@ def evaluate(
     for source_name, source in (transfer_sources or {}).items():
         source.to(dev)
         results.append(run(make_attack("pgd20"), clean_correct, source=source, source_name=source_name))
+    return assemble_report(
+        model, data, clean_correct, results, eps=eps, norm=norm, batch_size=batch_size, seed=seed, checks=checks,
+        check_n=check_n, model_info=model_info, device=dev, seconds=time.perf_counter() - start,
+    )  # fmt: skip
+
+
+def assemble_report(
+    model: nn.Module,
+    data: ImageData,
+    clean_correct: torch.Tensor,
+    results: list[AttackResult],
+    *,
+    eps: float,
+    norm: str,
+    batch_size: int,
+    seed: int,
+    checks: bool,
+    check_n: int,
+    model_info: Mapping[str, Any] | None,
+    device: torch.device,
+    seconds: float,
+) -> EvaluationReport:
+    """The one report of plain and sharded evaluation: the worst case over ``results`` (every attack's
+    per-point outcomes), the sanity checks (probes included) on the first ``check_n`` points, provenance."""
     worst = clean_correct.clone()
     for r in results:
         assert r.robust is not None  # run_attack always records the per-point outcomes
@@ -197,8 +221,8 @@ def evaluate(
     report_checks = []
     if checks:
         report_checks = sanity_checks(
-            model,
-            data,
+            model.to(device),
+            data.to(device),
             clean_correct,
             results,
             eps=eps,
@@ -218,10 +242,10 @@ def evaluate(
         results=results,
         checks=report_checks,
         seed=seed,
-        device=describe_device(dev),
+        device=describe_device(device),
         batch_size=batch_size,
         created=now_utc(),
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         environment=environment(),
     )
 

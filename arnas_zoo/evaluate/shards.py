@@ -206,50 +206,17 @@ def merge_shards(
     device: Any = "cpu",
 ) -> EvaluationReport:
     """One report from the shards' per-point outcomes (the sanity checks run here, on the merged results)."""
-    from arnas_zoo.devices import describe_device, resolve_device
-    from arnas_zoo.evaluate.checks import sanity_checks
-    from arnas_zoo.provenance import environment, now_utc
+    from arnas_zoo.devices import resolve_device
+    from arnas_zoo.evaluate.runner import assemble_report
 
     shards = _covering(shards, len(data))
     clean = torch.cat([_unpack(s["clean_bits"], s["n"]) for s in shards])
     results = [_merged_result(i, shards, clean) for i in range(len(shards[0]["results"]))]
-    worst = clean.clone()
-    for r in results:
-        assert r.robust is not None
-        worst &= r.robust
-    dev = resolve_device(device)
-    report_checks = (
-        sanity_checks(
-            model.to(dev),
-            data.to(dev),
-            clean,
-            results,
-            eps=eps,
-            norm=norm,
-            batch_size=batch_size,
-            seed=seed,
-            check_n=check_n,
-            probes=True,
-        )
-        if checks
-        else []
-    )
-    return EvaluationReport(
-        model=dict(model_info or {"name": type(model).__name__, "source": "object"}),
-        data=data.describe(),
-        norm=norm,
-        eps=eps,
-        clean_accuracy=fraction(clean),
-        worst_case_accuracy=fraction(worst),
-        results=results,
-        checks=report_checks,
-        seed=seed,
-        device=describe_device(dev),
-        batch_size=batch_size,
-        created=now_utc(),
+    return assemble_report(
+        model, data, clean, results, eps=eps, norm=norm, batch_size=batch_size, seed=seed, checks=checks,
+        check_n=check_n, model_info=model_info, device=resolve_device(device),
         seconds=sum(r.seconds for r in results),
-        environment=environment(),
-    )
+    )  # fmt: skip
 
 
 def evaluate_sharded(
