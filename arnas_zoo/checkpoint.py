@@ -121,7 +121,7 @@ def _check_tensors(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Te
         raise CheckpointError(f"{weights}: {len(bad)} tensors hold NaN or infinite values (e.g. {bad[0]})")
 
 
-def load_state(model: torch.nn.Module, weights: str | Path) -> None:
+def load_weights_into(model: torch.nn.Module, weights: str | Path) -> None:
     """Load safetensors ``weights`` into ``model`` strictly, with a one-line error on any mismatch."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -341,6 +341,6 @@ def load_folder(
         raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from None
     check_weights_fit(config, weights)  # before anything is allocated: config.json alone must not decide
     model = build_model(config)
-    load_state(model, weights)
+    load_weights_into(model, weights)
     model.metrics = metrics  # type: ignore[assignment]
     return model.to(device).eval()
