@@ -18,10 +18,10 @@ import platform
 import torch
 import torch.nn.functional as F
 
-from search.bilevel import Architect
-from search.config import load_config
-from search.objectives import PgdCrossEntropy
-from search.supernet import Supernet
+from search.arnas.bilevel import Architect
+from search.arnas.config import load_config
+from search.arnas.objectives import PgdCrossEntropy
+from search.arnas.supernet import Supernet
 
 
 def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:

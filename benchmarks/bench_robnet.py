@@ -33,7 +33,7 @@ def measure(args: argparse.Namespace) -> dict:
     from arnas_zoo.attacks import pgd
     from arnas_zoo.devices import resolve_device
     from arnas_zoo.models import build_model
-    from search.robnet import RobNetSupernet, genotype_code, macro_config, sample_code, sampled_config
+    from search.robnet.model import RobNetSupernet, genotype_code, macro_config, sample_code, sampled_config
 
     device = resolve_device(args.device)
     torch.manual_seed(0)

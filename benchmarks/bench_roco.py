@@ -34,9 +34,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from search.roco import candidate_job
-    from search.roco_config import PRESETS
-    from search.roco_transfer import build_transfer_set
+    from search.roco.config import PRESETS
+    from search.roco.run import candidate_job
+    from search.roco.transfer import build_transfer_set
 
     config = PRESETS[args.preset]
     work = Path(tempfile.mkdtemp(prefix="bench_roco-"))

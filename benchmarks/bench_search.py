@@ -171,8 +171,8 @@ def _numerics(run, cfg) -> dict:  # type: ignore[no-untyped-def]
     import torch
 
     from arnas_zoo.attacks.batchnorm import frozen_running_stats
-    from search.bilevel import Architect
-    from search.objectives import PgdCrossEntropy
+    from search.arnas.bilevel import Architect
+    from search.arnas.objectives import PgdCrossEntropy
 
     x_tr, y_tr, _ = run.train_batches.batch(0, 0)
     x_val, y_val, noise = run.val_batches.batch(0, 0)
@@ -211,12 +211,12 @@ def measure(args: argparse.Namespace) -> dict:
 
     from arnas_zoo.devices import resolve_device
     from arnas_zoo.runs.distributed import Dist
-    from search.config import load_config
-    from search.data import SearchData
-    from search.run import SearchRun
+    from search.arnas.config import load_config
+    from search.arnas.data import SearchData
+    from search.arnas.run import SearchRun
 
     if args.impl == "authors":  # the authors' MixedOp: a ReLU per op, a product and a partial sum per term
-        import search.supernet
+        import search.arnas.supernet
 
         search.supernet.SHARE_RELU = search.supernet.FUSED_SUM = False
     if "s2b" in args.impl or "auto" in args.impl:  # before any model is built
@@ -296,7 +296,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    from search.config import SearchConfig
+    from search.arnas.config import SearchConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="32,64")

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from arnas_zoo.bounds import margin_bounds
-from search.config import load_config
-from search.data import load_search_data
-from search.supernet import Supernet
+from search.arnas.config import load_config
+from search.arnas.data import load_search_data
+from search.arnas.supernet import Supernet
 
 SHAPES = ((3, 1), (3, 2), (3, 4), (4, 4))
 EPS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1)

@@ -48,7 +48,7 @@ def search(out: Path) -> Path:
 
 
 def random_cells(out: Path, count: int) -> dict[str, str]:
-    from search.evolve import gene_bounds, repair, to_genotype
+    from search.evolve.run import gene_bounds, repair, to_genotype
 
     low, high = gene_bounds("darts")
     rng = np.random.default_rng(20261206)

@@ -1,35 +1,15 @@
-"""ARNAS architecture search (Ou et al., CVPR 2024): supernet, MGDA bi-level optimisation, genotype JSON.
+"""Architecture search: one interface (:mod:`search.strategy`), one folder per strategy.
 
-Run it with ``python -m search run CONFIG`` (see ``docs/search.md``). Public pieces:
+- :mod:`search.arnas`: ARNAS (Ou et al., CVPR 2024), with DSRNA's robustness objectives (Hosseini et al.)
+- :mod:`search.robnet`: RobNets (Guo et al., CVPR 2020)
+- :mod:`search.roco`: RoCo-NAS (Geraeinejad et al., 2021)
+- :mod:`search.evolve`: NSGA-II over ARNAS/DARTS cells (this project)
 
-- :class:`~search.space.SearchSpace`, :class:`~search.supernet.Supernet` (``arch_parameters()`` /
-  ``weight_parameters()``, ``genotype()``)
-- :func:`~search.mgda.mgda_weight`, :func:`~search.mgda.combine`
-- :class:`~search.bilevel.Architect`, :func:`~search.bilevel.weight_step`
-- :class:`~search.objectives.RobustnessObjective`, :func:`~search.objectives.register_objective`
-- :func:`~search.discretize.discretize`
-- :class:`~search.config.SearchConfig`, :func:`~search.config.load_config`,
-  :func:`~search.run.run_search` (on the shared run machinery, :mod:`arnas_zoo.runs`), :func:`~search.sweep.run_sweep`
+Shared: :mod:`search.nsga` (the NSGA-II loop of roco and evolve), :mod:`search.settings` (config helpers).
+Run any preset with ``python -m search run PRESET``; ``python -m search presets`` lists them (docs/search.md).
+Installed, the package is ``arnas_zoo_search`` and ``arnas-zoo search`` is its command line.
 """
 
-from search.bilevel import Architect, weight_step
-from search.config import SearchConfig, load_config
-from search.discretize import discretize
-from search.mgda import combine, mgda_weight
-from search.objectives import RobustnessObjective, register_objective
-from search.space import SearchSpace
-from search.supernet import Supernet
+from .strategy import Outcome, RunOptions, Strategy, get_strategy, register_strategy, strategies, strategy_for
 
-__all__ = [
-    "Architect",
-    "RobustnessObjective",
-    "SearchConfig",
-    "SearchSpace",
-    "Supernet",
-    "combine",
-    "discretize",
-    "load_config",
-    "mgda_weight",
-    "register_objective",
-    "weight_step",
-]
+__all__ = ["Outcome", "RunOptions", "Strategy", "get_strategy", "register_strategy", "strategies", "strategy_for"]

@@ -1,6 +1,6 @@
 """``python -m search``: run, resume and sweep ARNAS searches (see docs/search.md)."""
 
-from search.cli import main
+from .cli import main
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """What every NSGA-II search here shares: pymoo's ask/tell loop over job-evaluated candidates, and operators.
 
-The searches (:mod:`search.roco` over macro genotypes, :mod:`search.evolve` over cell genotypes) differ
+The searches (:mod:`search.roco.run` over macro genotypes, :mod:`search.evolve.run` over cell genotypes) differ
 in encoding and in what a candidate job measures; the loop is the same: ask pymoo for a population, run
 one job per member (content-keyed, so a resumed run replays the generations from the seed with the
 stored results and trains nothing twice), tell pymoo the objectives, and write each generation's

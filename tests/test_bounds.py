@@ -177,8 +177,8 @@ def test_l2_crown_is_sound_and_tighter_than_the_box() -> None:
 
 
 def test_supernet_bounds_are_sound_and_differentiable_in_the_architecture() -> None:
-    from search.config import SearchConfig
-    from search.supernet import Supernet
+    from search.arnas.config import SearchConfig
+    from search.arnas.supernet import Supernet
 
     cfg = SearchConfig(space="darts", placement="N-N-N", filters="1-2-4", layers=3, init_channels=4)
     torch.manual_seed(7)

@@ -17,8 +17,40 @@ def test_every_arnas_zoo_subpackage_is_in_the_wheel_and_no_generic_name() -> Non
     found = {".".join(p.relative_to(REPO).parts[:-1]) for p in (REPO / "arnas_zoo").rglob("__init__.py")}
     assert found <= packages, f"add {sorted(found - packages)} to [tool.setuptools] packages"
     assert "export" not in packages and "search" not in packages  # generic top-level names stay out
-    # the export tooling and the torch-free runtime, each under its own name
-    assert config["package-dir"] == {"arnas_zoo_export": "export", "arnas_zoo_runtime": "runtime/arnas_zoo_runtime"}
+    # the export tooling, the search and the torch-free runtime, each under its own name
+    assert config["package-dir"] == {
+        "arnas_zoo_export": "export",
+        "arnas_zoo_search": "search",
+        "arnas_zoo_runtime": "runtime/arnas_zoo_runtime",
+    }
+    search = {".".join(("arnas_zoo_search", *p.relative_to(REPO / "search").parts[:-1])).rstrip(".")
+              for p in (REPO / "search").rglob("__init__.py")}  # fmt: skip
+    assert search <= packages, f"add {sorted(search - packages)} to [tool.setuptools] packages"
+
+
+def test_the_installed_search_runs_under_its_own_name_and_through_arnas_zoo(tmp_path: Path) -> None:
+    """``arnas_zoo_search`` imports nothing under the checkout's name ``search`` (its imports are relative), and
+    ``arnas-zoo search`` (the entry point) lists every strategy's presets."""
+    code = """
+import sys
+from arnas_zoo_search.strategy import strategies
+print(sorted(strategies()))
+print(sorted(m for m in sys.modules if m == "search" or m.startswith("search.")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["['arnas', 'evolve', 'robnet', 'roco']", "[]"]
+    listed = subprocess.run(
+        [sys.executable, "-m", "arnas_zoo.cli", "search", "presets"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert listed.returncode == 0, listed.stderr
+    for strategy, preset in (("arnas", "dsrna-cb-tiny"), ("robnet", "robnet-tiny"), ("roco", "roco-tiny"),
+                             ("evolve", "evolve-darts-tiny")):  # fmt: skip
+        assert f"{strategy}: " in listed.stdout and f"  {preset} " in listed.stdout
 
 
 def _imported_modules(code: str) -> set[str]:

@@ -10,16 +10,16 @@ import torch.nn.functional as F
 
 from arnas_zoo.attacks import bn_mode, pgd
 from arnas_zoo.errors import ConfigError, NonFiniteError
-from search.bilevel import Architect, weight_step
-from search.objectives import (
+from search.arnas.bilevel import Architect, weight_step
+from search.arnas.objectives import (
     PgdCrossEntropy,
     RobustnessObjective,
     available_objectives,
     make_objective,
     register_objective,
 )
-from search.space import SearchSpace
-from search.supernet import Supernet
+from search.arnas.space import SearchSpace
+from search.arnas.supernet import Supernet
 
 
 def _tiny(dtype: torch.dtype = torch.float32) -> Supernet:
@@ -232,7 +232,7 @@ def test_crafting_with_batch_statistics_attacks_the_trained_function() -> None:
     with bn_mode(model, "batch"), torch.no_grad():
         clean = float(F.cross_entropy(model(x), y))
     assert losses["batch"] > losses["eval"] and losses["batch"] > clean
-    from search.config import SearchConfig
+    from search.arnas.config import SearchConfig
 
     assert SearchConfig().attack_bn == "batch"
 

@@ -13,10 +13,10 @@ from torch import nn
 from arnas_zoo.genotype import Genotype
 from arnas_zoo.registry import create_model
 from arnas_zoo.runs import RunInterrupted, read_state
-from search.config import SearchConfig, load_config
-from search.objectives import CertifiedMargin, JacobianNorm, jacobian_row_norms, make_objective
-from search.run import STATE_FILE, run_search
-from search.supernet import Supernet
+from search.arnas.config import SearchConfig, load_config
+from search.arnas.objectives import CertifiedMargin, JacobianNorm, jacobian_row_norms, make_objective
+from search.arnas.run import STATE_FILE, run_search
+from search.arnas.supernet import Supernet
 
 MICRO = {
     "layers": 3,

@@ -1,4 +1,4 @@
-"""NSGA-II over ARNAS/DARTS cell genotypes (search.evolve): encoding, operators, a resumable tiny run."""
+"""NSGA-II over ARNAS/DARTS cell genotypes (search.evolve.run): encoding, operators, a resumable tiny run."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ pytest.importorskip("pymoo", reason="pymoo is not installed (pip install 'arnas-
 def test_every_repaired_gene_vector_is_a_buildable_genotype(space: str) -> None:
     from arnas_zoo.models import build_model
     from arnas_zoo.registry import config_for_genotype
-    from search.evolve import CELLS, gene_bounds, repair, to_genotype
+    from search.evolve.config import CELLS
+    from search.evolve.run import gene_bounds, repair, to_genotype
 
     low, high = gene_bounds(space)
     rng = np.random.default_rng(0)
@@ -40,7 +41,7 @@ def test_every_repaired_gene_vector_is_a_buildable_genotype(space: str) -> None:
 
 
 def test_repair_only_touches_duplicate_inputs() -> None:
-    from search.evolve import repair
+    from search.evolve.run import repair
 
     genes = np.zeros(48, dtype=np.int64)  # every node: op 0 from input 0 twice
     fixed = repair(genes, "arnas")
@@ -52,7 +53,7 @@ def test_repair_only_touches_duplicate_inputs() -> None:
 def test_operators_keep_nodes_whole_and_genes_in_bounds() -> None:
     from pymoo.core.problem import Problem
 
-    from search.evolve import gene_bounds
+    from search.evolve.run import gene_bounds
     from search.nsga import block_crossover, reset_mutation
 
     X = np.zeros((2, 50, 32), dtype=np.int64)
@@ -67,7 +68,7 @@ def test_operators_keep_nodes_whole_and_genes_in_bounds() -> None:
 
 
 def _micro():  # type: ignore[no-untyped-def]
-    from search.evolve import PRESETS
+    from search.evolve.config import PRESETS
 
     return replace(PRESETS["evolve-darts-tiny"], population=4, generations=2, train_epochs=1.0, train_n=64,
                    val_n=48, pgd_n=24, compare=("darts_v2",), compare_seeds=2)  # fmt: skip
@@ -75,7 +76,7 @@ def _micro():  # type: ignore[no-untyped-def]
 
 def test_evolve_resumes_after_a_kill_and_reproduces_the_uninterrupted_front(tmp_path: Path) -> None:
     from arnas_zoo.genotype import Genotype
-    from search.evolve import run_evolve
+    from search.evolve.run import run_evolve
 
     torch.set_num_threads(1)
     cfg = _micro()
@@ -120,7 +121,7 @@ def test_a_second_search_into_a_busy_run_folder_is_refused_before_it_writes(tmp_
     import sys
 
     from arnas_zoo.errors import RunFolderBusyError
-    from search.evolve import run_evolve
+    from search.evolve.run import run_evolve
 
     out = tmp_path / "busy"
     out.mkdir()

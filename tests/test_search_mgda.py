@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from arnas_zoo.errors import ConfigError
-from search.mgda import combine, mgda_weight
+from search.arnas.mgda import combine, mgda_weight
 
 
 def brute_force_gamma(t: torch.Tensor, t_hat: torch.Tensor, grid: int = 200_001) -> float:

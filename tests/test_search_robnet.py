@@ -13,7 +13,8 @@ import torch
 from arnas_zoo.errors import ConfigError, GenotypeError
 from arnas_zoo.genotype import Genotype
 from arnas_zoo.registry import get_config
-from search.robnet import (
+from search.robnet.config import PRESETS
+from search.robnet.model import (
     DIRECT,
     EDGES,
     RobNetSupernet,
@@ -29,8 +30,7 @@ from search.robnet import (
     sample_code,
     sampled_config,
 )
-from search.robnet_config import PRESETS
-from search.robnet_run import run_robnet
+from search.robnet.run import run_robnet
 
 MICRO = replace(
     PRESETS["robnet-tiny"],

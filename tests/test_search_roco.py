@@ -125,7 +125,7 @@ def test_pymoo_sorting_and_crowding_agree_with_brute_force() -> None:
 
 
 def test_phase_crossover_inherits_whole_phases() -> None:
-    from search.roco import phase_crossover
+    from search.roco.run import phase_crossover
 
     per = bits_per_phase(4)
     X = np.zeros((2, 50, 3 * per), dtype=bool)
@@ -136,8 +136,8 @@ def test_phase_crossover_inherits_whole_phases() -> None:
 
 
 def test_mutation_changes_one_phase_at_a_time_at_the_configured_rate() -> None:
-    from search.roco import _algorithm
-    from search.roco_config import PRESETS
+    from search.roco.config import PRESETS
+    from search.roco.run import _algorithm
 
     config = PRESETS["roco"]  # 3 phases x 6 nodes (the paper's Table II), 0.02 per bit
     per, n = bits_per_phase(config.nodes), 20000
@@ -153,7 +153,7 @@ def test_mutation_changes_one_phase_at_a_time_at_the_configured_rate() -> None:
 
 
 def _micro():  # type: ignore[no-untyped-def]
-    from search.roco_config import PRESETS
+    from search.roco.config import PRESETS
 
     return replace(
         PRESETS["roco-tiny"],
@@ -174,7 +174,7 @@ def _micro():  # type: ignore[no-untyped-def]
 
 def test_roco_resumes_after_a_kill_and_reproduces_the_uninterrupted_front(tmp_path: Path) -> None:
     from arnas_zoo.errors import ConfigError
-    from search.roco import run_roco
+    from search.roco.run import run_roco
 
     torch.set_num_threads(1)
     cfg = _micro()
@@ -236,7 +236,7 @@ def test_claim_run_folder_names_the_changed_keys_and_accepts_tuples_as_lists(tmp
 
 def test_matched_flops_pairs_each_front_member_with_the_nearest_baseline(tmp_path: Path) -> None:
     from arnas_zoo.errors import ConfigError
-    from search.roco import matched_flops
+    from search.roco.run import matched_flops
 
     def run(name: str, rows: list[tuple[str, int, float, bool]]) -> Path:
         folder = tmp_path / name

@@ -20,9 +20,9 @@ from arnas_zoo.genotype import Genotype
 from arnas_zoo.primitives import ARNAS_PRIMITIVES
 from arnas_zoo.registry import create_model
 from arnas_zoo.runs import RunInterrupted, read_state
+from search.arnas.config import SearchConfig, load_config, parse_overrides
+from search.arnas.run import STATE_FILE, run_search
 from search.cli import main as search_main
-from search.config import SearchConfig, load_config, parse_overrides
-from search.run import STATE_FILE, run_search
 
 REPO = Path(__file__).resolve().parents[1]
 # smaller than the `tiny` preset: 4 cells (A, reduce, reduce, R) of 2 nodes, 8x8 images, 64+64 of them,

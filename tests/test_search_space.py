@@ -10,9 +10,9 @@ from arnas_zoo.errors import ConfigError, GenotypeError
 from arnas_zoo.genotype import Genotype
 from arnas_zoo.ops import ARNAS_PRIMITIVES, DARTS_PRIMITIVES
 from arnas_zoo.registry import create_model
-from search.discretize import discretize, discretize_cell
-from search.space import SearchSpace
-from search.supernet import Supernet
+from search.arnas.discretize import discretize, discretize_cell
+from search.arnas.space import SearchSpace
+from search.arnas.supernet import Supernet
 
 
 def test_paper_space_layout() -> None:
@@ -177,7 +177,7 @@ def test_supernet_genotype_follows_the_alphas() -> None:
 def test_recomputed_cells_give_the_same_logits_gradients_and_running_statistics(
     setting: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from search.supernet import SearchCell
+    from search.arnas.supernet import SearchCell
 
     space = SearchSpace(layers=5, init_channels=4, input_size=8)
     runs, calls = {}, {}
@@ -229,7 +229,7 @@ def test_ops_that_begin_with_relu_run_from_a_shared_relu() -> None:
 
 def test_shared_relu_keeps_the_supernets_logits_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """One ReLU per state instead of one per (edge, op): identical logits, gradients to accumulation order."""
-    import search.supernet as supernet
+    import search.arnas.supernet as supernet
 
     monkeypatch.setattr(supernet, "FUSED_SUM", False)  # the same summation in both: logits bitwise equal
     space = SearchSpace(layers=5, init_channels=4, input_size=8)
@@ -254,7 +254,7 @@ def test_shared_relu_keeps_the_supernets_logits_and_gradients(monkeypatch: pytes
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "mixed"])
 def test_fused_weighted_sum_gradients_and_double_backward(layout: str) -> None:
-    from search.supernet import _WeightedSum
+    from search.arnas.supernet import _WeightedSum
 
     gen = torch.Generator().manual_seed(0)
     w = torch.rand(3, dtype=torch.float64, generator=gen).requires_grad_()
@@ -272,7 +272,7 @@ def test_fused_weighted_sum_gradients_and_double_backward(layout: str) -> None:
 
 
 def test_fused_sum_keeps_the_supernets_logits_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
-    import search.supernet as supernet
+    import search.arnas.supernet as supernet
 
     space = SearchSpace(layers=5, init_channels=4, input_size=8)
     runs = {}

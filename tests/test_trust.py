@@ -343,7 +343,7 @@ def test_a_changed_or_unrecorded_transfer_set_is_rebuilt_not_used(tmp_path: Path
     import numpy as np
 
     from arnas_zoo.checkpoint import sha256_file
-    from search.roco_transfer import _sign, _transfer_set_problem
+    from search.roco.transfer import _sign, _transfer_set_problem
 
     npz, meta = tmp_path / "transfer_set.npz", tmp_path / "transfer_set.json"
     np.savez_compressed(npz, x=np.zeros((2, 1, 4, 4), np.float32), y=np.array([1, 2]), half=np.array([0, 1]))

@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from arnas_zoo.attacks.batchnorm import frozen_running_stats
 from arnas_zoo.errors import NonFiniteError
 from arnas_zoo.runs.precision import full_precision, no_tf32
-from search.mgda import combine, flat
-from search.objectives import RobustnessObjective
-from search.supernet import Supernet
+
+from .mgda import combine, flat
+from .objectives import RobustnessObjective
+from .supernet import Supernet
 
 GradSync = Callable[[list[torch.Tensor]], list[torch.Tensor]]
 Autocast = Callable[[], AbstractContextManager[None]]

@@ -4,30 +4,32 @@
 1-2-2, the CIFAR-10 train split halved into weight/architecture data, batch 32, 50 epochs, SGD 0.025
 cosine to 0.001 (momentum 0.9, wd 3e-4) on PGD-7 examples, Adam 3e-4 (0.5, 0.999) wd 1e-3 for the
 architecture, lambda 0.1, second order, MGDA. ``tiny`` is a seconds-long CPU smoke version.
-Overrides come as ``key=value`` strings (``--set epochs=5``); values are parsed as JSON when they can
-be, else kept as strings.
+Overrides come as ``key=value`` strings (``--set epochs=5``), parsed by :func:`search.settings.parse_overrides`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from arnas_zoo.errors import ConfigError
-from search.mgda import STRATEGIES
-from search.space import SearchSpace
+
+from ..settings import Settings, parse_overrides
+from .mgda import STRATEGIES
+from .space import SearchSpace
 
 ORDERS = ("first", "second")
 ATTACK_BN_MODES = ("eval", "batch")
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    """Every setting of a search run (written to ``config.json`` in the output folder)."""
+class SearchConfig(Settings):
+    """Every setting of a search run (written to ``config.json`` in the output folder); checked on construction."""
+
+    what = "search"
 
     # search space (see search.space.SearchSpace)
     space: str = "arnas"
@@ -75,10 +77,10 @@ class SearchConfig:
     threat_norm: str = "linf"
     jacobian_estimator: str = "exact"  # exact: all K rows of the input Jacobian; projection: Hoffman et al.
     jacobian_projections: int = 1
-    cert_method: str = "ibp"  # ibp | crown (search/objectives.py: what the certified objective bounds with)
+    cert_method: str = "ibp"  # ibp | crown (search/arnas/objectives.py: what the certified objective bounds with)
     cert_eps_init: float = 0.03  # DSRNA: eps starts at 0.03 and moves with the gap between the bounds
     cert_gap_target: float = 1.0  # target mean gap (logits) between the margins' upper and lower bounds
-    cert_eps_factor: float = 1.1  # eps *= target/gap, clipped to [1/8, factor] (search/objectives.py)
+    cert_eps_factor: float = 1.1  # eps *= target/gap, clipped to [1/8, factor] (search/arnas/objectives.py)
     # end-of-epoch evaluation on the first `eval_n` architecture-split images (0 disables)
     eval_n: int = 256
     # reproducibility and hardware
@@ -95,6 +97,9 @@ class SearchConfig:
     recompute_cells: int = 1
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
         for f in fields(self):
             value, default = getattr(self, f.name), f.default
             if isinstance(default, (int, float)) and not isinstance(default, bool):
@@ -197,25 +202,6 @@ class SearchConfig:
             input_size=input_size,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SearchConfig:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"search config: expected a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"search config: unknown key {unknown[0]!r}; expected some of {sorted(known)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as exc:
-            raise ConfigError(f"search config: {exc}") from None
-
-    def replace(self, **changes: Any) -> SearchConfig:
-        return SearchConfig.from_dict({**self.to_dict(), **changes})
-
 
 def _bad_int(value: Any, minimum: int) -> bool:
     return not isinstance(value, int) or isinstance(value, bool) or value < minimum or value > 2**40
@@ -296,21 +282,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dsrna-cb-tiny": {**_DSRNA, **_DSRNA_CB_OPT, **_DSRNA_TINY, "robust_objective": "certified"},
     "dsrna-combined-tiny": {**_DSRNA, **_DSRNA_CB_OPT, **_DSRNA_TINY, "robust_objective": "combined"},
 }
-
-
-def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
-    """``["epochs=5", "order=first"]`` -> ``{"epochs": 5, "order": "first"}`` (values JSON-parsed when possible)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set: expected key=value, got {pair[:80]!r}")
-        try:
-            value = json.loads(raw)
-        except (ValueError, RecursionError):  # not JSON: keep the text
-            value = raw
-        out[key.strip()] = value
-    return out
 
 
 def load_config(source: str | None = None, overrides: Iterable[str] = ()) -> SearchConfig:

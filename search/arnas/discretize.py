@@ -13,7 +13,8 @@ import numpy as np
 
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype
-from search.space import SearchSpace
+
+from .space import SearchSpace
 
 EDGES_PER_NODE = 2
 

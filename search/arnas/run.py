@@ -13,7 +13,7 @@ Output folder (rank 0 writes; everything but the state is regenerated from it af
 - ``plots/``                 architecture weights per cell type, gamma trace, the objectives per step, final cells
 - ``summary.json``           written when the run is complete
 
-Every step's batches and attack starts come from ``(seed, epoch, step)`` (:mod:`search.data`), so a run
+Every step's batches and attack starts come from ``(seed, epoch, step)`` (:mod:`search.arnas.data`), so a run
 killed at any point resumes (``--resume``) to exactly the uninterrupted result on CPU.
 """
 
@@ -38,6 +38,7 @@ from arnas_zoo.progress import Progress
 from arnas_zoo.runs import run_task, scheduled_lr
 from arnas_zoo.runs.distributed import Dist, all_reduce_mean, all_reduce_sum, convert_dist_batchnorm, init_distributed
 from arnas_zoo.runs.faults import write_point
+from arnas_zoo.runs.folder import claim_run_folder
 from arnas_zoo.runs.lock import lock_if
 from arnas_zoo.runs.precision import autocast_for, tune_cudnn
 from arnas_zoo.runs.state import (
@@ -49,11 +50,12 @@ from arnas_zoo.runs.state import (
     rng_state,
     unprefixed,
 )
-from search.bilevel import Architect, weight_step
-from search.config import SearchConfig
-from search.data import TRAIN_STREAM, VAL_STREAM, SearchData, StepBatches, load_search_data
-from search.objectives import make_objective
-from search.supernet import Supernet
+
+from .bilevel import Architect, weight_step
+from .config import SearchConfig
+from .data import TRAIN_STREAM, VAL_STREAM, SearchData, StepBatches, load_search_data
+from .objectives import make_objective
+from .supernet import Supernet
 
 log = logging.getLogger("search")
 
@@ -410,9 +412,7 @@ def run_search(
     with lock_if(dist.main, out_dir, "search"):  # one writer per run folder
         state_path = out_dir / STATE_FILE
         if dist.main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            if not state_path.exists():
-                atomic_write_json(out_dir / "config.json", config.to_dict())
+            claim_run_folder(out_dir, config.to_dict(), "search", resume or previous, state=STATE_FILE)
         history = run_task(
             run,
             state_path,
@@ -444,7 +444,7 @@ def run_search(
     if dist.main:
         genotype.save(out_dir / "genotype.json")
         if plots:
-            from search.plots import plot_run
+            from .plots import plot_run
 
             summary["plots"] = [str(p.relative_to(out_dir)) for p in plot_run(out_dir, genotype)]
         atomic_write_json(out_dir / "summary.json", summary)

@@ -29,7 +29,8 @@ from arnas_zoo.batchstats import holds
 from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype
 from arnas_zoo.models import Normalize
 from arnas_zoo.ops import POOLING_OPS, FactorizedReduce, ReLUConvBN, after_relu, create_op
-from search.space import SearchSpace
+
+from .space import SearchSpace
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor | None:
@@ -257,7 +258,7 @@ class Supernet(nn.Module):
 
     def genotype(self, name: str | None = None, notes: str | None = None) -> Genotype:
         """Discretise the current architecture (see :func:`search.discretize.discretize`)."""
-        from search.discretize import discretize
+        from .discretize import discretize
 
         return discretize(self.arch_weights(), self.primitives, self.space, name=name, notes=notes)
 

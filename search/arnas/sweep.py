@@ -21,9 +21,10 @@ import numpy as np  # noqa: E402
 from arnas_zoo.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from arnas_zoo.errors import ConfigError  # noqa: E402
 from arnas_zoo.genotype import Genotype  # noqa: E402
-from search.config import SearchConfig  # noqa: E402
-from search.run import STATE_FILE, run_search  # noqa: E402
-from search.space import SearchSpace  # noqa: E402
+
+from .config import SearchConfig  # noqa: E402
+from .run import STATE_FILE, run_search  # noqa: E402
+from .space import SearchSpace  # noqa: E402
 
 #: Cell types whose op choices Fig. 4 compares (the DARTS space's are shown when those are absent).
 FIGURE_CELLS = ("accurate", "robust")

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from arnas_zoo.atomic import atomic_write_json, replacing
-from search.robnet import EDGE_LIST, EDGES, code_from_strings, code_genotype
-from search.robnet_config import RobNetConfig
+
+from .config import RobNetConfig
+from .model import EDGE_LIST, EDGES, code_from_strings, code_genotype
 
 
 # ---- stage 3: analyses ------------------------------------------------------------------------------

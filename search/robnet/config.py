@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from arnas_zoo.errors import ConfigError
-from search.presets import config_from_dict, with_overrides
-from search.robnet import BUDGETS
+
+from ..settings import Settings
+from .model import BUDGETS
 
 
 @dataclass(frozen=True)
-class RobNetConfig:
+class RobNetConfig(Settings):
+    what = "robnet"
+
     name: str = "robnet"
     dataset: str = "cifar10"
     data_dir: str | None = None
@@ -45,16 +47,6 @@ class RobNetConfig:
     eval_steps: int = 20  # PGD steps when scoring (eps and step size as in training)
     fsp_n: int = 64
     top_k: int = 5
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RobNetConfig:
-        return config_from_dict(cls, data, "robnet")
-
-    def with_overrides(self, pairs: list[str] | tuple[str, ...]) -> RobNetConfig:
-        return with_overrides(self, pairs, lists_as_tuples=False)
 
     def validate(self) -> None:
         if self.budget not in BUDGETS:

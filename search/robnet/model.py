@@ -1,7 +1,7 @@
 """RobNets (Guo et al., CVPR 2020): one-shot adversarial supernet, sampled architectures, analyses, FSP.
 
-This module: the codes, the supernet, weight inheritance and FSP. :mod:`search.robnet_run`: the
-configuration, the stages and the pipeline; :mod:`search.robnet_analysis`: analyses and export.
+This module: the codes, the supernet, weight inheritance and FSP. :mod:`search.robnet.run`: the
+configuration, the stages and the pipeline; :mod:`search.robnet.analysis`: analyses and export.
 
 The method, as this module builds it:
 

@@ -1,4 +1,4 @@
-"""RobNets' stages (see :mod:`search.robnet`): configuration and presets, data, the supernet's training
+"""RobNets' stages (see :mod:`search.robnet.model`): configuration and presets, data, the supernet's training
 (a RunTask), scoring and finetuning as jobs, and the pipeline that chains them.
 
 Why ~530 lines in one module: the stages share RobNetConfig, the data cache and the run folder's layout.
@@ -20,7 +20,10 @@ from arnas_zoo.atomic import atomic_write_json
 from arnas_zoo.attacks import pgd
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.runs import generator, seed_for
-from search.robnet import (
+
+from .analysis import analyze, export_top
+from .config import RobNetConfig
+from .model import (
     CODE_STREAM,
     EDGES,
     FINETUNE_STREAM,
@@ -36,8 +39,6 @@ from search.robnet import (
     macro_config,
     sample_code,
 )
-from search.robnet_analysis import analyze, export_top
-from search.robnet_config import RobNetConfig
 
 # ---- data -----------------------------------------------------------------------------------------
 _DATA_CACHE: dict[str, Any] = {}
@@ -308,8 +309,8 @@ def finetune_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 def _register() -> None:
     from arnas_zoo.jobs import register_kind
 
-    register_kind("robnet-score", "search.robnet_run:score_job")
-    register_kind("robnet-finetune", "search.robnet_run:finetune_job")
+    register_kind("robnet-score", f"{__name__}:score_job")
+    register_kind("robnet-finetune", f"{__name__}:finetune_job")
 
 
 def sampled_codes(config: RobNetConfig) -> list[np.ndarray]:

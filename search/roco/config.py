@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.macro import bits_per_phase
-from search.presets import config_from_dict, with_overrides
+
+from ..settings import Settings
 
 
 @dataclass(frozen=True)
-class RocoConfig:
+class RocoConfig(Settings):
+    what = "roco"
+
     name: str = "roco"
     dataset: str = "cifar10"
     data_dir: str | None = None
@@ -42,16 +44,6 @@ class RocoConfig:
     pgd_n: int = 500  # white-box PGD-20 on this many test points for every candidate
     pgd_eps: float = 8 / 255
     top_k: int = 3
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RocoConfig:
-        return config_from_dict(cls, data, "roco", tuple_keys=("source_archs", "linf_eps", "l0_pixels"))
-
-    def with_overrides(self, pairs: list[str] | tuple[str, ...]) -> RocoConfig:
-        return with_overrides(self, pairs)
 
     def validate(self) -> None:
         if self.objectives not in (2, 3):

@@ -24,7 +24,7 @@ and error on a fixed transferred adversarial set.
    non-dominated set, builder-ready), the knee and the top-k by clean accuracy, ``plots/front_2d.png``
    and ``plots/front_3d.png``.
 
-The settings live in :mod:`search.roco_config`, the transfer set in :mod:`search.roco_transfer`.
+The settings live in :mod:`search.roco.config`, the transfer set in :mod:`search.roco.transfer`.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ from arnas_zoo.atomic import atomic_write_json
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.macro import MacroGenotype, bits_per_phase
 from arnas_zoo.safe_json import read_json
-from search.nsga import block_crossover, block_mutation, evolve, knee
-from search.roco_config import RocoConfig
-from search.roco_transfer import _train, _transfer, build_transfer_set
+
+from ..nsga import block_crossover, block_mutation, evolve, knee
+from .config import RocoConfig
+from .transfer import _train, _transfer, build_transfer_set
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def candidate_job(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 def _register() -> None:
     from arnas_zoo.jobs import register_kind
 
-    register_kind("roco-candidate", "search.roco:candidate_job", inputs="search.roco_transfer:transfer_inputs")
+    register_kind("roco-candidate", f"{__name__}:candidate_job", inputs=f"{__package__}.transfer:transfer_inputs")
 
 
 # ---- NSGA-II with pymoo ------------------------------------------------------------------------------

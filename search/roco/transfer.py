@@ -1,4 +1,4 @@
-"""RoCo-NAS's transfer set (stage 1 of :mod:`search.roco`): adversarial examples crafted on source models
+"""RoCo-NAS's transfer set (stage 1 of :mod:`search.roco.run`): adversarial examples crafted on source models
 trained here, kept only when they fool their source, split by a seeded permutation into a search half and a
 held-out half, and signed so a candidate job trusts only the set this run built."""
 
@@ -16,7 +16,8 @@ from arnas_zoo.atomic import atomic_write_json, replacing
 from arnas_zoo.checkpoint import sha256_file
 from arnas_zoo.errors import UntrustedFileError
 from arnas_zoo.safe_json import read_json_object
-from search.roco_config import RocoConfig
+
+from .config import RocoConfig
 
 log = logging.getLogger(__name__)
 
