@@ -149,8 +149,8 @@ def refusal(strategy: Strategy, keys: Sequence[str]) -> str:
     """``roco-tiny``-style message: which flags this strategy does not take, and which strategies do."""
     parts = []
     for key in keys:
-        takers = [s.title for s in _STRATEGIES.values() if key in s.takes]
-        whom = f"the {takers[0]} search" + "".join(f" and {t}" for t in takers[1:]) if takers else "no strategy"
+        takers = [f"the {s.title} search" for s in _STRATEGIES.values() if key in s.takes]
+        whom = " and ".join([", ".join(takers[:-1]), takers[-1]] if len(takers) > 1 else takers) or "no strategy"
         parts.append(f"{OPTIONAL[key]} is for {whom}")
     return f"{strategy.title} ({strategy.name}) does not take it: " + "; ".join(parts)
 
