@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from arnas_zoo.errors import ConfigError, GenotypeError
 from arnas_zoo.genotype import NUM_CELL_INPUTS, Genotype
+from arnas_zoo.settings import Settings
 
 CELL_ARCH = "cell"
 CONFIG_SCHEMA = "arnas-zoo/model-config@1"
@@ -90,8 +91,11 @@ def _is_number(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Settings):
     """Everything needed to rebuild a network exactly; serialised as ``config.json``."""
+
+    what = "config"
+    schema = CONFIG_SCHEMA
 
     arch: str = CELL_ARCH
     genotype: Genotype | None = None
@@ -236,49 +240,23 @@ class ModelConfig:
     def auxiliary_layer(self) -> int:
         return 2 * self.layers // 3
 
-    # ---- (de)serialisation --------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schema": CONFIG_SCHEMA}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "genotype":
-                value = None if value is None else value.to_dict()
-            elif isinstance(value, tuple):
-                value = list(value)
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            out[f.name] = value
-        return out
+    # ---- (de)serialisation (arnas_zoo.settings.Settings; the genotype as its JSON) ----------------
+    def encode(self, key: str, value: Any) -> Any:
+        if key == "genotype":
+            return None if value is None else value.to_dict()
+        return super().encode(key, value)
+
+    @classmethod
+    def decode(cls, key: str, value: Any) -> Any:
+        if key == "genotype" and value is not None and not isinstance(value, Genotype):
+            try:
+                return Genotype.from_dict(value)
+            except GenotypeError as exc:
+                raise ConfigError(f"genotype: {exc}") from None
+        return super().decode(key, value)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"config: expected a JSON object, got {type(data).__name__}")
-        data = dict(data)
-        schema = data.pop("schema", CONFIG_SCHEMA)
-        if schema != CONFIG_SCHEMA:
-            raise ConfigError(f"config.schema: expected {CONFIG_SCHEMA!r}, got {schema!r:.80}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(str(k) for k in set(data) - known)
-        if unknown:
-            raise ConfigError(f"config.{unknown[0]:.60}: unknown key; expected only {sorted(known)}")
-        if data.get("genotype") is not None:
-            try:
-                data["genotype"] = Genotype.from_dict(data["genotype"])
-            except GenotypeError as exc:
-                raise ConfigError(f"config.genotype: {exc}") from None
-        for key in ("mean", "std", "placement", "filter_multipliers", "cell_types"):
-            if data.get(key) is not None:
-                if not isinstance(data[key], Sequence) or isinstance(data[key], str):
-                    raise ConfigError(f"config.{key}: expected a list, got {type(data[key]).__name__}")
-                data[key] = tuple(data[key])
-        try:
-            return cls(**data)
-        except ConfigError as exc:
-            raise ConfigError(f"config.{exc}") from None
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ModelConfig:
@@ -289,12 +267,3 @@ class ModelConfig:
         except GenotypeError as exc:
             raise ConfigError(f"config: {str(exc).removeprefix('$: ')}") from None
         return cls.from_dict(data)
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        for key in ("mean", "std", "placement", "filter_multipliers", "cell_types"):
-            if isinstance(changes.get(key), list):
-                changes[key] = tuple(changes[key])
-        unknown = sorted(set(changes) - {f.name for f in fields(self)})
-        if unknown:
-            raise ConfigError(f"{unknown[0]}: not a model config field; expected one of {sorted(asdict(self))}")
-        return replace(self, **changes)

@@ -64,7 +64,7 @@ def draw(out: Path) -> Path:
         "search/strategy.py   Strategy(name, papers, presets, load, run, takes)\n"
         "run(config, out, RunOptions(resume, device, backend, ...)) -> Outcome(genotypes, summary, lines)\n"
         "register_strategy · strategies() · strategy_for(PRESET)\n"
-        "search/settings.py   Settings: every config's to_dict / from_dict / replace / --set KEY=VALUE",
+        "arnas_zoo/settings.py   Settings: every config's to_dict / from_dict / replace / --set KEY=VALUE",
         "#fdf1d8", 9.5)  # fmt: skip
     arrow(ax, (0.5, 0.875), (0.5, 0.835))
     width, gap = 0.232, 0.014

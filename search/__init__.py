@@ -5,7 +5,7 @@
 - :mod:`search.roco`: RoCo-NAS (Geraeinejad et al., 2021)
 - :mod:`search.evolve`: NSGA-II over ARNAS/DARTS cells (this project)
 
-Shared: :mod:`search.nsga` (the NSGA-II loop of roco and evolve), :mod:`search.settings` (config helpers).
+Shared: :mod:`search.nsga` (the NSGA-II loop of roco and evolve).
 Run any preset with ``python -m search run PRESET``; ``python -m search presets`` lists them (docs/search.md).
 Installed, the package is ``arnas_zoo_search`` and ``arnas-zoo search`` is its command line.
 """

@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from arnas_zoo.errors import ConfigError, DuplicateNameError
+from arnas_zoo.settings import Settings, parse_overrides
 from search import strategy as registry
 from search.cli import main, run_command
-from search.settings import Settings, parse_overrides
 from search.strategy import Outcome, RunOptions, Strategy, load_from, strategies, strategy_for
 
 BUILTIN = {"arnas", "robnet", "roco", "evolve"}
@@ -150,7 +150,7 @@ def test_the_config_base_refuses_unknown_keys_and_reads_json_lists_as_tuples() -
     assert config.sizes == (1, 2, 3) and FakeConfig.from_dict(config.to_dict()) == config
     assert config.with_overrides(["note=none", "sizes=[9]"]) == FakeConfig(width=3, sizes=(9,))
     assert config.replace(width=5).width == 5
-    with pytest.raises(ConfigError, match="fake config: unknown key 'widht'; expected some of"):
+    with pytest.raises(ConfigError, match="fake.widht: unknown key 'widht'; expected one of"):
         config.with_overrides(["widht=3"])
     with pytest.raises(ConfigError, match="expected a JSON object"):
         FakeConfig.from_dict([1, 2])  # type: ignore[arg-type]

@@ -11,12 +11,14 @@ import math
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.runs.schedules import SCHEDULES
+from arnas_zoo.settings import Settings
 
 RECIPE_SCHEMA = "arnas-zoo/recipe@1"
 METHODS = ("pgd", "fgsm", "trades", "standard")
@@ -49,11 +51,15 @@ def stop_reason(recipe: Recipe, record: Mapping[str, Any], best_epoch: int, best
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(Settings):
     """Every setting of an adversarial-training run (serialised as ``recipe.json``).
 
     ``eps``/``step_size`` are in [0, 1] pixel units (8/255 = 0.0314).
     """
+
+    what = "recipe"
+    schema = RECIPE_SCHEMA
+    item = "field"
 
     name: str = "custom"
     method: str = "pgd"  # pgd | fgsm (random start, "fast" AT) | trades | standard (no attack)
@@ -172,32 +178,14 @@ class Recipe:
             return self.eps * max(epoch_progress / self.eps_warmup_epochs, 1e-3)
         return self.eps
 
+    # ---- (de)serialisation (arnas_zoo.settings.Settings; values coerced, as the CLI passes strings) ------
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schema": RECIPE_SCHEMA}
-        for key, value in asdict(self).items():
-            if key in _WRITTEN_WHEN_SET and value is None:
-                continue  # added later: left out when unused, so that older runs still resume
-            out[key] = list(value) if isinstance(value, tuple) else value
-        return out
+        # fields added later are left out when unused, so that older runs still resume
+        return {k: v for k, v in super().to_dict().items() if not (k in _WRITTEN_WHEN_SET and v is None)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"recipe: expected a JSON object, got {type(data).__name__}")
-        data = dict(data)
-        schema = data.pop("schema", RECIPE_SCHEMA)
-        if schema != RECIPE_SCHEMA:
-            raise ConfigError(f"recipe.schema: expected {RECIPE_SCHEMA!r}, got {schema!r:.60}")
-        return cls().replace(**data)
-
-    def replace(self, **changes: Any) -> Recipe:
-        """A copy with ``changes`` applied (values are coerced from strings, as the CLI passes them)."""
-        hints = typing.get_type_hints(type(self))
-        unknown = sorted(str(k) for k in set(changes) - set(hints))
-        if unknown:
-            raise ConfigError(f"recipe.{unknown[0]:.60}: unknown field; expected one of {sorted(hints)}")
-        coerced = {key: _coerce(key, value, hints[key]) for key, value in changes.items()}
-        return replace(self, **coerced)
+    def decode(cls, key: str, value: Any) -> Any:
+        return _coerce(key, value, _hints(typing.cast(type, cls))[key])
 
 
 def _number(text: str) -> float:
@@ -205,6 +193,11 @@ def _number(text: str) -> float:
         num, den = text.split("/", 1)
         return float(num) / float(den)
     return float(text)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:

@@ -4,7 +4,7 @@
 1-2-2, the CIFAR-10 train split halved into weight/architecture data, batch 32, 50 epochs, SGD 0.025
 cosine to 0.001 (momentum 0.9, wd 3e-4) on PGD-7 examples, Adam 3e-4 (0.5, 0.999) wd 1e-3 for the
 architecture, lambda 0.1, second order, MGDA. ``tiny`` is a seconds-long CPU smoke version.
-Overrides come as ``key=value`` strings (``--set epochs=5``), parsed by :func:`search.settings.parse_overrides`.
+Overrides come as ``key=value`` strings (``--set epochs=5``), parsed by :func:`arnas_zoo.settings.parse_overrides`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from arnas_zoo.errors import ConfigError
+from arnas_zoo.settings import Settings, parse_overrides
 
-from ..settings import Settings, parse_overrides
 from .mgda import STRATEGIES
 from .space import SearchSpace
 

@@ -6,8 +6,7 @@ from dataclasses import dataclass, replace
 
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.primitives import ARNAS_PRIMITIVES
-
-from ..settings import Settings
+from arnas_zoo.settings import Settings
 
 NODES = 4
 GENES_PER_NODE = 4  # op, input, op, input

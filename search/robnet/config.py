@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from arnas_zoo.errors import ConfigError
+from arnas_zoo.settings import Settings
 
-from ..settings import Settings
 from .model import BUDGETS
 
 

@@ -6,8 +6,7 @@ from dataclasses import dataclass, replace
 
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.macro import bits_per_phase
-
-from ..settings import Settings
+from arnas_zoo.settings import Settings
 
 
 @dataclass(frozen=True)
