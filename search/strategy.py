@@ -161,6 +161,11 @@ def config_settings(config: Any, defaults: Any) -> dict[str, Any]:
     return {key: value for key, value in mine.items() if base.get(key) != value}
 
 
+def settings_of(presets: Mapping[str, Any], cls: Any) -> Callable[[], dict[str, dict[str, Any]]]:
+    """A ``Strategy.presets`` for dataclass configs: each preset's fields that differ from ``cls()``'s."""
+    return lambda: {name: config_settings(config, cls()) for name, config in presets.items()}
+
+
 def load_from(presets: Mapping[str, Any], cls: Any, what: str) -> Callable[[str, Sequence[str]], Any]:
     """A ``Strategy.load`` for a dataclass config with ``from_dict``/``with_overrides``/``validate``: a preset
     name, or a JSON file of its fields, then the ``KEY=VALUE`` overrides."""

@@ -9,9 +9,8 @@ comparison against the published cell trained alike.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from ..strategy import Outcome, RunOptions, Strategy, config_settings, load_from, register_strategy
+from ..strategy import Outcome, RunOptions, Strategy, load_from, register_strategy, settings_of
 from .config import PRESETS, EvolveConfig
 
 
@@ -34,17 +33,13 @@ def _run(config: EvolveConfig, out: Path, options: RunOptions) -> Outcome:
     return Outcome([out / path for path in summary["genotypes"]], summary, lines)
 
 
-def _presets() -> dict[str, dict[str, Any]]:
-    return {name: config_settings(config, EvolveConfig()) for name, config in PRESETS.items()}
-
-
 STRATEGY = register_strategy(
     Strategy(
         name="evolve",
         title="evolutionary cell",
         papers="NSGA-II over ARNAS/DARTS cell genotypes (this project): clean error, PGD error, MACs",
         home="search/evolve/",
-        presets=_presets,
+        presets=settings_of(PRESETS, EvolveConfig),
         load=load_from(PRESETS, EvolveConfig, "evolve"),
         run=_run,
         default_preset="evolve-arnas-tiny",

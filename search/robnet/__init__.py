@@ -8,9 +8,8 @@ and finetuned, the paper's analyses (density, direct-edge convolutions, the FSP 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from ..strategy import Outcome, RunOptions, Strategy, config_settings, load_from, register_strategy
+from ..strategy import Outcome, RunOptions, Strategy, load_from, register_strategy, settings_of
 from .config import PRESETS, RobNetConfig
 
 
@@ -35,17 +34,13 @@ def _run(config: RobNetConfig, out: Path, options: RunOptions) -> Outcome:
     return Outcome([out / path for path in summary["exported"]], summary, lines)
 
 
-def _presets() -> dict[str, dict[str, Any]]:
-    return {name: config_settings(config, RobNetConfig()) for name, config in PRESETS.items()}
-
-
 STRATEGY = register_strategy(
     Strategy(
         name="robnet",
         title="RobNets",
         papers="RobNets (Guo et al., CVPR 2020): one-shot adversarial supernet, sampled and finetuned architectures",
         home="search/robnet/",
-        presets=_presets,
+        presets=settings_of(PRESETS, RobNetConfig),
         load=load_from(PRESETS, RobNetConfig, "robnet"),
         run=_run,
         default_preset="robnet-tiny",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..strategy import Outcome, RunOptions, Strategy, config_settings, load_from, register_strategy
+from ..strategy import Outcome, RunOptions, Strategy, load_from, register_strategy, settings_of
 from .config import PRESETS, RocoConfig
 
 
@@ -30,10 +30,6 @@ def _run(config: RocoConfig, out: Path, options: RunOptions) -> Outcome:
     return Outcome([out / path for path in summary["genotypes"]], summary, lines)
 
 
-def _presets() -> dict[str, dict[str, Any]]:
-    return {name: config_settings(config, RocoConfig()) for name, config in PRESETS.items()}
-
-
 def _commands() -> list[Any]:
     from .cli import compare_command
 
@@ -46,7 +42,7 @@ STRATEGY = register_strategy(
         title="RoCo-NAS",
         papers="RoCo-NAS (Geraeinejad et al., 2021): NSGA-II over macro genotypes, clean/transfer error and FLOPs",
         home="search/roco/",
-        presets=_presets,
+        presets=settings_of(PRESETS, RocoConfig),
         load=load_from(PRESETS, RocoConfig, "roco"),
         run=_run,
         default_preset="roco-tiny",
