@@ -88,6 +88,13 @@ def test_missing_versions_labels_and_fixed_batches_are_caught(onnx_file: Path, t
         export_repository(onnx_file, tmp_path / "r2", policy=BatchingPolicy(max_batch=4, preferred=(8,)))
     with pytest.raises(ModelFileError, match="no such ONNX file"):
         export_repository(tmp_path / "none.onnx", tmp_path / "r3")
+    with pytest.raises(RepositoryError, match="no such model repository folder"):
+        check_repository(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RepositoryError, match="no model folders"):
+        check_repository(tmp_path / "empty")
+    with pytest.raises(RepositoryError, match="no model folder named 'other'"):
+        check_repository(tmp_path / "repo", only="other")
 
 
 def test_the_runtime_command_exports_and_checks(
@@ -101,3 +108,4 @@ def test_the_runtime_command_exports_and_checks(
     out = capsys.readouterr().out
     assert out.startswith("m: ok") and '"kind":"KIND_GPU"' in out
     assert runtime_main(["triton", str(onnx_file), str(repo), "--preferred", "x"]) == 2
+    assert runtime_main(["triton-check", str(tmp_path / "nowhere")]) == 2  # one line, no traceback

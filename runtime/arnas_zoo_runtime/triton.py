@@ -181,9 +181,11 @@ def check_repository(repository: str | os.PathLike[str], *, only: str | None = N
     from google.protobuf.json_format import MessageToDict
 
     root = Path(repository)
+    if not root.is_dir():
+        raise RepositoryError(f"{root}: no such model repository folder")
     folders = [root / only] if only else sorted(p for p in root.iterdir() if p.is_dir())
-    if not folders:
-        raise RepositoryError(f"{root}: no model folders")
+    if not folders or not folders[0].is_dir():
+        raise RepositoryError(f"{root}: no model folder{f' named {only!r}' if only else 's'}")
     problems: list[str] = []
     parsed: dict[str, Any] = {}
     for folder in folders:
