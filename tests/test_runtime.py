@@ -172,6 +172,53 @@ def test_concurrent_requests_are_merged_into_batches(onnx_file: Path) -> None:
         assert stats["requests"] == 8 and stats["images"] == 8 and stats["batches"] < 8 and stats["largest_batch"] > 1
 
 
+class _HeldModel:
+    """A model whose runs can be held open: what the batcher merges while one run is busy."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.batches: list[int] = []
+
+    def run_host(self, x: np.ndarray) -> np.ndarray:
+        self.batches.append(len(x))
+        self.started.set()
+        assert self.release.wait(30), "the test never released the run"
+        return x.reshape(len(x), -1)[:, :2] * 2
+
+
+def test_an_idle_batcher_runs_at_once_and_a_busy_one_merges_what_piles_up() -> None:
+    import asyncio
+
+    from arnas_zoo_runtime.serve import Limits, MicroBatcher
+
+    async def scenario() -> tuple[float, list[int], list[np.ndarray]]:
+        model = _HeldModel()
+        batcher = MicroBatcher(model, Limits(max_batch=4, max_wait_ms=0.0))  # type: ignore[arg-type]
+        batcher.start()
+        model.release.set()
+        t0 = time.perf_counter()
+        await batcher.submit(np.ones((1, 3), np.float32))  # alone on an idle server: no timer to wait out
+        alone = time.perf_counter() - t0
+        model.release.clear()
+        model.started.clear()
+        busy = asyncio.ensure_future(batcher.submit(np.zeros((1, 3), np.float32)))
+        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 30)
+        inputs = [np.full((1, 3), i, np.float32) for i in range(1, 7)]  # 6 arrive while that run is busy
+        waiting = [asyncio.ensure_future(batcher.submit(x)) for x in inputs]
+        await asyncio.sleep(0.05)
+        model.release.set()
+        await busy
+        outputs = list(await asyncio.gather(*waiting))
+        await batcher.stop()
+        return alone, model.batches, [o - x[:, :2] * 2 for o, x in zip(outputs, inputs)]
+
+    alone, batches, errors = asyncio.run(scenario())
+    assert alone < 0.5, f"a lone request waited {alone:.3f} s"
+    assert batches == [1, 1, 4, 2], batches  # the 6 that piled up: one full batch of 4, then the other 2
+    assert all(not e.any() for e in errors)  # each request got its own rows back
+
+
 @pytest.mark.parametrize(
     "body, kind, status, words",
     [
@@ -219,6 +266,51 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(server: _Server) -> 
 
     streamed = httpx.post(f"{server.url}/predict", content=chunks(), headers={"content-type": "image/png"})
     assert streamed.status_code == 413
+
+
+def test_sigterm_lets_the_request_in_flight_finish(onnx_file: Path, tmp_path: Path) -> None:
+    """The served process, stopped by SIGTERM while a request sits in the batcher, answers it, then exits."""
+    import signal
+
+    x = _png(tmp_path / "a.png", 3)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime"), os.environ.get("PYTHONPATH", "")])}
+    # a 1.5 s batching wait holds a lone request in flight long enough to signal the server meanwhile
+    process = subprocess.Popen(
+        [sys.executable, "-m", "arnas_zoo_runtime", "serve", str(onnx_file), "--port", str(port), "--providers",
+         "cpu", "--threads", "1", "--max-wait-ms", "1500"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                httpx.post, f"{url}/predict?logits=true", content=(tmp_path / "a.png").read_bytes(),
+                headers={"content-type": "image/png"}, timeout=30,
+            )  # fmt: skip
+            time.sleep(0.5)  # the request has arrived and waits in the batcher
+            assert not pending.done()
+            process.send_signal(signal.SIGTERM)
+            answer = pending.result(timeout=30)
+        assert answer.status_code == 200, answer.text
+        expected = OnnxModel(onnx_file, providers="cpu")(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(np.array(answer.json()["logits"]), expected, rtol=1e-5, atol=1e-6)
+        code = process.wait(timeout=30)
+        assert code in (0, -signal.SIGTERM), code  # uvicorn re-raises the signal once it has shut down
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/health", timeout=5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
 
 
 def test_progress_lines_count_in_the_singular_for_one() -> None:

@@ -96,8 +96,14 @@ def _torch_rows(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--max-batch", type=click.IntRange(min=1), default=4, show_default=True, help="Images per run.")
-@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Longest wait for more requests to merge into a run.")  # fmt: skip
+@click.option(
+    "--max-wait-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Extra wait for more requests to merge into a run (0: merge what piled up during the last run).",
+)
+@click.option("--access-log", is_flag=True, help="Log one line per request.")  # fmt: skip
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=8.0, show_default=True)
 @click.option("--max-images", type=click.IntRange(min=1), default=256, show_default=True, help="Per request.")
 @click.option("--providers", default="auto", show_default=True, help="ONNX Runtime providers: auto, cpu or cuda.")
@@ -113,6 +119,7 @@ def serve_command(
     max_images: int,
     providers: str,
     threads: int | None,
+    access_log: bool,
 ) -> None:
     """Serve an ONNX model over HTTP: POST /predict, GET /health, GET /metadata (see docs/deploy.md).
 
@@ -131,7 +138,7 @@ def serve_command(
             f"`arnas-zoo export onnx {model_spec}` first"
         )
     limits = Limits(int(max_body_mb * 1024 * 1024), max_images, max_batch, max_wait_ms)
-    serve(str(path), host=host, port=port, providers=providers, threads=threads, limits=limits)
+    serve(str(path), host=host, port=port, providers=providers, threads=threads, limits=limits, access_log=access_log)
 
 
 @click.command("check")

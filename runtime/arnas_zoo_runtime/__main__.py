@@ -62,7 +62,13 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-batch", type=int, default=4, help="images per ONNX Runtime run")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="longest wait for more requests to batch")
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=0.0,
+        help="extra wait for more requests to batch (0: batch what piled up during the last run)",
+    )
+    parser.add_argument("--access-log", action="store_true", help="log one line per request")
     parser.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body")
     parser.add_argument("--max-images", type=int, default=256, help="most images in one request")
     parser.add_argument("--providers", default="auto", help="auto, cpu or cuda")
@@ -83,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         from arnas_zoo_runtime.serve import Limits, serve
 
         limits = Limits(int(args.max_body_mb * 1024 * 1024), args.max_images, args.max_batch, args.max_wait_ms)
-        serve(args.model, host=args.host, port=args.port, providers=args.providers, threads=args.threads, limits=limits)
+        serve(args.model, host=args.host, port=args.port, providers=args.providers, threads=args.threads,
+              limits=limits, access_log=args.access_log)  # fmt: skip
         return 0
     except RuntimeFault as exc:
         print(f"error: {exc}", file=sys.stderr)
