@@ -5,18 +5,21 @@
 
 The zoo model is exported to ONNX (no parity check: the file is only timed), the server runs in its own
 process (``python -m arnas_zoo_runtime serve FILE --threads T``), and for each number of concurrent
-clients (1, 8, 32) that many threads of this process send one PNG image per request (``image/png``,
-a genuine CIFAR-10 image when ``../shared/data`` is there, else random pixels) for ``--seconds``
-seconds; every request's latency is recorded. The reference, in the same run and with the same ONNX
-Runtime threads: ``session.run`` on one image at a time (the call a user would make without the server),
-and on batches of 32 (the best the session can do). The load stops by itself; the server is stopped
-with SIGTERM. Also records the cold start of ``arnas-zoo-runtime predict FILE image.png`` (a new process,
-no torch) and the size of a torch-free install when ``--runtime-venv`` names one.
+clients (1, 8, 32) that many keep-alive connections of this process (asyncio streams on uvloop when
+installed: a lean load generator, as it shares the cores with the server) send one PNG image per
+request (``image/png``, a genuine CIFAR-10 image when ``../shared/data`` is there, else random pixels),
+back to back, for ``--seconds`` seconds; every request's latency is recorded. The reference, in the
+same run and with the same ONNX Runtime threads: ``session.run`` on one image at a time (the call a
+user would make without the server), and on batches of 32 (the best the session can do). The load
+stops by itself; the server is stopped with SIGTERM. Also records the cold start of
+``arnas-zoo-runtime predict FILE image.png`` (a new process, no torch) and the size of a torch-free
+install when ``--runtime-venv`` names one.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import os
@@ -26,9 +29,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,31 +108,54 @@ def direct(path: Path, x: np.ndarray, threads: int, seconds: float, batch: int) 
     return _stats(latencies, time.perf_counter() - start, batch * len(latencies))
 
 
+async def _client(port: int, request: bytes, end: float, latencies: list[float], errors: list[int]) -> None:
+    """One keep-alive HTTP/1.1 connection sending ``request`` until ``end``: a lean client (raw asyncio
+    streams, like a C load generator in spirit), so that the load generator takes as little as possible of
+    the two cores it shares with the server."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            writer.write(request)
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                key, _, value = line.partition(b":")
+                if key.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            if b" 200 " in status:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                errors.append(1)
+    finally:
+        writer.close()
+
+
 def load(url: str, png: bytes, clients: int, seconds: float) -> dict[str, float]:
-    import httpx
+    """``clients`` concurrent connections, each sending one PNG per request, back to back, for ``seconds``."""
+    port = int(url.rsplit(":", 1)[1])
+    head = f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: {len(png)}\r\n\r\n"
+    request = head.encode() + png
+    latencies: list[float] = []
+    errors: list[int] = []
 
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    end = time.perf_counter() + seconds
-
-    def client(i: int) -> None:
-        with httpx.Client(timeout=60) as http:
-            while time.perf_counter() < end:
-                t0 = time.perf_counter()
-                answer = http.post(f"{url}/predict", content=png, headers={"content-type": "image/png"})
-                if answer.status_code == 200:
-                    latencies[i].append(time.perf_counter() - t0)
-                else:
-                    errors[i] += 1
+    async def run() -> None:
+        end = time.perf_counter() + seconds
+        await asyncio.gather(*[_client(port, request, end, latencies, errors) for _ in range(clients)])
 
     start = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    flat = [v for part in latencies for v in part]
-    return {**_stats(flat, time.perf_counter() - start, len(flat)), "errors": sum(errors), "clients": clients}
+    _event_loop_run(run())
+    return {**_stats(latencies, time.perf_counter() - start, len(latencies)), "errors": len(errors), "clients": clients}
+
+
+def _event_loop_run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
 
 
 def cold_predict(path: Path, png: bytes, repeats: int = 5) -> dict[str, float]:
@@ -153,7 +179,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads, server and reference alike")
     parser.add_argument("--max-batch", type=int, default=4)
-    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--access-log", action="store_true", help="serve with uvicorn's access log on (off by default)")
     parser.add_argument("--runtime-venv", default=None, help="a venv with only arnas-zoo-runtime[serve]: its size")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -166,8 +193,9 @@ def main() -> None:
             "benchmark": "arnas-zoo serve on loopback vs direct InferenceSession.run (same run)",
             "model": args.model,
             "request": f"one PNG image per request ({len(png)} bytes)",
+            "client": "keep-alive HTTP/1.1 connections on asyncio streams in the benchmark process",
             "threads": args.threads,
-            "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
+            "server": {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "access_log": args.access_log},
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
             "seconds_per_row": args.seconds,
@@ -179,7 +207,8 @@ def main() -> None:
         server = subprocess.Popen(
             [sys.executable, "-m", "arnas_zoo_runtime", "serve", str(path), "--port", str(port), "--providers",
              "cpu", "--threads", str(args.threads), "--max-batch", str(args.max_batch), "--max-wait-ms",
-             str(args.max_wait_ms)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             str(args.max_wait_ms), *(["--access-log"] if args.access_log else [])], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
@@ -209,6 +238,7 @@ def main() -> None:
     for row in result["served"]:
         row["throughput_vs_direct_batch1"] = row["images_per_s"] / direct1["images_per_s"]
         row["p99_vs_direct_batch1_p50"] = row["p99_ms"] / direct1["p50_ms"]
+        row["p99_vs_direct_batch1_p99"] = row["p99_ms"] / direct1["p99_ms"]
     result["load_average_at_end"] = os.getloadavg()
     text = json.dumps(result, indent=1)
     print(text)
