@@ -36,6 +36,12 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
+    def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x)`` given ``x = relu(input)`` (see :func:`after_relu`)."""
+        for module in list(self)[1:]:
+            x = module(x)
+        return x
+
 
 class DilConv(nn.Sequential):
     """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
@@ -153,26 +159,28 @@ class ResSepConv(nn.Module):
 
 
 def after_relu(op: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``f`` with ``op(x) == f(relu(x))`` when ``op`` begins with a ReLU (DilConv, SepConv, FactorizedReduce),
-    else None.
+    """``f`` with ``op(x) == f(relu(x))`` when ``op`` begins with a ReLU (DilConv, SepConv, FactorizedReduce,
+    ReLUConvBN), else None.
 
     A search supernet applies every candidate op of an edge to the same input, and every edge leaving a
     state to that state: four of the seven ARNAS ops begin with ``relu(x)``, so a cell computed up to
     sixteen ReLUs of each state and kept each output for its convolution's backward. With ``f`` the
     cell computes ``relu`` once per state; the values are identical, and autograd keeps one tensor.
+    Evaluation networks do the same (:class:`arnas_zoo.models.cells.Cell`): there a state feeds up to
+    three such ops, and each cell's output is the input of the next two cells' preprocessing.
     """
     # exact types: a subclass may override forward, and then the tail would not be its function
     if type(op) is FactorizedReduce:
         first: nn.Module = op.relu
     elif type(op) is SepConv:
         first = op[0][0]  # type: ignore[index]
-    elif type(op) is DilConv:
-        first = op[0]
+    elif type(op) in (DilConv, ReLUConvBN):
+        first = op[0]  # type: ignore[index]  # narrowed by the exact type
     else:
         return None
     if not isinstance(first, nn.ReLU) or first.inplace:
         return None
-    tail: Callable[[torch.Tensor], torch.Tensor] = op.forward_after_relu
+    tail: Callable[[torch.Tensor], torch.Tensor] = op.forward_after_relu  # type: ignore[assignment]
     return tail
 
 

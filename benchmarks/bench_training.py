@@ -219,6 +219,8 @@ def prepare(impl: str, batch: int, args: argparse.Namespace):
     if impl.startswith("ours"):
         if "s2b" in impl or "auto" in impl:
             os.environ["ARNAS_ZOO_DILATED"] = "s2b" if "s2b" in impl else "auto"
+        # ``-relu-per-op``: every op applies its own leading ReLU, as before cells shared one per state
+        os.environ["ARNAS_ZOO_SHARED_RELU"] = "0" if "relu-per-op" in impl else "1"
         bf16_cpu = "bf16" in impl
         if recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -321,7 +323,8 @@ def main() -> None:
         help="comma-separated, the first is the base of the ratios: authors (the authors' passes and host "
         "pipeline), reference (round one's lighter loop), ours, ours-bf16 (bf16 autocast on CPU), ours-s2b "
         "(space-to-batch dilated convolutions), ours-auto (per shape, the measured faster), ours-bf16-s2b, "
-        "ours-compile (torch.compile, inductor; give "
+        "ours-relu-per-op (cells apply each op's leading ReLU, as before they shared one per state; combines with the "
+        "others, e.g. ours-bf16-relu-per-op), ours-compile (torch.compile, inductor; give "
         "--warmup 2 or more: the first steps compile)",
     )
     parser.add_argument(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -175,3 +177,68 @@ def test_registry_names_and_errors() -> None:
         get_spec("nothing-like-it")
     with pytest.raises(DuplicateNameError):
         register(ArchSpec("arnas", get_config("arnas"), paper="again"))
+
+
+def _train_and_attack_passes(model: CellNetwork, shared: str, monkeypatch: pytest.MonkeyPatch) -> tuple:
+    from arnas_zoo.attacks.batchnorm import folded_batchnorm
+
+    monkeypatch.setenv("ARNAS_ZOO_SHARED_RELU", shared)
+    x = torch.rand(3, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model.train().zero_grad()
+    torch.manual_seed(1)  # the same drop-path masks for both
+    logits, aux = model.forward_train(x)
+    assert aux is not None
+    (logits.square().sum() + aux.logsumexp(1).sum()).backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.eval()
+    xi = x.clone().requires_grad_()
+    with folded_batchnorm(model):  # the attack's pass: eval mode, BatchNorm folded into the convolutions
+        out = model(xi)
+    (input_grad,) = torch.autograd.grad(out.logsumexp(1).sum(), xi)
+    return logits.detach(), grads, out.detach(), input_grad
+
+
+@pytest.mark.parametrize("arch", ["arnas", "darts_v2"])
+def test_cells_sharing_one_relu_per_state_compute_the_same_function(arch: str, monkeypatch) -> None:
+    # in float64, so that only a changed function (not the order of float sums) could show
+    torch.manual_seed(0)
+    model = create_model(arch, init_channels=4, layers=6, drop_path_prob=0.2).double()
+    assert isinstance(model, CellNetwork)
+    # a copy each: the training pass moves BatchNorm's running statistics, which the eval pass reads
+    plain = _train_and_attack_passes(copy.deepcopy(model), "0", monkeypatch)
+    shared = _train_and_attack_passes(copy.deepcopy(model), "1", monkeypatch)
+    torch.testing.assert_close(shared[0], plain[0], rtol=0, atol=0)  # the same values, bit for bit
+    torch.testing.assert_close(shared[2], plain[2], rtol=0, atol=0)
+    for a, b in zip(shared[1], plain[1]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(shared[3], plain[3], rtol=1e-10, atol=1e-14)
+
+
+def test_shared_relu_computes_each_relu_once_and_the_switch_is_checked(monkeypatch) -> None:
+    model = create_model("arnas", init_channels=4, layers=6).eval()
+    assert model.config.layer_cell_types() == ["accurate", "accurate", "reduce", "accurate", "reduce", "robust"]
+    x = torch.rand(1, 3, 32, 32)
+    calls = {"n": 0}
+    real = torch.relu
+
+    def counting(t: torch.Tensor) -> torch.Tensor:  # nn.ReLU calls torch.relu too
+        calls["n"] += 1
+        return real(t)
+
+    counts = {}
+    monkeypatch.setattr(torch, "relu", counting)
+    for shared in ("0", "1"):
+        monkeypatch.setenv("ARNAS_ZOO_SHARED_RELU", shared)
+        calls["n"] = 0
+        with torch.no_grad():
+            model(x)
+        counts[shared] = calls["n"]
+    # per op: each cell's two preprocessings, plus 10 in an accurate cell (5 separable convs of 2 blocks),
+    # 5 in a reduction cell (5 dilated convs; its pools have none), 8 in a robust cell (8 dilated convs):
+    # 12 + 12 + 7 + 12 + 7 + 10 = 60. Shared: one for the stem and each cell output read by later cells (6),
+    # one per state read by a ReLU-first op (accurate 4, reduction 3, robust 5), and the second block of
+    # each separable conv keeps its own (5 per accurate cell): 6 + 9 + 9 + 3 + 9 + 3 + 5 = 44.
+    assert counts == {"0": 60, "1": 44}, counts
+    monkeypatch.setenv("ARNAS_ZOO_SHARED_RELU", "yes")
+    with pytest.raises(ConfigError, match="ARNAS_ZOO_SHARED_RELU"):
+        model(x)

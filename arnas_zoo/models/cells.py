@@ -7,6 +7,9 @@ DARTS auxiliary head after cell ``2L//3`` (training only); global average pool a
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -14,7 +17,19 @@ from arnas_zoo.config import CELL_ARCH, ModelConfig
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.genotype import NUM_CELL_INPUTS, CellGenotype
 from arnas_zoo.models.base import ZooModel, input_normalization, register_family
-from arnas_zoo.ops import FactorizedReduce, Identity, ReLUConvBN, create_op
+from arnas_zoo.ops import FactorizedReduce, Identity, ReLUConvBN, after_relu, create_op
+
+
+def shared_relu() -> bool:
+    """Whether cells compute ``relu`` once per state (default) or once per op (``ARNAS_ZOO_SHARED_RELU=0``).
+
+    The same function either way (values identical; gradients equal up to the order of float sums); the
+    switch exists to compare the two and as an escape hatch.
+    """
+    value = os.environ.get("ARNAS_ZOO_SHARED_RELU", "1")
+    if value not in ("0", "1"):
+        raise ConfigError(f"ARNAS_ZOO_SHARED_RELU: expected 0 or 1, got {value!r}")
+    return value == "1"
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -56,7 +71,46 @@ class Cell(nn.Module):
         self.concat = list(genotype.concat)
         self.multiplier = len(self.concat)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        drop_prob: float = 0.0,
+        r0: torch.Tensor | None = None,
+        r1: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The cell's output; ``r0``/``r1``, when given, are ``relu(s0)``/``relu(s1)`` computed once by the caller.
+
+        With :func:`shared_relu` on (the default), ``relu`` of each state is computed once and every op that
+        begins with a ReLU starts from it (:func:`arnas_zoo.ops.after_relu`): the same values, fewer passes
+        over memory, one saved tensor for the backward instead of one per op.
+        """
+        if not self._share_relu:
+            return self._forward_plain(s0, s1, drop_prob)
+        relu: dict[int, torch.Tensor] = {}
+        states = [
+            self._tails[0](r0 if r0 is not None else torch.relu(s0)),  # type: ignore[misc]
+            self._tails[1](r1 if r1 is not None else torch.relu(s1)),  # type: ignore[misc]
+        ]
+        for entries in self.node_edges:
+            total: torch.Tensor | None = None
+            for op_index, src in entries:
+                op = self.ops[op_index]
+                tail = self._tails[op_index + 2]
+                if tail is None:
+                    h = op(states[src])
+                else:
+                    if src not in relu:
+                        relu[src] = torch.relu(states[src])
+                    h = tail(relu[src])
+                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
+                    h = drop_path(h, drop_prob)
+                total = h if total is None else total + h
+            assert total is not None  # a validated genotype has no empty node
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+    def _forward_plain(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for entries in self.node_edges:
             total: torch.Tensor | None = None
@@ -69,6 +123,15 @@ class Cell(nn.Module):
             assert total is not None  # a validated genotype has no empty node
             states.append(total)
         return torch.cat([states[i] for i in self.concat], dim=1)
+
+    @property
+    def _tails(self) -> list[Callable[[torch.Tensor], torch.Tensor] | None]:
+        # looked up per call (cheap): folding BatchNorm for an attack swaps modules inside the ops in place
+        return [after_relu(self.preprocess0), after_relu(self.preprocess1)] + [after_relu(op) for op in self.ops]
+
+    @property
+    def _share_relu(self) -> bool:
+        return shared_relu() and after_relu(self.preprocess0) is not None and after_relu(self.preprocess1) is not None
 
 
 class AuxiliaryHead(nn.Module):
@@ -138,8 +201,15 @@ class CellNetwork(ZooModel):
         s0 = s1 = self.stem(self.normalize(x))
         aux = None
         drop = self.config.drop_path_prob
+        # each cell's output is read through a ReLU by the next two cells' preprocessing (and the stem's by
+        # three): computed once here and handed on when the cells share ReLUs
+        share = shared_relu()
+        r0 = r1 = torch.relu(s1) if share else None
+        last = len(self.cells) - 1
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, drop)
+            out = cell(s0, s1, drop, r0, r1)
+            s0, s1 = s1, out
+            r0, r1 = r1, (torch.relu(out) if share and i < last else None)
             if want_aux and i == self.config.auxiliary_layer and self.auxiliary_head is not None:
                 aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pool(s1).flatten(1))
