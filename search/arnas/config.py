@@ -3,7 +3,8 @@
 ``paper`` is ARNAS' search (PROTOCOLS.md "ARNAS search"; paper Sec. 4.3): 8 cells, C=24, A-A-R,
 1-2-2, the CIFAR-10 train split halved into weight/architecture data, batch 32, 50 epochs, SGD 0.025
 cosine to 0.001 (momentum 0.9, wd 3e-4) on PGD-7 examples, Adam 3e-4 (0.5, 0.999) wd 1e-3 for the
-architecture, lambda 0.1, second order, MGDA. ``tiny`` is a seconds-long CPU smoke version.
+architecture, lambda 0.1, second order, MGDA. ``cpu`` is the largest that this project's 2-core CPU
+finishes in hours (the zoo's own genotype); ``tiny`` is a seconds-long CPU smoke version.
 Overrides come as ``key=value`` strings (``--set epochs=5``), parsed by :func:`arnas_zoo.settings.parse_overrides`.
 """
 
@@ -270,6 +271,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "steps_per_epoch": 4,
         "pgd_steps": 3,
         "eval_n": 64,
+    },
+    # the largest ARNAS search this 2-core CPU finishes in an afternoon (the zoo's own genotype): the paper's
+    # space, placement and filters at 5 cells, C=8, on full-size 32x32 CIFAR-10; 2048 + 2048 images, 10
+    # epochs of 64 steps of batch 32, PGD-3 at step 3/255 (the zoo's training attack), first order, MGDA.
+    # About 13 s a step at one thread (2026-12-06, Xeon with AMX, other jobs paused): ~2.5 h with the
+    # end-of-epoch evaluations
+    "cpu": {
+        "layers": 5,
+        "init_channels": 8,
+        "n_images": 4096,
+        "batch_size": 32,
+        "epochs": 10,
+        "pgd_steps": 3,
+        "step_size": 3 / 255,
+        "order": "first",
+        "eval_n": 256,
     },
     # DSRNA (Hosseini, Yang & Xie, CVPR 2021; Sec. 4.1): the DARTS space with 'none' (the paper uses
     # PC-DARTS; its partial channels are not implemented here), 8 cells, C=16, 50 epochs, clean weight
