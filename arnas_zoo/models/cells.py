@@ -8,7 +8,6 @@ DARTS auxiliary head after cell ``2L//3`` (training only); global average pool a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -70,6 +69,10 @@ class Cell(nn.Module):
             self.node_edges.append(entries)
         self.concat = list(genotype.concat)
         self.multiplier = len(self.concat)
+        # which ops begin with a ReLU (arnas_zoo.ops.after_relu): plain lists, not in the state dict; the
+        # types do not change when an attack folds BatchNorm (that swaps modules inside the ops)
+        self.relu_first = [after_relu(op) is not None for op in self.ops]
+        self.preprocess_relu_first = all(after_relu(p) is not None for p in (self.preprocess0, self.preprocess1))
 
     def forward(
         self,
@@ -85,24 +88,23 @@ class Cell(nn.Module):
         begins with a ReLU starts from it (:func:`arnas_zoo.ops.after_relu`): the same values, fewer passes
         over memory, one saved tensor for the backward instead of one per op.
         """
-        if not self._share_relu:
+        if not (self.preprocess_relu_first and shared_relu()):
             return self._forward_plain(s0, s1, drop_prob)
         relu: dict[int, torch.Tensor] = {}
         states = [
-            self._tails[0](r0 if r0 is not None else torch.relu(s0)),  # type: ignore[misc]
-            self._tails[1](r1 if r1 is not None else torch.relu(s1)),  # type: ignore[misc]
+            self.preprocess0.forward_after_relu(r0 if r0 is not None else torch.relu(s0)),  # type: ignore[operator]
+            self.preprocess1.forward_after_relu(r1 if r1 is not None else torch.relu(s1)),
         ]
         for entries in self.node_edges:
             total: torch.Tensor | None = None
             for op_index, src in entries:
                 op = self.ops[op_index]
-                tail = self._tails[op_index + 2]
-                if tail is None:
-                    h = op(states[src])
-                else:
+                if self.relu_first[op_index]:
                     if src not in relu:
                         relu[src] = torch.relu(states[src])
-                    h = tail(relu[src])
+                    h = op.forward_after_relu(relu[src])  # type: ignore[operator]
+                else:
+                    h = op(states[src])
                 if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
                     h = drop_path(h, drop_prob)
                 total = h if total is None else total + h
@@ -123,15 +125,6 @@ class Cell(nn.Module):
             assert total is not None  # a validated genotype has no empty node
             states.append(total)
         return torch.cat([states[i] for i in self.concat], dim=1)
-
-    @property
-    def _tails(self) -> list[Callable[[torch.Tensor], torch.Tensor] | None]:
-        # looked up per call (cheap): folding BatchNorm for an attack swaps modules inside the ops in place
-        return [after_relu(self.preprocess0), after_relu(self.preprocess1)] + [after_relu(op) for op in self.ops]
-
-    @property
-    def _share_relu(self) -> bool:
-        return shared_relu() and after_relu(self.preprocess0) is not None and after_relu(self.preprocess1) is not None
 
 
 class AuxiliaryHead(nn.Module):
