@@ -88,37 +88,25 @@ class Cell(nn.Module):
         begins with a ReLU starts from it (:func:`arnas_zoo.ops.after_relu`): the same values, fewer passes
         over memory, one saved tensor for the backward instead of one per op.
         """
-        if not (self.preprocess_relu_first and shared_relu()):
-            return self._forward_plain(s0, s1, drop_prob)
-        relu: dict[int, torch.Tensor] = {}
-        states = [
-            self.preprocess0.forward_after_relu(r0 if r0 is not None else torch.relu(s0)),  # type: ignore[operator]
-            self.preprocess1.forward_after_relu(r1 if r1 is not None else torch.relu(s1)),
-        ]
+        share = self.preprocess_relu_first and shared_relu()
+        if share:
+            states = [
+                self.preprocess0.forward_after_relu(r0 if r0 is not None else torch.relu(s0)),  # type: ignore[operator]
+                self.preprocess1.forward_after_relu(r1 if r1 is not None else torch.relu(s1)),
+            ]
+        else:
+            states = [self.preprocess0(s0), self.preprocess1(s1)]
+        relu: dict[int, torch.Tensor] = {}  # relu(state), made once for all the ops that begin with one
         for entries in self.node_edges:
             total: torch.Tensor | None = None
             for op_index, src in entries:
                 op = self.ops[op_index]
-                if self.relu_first[op_index]:
+                if share and self.relu_first[op_index]:
                     if src not in relu:
                         relu[src] = torch.relu(states[src])
                     h = op.forward_after_relu(relu[src])  # type: ignore[operator]
                 else:
                     h = op(states[src])
-                if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
-                    h = drop_path(h, drop_prob)
-                total = h if total is None else total + h
-            assert total is not None  # a validated genotype has no empty node
-            states.append(total)
-        return torch.cat([states[i] for i in self.concat], dim=1)
-
-    def _forward_plain(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for entries in self.node_edges:
-            total: torch.Tensor | None = None
-            for op_index, src in entries:
-                op = self.ops[op_index]
-                h = op(states[src])
                 if self.training and drop_prob > 0.0 and not isinstance(op, Identity):
                     h = drop_path(h, drop_prob)
                 total = h if total is None else total + h
