@@ -7,7 +7,10 @@ count ``C``; at ``stride=2`` it halves the spatial size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -182,6 +185,38 @@ def after_relu(op: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return None
     tail: Callable[[torch.Tensor], torch.Tensor] = op.forward_after_relu  # type: ignore[assignment]
     return tail
+
+
+_RELU_PER_OP: contextvars.ContextVar[bool] = contextvars.ContextVar("arnas_zoo_relu_per_op", default=False)
+
+
+def shared_relu() -> bool:
+    """Whether evaluation cells compute ``relu`` once per state (the default) or once per op.
+
+    Once per op under ``ARNAS_ZOO_SHARED_RELU=0`` or inside :func:`relu_per_op`. The same function either
+    way (values identical; gradients equal up to the order of float sums); the switch exists to compare
+    the two and as an escape hatch.
+    """
+    if _RELU_PER_OP.get():
+        return False
+    value = os.environ.get("ARNAS_ZOO_SHARED_RELU", "1")
+    if value not in ("0", "1"):
+        raise ConfigError(f"ARNAS_ZOO_SHARED_RELU: expected 0 or 1, got {value!r}")
+    return value == "1"
+
+
+@contextlib.contextmanager
+def relu_per_op() -> Iterator[None]:
+    """Within the block, every op applies its own leading ``nn.ReLU`` module, as the authors' networks do.
+
+    For what counts modules as they run: the ARNAS paper's FLOP convention charges each ReLU module its
+    elements (:func:`arnas_zoo.stats.count_ops`).
+    """
+    token = _RELU_PER_OP.set(True)
+    try:
+        yield
+    finally:
+        _RELU_PER_OP.reset(token)
 
 
 def _skip(c: int, stride: int, affine: bool) -> nn.Module:

@@ -239,6 +239,12 @@ def test_shared_relu_computes_each_relu_once_and_the_switch_is_checked(monkeypat
     # one per state read by a ReLU-first op (accurate 4, reduction 3, robust 5), and the second block of
     # each separable conv keeps its own (5 per accurate cell): 6 + 9 + 9 + 3 + 9 + 3 + 5 = 44.
     assert counts == {"0": 60, "1": 44}, counts
+    from arnas_zoo.ops import relu_per_op
+
+    calls["n"] = 0
+    with torch.no_grad(), relu_per_op():  # what the paper's FLOP convention counts (arnas_zoo.stats)
+        model(x)
+    assert calls["n"] == 60
     monkeypatch.setenv("ARNAS_ZOO_SHARED_RELU", "yes")
     with pytest.raises(ConfigError, match="ARNAS_ZOO_SHARED_RELU"):
         model(x)

@@ -7,8 +7,6 @@ DARTS auxiliary head after cell ``2L//3`` (training only); global average pool a
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
@@ -16,19 +14,7 @@ from arnas_zoo.config import CELL_ARCH, ModelConfig
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.genotype import NUM_CELL_INPUTS, CellGenotype
 from arnas_zoo.models.base import ZooModel, input_normalization, register_family
-from arnas_zoo.ops import FactorizedReduce, Identity, ReLUConvBN, after_relu, create_op
-
-
-def shared_relu() -> bool:
-    """Whether cells compute ``relu`` once per state (default) or once per op (``ARNAS_ZOO_SHARED_RELU=0``).
-
-    The same function either way (values identical; gradients equal up to the order of float sums); the
-    switch exists to compare the two and as an escape hatch.
-    """
-    value = os.environ.get("ARNAS_ZOO_SHARED_RELU", "1")
-    if value not in ("0", "1"):
-        raise ConfigError(f"ARNAS_ZOO_SHARED_RELU: expected 0 or 1, got {value!r}")
-    return value == "1"
+from arnas_zoo.ops import FactorizedReduce, Identity, ReLUConvBN, after_relu, create_op, shared_relu
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
