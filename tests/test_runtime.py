@@ -296,8 +296,10 @@ def test_sigterm_lets_the_request_in_flight_finish(onnx_file: Path, tmp_path: Pa
                 httpx.post, f"{url}/predict?logits=true", content=(tmp_path / "a.png").read_bytes(),
                 headers={"content-type": "image/png"}, timeout=30,
             )  # fmt: skip
-            time.sleep(0.5)  # the request has arrived and waits in the batcher
-            assert not pending.done()
+            while httpx.get(f"{url}/health", timeout=5).json()["requests"] < 1:  # not yet in the batcher
+                assert time.monotonic() < deadline and not pending.done(), "the request never reached the batcher"
+                time.sleep(0.02)
+            assert not pending.done()  # it waits out the 1.5 s batching window
             process.send_signal(signal.SIGTERM)
             answer = pending.result(timeout=30)
         assert answer.status_code == 200, answer.text
