@@ -239,6 +239,20 @@ _DSRNA_TINY: dict[str, Any] = {
     "eval_n": 64,
 }
 
+# a CPU smoke run (a few minutes on 2 busy cores): 5 cells at C=8 on 16x16 (area-downsampled)
+# CIFAR images, 256+256 images, 3 epochs of 4 steps of batch 16, PGD-3, second order, MGDA
+_TINY: dict[str, Any] = {
+    "layers": 5,
+    "init_channels": 8,
+    "resize": 16,
+    "n_images": 512,
+    "batch_size": 16,
+    "epochs": 3,
+    "steps_per_epoch": 4,
+    "pgd_steps": 3,
+    "eval_n": 64,
+}
+
 #: Named presets; `paper` is the default.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
@@ -247,31 +261,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the tiny run below with MGDA over gradients scaled to unit norm (search.mgda.mgda_normalized), for
     # comparing with plain MGDA; sweep the robust objective's lambda with
     # `python -m search sweep tiny --vary lam=0.01,0.1,1`
-    "tiny-mgda-normalized": {
-        "strategy": "mgda_normalized",
-        "layers": 5,
-        "init_channels": 8,
-        "resize": 16,
-        "n_images": 512,
-        "batch_size": 16,
-        "epochs": 3,
-        "steps_per_epoch": 4,
-        "pgd_steps": 3,
-        "eval_n": 64,
-    },
-    # a CPU smoke run (a few minutes on 2 busy cores): 5 cells at C=8 on 16x16 (area-downsampled)
-    # CIFAR images, 256+256 images, 3 epochs of 4 steps of batch 16, PGD-3, second order, MGDA
-    "tiny": {
-        "layers": 5,
-        "init_channels": 8,
-        "resize": 16,
-        "n_images": 512,
-        "batch_size": 16,
-        "epochs": 3,
-        "steps_per_epoch": 4,
-        "pgd_steps": 3,
-        "eval_n": 64,
-    },
+    "tiny-mgda-normalized": {"strategy": "mgda_normalized", **_TINY},
+    "tiny": _TINY,  # the CPU smoke run above
     # the largest ARNAS search this 2-core CPU finishes in an afternoon (the zoo's own genotype): the paper's
     # space, placement and filters at 5 cells, C=8, on full-size 32x32 CIFAR-10; 2048 + 2048 images, 10
     # epochs of 64 steps of batch 32, PGD-3 at step 3/255 (the zoo's training attack), first order, MGDA.

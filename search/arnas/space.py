@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from arnas_zoo.config import parse_filters
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.primitives import ARNAS_PRIMITIVES, DARTS_PRIMITIVES
 
@@ -32,17 +33,6 @@ def parse_placement(text: str) -> tuple[str, str, str]:
             f"placement: expected three stage letters from {sorted(PLACEMENT_LETTERS)} like 'A-A-R', got {text!r}"
         )
     return tuple(PLACEMENT_LETTERS[p] for p in parts)  # type: ignore[return-value]
-
-
-def parse_filters(text: str) -> tuple[int, int, int]:
-    """``"1-2-2"`` -> ``(1, 2, 2)`` (filter multipliers of the three stages)."""
-    try:
-        values = tuple(int(p) for p in str(text).split("-"))
-    except ValueError:
-        values = ()
-    if len(values) != 3 or any(v < 1 for v in values):
-        raise ConfigError(f"filters: expected three positive integers like '1-2-2', got {text!r}")
-    return values
 
 
 @dataclass(frozen=True)
