@@ -344,3 +344,65 @@ def from_published(name: str, entry: Mapping[str, Any]) -> Genotype:
         )
     data = {"space": space, "cells": cells, **{k: v for k, v in meta.items() if v is not None}}
     return Genotype.from_dict(data)
+
+
+def compare(a: Genotype, b: Genotype) -> dict[str, Any]:
+    """How two genotypes differ, cell type by cell type (for cell types both have).
+
+    Per cell: each side's op counts, the op multiset overlap (edges that could be paired by op alone,
+    over the larger edge count), the exact edge overlap (the same op from the same input into the same
+    node), and each side's share of parameter-free edges. ``only_a`` / ``only_b`` name cell types that
+    one side lacks. Nothing here says which cell is better: that takes training both.
+    """
+    from collections import Counter
+
+    from arnas_zoo.primitives import PARAMETER_FREE_OPS
+
+    cells: dict[str, Any] = {}
+    for name in [n for n in a.cells if n in b.cells]:
+        ca, cb = a.cells[name], b.cells[name]
+        ops_a, ops_b = Counter(ca.ops()), Counter(cb.ops())
+        n_a, n_b = sum(ops_a.values()), sum(ops_b.values())
+        edges_a = Counter((node, e.op, e.input) for node, e in ca.edges)
+        edges_b = Counter((node, e.op, e.input) for node, e in cb.edges)
+        denom = max(n_a, n_b) or 1
+        cells[name] = {
+            "edges": [n_a, n_b],
+            "ops_a": dict(sorted(ops_a.items())),
+            "ops_b": dict(sorted(ops_b.items())),
+            "op_overlap": sum((ops_a & ops_b).values()) / denom,
+            "edge_overlap": sum((edges_a & edges_b).values()) / denom,
+            "parameter_free": [
+                sum(c for op, c in ops.items() if op in PARAMETER_FREE_OPS) / (n or 1)
+                for ops, n in ((ops_a, n_a), (ops_b, n_b))
+            ],
+        }
+    return {
+        "a": a.name,
+        "b": b.name,
+        "cells": cells,
+        "only_a": [n for n in a.cells if n not in b.cells],
+        "only_b": [n for n in b.cells if n not in a.cells],
+    }
+
+
+def format_comparison(result: Mapping[str, Any]) -> str:
+    """:func:`compare`'s result as a short text table."""
+    a, b = result["a"] or "A", result["b"] or "B"
+    lines = [f"A = {a}", f"B = {b}", "", "cell        edges A/B  same op  same edge  parameter-free A/B"]
+    for name, c in result["cells"].items():
+        pf_a, pf_b = c["parameter_free"]
+        lines.append(
+            f"{name:<11} {c['edges'][0]:>4}/{c['edges'][1]:<4} {c['op_overlap']:>7.0%} {c['edge_overlap']:>10.0%}"
+            f"  {pf_a:>8.0%} / {pf_b:.0%}"
+        )
+    for name, c in result["cells"].items():
+        lines.append("")
+        lines.append(f"{name}:")
+        for side in ("a", "b"):
+            ops = ", ".join(f"{op} x{k}" for op, k in c[f"ops_{side}"].items())
+            lines.append(f"  {side.upper()}: {ops}")
+    for side in ("a", "b"):
+        if result[f"only_{side}"]:
+            lines.append(f"only in {side.upper()}: {', '.join(result[f'only_{side}'])}")
+    return "\n".join(lines)

@@ -202,3 +202,50 @@ def test_mutated_genotypes_only_raise_genotype_error(data) -> None:
         return
     # whatever was accepted must survive a round trip unchanged
     assert Genotype.from_json(g.to_json()) == g
+
+
+def _one_cell(nodes: list[list[list[object]]]) -> Genotype:
+    return Genotype.from_dict(
+        {"schema": "arnas-zoo/genotype@1", "space": "arnas", "cells": {"normal": {"nodes": nodes, "concat": [2, 3]}}}
+    )
+
+
+def test_compare_counts_shared_ops_edges_and_parameter_free_share() -> None:
+    from arnas_zoo.genotype import compare
+
+    a = _one_cell([[["sep_conv_3x3", 0], ["skip_connect", 1]], [["avg_pool_3x3", 0], ["sep_conv_3x3", 2]]])
+    # same ops as a, but only n0's sep_conv_3x3 <- 0 is the same edge; one skip became a dil_conv
+    b = _one_cell([[["sep_conv_3x3", 0], ["dil_conv_3x3", 1]], [["sep_conv_3x3", 1], ["avg_pool_3x3", 2]]])
+    c = compare(a, b)["cells"]["normal"]
+    assert c["edges"] == [4, 4]
+    assert c["ops_a"] == {"avg_pool_3x3": 1, "sep_conv_3x3": 2, "skip_connect": 1}
+    assert c["op_overlap"] == pytest.approx(3 / 4)  # sep x2, avg_pool x1 pair up; skip has no partner
+    assert c["edge_overlap"] == pytest.approx(1 / 4)
+    assert c["parameter_free"] == [pytest.approx(2 / 4), pytest.approx(1 / 4)]
+
+
+def test_compare_with_itself_is_identical_and_names_missing_cells() -> None:
+    from arnas_zoo.genotype import compare, format_comparison
+
+    arnas, darts = bundled_genotype("arnas"), bundled_genotype("darts_v2")
+    same = compare(arnas, arnas)
+    assert all(c["op_overlap"] == 1.0 and c["edge_overlap"] == 1.0 for c in same["cells"].values())
+    assert set(same["cells"]) == {"accurate", "robust", "reduce"}
+    mixed = compare(arnas, darts)
+    assert set(mixed["cells"]) == set(arnas.cells) & set(darts.cells)
+    assert set(mixed["only_a"]) == set(arnas.cells) - set(darts.cells) != set()
+    text = format_comparison(mixed)
+    assert "only in A:" in text and mixed["only_a"][0] in text
+
+
+def test_genotype_compare_cli_prints_json_and_refuses_hand_crafted_networks() -> None:
+    from click.testing import CliRunner
+
+    from arnas_zoo.cli import main
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["genotype", "compare", "arnas", "arnas", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["cells"]["robust"]["edge_overlap"] == 1.0
+    refused = runner.invoke(main, ["genotype", "compare", "arnas", "resnet18"])
+    assert refused.exit_code != 0 and "has no genotype" in refused.output

@@ -253,3 +253,22 @@ def genotype_export(target: str, output: str | None) -> None:
     """Write the genotype of TARGET (an architecture, a zoo name, ...) as genotype JSON."""
     genotype = _genotype_of(target)
     click.echo(str(genotype.save(output)) if output else genotype.to_json())
+
+
+@genotype_group.command("compare")
+@click.argument("target_a")
+@click.argument("target_b")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@friendly_errors
+def genotype_compare(target_a: str, target_b: str, as_json: bool) -> None:
+    """Compare the cells of two genotypes: op counts, shared ops and edges, parameter-free share.
+
+    TARGET_A and TARGET_B are anything `genotype show` takes. The figures say how alike two cells
+    are, not which is better.
+    """
+    import json
+
+    from arnas_zoo.genotype import compare, format_comparison
+
+    result = compare(_genotype_of(target_a), _genotype_of(target_b))
+    click.echo(json.dumps(result, indent=1) if as_json else format_comparison(result))

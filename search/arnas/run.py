@@ -357,7 +357,8 @@ class SearchRun:
         notes = (
             f"python -m search: space {cfg.space} {cfg.placement} {cfg.filters}, {cfg.layers} cells "
             f"C={cfg.init_channels}, {cfg.order}-order, {cfg.strategy}, lambda={cfg.lam}, "
-            f"{self.objective.describe()}, {len(self.gamma_trace)} epochs x {cfg.batch_size}, seed {cfg.seed}; "
+            f"{self.objective.describe()}, {len(self.gamma_trace)} of {cfg.epochs} epochs, batch {cfg.batch_size}, "
+            f"seed {cfg.seed}; "
             f"data: {self.data.description}"
         )
         return self.model.genotype(name=name or f"{cfg.space}-search-seed{cfg.seed}", notes=notes)
