@@ -386,6 +386,42 @@ def compare(a: Genotype, b: Genotype) -> dict[str, Any]:
     }
 
 
+def random_like(genotype: Genotype, rng: Any) -> Genotype:
+    """A random genotype of the same shape: each node keeps its edge count, draws that many distinct earlier
+    states as inputs and an op for each from the space's vocabulary (``none`` excluded). ``rng`` is a
+    :class:`random.Random`. The chance baseline for :func:`compare`."""
+    vocabulary = sorted(SPACE_OPS[genotype.space] - {"none"})
+    cells = {}
+    for name, cell in genotype.cells.items():
+        nodes = []
+        for k, node in enumerate(cell.nodes):
+            inputs = rng.sample(range(k + NUM_CELL_INPUTS), min(len(node), k + NUM_CELL_INPUTS))
+            nodes.append([[rng.choice(vocabulary), i] for i in inputs])
+        cells[name] = {"nodes": nodes, "concat": list(cell.concat)}
+    return Genotype.from_dict({"schema": SCHEMA, "space": genotype.space, "name": "random", "cells": cells})
+
+
+def chance_overlap(a: Genotype, b: Genotype, samples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The op and edge overlap with ``b`` of ``samples`` random genotypes shaped like ``a``: per cell type,
+    the mean and the 95th percentile. An overlap above the 95th percentile is more than chance."""
+    import random
+
+    rng = random.Random(seed)
+    draws: dict[str, dict[str, list[float]]] = {}
+    for _ in range(samples):
+        for name, c in compare(random_like(a, rng), b)["cells"].items():
+            slot = draws.setdefault(name, {"op_overlap": [], "edge_overlap": []})
+            slot["op_overlap"].append(c["op_overlap"])
+            slot["edge_overlap"].append(c["edge_overlap"])
+    out: dict[str, Any] = {"samples": samples, "seed": seed, "cells": {}}
+    for name, slot in draws.items():
+        out["cells"][name] = {
+            key: {"mean": sum(v) / len(v), "p95": sorted(v)[min(len(v) - 1, int(0.95 * len(v)))]}
+            for key, v in slot.items()
+        }
+    return out
+
+
 def format_comparison(result: Mapping[str, Any]) -> str:
     """:func:`compare`'s result as a short text table."""
     a, b = result["a"] or "A", result["b"] or "B"
@@ -396,6 +432,18 @@ def format_comparison(result: Mapping[str, Any]) -> str:
             f"{name:<11} {c['edges'][0]:>4}/{c['edges'][1]:<4} {c['op_overlap']:>7.0%} {c['edge_overlap']:>10.0%}"
             f"  {pf_a:>8.0%} / {pf_b:.0%}"
         )
+    chance = result.get("chance")
+    if chance:
+        lines.append("")
+        lines.append(
+            f"chance ({chance['samples']} random cells shaped like A, seed {chance['seed']}): "
+            "mean / 95th percentile overlap with B"
+        )
+        for name, c in chance["cells"].items():
+            op, edge = c["op_overlap"], c["edge_overlap"]
+            lines.append(
+                f"{name:<11} {'':>9} {op['mean']:>3.0%}/{op['p95']:<3.0%} {edge['mean']:>6.0%}/{edge['p95']:.0%}"
+            )
     for name, c in result["cells"].items():
         lines.append("")
         lines.append(f"{name}:")

@@ -249,3 +249,29 @@ def test_genotype_compare_cli_prints_json_and_refuses_hand_crafted_networks() ->
     assert json.loads(out.output)["cells"]["robust"]["edge_overlap"] == 1.0
     refused = runner.invoke(main, ["genotype", "compare", "arnas", "resnet18"])
     assert refused.exit_code != 0 and "has no genotype" in refused.output
+
+
+@pytest.mark.parametrize("stem", ["arnas", "robnet_large"])
+def test_random_like_keeps_the_shape_and_stays_valid(stem: str) -> None:
+    import random
+
+    from arnas_zoo.genotype import random_like
+
+    g = bundled_genotype(stem)
+    r = random_like(g, random.Random(1))
+    assert r.space == g.space and list(r.cells) == list(g.cells)
+    for name, cell in g.cells.items():
+        assert [len(node) for node in r.cells[name].nodes] == [len(node) for node in cell.nodes]
+        assert "none" not in r.cells[name].ops()
+
+
+def test_chance_overlap_is_seeded_and_below_an_identical_cell() -> None:
+    from arnas_zoo.genotype import chance_overlap
+
+    arnas = bundled_genotype("arnas")
+    first = chance_overlap(arnas, arnas, samples=200, seed=3)
+    assert first == chance_overlap(arnas, arnas, samples=200, seed=3)
+    for cell in first["cells"].values():
+        for key in ("op_overlap", "edge_overlap"):
+            assert 0.0 <= cell[key]["mean"] <= cell[key]["p95"] < 1.0
+        assert cell["edge_overlap"]["mean"] < cell["op_overlap"]["mean"]

@@ -259,16 +259,28 @@ def genotype_export(target: str, output: str | None) -> None:
 @click.argument("target_a")
 @click.argument("target_b")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.option(
+    "--chance",
+    type=click.IntRange(0, 100_000),
+    default=1000,
+    show_default=True,
+    help="Random cells shaped like A to compare with B too, for the overlap chance gives (0: none).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random cells.")
 @friendly_errors
-def genotype_compare(target_a: str, target_b: str, as_json: bool) -> None:
+def genotype_compare(target_a: str, target_b: str, as_json: bool, chance: int, seed: int) -> None:
     """Compare the cells of two genotypes: op counts, shared ops and edges, parameter-free share.
 
-    TARGET_A and TARGET_B are anything `genotype show` takes. The figures say how alike two cells
-    are, not which is better.
+    TARGET_A and TARGET_B are anything `genotype show` takes. Beside them, the overlap that random cells
+    shaped like A reach with B, so that "38% of the ops agree" can be read against chance. The figures
+    say how alike two cells are, not which is better.
     """
     import json
 
-    from arnas_zoo.genotype import compare, format_comparison
+    from arnas_zoo.genotype import chance_overlap, compare, format_comparison
 
-    result = compare(_genotype_of(target_a), _genotype_of(target_b))
+    a, b = _genotype_of(target_a), _genotype_of(target_b)
+    result = compare(a, b)
+    if chance:
+        result["chance"] = chance_overlap(a, b, samples=chance, seed=seed)
     click.echo(json.dumps(result, indent=1) if as_json else format_comparison(result))
