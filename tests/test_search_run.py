@@ -288,3 +288,47 @@ def test_two_gloo_processes_equal_one(shared_data: Path, tmp_path: Path) -> None
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     assert np.allclose(np.array(one["gamma_trace"]), np.array(two["gamma_trace"]), atol=1e-4)
     assert one["genotype"]["cells"] == two["genotype"]["cells"]
+
+
+def _write_log(folder: Path, genotypes: list[dict], junk: str | None = None) -> None:
+    records = [
+        {"epoch": i + 1, "gamma_mean": 0.0, "eval": {"n": 8, "natural_acc": 0.5, "pgd3_acc": 0.25}, "genotype": g}
+        for i, g in enumerate(genotypes)
+    ]
+    lines = [json.dumps(r) for r in records] + ([junk] if junk else [])
+    (folder / "log.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_trajectory_counts_kept_edges_and_likeness_to_the_reference(tmp_path: Path) -> None:
+    from arnas_zoo.registry import bundled_genotype
+    from search.arnas.trajectory import format_trajectory, genotype_trajectory
+
+    arnas = bundled_genotype("arnas").to_dict()
+    changed = json.loads(json.dumps(arnas))
+    changed["cells"]["robust"]["nodes"][0][0][0] = "sep_conv_3x3"  # one of the robust cell's 8 edges
+    _write_log(tmp_path, [changed, arnas])
+    rows = genotype_trajectory(tmp_path, bundled_genotype("arnas"))
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0]["cells"]["robust"] == {"kept": None, "ref_edges": 7 / 8, "ref_ops": 7 / 8}
+    assert rows[1]["cells"]["robust"]["kept"] == 7 / 8 and rows[1]["cells"]["accurate"]["kept"] == 1.0
+    assert rows[1]["cells"]["robust"]["ref_edges"] == 1.0
+    assert rows[1]["robust"] == ("pgd3", 0.25)
+    text = format_trajectory(rows, "arnas")
+    assert "88%" in text and "pgd3" in text
+
+
+def test_trajectory_cli_and_its_errors(tmp_path: Path) -> None:
+    from arnas_zoo.registry import bundled_genotype
+
+    runner = CliRunner()
+    missing = runner.invoke(search_main, ["arnas", "trajectory", str(tmp_path)])
+    assert missing.exit_code != 0 and "no log.jsonl" in missing.output
+    _write_log(tmp_path, [bundled_genotype("arnas").to_dict()], junk='{"epoch": 2}')
+    broken = runner.invoke(search_main, ["arnas", "trajectory", str(tmp_path)])
+    assert broken.exit_code != 0 and "log.jsonl:2" in broken.output
+    _write_log(tmp_path, [bundled_genotype("arnas").to_dict()])
+    ok = runner.invoke(search_main, ["arnas", "trajectory", str(tmp_path), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)[0]["cells"]["accurate"]["ref_edges"] == 1.0
+    refused = runner.invoke(search_main, ["arnas", "trajectory", str(tmp_path), "--reference", "resnet18"])
+    assert refused.exit_code != 0 and "no genotype" in refused.output

@@ -44,9 +44,9 @@ def _load(source: str, overrides: Sequence[str]) -> SearchConfig:
 
 
 def _commands() -> list[Any]:
-    from .cli import summarize_command, sweep_command
+    from .cli import summarize_command, sweep_command, trajectory_command
 
-    return [sweep_command, summarize_command]
+    return [sweep_command, summarize_command, trajectory_command]
 
 
 STRATEGY = register_strategy(

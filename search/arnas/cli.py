@@ -65,3 +65,31 @@ def summarize_command(sweep_dir: str) -> None:
 
     summary = summarize_sweep(sweep_dir)
     click.echo(op_table(summary["op_counts"], summary["primitives"], len(summary["runs"])))
+
+
+@click.command("trajectory")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--reference",
+    default="arnas",
+    show_default=True,
+    help="Genotype to measure each epoch's cells against (anything `arnas-zoo genotype show` takes; 'none': skip).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@friendly_errors
+def trajectory_command(run_dir: str, reference: str, as_json: bool) -> None:
+    """How RUN_DIR's discretised genotype moved from epoch to epoch: edges kept, and likeness to a reference.
+
+    Reads log.jsonl only, so it works on a search that is still running.
+    """
+    from arnas_zoo.naming import config_of
+
+    from .trajectory import format_trajectory, genotype_trajectory
+
+    ref = None
+    if reference.lower() != "none":
+        ref = config_of(reference).genotype
+        if ref is None:
+            raise click.UsageError(f"--reference {reference}: a hand-crafted network has no genotype")
+    rows = genotype_trajectory(run_dir, ref)
+    click.echo(json.dumps(rows, indent=1) if as_json else format_trajectory(rows, reference if ref else None))
