@@ -1,0 +1,109 @@
+"""The frozen compiled inference path of the query-heavy attacks: same logits, eager where gradients are needed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from arnas_zoo.attacks import attack_mode, inference
+from arnas_zoo.attacks.inference import CompiledInference, maybe_compiled, wanted
+
+
+def _small_net() -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
+    with torch.no_grad():  # running statistics away from (0, 1), so that folding them matters
+        bn = net[0][1]
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def test_compiled_answers_match_eager_for_every_batch_size_and_gradients_stay_eager() -> None:
+    net = _small_net()
+    fast = CompiledInference(net, max_batch=32)
+    x = torch.rand(70, 3, 8, 8)
+    with attack_mode(net), torch.no_grad():
+        expected = net(x)
+        for n in (5, 16, 23, 70):  # padded to 16, exact 16, padded to 32, chunks of 32 + 32 + 6 (padded)
+            got = fast(x[:n])
+            assert got.shape == (n, 10)
+            torch.testing.assert_close(got, expected[:n], rtol=1e-5, atol=1e-6)
+        calls = fast.compiled_calls
+        assert calls == 4
+    with attack_mode(net):
+        xa = x[:4].clone().requires_grad_(True)
+        out = fast(xa)  # gradients enabled: the model itself, and the gradient reaches the input
+        (grad,) = torch.autograd.grad(out.sum(), xa)
+    assert fast.compiled_calls == calls and grad.abs().sum() > 0
+
+
+def test_a_failed_compilation_warns_once_and_answers_eagerly(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    net = _small_net()
+    fast = CompiledInference(net)
+    x = torch.rand(3, 3, 8, 8)
+    with torch.no_grad():
+        with pytest.warns(RuntimeWarning, match="compiled inference unavailable.*no C\\+\\+ compiler"):
+            out = fast(x)
+        torch.testing.assert_close(out, net(x))
+        fast(x)  # no second attempt, no second warning
+    assert fast.compiled_calls == 0
+
+
+def test_when_the_compiled_path_is_wanted(monkeypatch) -> None:
+    net = _small_net()
+    x = torch.rand(2, 3, 8, 8)
+    monkeypatch.setenv("ARNAS_ZOO_COMPILED_INFERENCE", "auto")
+    assert not wanted(net, x)  # a few thousand multiply-adds: compiling would not pay
+    monkeypatch.setattr(inference, "MIN_MACS", 1)
+    assert wanted(net, x)
+    assert not wanted(net, x.double())
+    monkeypatch.setenv("ARNAS_ZOO_COMPILED_INFERENCE", "0")
+    assert maybe_compiled(net, x) is net
+    monkeypatch.setenv("ARNAS_ZOO_COMPILED_INFERENCE", "1")
+    monkeypatch.setattr(inference, "MIN_MACS", 10**12)
+    assert isinstance(maybe_compiled(net, x), CompiledInference)
+
+
+def test_square_through_the_runner_finds_the_same_with_and_without_the_compiled_path(monkeypatch) -> None:
+    pytest.importorskip("pyautoattack")
+    from arnas_zoo.data import ImageData
+    from arnas_zoo.evaluate.runner import correct_mask, run_attack
+    from arnas_zoo.evaluate.specs import make_attack
+    from arnas_zoo.progress import Progress
+
+    net = _small_net()
+    torch.manual_seed(1)
+    x = torch.rand(24, 3, 8, 8)
+    with torch.no_grad():
+        y = net(x).argmax(1)  # every point starts correct, so every point is attacked
+    data = ImageData(x=x, y=y, name="synthetic", split="test", indices=torch.arange(24), num_classes=10)
+    clean = correct_mask(net, x, y, 24)
+    spec = make_attack("square200")
+    made: list[nn.Module] = []
+
+    def recording(model, example, max_batch=256):
+        made.append(maybe_compiled(model, example, max_batch))
+        return made[-1]
+
+    monkeypatch.setattr(inference, "maybe_compiled", recording)
+    results = {}
+    for value in ("0", "1"):
+        monkeypatch.setenv("ARNAS_ZOO_COMPILED_INFERENCE", value)
+        results[value] = run_attack(
+            net, data, spec, clean, eps=0.1, norm="linf", batch_size=24, seed=0, progress=Progress(enabled=False)
+        )
+    assert made[0] is net  # "0": the model itself
+    assert isinstance(made[1], CompiledInference) and made[1].compiled_calls > 0  # "1": Square's queries compiled
+    assert torch.equal(results["0"].correct, results["1"].correct)
+    assert results["0"].forward_passes_per_image == results["1"].forward_passes_per_image
