@@ -477,6 +477,8 @@ def test_compiled_training_equals_eager_and_compiles_a_bounded_number_of_graphs(
 
     monkeypatch.setenv(BACKEND_ENV, "eager")
     torch._dynamo.reset()
+    # the count is process-wide: graphs other tests compiled (e.g. the attacks' compiled inference) are not ours
+    torch._dynamo.utils.counters.clear()
     recipe = tiny_recipe(epochs=2)
     eager_model, compiled_model = tiny_model(), tiny_model()
     eager = train(
