@@ -127,8 +127,9 @@ class CompiledInference(nn.Module):
                 out = self._run(x)
         except Exception as exc:  # compilation or lowering failed: answer eagerly from now on
             self._failed = True
+            first_line = (str(exc).splitlines() or [""])[0][:200]
             warnings.warn(
-                f"compiled inference unavailable ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                f"compiled inference unavailable ({type(exc).__name__}: {first_line}); "
                 "running the model eagerly (ARNAS_ZOO_COMPILED_INFERENCE=0 skips the attempt)",
                 RuntimeWarning,
                 stacklevel=2,
