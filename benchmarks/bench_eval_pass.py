@@ -15,15 +15,14 @@ not measure robustness. The adversarial examples of all variants are compared wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _report import machine, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -105,16 +104,10 @@ def main() -> None:
         "batch_size": args.batch_size,
         "steps": args.steps,
         "repeats": args.repeats,
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "load_average_at_end": os.getloadavg(),
+        **machine(),
         "rows": rows,
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write(result, args.out)
 
 
 if __name__ == "__main__":

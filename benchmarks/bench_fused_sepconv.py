@@ -23,9 +23,7 @@ one thread), so the raised thresholds give the chain the steady state it has ins
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _report import machine, write
 
 SHAPES = [(3, 1), (5, 1), (3, 2), (5, 2)]  # sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5
 
@@ -110,18 +109,13 @@ def main() -> None:
         )
     result = {
         "command": " ".join(sys.argv),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **machine(),
         "build_s": round(build_s, 1),
         "malloc_env": MALLOC_ENV,
         "shape": [64, 16, 32, 32],
         "rows": rows,
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    write(result, args.out, echo=False)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,14 @@ too, against a 2048^3 matmul in the same run.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _report import machine, write
 
 STAGES = {"stage 1 (16x32x32)": (16, 32), "stage 2 (32x16x16)": (32, 16), "stage 3 (32x8x8)": (32, 8)}
 
@@ -94,17 +92,12 @@ def main() -> None:
             print(f"{stage:<20} {name:<30} {ms:7.3f} ms {gbs:6.1f} GB/s ({gbs / ceiling:4.0%} of copy)")
     result = {
         "command": " ".join(sys.argv),
-        "threads": args.threads,
+        **machine(),
         "batch": args.batch,
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "matmul_2048_fp32_gflops": round(peak, 1),
         "rows": rows,
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    write(result, args.out, echo=False)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _report import machine, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -135,10 +134,7 @@ def main() -> None:
         "model": described,
         "n": args.n,
         "queries": args.queries,
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **machine(),
         "compile_seconds": round(compile_s, 1),
         "rows": rows,
         "speedup": round(speedup, 2),
@@ -148,9 +144,7 @@ def main() -> None:
             round(rows["apgd-ce eager"]["seconds"] / rows["apgd-ce folded"]["seconds"], 2) if args.apgd_n else None
         ),
     }
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    write(result, args.out, echo=False)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import platform
 import signal
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _report import write
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -240,10 +240,7 @@ def main() -> None:
         row["p99_vs_direct_batch1_p50"] = row["p99_ms"] / direct1["p50_ms"]
         row["p99_vs_direct_batch1_p99"] = row["p99_ms"] / direct1["p99_ms"]
     result["load_average_at_end"] = os.getloadavg()
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write(result, args.out)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import write
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CANDIDATES: dict[str, list[str]] = {
@@ -139,10 +141,7 @@ def main() -> None:
         "load_average_at_end": os.getloadavg(),
         "rows": rows,
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write(result, args.out)
 
 
 if __name__ == "__main__":
