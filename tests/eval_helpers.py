@@ -5,6 +5,7 @@ Kept tiny so that every attack test runs in seconds on a 2-core CPU.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
@@ -56,9 +57,15 @@ def train(model: nn.Module, data: ImageData, epochs: int, lr: float = 3e-3, seed
 
 
 @functools.cache
-def trained_tiny_cnn() -> TinyCNN:
+def _trained_tiny_cnn() -> TinyCNN:
     torch.manual_seed(0)
     return train(TinyCNN(6), load_dataset("digits", "train"), epochs=3, lr=5e-3)  # type: ignore[return-value]
+
+
+def trained_tiny_cnn() -> TinyCNN:
+    """The trained tiny CNN, a fresh copy per call: trained once per process, and no test's mode switch or
+    wrapper on it reaches another test (a shared instance left in train mode made later tests order-dependent)."""
+    return copy.deepcopy(_trained_tiny_cnn()).eval()
 
 
 class QuantizedInput(nn.Module):
