@@ -7,20 +7,24 @@ the model, with inductor's *freezing* on: the weights become constants, oneDNN g
 and bias, ReLU and sums are fused into the convolutions. Forwards with gradients enabled (APGD's and FAB's
 steps) go to the model itself, unchanged. On this project's CPU, one thread, batch 128, the frozen graph
 ran ARNAS (C=16, 20 cells) 2.06x, DARTS_V2 (C=15) 1.54x and ResNet-18 (width 27) 1.38x as fast as the
-eager folded model, logits equal to 2e-8 (docs/performance.md).
+eager folded model, logits equal to 2e-8, with static shapes; with the dynamic batch dimension used
+here, 1.40x at 16 images and 1.58-1.65x at 37-128 (docs/performance.md).
 
-Shapes are static: a batch is padded with zeros to the next power of two (at least 16; larger batches go
-in chunks of ``max_batch``), so one evaluation compiles a handful of graphs, each once (3-25 s each for the
-zoo's CIFAR-10 networks). Padding rows are computed and dropped: every image's logits depend only on that
-image in eval mode.
+The batch dimension is dynamic: one graph serves every batch size, compiled once per wrapper (about 50 s
+for the 20-cell ARNAS at C=16 on one thread). Batches of fewer than :data:`MIN_BATCH` images, where the graph
+does not beat eager (0.7-0.8x at 1-2 images), run eagerly. (Static shapes were faster at a given size, 2.06x
+against 1.58x at 128 images, but they either compile once per batch size or pad: in AutoAttack Square
+queries the shrinking set of not-yet-fooled points, and padding 2 points to 16 made a 16-point AutoAttack
+run 1.6x slower than eager.)
 
-The weights are read when the wrapper is made. It is for the duration of one attack on a model in eval
-mode (:func:`arnas_zoo.attacks.attack_mode`) and must not outlive a change to the weights.
+The weights are copied when the first batch is compiled. The wrapper is for the duration of one attack on
+a model in eval mode (:func:`arnas_zoo.attacks.attack_mode`) and must not outlive a change to the weights.
 
 Where it runs: ``ARNAS_ZOO_COMPILED_INFERENCE`` = ``auto`` (the default: on CPU, for models of at least
-:data:`MIN_MACS` multiply-adds per image, where the compilation is repaid), ``1`` (always on CPU) or ``0``
-(never). If compiling fails (no C++ compiler, an op inductor cannot lower), a warning says so once and the
-eager model answers instead.
+:data:`MIN_MACS` multiply-adds per image and attacks expected to do at least :data:`MIN_WORK` multiply-adds
+of forward passes, where the compilation is repaid), ``1`` (always on CPU) or ``0`` (never). If compiling
+fails (no C++ compiler, an op inductor cannot lower), a warning says so once and the eager model answers
+instead.
 """
 
 from __future__ import annotations
@@ -38,7 +42,13 @@ from arnas_zoo.attacks.batchnorm import folded_batchnorm
 #: ``auto`` compiles only models at least this costly per image (multiply-adds): below it, a short
 #: evaluation would spend more time compiling than it saves.
 MIN_MACS = 20_000_000
-MIN_BUCKET = 16
+#: ``auto`` compiles only when the attack's expected work (multiply-adds per image x expected forward passes)
+#: reaches this: compiling ARNAS C=16 takes about a minute, which ~5e12 multiply-adds at the measured gain
+#: repay. (A 500-query Square on 64 CIFAR-10 points of it, 3.2e12 at most, took 111 s compiled against 80 s
+#: eager; AutoAttack on 1,000 points, ~1e14, saves hours.)
+MIN_WORK = 5e12
+#: smaller batches run eagerly (the compiled graph is slower than eager at 1-2 images)
+MIN_BATCH = 8
 MODES = ("auto", "0", "1")
 
 
@@ -54,24 +64,19 @@ def _macs_per_image(model: nn.Module, example: torch.Tensor) -> int:
     return macs
 
 
-def wanted(model: nn.Module, example: torch.Tensor) -> bool:
-    """Whether the environment and the model call for the compiled path (``example``: a batch of inputs)."""
+def wanted(model: nn.Module, example: torch.Tensor, forwards: float | None = None) -> bool:
+    """Whether the environment, the model and the work call for the compiled path (``example``: a batch of
+    inputs; ``forwards``: how many image-forwards the attack is expected to make, None if unknown)."""
     chosen = mode()
     if chosen == "0" or example.device.type != "cpu" or example.dtype != torch.float32 or example.dim() != 4:
         return False
     if chosen == "1":
         return True
     try:
-        return _macs_per_image(model, example[:1]) >= MIN_MACS
+        macs = _macs_per_image(model, example[:1])
     except Exception:  # a model count_ops cannot walk: stay eager
         return False
-
-
-def _bucket(n: int, max_batch: int) -> int:
-    size = MIN_BUCKET
-    while size < n:
-        size *= 2
-    return min(size, max_batch)
+    return macs >= MIN_MACS and (forwards is None or macs * forwards >= MIN_WORK)
 
 
 class CompiledInference(nn.Module):
@@ -80,11 +85,10 @@ class CompiledInference(nn.Module):
     _frozen: nn.Module | None
     _compiled: Any
 
-    def __init__(self, model: nn.Module, max_batch: int = 256):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
         self.training = model.training
-        self.max_batch = max(_bucket(max_batch, 1 << 30), MIN_BUCKET)
         # the frozen copy and its graph are kept out of the module tree (object.__setattr__): mode switches and
         # parameter walks on the wrapper (attack_mode) reach the model itself only
         object.__setattr__(self, "_frozen", None)
@@ -98,33 +102,21 @@ class CompiledInference(nn.Module):
             p.requires_grad_(False)
         # the copy is private: its BatchNorms stay folded for its lifetime (the context is never left)
         object.__setattr__(self, "_frozen", folded_batchnorm(frozen).__enter__())
-        return torch.compile(self._frozen, dynamic=False)
+        return torch.compile(self._frozen, dynamic=True)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        import torch._dynamo
         import torch._inductor.config as inductor_config
 
         if self._compiled is None:
             object.__setattr__(self, "_compiled", self._build())
-        n = x.shape[0]
-        size = _bucket(n, self.max_batch)
-        x = x.contiguous(memory_format=torch.channels_last)
-        if n < size:
-            x = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))]).contiguous(memory_format=torch.channels_last)
-        # freezing is read when a graph compiles; one graph per bucket must not hit dynamo's limit on graphs
-        limit = max(torch._dynamo.config.cache_size_limit, 16)
-        with inductor_config.patch(freezing=True), torch._dynamo.config.patch(cache_size_limit=limit):
-            out = self._compiled(x)
-        return out[:n]
+        with inductor_config.patch(freezing=True):  # read when the graph compiles (at its first call)
+            return self._compiled(x.contiguous(memory_format=torch.channels_last))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or self._failed or x.dim() != 4 or x.shape[0] == 0:
+        if torch.is_grad_enabled() or self._failed or x.dim() != 4 or x.shape[0] < MIN_BATCH:
             return self.model(x)
         try:
-            if x.shape[0] > self.max_batch:
-                out = torch.cat([self._run(part) for part in x.split(self.max_batch)])
-            else:
-                out = self._run(x)
+            out = self._run(x)
         except Exception as exc:  # compilation or lowering failed: answer eagerly from now on
             self._failed = True
             first_line = (str(exc).splitlines() or [""])[0][:200]
@@ -139,6 +131,6 @@ class CompiledInference(nn.Module):
         return out
 
 
-def maybe_compiled(model: nn.Module, example: torch.Tensor, max_batch: int = 256) -> nn.Module:
+def maybe_compiled(model: nn.Module, example: torch.Tensor, forwards: float | None = None) -> nn.Module:
     """``CompiledInference(model)`` where :func:`wanted` says so, else ``model`` itself."""
-    return CompiledInference(model, max_batch=max_batch) if wanted(model, example) else model
+    return CompiledInference(model) if wanted(model, example, forwards) else model
