@@ -43,6 +43,7 @@ REDUCED_SIZES: dict[str, dict[str, Any]] = {
     # RobNet-free has one cell per layer: keep its normal and reduction cells at the same relative places
     "robnet_free": {"init_channels": 4, "layers": 5, "cell_types": ["cell0", "cell6", "cell7", "cell13", "cell14"]},
     "wrn34_10": {"init_channels": 8, "layers": 10},  # WRN-10 at width 8: the WRN family at this budget
+    "arnas_cpu_s0": {"init_channels": 4, "layers": 5},  # this project's own searched cells
 }
 
 
