@@ -151,6 +151,9 @@ class TrainingRun:
             if recipe.compile
             else StepModels(net, net, use_aux, aux_weight, dist)
         )
+        # dynamo counts graphs per process: this run's are those compiled after this point (an evaluation's
+        # compiled AutoAttack earlier in the process is not the training's)
+        self.graphs_before = graphs_compiled() if recipe.compile else 0
         self.x_train = train_data.x[: recipe.train_n].to(device).contiguous(memory_format=self.memory_format)
         self.y_train = train_data.y[: recipe.train_n].to(device)
         self.train_description = _describe(train_data)
@@ -269,7 +272,7 @@ class TrainingRun:
         if self.val is not None and self.dist.main and ((epoch + 1) % r.val_every == 0 or epoch + 1 == r.epochs):
             record.update(self._validate())
         if r.compile:
-            record["compiled_graphs"] = graphs_compiled()
+            record["compiled_graphs"] = graphs_compiled() - self.graphs_before
             warn_near_limit(record["compiled_graphs"])
         self._select(record)
         self.guard["best_robust"] = max(self.guard["best_robust"], float(record.get("val_robust_acc", 0.0)))

@@ -18,7 +18,7 @@ from arnas_zoo.genotype import Genotype, compare
 
 def _robust_acc(evaluation: dict[str, Any]) -> tuple[str, float] | None:
     for key, value in evaluation.items():
-        if key.endswith("_acc") and key != "natural_acc" and not key.startswith("natural"):
+        if key.endswith("_acc") and not key.startswith("natural"):
             return key[: -len("_acc")], float(value)
     return None
 
