@@ -15,6 +15,8 @@ Then, on the first ``--apgd-n`` images, AutoAttack's APGD-CE (the reference code
 restart) on the model as AutoAttack ran it before (BatchNorm not folded) and with BatchNorm folded, as
 ``arnas-zoo eval`` now runs AutoAttack: its gradient steps cannot use the compiled graph, but folding
 makes each of them cheaper. With ``--folder`` a trained checkpoint folder is timed instead of a random network.
+Last, the forward pass alone at each of ``--sizes`` batch sizes (the fastest of 3 calls each, eager folded
+against the graph), and how many graphs were compiled in all: one, if no batch size recompiled it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--apgd-n", type=int, default=16, help="images for the APGD-CE rows (0: skip them)")
+    parser.add_argument("--sizes", default="128,64,37,32,16", help="batch sizes for the forward-pass rows")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -122,6 +125,27 @@ def main() -> None:
                 f"{name:>13}: {seconds:7.1f} s, {counter.backward / args.apgd_n:.0f} backward passes/image, "
                 f"adversarial accuracy {adversarial_accuracy:.3f}"
             )
+    sizes = [int(v) for v in args.sizes.split(",") if v]
+    by_size = {}
+    big = torch.rand(max(sizes), cfg.in_channels, cfg.input_size, cfg.input_size)
+    with attack_mode(model), folded_batchnorm(model), torch.no_grad():
+        for size in sizes:
+            xb = big[:size].contiguous(memory_format=torch.channels_last)
+            seconds = {}
+            for name, queried in (("eager folded", model), ("compiled", fast)):
+                queried(xb)
+                times = []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    queried(xb)
+                    times.append(time.perf_counter() - start)
+                seconds[name] = min(times)
+            difference = float((fast(xb) - model(xb)).abs().max())
+            by_size[size] = {**{k: round(v, 4) for k, v in seconds.items()}, "max_abs_logit_difference": difference}
+            by_size[size]["speedup"] = round(seconds["eager folded"] / seconds["compiled"], 2)
+            print(f"forward, {size:4d} images: {by_size[size]}")
+    graphs = int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+    print(f"graphs compiled in this process: {graphs}")
     speedup = rows["eager"]["seconds"] / rows["compiled"]["seconds"]
     with_compile = rows["eager"]["seconds"] / (rows["compiled"]["seconds"] + compile_s)
     print(f"compiling took {compile_s:.1f} s; speedup {speedup:.2f}x ({with_compile:.2f}x counting the compilation)")
@@ -133,6 +157,8 @@ def main() -> None:
         **machine(),
         "compile_seconds": round(compile_s, 1),
         "rows": rows,
+        "forward_by_batch_size": by_size,
+        "graphs_compiled": graphs,
         "speedup": round(speedup, 2),
         "speedup_with_compile": round(with_compile, 2),
         "apgd_n": args.apgd_n,

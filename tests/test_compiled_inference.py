@@ -25,23 +25,40 @@ def _small_net() -> nn.Module:
     return net.eval()
 
 
-def test_compiled_answers_match_eager_for_every_batch_size_and_gradients_stay_eager() -> None:
+def test_compiled_answers_match_eager_for_every_batch_size_in_one_graph_and_gradients_stay_eager() -> None:
     net = _small_net()
     fast = CompiledInference(net)
-    x = torch.rand(70, 3, 8, 8)
+    x = torch.rand(70, 3, 16, 16)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     with attack_mode(net), torch.no_grad():
         expected = net(x)
-        for n in (5, 8, 23, 70):  # 5 < MIN_BATCH runs eagerly; the others share one graph (dynamic batch)
+        # 5 < MIN_BATCH runs eagerly. The others share one graph: the first batch, 16 images of 16x16, would tie
+        # the batch dimension to the image size under dynamo's duck sizing, and 23 and 70 would then recompile
+        for n in (5, 16, 23, 70):
             got = fast(x[:n])
             assert got.shape == (n, 10)
             torch.testing.assert_close(got, expected[:n], rtol=1e-5, atol=1e-6)
         calls = fast.compiled_calls
         assert calls == 3
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
     with attack_mode(net):
         xa = x[:16].clone().requires_grad_(True)
         out = fast(xa)  # gradients enabled: the model itself, and the gradient reaches the input
         (grad,) = torch.autograd.grad(out.sum(), xa)
     assert fast.compiled_calls == calls and grad.abs().sum() > 0
+
+
+def test_the_compiled_copy_keeps_its_batchnorms_folded() -> None:
+    from arnas_zoo.attacks.batchnorm import _foldable_pairs
+
+    net = _small_net()
+    fast = CompiledInference(net)
+    with attack_mode(net), torch.no_grad():
+        fast(torch.rand(16, 3, 8, 8))
+    assert fast._frozen is not None
+    assert not _foldable_pairs(fast._frozen)  # folded once, and not unfolded when the fold context was collected
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast._frozen.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the model itself is untouched
 
 
 def test_a_failed_compilation_warns_once_and_answers_eagerly(monkeypatch) -> None:
@@ -51,7 +68,7 @@ def test_a_failed_compilation_warns_once_and_answers_eagerly(monkeypatch) -> Non
     monkeypatch.setattr(torch, "compile", broken)
     net = _small_net()
     fast = CompiledInference(net)
-    x = torch.rand(8, 3, 8, 8)
+    x = torch.rand(16, 3, 8, 8)
     with torch.no_grad():
         with pytest.warns(RuntimeWarning, match="compiled inference unavailable.*no C\\+\\+ compiler"):
             out = fast(x)

@@ -5,17 +5,19 @@ needing a gradient, and AutoAttack's bookkeeping adds more. :class:`CompiledInfe
 forward that runs with gradients disabled from ``torch.compile`` (inductor) of a BatchNorm-folded copy of
 the model, with inductor's *freezing* on: the weights become constants, oneDNN gets them pre-packed once,
 and bias, ReLU and sums are fused into the convolutions. Forwards with gradients enabled (APGD's and FAB's
-steps) go to the model itself, unchanged. On this project's CPU, one thread, batch 128, the frozen graph
-ran ARNAS (C=16, 20 cells) 2.06x, DARTS_V2 (C=15) 1.54x and ResNet-18 (width 27) 1.38x as fast as the
-eager folded model, logits equal to 2e-8, with static shapes; with the dynamic batch dimension used
-here, 1.40x at 16 images and 1.58-1.65x at 37-128 (docs/performance.md).
+steps) go to the model itself, unchanged. On this project's CPU, one thread, the graph ran ARNAS (C=16,
+20 cells) 2.01x as fast as the eager folded model at 128 images, 1.48x at 37 and 1.30x at 16, logits
+equal to 6e-8 (docs/performance.md).
 
-The batch dimension is dynamic: one graph serves every batch size, compiled once per wrapper (about 50 s
-for the 20-cell ARNAS at C=16 on one thread). Batches of fewer than :data:`MIN_BATCH` images, where the graph
-does not beat eager (0.7-0.8x at 1-2 images), run eagerly. (Static shapes were faster at a given size, 2.06x
-against 1.58x at 128 images, but they either compile once per batch size or pad: in AutoAttack Square
-queries the shrinking set of not-yet-fooled points, and padding 2 points to 16 made a 16-point AutoAttack
-run 1.6x slower than eager.)
+The batch dimension is dynamic: one graph serves every batch size from :data:`MIN_BATCH` up, compiled once
+per wrapper (about 40 s for the 20-cell ARNAS at C=16 on one thread with a cold inductor cache). Two
+things would otherwise recompile it, a minute each at that size: dynamo's *duck sizing* (a first batch of
+32 on 32x32 images ties the batch dimension to the image size) and the batch sizes at which convolution
+backends are chosen differently (under 16). So duck sizing is off while tracing, the batch dimension is
+marked dynamic from :data:`MIN_BATCH` up, and smaller batches, where the graph gains little, run eagerly.
+(Static shapes were faster at a given size but compile once per size or pad: in AutoAttack Square queries
+the shrinking set of not-yet-fooled points, and padding 2 points to 16 made a 16-point AutoAttack run
+1.6x slower than eager.)
 
 The weights are copied when the first batch is compiled. The wrapper is for the duration of one attack on
 a model in eval mode (:func:`arnas_zoo.attacks.attack_mode`) and must not outlive a change to the weights.
@@ -42,13 +44,16 @@ from arnas_zoo.attacks.batchnorm import folded_batchnorm
 #: ``auto`` compiles only models at least this costly per image (multiply-adds): below it, a short
 #: evaluation would spend more time compiling than it saves.
 MIN_MACS = 20_000_000
-#: ``auto`` compiles only when the attack's expected work (multiply-adds per image x expected forward passes)
-#: reaches this: compiling ARNAS C=16 takes about a minute, which ~5e12 multiply-adds at the measured gain
-#: repay. (A 500-query Square on 64 CIFAR-10 points of it, 3.2e12 at most, took 111 s compiled against 80 s
-#: eager; AutoAttack on 1,000 points, ~1e14, saves hours.)
+#: ``auto`` compiles the forward graph only when the attack's expected work (multiply-adds per image x
+#: expected forward passes) reaches this: compiling ARNAS C=16 takes about a minute, which ~5e12
+#: multiply-adds at the measured gain repay. (A 500-query Square on 64 CIFAR-10 points of it, 3.2e12 at most,
+#: took 111 s compiled against 80 s eager; AutoAttack on 1,000 points, ~1e14, saves hours.)
 MIN_WORK = 5e12
-#: smaller batches run eagerly (the compiled graph is slower than eager at 1-2 images)
-MIN_BATCH = 8
+#: smaller batches run eagerly (the graph gains little under 16 images and is slower at 1-2); it is also the
+#: lower bound of the graph's dynamic batch dimension: convolution backends are chosen differently below 16,
+#: so a range that crossed it would recompile
+MIN_BATCH = 16
+MAX_BATCH = 1 << 16
 MODES = ("auto", "0", "1")
 
 
@@ -83,6 +88,7 @@ class CompiledInference(nn.Module):
     """``model``'s function; forwards without gradients run a frozen inductor graph of a BN-folded copy."""
 
     _frozen: nn.Module | None
+    _fold: Any
     _compiled: Any
 
     def __init__(self, model: nn.Module):
@@ -92,6 +98,7 @@ class CompiledInference(nn.Module):
         # the frozen copy and its graph are kept out of the module tree (object.__setattr__): mode switches and
         # parameter walks on the wrapper (attack_mode) reach the model itself only
         object.__setattr__(self, "_frozen", None)
+        object.__setattr__(self, "_fold", None)
         object.__setattr__(self, "_compiled", None)
         self._failed = False
         self.compiled_calls = 0  # forwards answered by the compiled graph (tests, benchmarks)
@@ -100,20 +107,28 @@ class CompiledInference(nn.Module):
         frozen = copy.deepcopy(self.model).eval()
         for p in frozen.parameters():
             p.requires_grad_(False)
-        # the copy is private: its BatchNorms stay folded for its lifetime (the context is never left)
-        object.__setattr__(self, "_frozen", folded_batchnorm(frozen).__enter__())
-        return torch.compile(self._frozen, dynamic=True)
+        # the copy is private: its BatchNorms stay folded for its lifetime. The context is entered, never left,
+        # and kept: a context manager dropped after __enter__ is closed when it is collected, which would put the
+        # BatchNorms back at once
+        fold = folded_batchnorm(frozen)
+        object.__setattr__(self, "_frozen", fold.__enter__())
+        object.__setattr__(self, "_fold", fold)
+        return torch.compile(self._frozen, dynamic=None)  # the batch dimension is marked dynamic per call
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         import torch._inductor.config as inductor_config
+        import torch.fx.experimental._config as fx_config
 
         if self._compiled is None:
             object.__setattr__(self, "_compiled", self._build())
-        with inductor_config.patch(freezing=True):  # read when the graph compiles (at its first call)
-            return self._compiled(x.contiguous(memory_format=torch.channels_last))
+        x = x.contiguous(memory_format=torch.channels_last)
+        torch._dynamo.mark_dynamic(x, 0, min=MIN_BATCH, max=MAX_BATCH)
+        # both read when the graph compiles (at its first call): the weights as constants, and no duck sizing
+        with inductor_config.patch(freezing=True), fx_config.patch(use_duck_shape=False):  # type: ignore[attr-defined]
+            return self._compiled(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or self._failed or x.dim() != 4 or x.shape[0] < MIN_BATCH:
+        if torch.is_grad_enabled() or self._failed or x.dim() != 4 or not MIN_BATCH <= x.shape[0] <= MAX_BATCH:
             return self.model(x)
         try:
             out = self._run(x)
