@@ -9,7 +9,8 @@ derived from it) driven by :func:`run_task`. The loop owns what no task should r
   the last save; a resumed run rewrites the derived files, so no log line is duplicated or skipped.
 - **Exact resume**, also mid-epoch: the state holds the position, the epoch's partial sums and the
   history, and every step draws its randomness from ``(seed, epoch, step)``
-  (:mod:`arnas_zoo.runs.seeding`), so a resumed run computes what an uninterrupted run computes.
+  (:mod:`arnas_zoo.runs.seeding`), so a resumed run computes what an uninterrupted run computes. An
+  epoch's ``seconds`` add up its running time in every process it spanned (the time stopped excluded).
 - **Saves inside long epochs.** Every ``save_every_s`` seconds (``ARNAS_ZOO_SAVE_EVERY_S``, default
   900; 0 turns it off) the state is also saved at a step boundary, so a SIGKILL, an OOM kill or a lost
   machine costs at most that much of an hour-long CPU epoch.
@@ -39,6 +40,9 @@ from arnas_zoo.runs.signals import StopFlag
 from arnas_zoo.runs.state import load_state, save_state
 
 SAVE_EVERY_ENV = "ARNAS_ZOO_SAVE_EVERY_S"
+#: the epoch's running seconds before this process, kept with its partial sums in a mid-epoch state: an epoch
+#: that spans a stop and a resume reports the seconds of all its segments (the time while stopped excluded)
+ELAPSED_KEY = "_elapsed_s"
 
 
 class RunInterrupted(ArnasZooError, KeyboardInterrupt):
@@ -166,12 +170,17 @@ def run_task(
     with StopFlag() as stop:
         while at.epoch < task.epochs and not task.stopped:
             sums: dict[str, Any] = dict(at.partial) if at.step else {}
+            before = float(sums.pop(ELAPSED_KEY, 0.0))  # the epoch's seconds in earlier processes
             started = time.perf_counter()
+
+            def timed(sums: dict[str, Any] = sums, before: float = before, started: float = started) -> dict[str, Any]:
+                return {**sums, ELAPSED_KEY: before + time.perf_counter() - started}
+
             with report.task(f"{label} epoch {at.epoch + 1}/{task.epochs}", task.steps_per_epoch - at.step) as bar:
                 while at.step < task.steps_per_epoch:
                     limit = stop_after_steps is not None and steps_this_call >= stop_after_steps
                     if vote(info, stop.requested or limit):
-                        _save(task, state_path, info, at, sums)
+                        _save(task, state_path, info, at, timed())
                         raise RunInterrupted(
                             f"{label} stopped by {stop.signal_name or 'request'} at epoch {at.epoch + 1}, step "
                             f"{at.step}; state saved to {state_path}; continue with --resume"
@@ -185,9 +194,9 @@ def run_task(
                         and time.monotonic() - last_save >= save_every_s
                         and at.step < task.steps_per_epoch
                     ):
-                        _save(task, state_path, info, at, sums)  # mid-epoch: resumable from this step
+                        _save(task, state_path, info, at, timed())  # mid-epoch: resumable from this step
                         last_save = time.monotonic()
-            record = task.end_epoch(at.epoch, _as_floats(sums), time.perf_counter() - started)
+            record = task.end_epoch(at.epoch, _as_floats(sums), before + time.perf_counter() - started)
             at.history.append(record)
             at.epoch, at.step, at.partial = at.epoch + 1, 0, {}
             _save(task, state_path, info, at, {})  # the state first ...
