@@ -195,7 +195,7 @@ def test_cli_sharded_eval_matches_the_plain_eval_and_status_lists_the_shards(tmp
     (run / "jobs" / f"{first_done}.json").unlink()
     assert "2 done, 0 running, 0 failed, 1 pending" in runner.invoke(main, ["status", str(run)]).output
     missing = runner.invoke(main, ["status", str(tmp_path / "nowhere")])
-    assert missing.exit_code != 0 and "Traceback" not in missing.output and "not a job run folder" in missing.output
+    assert missing.exit_code != 0 and "Traceback" not in missing.output and "nor a job set" in missing.output
 
 
 def test_training_runs_as_a_job_and_a_rerun_reuses_it(tmp_path: Path) -> None:

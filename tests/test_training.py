@@ -608,3 +608,31 @@ def test_bf16_autocast_on_cpu_leaves_robust_accuracy_within_noise(tmp_path):
     # 0.242 vs 0.249
     for fp32, bf16 in ((clean32, clean16), (robust32, robust16)):
         assert abs(bf16 - fp32) <= 3 * (2 * fp32 * (1 - fp32) / 297) ** 0.5, figures
+
+
+def test_status_of_a_training_run_folder_before_and_after_its_resume(tmp_path):
+    from click.testing import CliRunner
+
+    from arnas_zoo.cli import main
+
+    out = tmp_path / "run"
+    args = (tiny_model(), tiny_recipe(), digits(96), digits(32, offset=1000), out)
+    with pytest.raises(TrainingInterrupted):
+        train(*args, device="cpu", progress=False, run_name="tiny", stop_after_steps=8)
+    runner = CliRunner()
+    shown = runner.invoke(main, ["status", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "training run, epoch 2 of 3, step 2 of 6; not running: continue it with --resume" in shown.output
+    assert "h left at the median epoch's pace" in shown.output
+    position = json.loads(runner.invoke(main, ["status", str(out), "--json"]).output)
+    assert (position["epoch"], position["step"], position["steps_per_epoch"], position["epochs"]) == (1, 2, 6, 3)
+    assert position["hours_left"] > 0 and position["partial_seconds"] > 0 and not position["finished"]
+    assert [r["epoch"] for r in position["history"]] == [1]
+    train(tiny_model(), *args[1:], resume=True, device="cpu", progress=False, run_name="tiny")
+    done = runner.invoke(main, ["status", str(out)]).output
+    assert "finished: 3 of 3 epochs; not running" in done and "robust" in done
+    (out / STATE_FILE).write_bytes(b"not a state file")
+    broken = runner.invoke(main, ["status", str(out)])
+    assert broken.exit_code != 0 and "not a readable run state" in broken.output and "Traceback" not in broken.output
+    empty = runner.invoke(main, ["status", str(tmp_path / "nothing")])
+    assert empty.exit_code != 0 and "neither a training or search run" in empty.output

@@ -48,7 +48,7 @@ SHORT_HELP = {
     "eval": "Robust accuracy of a model under attacks, with sanity checks.",
     "transfer": "Transfer matrix between models (black-box).",
     "certify": "Certified accuracy and radius (IBP / CROWN bounds).",
-    "status": "Jobs of a run folder (sharded eval): done / running / failed / pending.",
+    "status": "Where a run folder stands: a training or search run, or a job set (sharded eval).",
     "leaderboard": "Train and attack every architecture alike; write docs/leaderboard.md.",
     "predict": "Classify images with a model or an ONNX file.",
     "check": "Is a deployed ONNX file as robust as its source?",

@@ -392,13 +392,25 @@ def certify_command(
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON")
 @friendly_errors
 def status_command(run_dir: str, as_json: bool) -> None:
-    """Jobs of RUN_DIR (a sharded eval or any job set): done / running / failed / pending, one line each."""
+    """Where RUN_DIR stands: a training or search run (epoch, step, validation figures per epoch, hours run
+    and left), or a job set such as a sharded eval (done / running / failed / pending, one line each)."""
     import json
     from pathlib import Path
 
+    from arnas_zoo.errors import ConfigError
     from arnas_zoo.job_status import status
     from arnas_zoo.jobs import plan
+    from arnas_zoo.run_status import is_run_folder, run_position
 
+    if not (Path(run_dir) / "jobs").is_dir():
+        if not is_run_folder(run_dir):
+            raise ConfigError(
+                f"{run_dir}: neither a training or search run (no train_state or search_state file) "
+                "nor a job set (no jobs/ folder)"
+            )
+        position = run_position(run_dir)
+        click.echo(json.dumps(position.to_dict(), indent=1) if as_json else position.format())
+        return
     st = status(run_dir)
     if as_json:
         click.echo(json.dumps(st.to_dict(), indent=1))
