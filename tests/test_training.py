@@ -622,7 +622,8 @@ def test_status_of_a_training_run_folder_before_and_after_its_resume(tmp_path):
     runner = CliRunner()
     shown = runner.invoke(main, ["status", str(out)])
     assert shown.exit_code == 0, shown.output
-    assert "training run, epoch 2 of 3, step 2 of 6; not running: continue it with --resume" in shown.output
+    assert "training run, epoch 2 of 3, step 2 of 6 (saved 20" in shown.output
+    assert "UTC); not running: continue it with --resume" in shown.output
     assert "h left at the median epoch's pace" in shown.output
     position = json.loads(runner.invoke(main, ["status", str(out), "--json"]).output)
     assert (position["epoch"], position["step"], position["steps_per_epoch"], position["epochs"]) == (1, 2, 6, 3)
@@ -630,9 +631,9 @@ def test_status_of_a_training_run_folder_before_and_after_its_resume(tmp_path):
     assert [r["epoch"] for r in position["history"]] == [1]
     train(tiny_model(), *args[1:], resume=True, device="cpu", progress=False, run_name="tiny")
     done = runner.invoke(main, ["status", str(out)]).output
-    assert "finished: 3 of 3 epochs; not running" in done and "robust" in done
+    assert "finished: 3 of 3 epochs (saved" in done and "); not running" in done and "robust" in done
     (out / STATE_FILE).write_bytes(b"not a state file")
     broken = runner.invoke(main, ["status", str(out)])
-    assert broken.exit_code != 0 and "not a readable run state" in broken.output and "Traceback" not in broken.output
+    assert broken.exit_code != 0 and "unreadable state" in broken.output and "Traceback" not in broken.output
     empty = runner.invoke(main, ["status", str(tmp_path / "nothing")])
     assert empty.exit_code != 0 and "neither a training or search run" in empty.output
