@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The zoo's 20-cell runs on a 2-core CPU (docs/training.md, "The 20-cell runs on this CPU"): the exact
+# commands, each resumable, and a queue that runs them one after another on one core.
+#
+#   bash scripts/zoo_runs.sh train arnas_c16 [ROOT]       # one training (resumes if its state exists)
+#   bash scripts/zoo_runs.sh aa arnas_c16 [ROOT]          # AutoAttack on its reporting rows (sharded, resumable)
+#   bash scripts/zoo_runs.sh queue ROOT arnas_c16 aa:arnas_c16 darts_v2_c15 ...   # in order; skips done steps
+#
+# ROOT holds one folder per run (default runs/zoo). Every step runs on one thread at nice 10. A step that
+# exits 0 leaves ROOT/NAME.done (or ROOT/NAME.aa.done) and is skipped from then on; a step stopped by
+# SIGTERM (its state saved) stops the queue, and the same queue command continues it later.
+set -u
+cd "$(dirname "$0")/.."
+ZOO=${ARNAS_ZOO_CLI:-.venv/bin/arnas-zoo}
+export OMP_NUM_THREADS=1 ARNAS_ZOO_SAVE_EVERY_S=${ARNAS_ZOO_SAVE_EVERY_S:-600}
+
+# name -> architecture and width (each within 10% of ARNAS C=16's 101.4 M multiply-adds)
+declare -A ARCH=([arnas_c16]=arnas [resnet18_w27]=resnet18 [darts_v2_c15]=darts_v2 [arnas_cpu_s0_c15]=arnas_cpu_s0)
+declare -A SIZE=(
+  [arnas_c16]="--model-set init_channels=16 --model-set layers=20"
+  [resnet18_w27]="--model-set init_channels=27"
+  [darts_v2_c15]="--model-set init_channels=15 --model-set layers=20"
+  [arnas_cpu_s0_c15]="--model-set init_channels=15 --model-set layers=20"
+)
+declare -A MODEL=(
+  [arnas_c16]=arnas.cifar10_linf_cpu_c16l20_mix
+  [resnet18_w27]=resnet18.cifar10_linf_cpu_w27_mix
+  [darts_v2_c15]=darts_v2.cifar10_linf_cpu_c15l20_mix
+  [arnas_cpu_s0_c15]=arnas_cpu_s0.cifar10_linf_cpu_c15l20_mix
+)
+
+known() { [ -n "${ARCH[$1]:-}" ] || { echo "unknown run '$1'; one of: ${!ARCH[*]}" >&2; exit 2; }; }
+
+train() {  # NAME ROOT
+  known "$1"
+  local out="$2/$1" resume=""
+  [ -f "$out/train_state.safetensors" ] && resume="--resume"
+  # shellcheck disable=SC2086  # SIZE holds several options
+  nice -n 10 "$ZOO" train "${ARCH[$1]}" --dataset cifar10 --train-split train_mix \
+    --val-rows 1000 --selection-rows 1000 --recipe cpu_cifar10 --set epochs=10 ${SIZE[$1]} \
+    --name "${MODEL[$1]}" --eval-n 1000 --out "$out" $resume
+}
+
+aa() {  # NAME ROOT: standard AutoAttack (reference code) on the 1,000 reporting rows ("test" offline: the
+  # held-out genuine rows the training's final evaluation reads), in 64-point shards a rerun skips
+  known "$1"
+  local out="$2/$1"
+  [ -f "$2/$1.done" ] || { echo "$1: training not finished (no $2/$1.done)" >&2; return 1; }
+  nice -n 10 "$ZOO" eval "$out/best" --dataset cifar10 --split test --n 1000 --attacks aa \
+    --batch-size 64 --shard-size 64 --run-dir "$out-aa" --json "$out/best.aa1000.json"
+}
+
+queue() {  # ROOT STEP...: a step is NAME (train) or aa:NAME
+  local root=$1 step marker
+  shift
+  mkdir -p "$root"
+  for step in "$@"; do
+    case $step in
+      aa:*) marker="$root/${step#aa:}.aa.done" ;;
+      *) marker="$root/$step.done" ;;
+    esac
+    [ -f "$marker" ] && continue
+    echo "$(date -u '+%F %T') queue: $step"
+    case $step in
+      aa:*) aa "${step#aa:}" "$root" ;;
+      *) train "$step" "$root" ;;
+    esac || {
+      local rc=$?
+      echo "$(date -u '+%F %T') queue: $step stopped (exit $rc); rerun the same queue to continue"
+      return 1
+    }
+    date -u '+%F %T' > "$marker"
+  done
+}
+
+case "${1:-}" in
+  train | aa) "$1" "${2:?run name}" "${3:-runs/zoo}" ;;
+  queue) shift; queue "${1:?root folder}" "${@:2}" ;;
+  *) sed -n '2,12p' "$0"; exit 2 ;;
+esac
