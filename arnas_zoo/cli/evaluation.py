@@ -387,6 +387,38 @@ def certify_command(
         click.echo(f"wrote {json_out}")
 
 
+@click.command("compare")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--names", default=None, help="comma-separated labels, one per report [each report's model name]")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="write the comparison as JSON")
+@friendly_errors
+def compare_command(reports: tuple[str, ...], names: str | None, json_out: str | None) -> None:
+    """Compare models evaluated on the same points: accuracy with 95% intervals, and per pair a paired test.
+
+    REPORTS are `arnas-zoo eval --json` files of two or more models on the same points and threat model.
+    Pairs are tested point by point (McNemar exact, Holm-adjusted per figure): "no detectable difference"
+    unless the discordant points say otherwise at the 5% level.
+    """
+    from arnas_zoo.atomic import atomic_write_json
+    from arnas_zoo.errors import ConfigError
+    from arnas_zoo.evaluate.compare import compare_reports
+    from arnas_zoo.evaluate.report import read_report
+
+    loaded = [read_report(path) for path in reports]
+    labels = (
+        [n.strip() for n in names.split(",")]
+        if names
+        else [str(r.model.get("name") or p) for r, p in zip(loaded, reports)]
+    )
+    if len(labels) != len(loaded) or len(set(labels)) != len(labels):
+        raise ConfigError(f"--names: expected {len(loaded)} distinct labels, got {labels}")
+    comparison = compare_reports(dict(zip(labels, loaded)))
+    click.echo(comparison.format_table())
+    if json_out:
+        atomic_write_json(json_out, comparison.to_dict())
+        click.echo(f"wrote {json_out}")
+
+
 @click.command("status")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the status as JSON")

@@ -12,10 +12,13 @@ and the zoo's consistency tests read figures through it, never through ad-hoc di
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from arnas_zoo.errors import CheckpointError
@@ -26,6 +29,23 @@ HEADLINE = (
     "correct on the clean input AND on the adversarial input (per point); "
     "adversarial_accuracy: correct on the adversarial input alone"
 )
+
+
+def pack_mask(mask: torch.Tensor) -> str:
+    """A per-point boolean mask as base64 of its packed bits (``metrics.json`` and shard results keep them)."""
+    return base64.b64encode(np.packbits(mask.cpu().numpy().astype(np.uint8)).tobytes()).decode()
+
+
+def unpack_mask(text: Any, n: int, where: str = "per-point outcomes") -> torch.Tensor:
+    """The ``n``-point mask :func:`pack_mask` wrote; anything else (wrong length, not base64) is refused."""
+    try:
+        raw = base64.b64decode(str(text), validate=True)
+    except (binascii.Error, ValueError):
+        raise CheckpointError(f"{where}: not base64-packed bits") from None
+    if not isinstance(n, int) or n < 0 or len(raw) != (n + 7) // 8:
+        raise CheckpointError(f"{where}: {len(raw)} bytes of bits for {n} points")
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:n]
+    return torch.from_numpy(bits.astype(bool))
 
 
 def fraction(mask: torch.Tensor) -> float:
@@ -70,7 +90,12 @@ class AttackResult:
         return self.source is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in ("correct", "robust")}
+        row = {k: v for k, v in asdict(self).items() if k not in ("correct", "robust")}
+        for key in ("correct", "robust"):  # per point, so that two reports on the same points can be paired
+            mask = getattr(self, key)
+            if mask is not None:
+                row[f"{key}_bits"] = pack_mask(mask)
+        return row
 
 
 @dataclass
@@ -103,6 +128,7 @@ class EvaluationReport:
     created: str
     seconds: float
     environment: dict[str, Any] = field(default_factory=dict)
+    clean: torch.Tensor | None = field(default=None, repr=False)  # per point: correct on the clean input
 
     @property
     def failed_checks(self) -> list[str]:
@@ -139,6 +165,7 @@ class EvaluationReport:
             "batch_size": self.batch_size,
             "created": self.created,
             "seconds": self.seconds,
+            **({"clean_bits": pack_mask(self.clean)} if self.clean is not None else {}),
             **self.environment,
         }
 
@@ -152,13 +179,16 @@ class EvaluationReport:
             known = {f.name for f in fields(AttackResult)}
             results = []
             for raw in metrics["results"]:
-                item = {k: v for k, v in raw.items() if k in known}
+                item = {k: v for k, v in raw.items() if k in known and k not in ("correct", "robust")}
                 if schema == OLD_METRICS_SCHEMA:  # the old figure was the adversarial accuracy alone
                     item.setdefault("adversarial_accuracy", item["robust_accuracy"])
+                for key in ("correct", "robust"):
+                    if f"{key}_bits" in raw:
+                        item[key] = unpack_mask(raw[f"{key}_bits"], raw["n"], f"{where}: {raw['attack']} {key}_bits")
                 results.append(AttackResult(**item))
             checks = [SanityCheck(**c) for c in metrics.get("sanity_checks", [])]
             env_keys = ("versions", "host", "platform")
-            return cls(
+            report = cls(
                 model=dict(metrics.get("model", {})),
                 data=dict(metrics["data"]),
                 norm=metrics["threat_model"]["norm"],
@@ -173,9 +203,33 @@ class EvaluationReport:
                 created=str(metrics.get("created", "")),
                 seconds=float(metrics.get("seconds", 0.0)),
                 environment={k: metrics[k] for k in env_keys if k in metrics},
+                clean=(
+                    unpack_mask(metrics["clean_bits"], int(metrics["data"]["n"]), f"{where}: clean_bits")
+                    if "clean_bits" in metrics
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: not an evaluation report ({type(exc).__name__}: {exc})"[:300]) from None
+        report.check_points(where)
+        return report
+
+    def check_points(self, where: str = "report") -> None:
+        """The per-point outcomes a report carries must give its figures exactly (and cover its points)."""
+        n = int(self.data.get("n", -1))
+        pairs: list[tuple[torch.Tensor | None, float | None, str]] = [(self.clean, self.clean_accuracy, "clean")]
+        for r in self.results:
+            pairs += [(r.robust, r.robust_accuracy, f"{r.attack} robust")]
+            pairs += [(r.correct, r.adversarial_accuracy, r.attack)]
+        for mask, figure, what in pairs:
+            if mask is not None and (len(mask) != n or figure is None or abs(fraction(mask) - figure) > 1e-9):
+                raise CheckpointError(f"{where}: the per-point outcomes of {what} do not give its figure")
+        if self.clean is not None and self.results and all(r.robust is not None for r in self.results):
+            worst = self.clean.clone()
+            for r in self.results:
+                worst &= r.robust  # type: ignore[arg-type]
+            if abs(fraction(worst) - self.worst_case_accuracy) > 1e-9:
+                raise CheckpointError(f"{where}: the per-point outcomes do not give the worst case")
 
     def save(self, path: str | Path) -> Path:
         from arnas_zoo.atomic import atomic_write_json

@@ -270,6 +270,7 @@ def assemble_report(
         created=now_utc(),
         seconds=seconds,
         environment=environment(),
+        clean=clean_correct.cpu(),
     )
 
 

@@ -15,26 +15,15 @@ creation time aside: ``tests/test_jobs.py``).
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from arnas_zoo.errors import ConfigError
-from arnas_zoo.evaluate.report import AttackResult, EvaluationReport, fraction
+from arnas_zoo.evaluate.report import AttackResult, EvaluationReport, fraction, pack_mask, unpack_mask
 from arnas_zoo.jobs import Job, run_jobs
 from arnas_zoo.progress import Progress
-
-
-def _pack(mask: torch.Tensor) -> str:
-    return base64.b64encode(np.packbits(mask.numpy().astype(np.uint8)).tobytes()).decode()
-
-
-def _unpack(text: str, n: int) -> torch.Tensor:
-    bits = np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n]
-    return torch.from_numpy(bits.astype(bool))
 
 
 def _data(args: dict[str, Any], device: Any) -> Any:
@@ -97,9 +86,7 @@ def run_shard(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             progress=Progress(enabled=False),
             batch_offset=args["start"] // batch,
         )
-        row = r.to_dict()
-        assert r.correct is not None
-        row["correct_bits"] = _pack(r.correct)
+        row = r.to_dict()  # with the per-point correct_bits (and robust_bits) the merge concatenates
         row["forward_passes"] = r.forward_passes_per_image * max(len(shard), 1)
         row["backward_passes"] = r.backward_passes_per_image * max(len(shard), 1)
         results.append(row)
@@ -107,7 +94,7 @@ def run_shard(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "start": args["start"],
         "stop": args["stop"],
         "n": len(shard),
-        "clean_bits": _pack(clean),
+        "clean_bits": pack_mask(clean),
         "results": results,
     }
 
@@ -173,11 +160,12 @@ def _covering(shards: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 def _merged_result(i: int, shards: list[dict[str, Any]], clean: torch.Tensor) -> AttackResult:
     """Attack ``i`` over all shards: per-point outcomes concatenated, costs summed."""
-    correct = torch.cat([_unpack(s["results"][i]["correct_bits"], s["n"]) for s in shards])
+    correct = torch.cat([unpack_mask(s["results"][i]["correct_bits"], s["n"]) for s in shards])
     robust = correct & clean
     n = len(clean)
     first = shards[0]["results"][i]
-    fields = {k: v for k, v in first.items() if k not in ("correct_bits", "forward_passes", "backward_passes")}
+    skip = ("correct_bits", "robust_bits", "forward_passes", "backward_passes")
+    fields = {k: v for k, v in first.items() if k not in skip}
     fields.update(
         n=n,
         robust_accuracy=fraction(robust),
@@ -210,7 +198,7 @@ def merge_shards(
     from arnas_zoo.evaluate.runner import assemble_report
 
     shards = _covering(shards, len(data))
-    clean = torch.cat([_unpack(s["clean_bits"], s["n"]) for s in shards])
+    clean = torch.cat([unpack_mask(s["clean_bits"], s["n"]) for s in shards])
     results = [_merged_result(i, shards, clean) for i in range(len(shards[0]["results"]))]
     return assemble_report(
         model, data, clean, results, eps=eps, norm=norm, batch_size=batch_size, seed=seed, checks=checks,
