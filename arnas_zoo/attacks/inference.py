@@ -6,8 +6,8 @@ forward that runs with gradients disabled from ``torch.compile`` (inductor) of a
 the model, with inductor's *freezing* on: the weights become constants, oneDNN gets them pre-packed once,
 and bias, ReLU and sums are fused into the convolutions. Forwards with gradients enabled (APGD's and FAB's
 steps) go to the model itself, unchanged. On this project's CPU, one thread, the graph ran ARNAS (C=16,
-20 cells) 2.01x as fast as the eager folded model at 128 images, 1.48x at 37 and 1.30x at 16, logits
-equal to 6e-8 (docs/performance.md).
+20 cells) 2.12x as fast as the eager folded model at 128 images and 1.40-1.58x at 16-64, with the same
+logits (``benchmarks/bench_query_attacks.py``, docs/performance.md).
 
 The batch dimension is dynamic: one graph serves every batch size from :data:`MIN_BATCH` up, compiled once
 per wrapper (about 40 s for the 20-cell ARNAS at C=16 on one thread with a cold inductor cache). Two
