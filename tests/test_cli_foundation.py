@@ -136,3 +136,16 @@ def test_pretrained_lists_every_registered_checkpoint(runner: CliRunner) -> None
     assert {row["name"] for row in json.loads(current.stdout)} == {
         spec.name for spec in list_pretrained() if not spec.superseded_by
     }
+
+
+def test_a_closed_pipe_ends_a_command_quietly(capsys) -> None:
+    from arnas_zoo.cli.common import friendly_errors
+
+    @friendly_errors
+    def listing() -> None:
+        raise BrokenPipeError(32, "Broken pipe")  # what print() raises once `| head` has gone
+
+    with pytest.raises(SystemExit) as stopped:
+        listing()
+    assert stopped.value.code == 1
+    assert "error" not in capsys.readouterr().err  # no "error: [Errno 32] Broken pipe" after the reader left

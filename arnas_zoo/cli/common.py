@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
 import sys
 import tempfile
@@ -63,6 +64,15 @@ def finish_distributed(*_: Any, **__: Any) -> None:
         distributed.finish_worker()
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not raise a second broken pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no real file descriptor (tests)
+        pass
+
+
 def friendly_errors(func: F) -> F:
     """Every foreseeable failure becomes one line on stderr and a non-zero exit code, never a traceback.
 
@@ -83,6 +93,9 @@ def friendly_errors(func: F) -> F:
             message = _first_line(exc) if isinstance(exc, ArnasZooError) else "interrupted"
             click.echo(f"stopped: {message}", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # the reader went away (`arnas-zoo status RUN | head`): stop quietly, as cat does
+            _silence_stdout()
+            sys.exit(1)
         except (ArnasZooError, OSError) as exc:
             where = (
                 f" ({exc.filename})"
