@@ -15,7 +15,7 @@ from arnas_zoo.data import load_dataset
 from arnas_zoo.errors import CheckpointError, ConfigError
 from arnas_zoo.evaluate import evaluate
 from arnas_zoo.evaluate.compare import compare_reports, holm, mcnemar_exact
-from arnas_zoo.evaluate.report import EvaluationReport, pack_mask, unpack_mask
+from arnas_zoo.evaluate.report import EvaluationReport, fraction, pack_mask, unpack_mask
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +97,14 @@ def test_compare_cli(reports, tmp_path) -> None:
     assert low <= reports["trained"].clean_accuracy <= high
     duplicate = runner.invoke(main, ["compare", *paths, "--names", "T,T"])
     assert duplicate.exit_code != 0 and "distinct labels" in duplicate.output
+
+
+def test_the_worst_case_is_taken_over_the_attacks_every_report_ran(reports) -> None:
+    data = load_dataset("digits", "test", n=64)
+    fewer = evaluate(trained_tiny_cnn(), data, ["fgsm"], eps=0.1, device="cpu", progress=False, checks=False)
+    comparison = compare_reports({"both": reports["trained"], "fgsm only": fewer})
+    assert comparison.figures == ["clean", "fgsm", "worst case"]  # pgd10 is in one report only
+    trained = reports["trained"]
+    fgsm_only_worst = fraction(trained.clean & trained.result("fgsm").robust)
+    assert comparison.accuracy["both"]["worst case"] == fgsm_only_worst  # not the report's own fgsm+pgd10 worst
+    assert comparison.accuracy["fgsm only"]["worst case"] == fewer.worst_case_accuracy
