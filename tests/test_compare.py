@@ -42,12 +42,13 @@ def test_per_point_outcomes_survive_the_json_round_trip_and_a_changed_bit_is_ref
     assert back.clean is not None and torch.equal(back.clean, report.clean)
     for a, b in zip(report.results, back.results):
         assert torch.equal(a.robust, b.robust) and torch.equal(a.correct, b.correct)
-    mask = unpack_mask(metrics["results"][1]["robust_bits"], 64)
-    mask[int(mask.int().argmax())] ^= True  # one point's outcome changed, the figure left as it was
-    metrics["results"][1]["robust_bits"] = pack_mask(mask)
+    assert "robust_bits" not in metrics["results"][1]  # derived on read: correct AND clean
+    mask = unpack_mask(metrics["results"][1]["correct_bits"], 64)
+    mask[int((mask & back.clean).int().argmax())] ^= True  # one robust point's outcome changed, figures kept
+    metrics["results"][1]["correct_bits"] = pack_mask(mask)
     with pytest.raises(CheckpointError, match="pgd10 robust do not give its figure"):
         EvaluationReport.from_metrics(metrics)
-    metrics["results"][1]["robust_bits"] = "AAAA"
+    metrics["results"][1]["correct_bits"] = "AAAA"
     with pytest.raises(CheckpointError, match="bytes of bits for 64 points"):
         EvaluationReport.from_metrics(metrics)
 

@@ -91,10 +91,8 @@ class AttackResult:
 
     def to_dict(self) -> dict[str, Any]:
         row = {k: v for k, v in asdict(self).items() if k not in ("correct", "robust")}
-        for key in ("correct", "robust"):  # per point, so that two reports on the same points can be paired
-            mask = getattr(self, key)
-            if mask is not None:
-                row[f"{key}_bits"] = pack_mask(mask)
+        if self.correct is not None:  # per point, so that two reports on the same points can be paired
+            row["correct_bits"] = pack_mask(self.correct)  # (robust = correct AND the report's clean_bits)
         return row
 
 
@@ -182,9 +180,9 @@ class EvaluationReport:
                 item = {k: v for k, v in raw.items() if k in known and k not in ("correct", "robust")}
                 if schema == OLD_METRICS_SCHEMA:  # the old figure was the adversarial accuracy alone
                     item.setdefault("adversarial_accuracy", item["robust_accuracy"])
-                for key in ("correct", "robust"):
-                    if f"{key}_bits" in raw:
-                        item[key] = unpack_mask(raw[f"{key}_bits"], raw["n"], f"{where}: {raw['attack']} {key}_bits")
+                if "correct_bits" in raw:
+                    what = f"{where}: {raw['attack']} correct_bits"
+                    item["correct"] = unpack_mask(raw["correct_bits"], raw["n"], what)
                 results.append(AttackResult(**item))
             checks = [SanityCheck(**c) for c in metrics.get("sanity_checks", [])]
             env_keys = ("versions", "host", "platform")
@@ -211,6 +209,10 @@ class EvaluationReport:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: not an evaluation report ({type(exc).__name__}: {exc})"[:300]) from None
+        if report.clean is not None:  # robust per point is derived, never stored: correct AND clean
+            for r in report.results:
+                if r.correct is not None and len(r.correct) == len(report.clean):
+                    r.robust = r.correct & report.clean
         report.check_points(where)
         return report
 

@@ -86,7 +86,7 @@ def run_shard(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             progress=Progress(enabled=False),
             batch_offset=args["start"] // batch,
         )
-        row = r.to_dict()  # with the per-point correct_bits (and robust_bits) the merge concatenates
+        row = r.to_dict()  # with the per-point correct_bits the merge concatenates
         row["forward_passes"] = r.forward_passes_per_image * max(len(shard), 1)
         row["backward_passes"] = r.backward_passes_per_image * max(len(shard), 1)
         results.append(row)
@@ -164,7 +164,7 @@ def _merged_result(i: int, shards: list[dict[str, Any]], clean: torch.Tensor) ->
     robust = correct & clean
     n = len(clean)
     first = shards[0]["results"][i]
-    skip = ("correct_bits", "robust_bits", "forward_passes", "backward_passes")
+    skip = ("correct_bits", "robust_bits", "forward_passes", "backward_passes")  # robust_bits: older shard files
     fields = {k: v for k, v in first.items() if k not in skip}
     fields.update(
         n=n,
