@@ -46,8 +46,52 @@ class ReLUConvBN(nn.Sequential):
         return x
 
 
+#: How a separable block (depthwise KxK then pointwise 1x1) computes: ``auto`` (the default: as one dense
+#: KxK convolution with the composed weight ``pointwise[o, c] * depthwise[c]`` under CPU bf16 autocast,
+#: as two convolutions otherwise), ``dense`` (always composed), ``plain`` (never). On a CPU with AMX,
+#: oneDNN's bf16 depthwise kernels ran 2-6% of the fp32 peak while its dense bf16 convolutions run on the
+#: matrix unit: the composed convolution does 5-7x the multiply-adds and still ran 1.1-11x faster
+#: (``benchmarks/bench_dense_sepconv.py``). In fp32 it pays only for some dilated shapes, so ``auto``
+#: keeps fp32 on the two-convolution path, bit-identical to every earlier result.
+SEPCONV_ENV = "ARNAS_ZOO_SEPCONV"
+SEPCONV_MODES = ("auto", "dense", "plain")
+_SEPCONV_PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("arnas_zoo_sepconv_plain", default=False)
+
+
+def sepconv_mode() -> str:
+    """The separable-convolution mode of :data:`SEPCONV_ENV` (``plain`` inside :func:`modules_per_op`)."""
+    if _SEPCONV_PLAIN.get():
+        return "plain"
+    value = os.environ.get(SEPCONV_ENV, "auto")
+    if value not in SEPCONV_MODES:
+        raise ConfigError(f"{SEPCONV_ENV}: expected one of {list(SEPCONV_MODES)}, got {value!r}")
+    return value
+
+
+def _composes(x: torch.Tensor) -> bool:
+    chosen = sepconv_mode()
+    if chosen == "plain" or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        return False
+    if chosen == "dense":
+        return True
+    return (
+        x.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+
+
 class DilConv(nn.Sequential):
-    """ReLU, depthwise (dilated) conv, pointwise conv, BN."""
+    """ReLU, depthwise (dilated) conv, pointwise conv, BN.
+
+    Computes what ``nn.Sequential`` would (:attr:`sequential_function`: BatchNorm folding may swap its
+    pointwise convolution and BatchNorm), either as the four modules in turn or, per :data:`SEPCONV_ENV`,
+    with the two convolutions composed into one dense convolution: ``pointwise(depthwise(x))`` is
+    ``conv(x, W)`` with ``W[o, c] = pointwise[o, c] * depthwise[c]``, as there is nothing between them.
+    The gradients reach both weights through the product.
+    """
+
+    sequential_function = True
 
     def __init__(
         self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool = True
@@ -61,11 +105,24 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_after_relu(self[0](x))
+
     def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
         """``self(x)`` given ``x = relu(input)`` (see :func:`after_relu`)."""
-        for module in list(self)[1:]:
-            x = module(x)
-        return x
+        depthwise, pointwise, norm = self[1], self[2], self[3]
+        if (
+            _composes(x)
+            and isinstance(depthwise, nn.Conv2d)
+            and isinstance(depthwise.padding, tuple)
+            and type(pointwise) is nn.Conv2d  # also the copy that BatchNorm folding swaps in
+            and pointwise.stride == (1, 1)
+            and pointwise.padding == (0, 0)
+        ):
+            weight = pointwise.weight * depthwise.weight.transpose(0, 1)
+            y = F.conv2d(x, weight, pointwise.bias, depthwise.stride, depthwise.padding, depthwise.dilation)
+            return norm(y)
+        return norm(pointwise(depthwise(x)))
 
 
 class SepConv(nn.Sequential):
@@ -203,6 +260,19 @@ def shared_relu() -> bool:
     if value not in ("0", "1"):
         raise ConfigError(f"ARNAS_ZOO_SHARED_RELU: expected 0 or 1, got {value!r}")
     return value == "1"
+
+
+@contextlib.contextmanager
+def modules_per_op() -> Iterator[None]:
+    """Within the block every op runs each of its modules in turn: its own leading ReLU
+    (:func:`relu_per_op`) and separable blocks as two convolutions (:data:`SEPCONV_ENV`), for what
+    observes modules as they run (the FLOP hooks of :func:`arnas_zoo.stats.count_ops`)."""
+    token = _SEPCONV_PLAIN.set(True)
+    try:
+        with relu_per_op():
+            yield
+    finally:
+        _SEPCONV_PLAIN.reset(token)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from arnas_zoo.ops import relu_per_op
+from arnas_zoo.ops import modules_per_op
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def count_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int,
         param = next(model.parameters())
         x = torch.rand(1, *input_shape, device=param.device, dtype=param.dtype)
         # each op's ReLU module runs, as in the authors' networks (cells otherwise share one per state)
-        with torch.no_grad(), relu_per_op():
+        with torch.no_grad(), modules_per_op():
             model(x)
     finally:
         for h in handles:

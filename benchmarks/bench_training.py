@@ -221,6 +221,9 @@ def prepare(impl: str, batch: int, args: argparse.Namespace):
             os.environ["ARNAS_ZOO_DILATED"] = "s2b" if "s2b" in impl else "auto"
         # ``-relu-per-op``: every op applies its own leading ReLU, as before cells shared one per state
         os.environ["ARNAS_ZOO_SHARED_RELU"] = "0" if "relu-per-op" in impl else "1"
+        # ``-sep-plain`` / ``-sep-dense``: separable blocks as two convolutions / one composed dense one
+        # (the default, ``auto``, composes them under CPU bf16 autocast only)
+        os.environ["ARNAS_ZOO_SEPCONV"] = "plain" if "sep-plain" in impl else "dense" if "sep-dense" in impl else "auto"
         bf16_cpu = "bf16" in impl
         if recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -323,6 +326,8 @@ def main() -> None:
         help="comma-separated, the first is the base of the ratios: authors (the authors' passes and host "
         "pipeline), reference (round one's lighter loop), ours, ours-bf16 (bf16 autocast on CPU), ours-s2b "
         "(space-to-batch dilated convolutions), ours-auto (per shape, the measured faster), ours-bf16-s2b, "
+        "ours-sep-plain / ours-sep-dense (separable blocks as two convolutions / as one composed dense convolution; "
+        "the default composes them under CPU bf16 autocast only; combine, e.g. ours-bf16-sep-plain), "
         "ours-relu-per-op (cells apply each op's leading ReLU, as before they shared one per state; combines with the "
         "others, e.g. ours-bf16-relu-per-op), ours-compile (torch.compile, inductor; give "
         "--warmup 2 or more: the first steps compile)",

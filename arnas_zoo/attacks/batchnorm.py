@@ -122,6 +122,9 @@ def bn_mode(model: nn.Module, mode: str) -> contextlib.AbstractContextManager[nn
 
 def _is_plain_sequential(module: nn.Module) -> bool:
     # a subclass that overrides forward may not apply its children in order: folding would change it
+    # unless the class declares that its forward computes Sequential's function (ops.DilConv)
+    if getattr(type(module), "sequential_function", False) is True:
+        return isinstance(module, nn.Sequential)
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
 
 
