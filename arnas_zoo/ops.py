@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arnas_zoo.cpuflags import has_amx_bf16
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.fastconv import DepthwiseConv2d
 from arnas_zoo.primitives import (  # noqa: F401  (re-exported: the vocabulary's names live with their factories)
@@ -47,12 +48,13 @@ class ReLUConvBN(nn.Sequential):
 
 
 #: How a separable block (depthwise KxK then pointwise 1x1) computes: ``auto`` (the default: as one dense
-#: KxK convolution with the composed weight ``pointwise[o, c] * depthwise[c]`` under CPU bf16 autocast,
-#: as two convolutions otherwise), ``dense`` (always composed), ``plain`` (never). On a CPU with AMX,
-#: oneDNN's bf16 depthwise kernels ran 2-6% of the fp32 peak while its dense bf16 convolutions run on the
-#: matrix unit: the composed convolution does 5-7x the multiply-adds and still ran 1.1-11x faster
-#: (``benchmarks/bench_dense_sepconv.py``). In fp32 it pays only for some dilated shapes, so ``auto``
-#: keeps fp32 on the two-convolution path, bit-identical to every earlier result.
+#: KxK convolution with the composed weight ``pointwise[o, c] * depthwise[c]`` under CPU bf16 autocast on a
+#: CPU with AMX, as two convolutions otherwise), ``dense`` (always composed), ``plain`` (never). On an AMX
+#: CPU oneDNN's bf16 depthwise kernels ran at 2-6% of the fp32 peak while its dense bf16 convolutions run
+#: on the matrix unit: the composed convolution does 5-7x the multiply-adds and still ran 1.03-6.5x faster
+#: per block (``benchmarks/bench_dense_sepconv.py``). In fp32 it pays only for some dilated shapes, and on
+#: CPUs without AMX it is not measured, so ``auto`` keeps those on the two-convolution path (fp32:
+#: bit-identical to every earlier result).
 SEPCONV_ENV = "ARNAS_ZOO_SEPCONV"
 SEPCONV_MODES = ("auto", "dense", "plain")
 _SEPCONV_PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("arnas_zoo_sepconv_plain", default=False)
@@ -78,6 +80,7 @@ def _composes(x: torch.Tensor) -> bool:
         x.device.type == "cpu"
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and has_amx_bf16()
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from arnas_zoo import create_model
+from arnas_zoo import create_model, ops
 from arnas_zoo.attacks.batchnorm import _foldable_pairs, folded_batchnorm
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.ops import SEPCONV_ENV, DilConv, SepConv, modules_per_op, sepconv_mode
@@ -86,8 +86,10 @@ def test_folding_applies_to_the_composed_path(monkeypatch) -> None:  # type: ign
     assert isinstance(op[3], nn.BatchNorm2d)  # restored
 
 
-def test_auto_composes_only_under_cpu_bf16_autocast(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """``auto`` (the default) keeps fp32 bit-identical to the two-convolution path and composes under bf16."""
+def test_auto_composes_only_under_cpu_bf16_autocast_with_amx(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``auto`` (the default) keeps fp32 bit-identical to the two-convolution path and composes under bf16
+    on a CPU with AMX (pretended here, so that the test runs everywhere: the numerics do not depend on it)."""
+    monkeypatch.setattr(ops, "has_amx_bf16", lambda: True)
     monkeypatch.delenv(SEPCONV_ENV, raising=False)
     assert sepconv_mode() == "auto"
     torch.manual_seed(4)
@@ -111,6 +113,10 @@ def test_auto_composes_only_under_cpu_bf16_autocast(monkeypatch) -> None:  # typ
     with modules_per_op(), torch.autocast("cpu", dtype=torch.bfloat16):
         op(x)
     assert len(calls) == 3
+    monkeypatch.setattr(ops, "has_amx_bf16", lambda: False)  # not measured without AMX: two convolutions
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        op(x)
+    assert len(calls) == 4
 
 
 def test_flop_count_is_the_same_in_every_mode(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -10,17 +10,15 @@ from typing import Any
 
 import torch
 
+from arnas_zoo.cpuflags import cpu_flags
+
 Autocast = Callable[[], contextlib.AbstractContextManager[Any]]
 
 
 def cpu_has_native_bf16() -> bool | None:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), from /proc/cpuinfo; None if unknown."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith("flags")), "").split()
-    except OSError:
-        return None
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags)) if flags else None
+    flags = cpu_flags()
+    return bool({"avx512_bf16", "amx_bf16"} & flags) if flags else None
 
 
 def autocast_for(device: torch.device, bf16: bool, *, cpu: bool = False) -> Autocast:
