@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,12 +51,17 @@ class RunPosition:
         return (seconds + (self.partial_seconds or 0.0)) / 3600
 
     def hours_left(self) -> float | None:
-        """Steps left at the median finished epoch's pace (None before an epoch has finished)."""
+        """Steps left at the last finished epoch's pace (None before an epoch has finished).
+
+        The last epoch, not a median: it ran under the conditions most like the coming ones (the same
+        machine and load), and runs stopped and resumed before 2026-12-07 recorded only the last
+        segment of each epoch, which makes their early epochs look far shorter than they were.
+        """
         paces = [float(r["seconds"]) for r in self.history if r.get("seconds")]
         if self.epochs is None or not self.steps_per_epoch or not paces:
             return None
         steps_left = (self.epochs - self.epoch) * self.steps_per_epoch - self.step
-        return max(steps_left, 0) * statistics.median(paces) / self.steps_per_epoch / 3600
+        return max(steps_left, 0) * paces[-1] / self.steps_per_epoch / 3600
 
     def to_dict(self) -> dict[str, Any]:
         derived = {"finished": self.finished, "hours_run": self.hours_run(), "hours_left": self.hours_left()}
@@ -78,7 +82,7 @@ class RunPosition:
         lines = [
             f"{self.folder}: {self.kind} run, {where} (saved {self.saved or '?'}); {state}",
             f"  {self.hours_run():.2f} h of running time recorded"
-            + ("" if left is None or self.finished else f"; about {left:.1f} h left at the median epoch's pace"),
+            + ("" if left is None or self.finished else f"; about {left:.1f} h left at the last epoch's pace"),
         ]
         metrics = _metric_keys(self.history)
         if self.history:

@@ -610,6 +610,17 @@ def test_bf16_autocast_on_cpu_leaves_robust_accuracy_within_noise(tmp_path):
         assert abs(bf16 - fp32) <= 3 * (2 * fp32 * (1 - fp32) / 297) ** 0.5, figures
 
 
+def test_status_projects_the_hours_left_at_the_last_epochs_pace() -> None:
+    """Early epochs of runs resumed before 2026-12-07 recorded one segment each: the last epoch is the pace."""
+    from arnas_zoo.run_status import RunPosition
+
+    history = [{"epoch": 1, "seconds": 400.0}, {"epoch": 2, "seconds": 1200.0}, {"epoch": 3, "seconds": 3600.0}]
+    position = RunPosition("run", "training", epochs=10, epoch=3, step=50, steps_per_epoch=100, history=history)
+    assert position.hours_left() == pytest.approx(6.5)  # 650 steps at 36 s (a median would say 12 s: 2.2 h)
+    assert position.hours_run() == pytest.approx(5200 / 3600)
+    assert RunPosition("run", "training", epochs=10, epoch=0, step=5, steps_per_epoch=100).hours_left() is None
+
+
 def test_status_of_a_training_run_folder_before_and_after_its_resume(tmp_path):
     from click.testing import CliRunner
 
@@ -624,7 +635,7 @@ def test_status_of_a_training_run_folder_before_and_after_its_resume(tmp_path):
     assert shown.exit_code == 0, shown.output
     assert "training run, epoch 2 of 3, step 2 of 6 (saved 20" in shown.output
     assert "UTC); not running: continue it with --resume" in shown.output
-    assert "h left at the median epoch's pace" in shown.output
+    assert "h left at the last epoch's pace" in shown.output
     position = json.loads(runner.invoke(main, ["status", str(out), "--json"]).output)
     assert (position["epoch"], position["step"], position["steps_per_epoch"], position["epochs"]) == (1, 2, 6, 3)
     assert position["hours_left"] > 0 and position["partial_seconds"] > 0 and not position["finished"]
