@@ -29,7 +29,9 @@ PGD crafting and the weight step only (``amp_arch=false``), or also in the archi
 the cosine between their architecture gradients and the float32 ones on the same batches. A suffix
 ``-s2b`` or ``-auto`` sets ``ARNAS_ZOO_DILATED`` (dilated depthwise convolutions by space-to-batch,
 always or where measured faster per shape; ``arnas_zoo/fastconv.py``): ``ours-auto``,
-``ours-bf16-auto``, ``ours-bf16-all-auto``. A suffix ``-rcK`` recomputes the first K cells' activations
+``ours-bf16-auto``, ``ours-bf16-all-auto``. A suffix ``-sep-plain`` keeps separable blocks as two
+convolutions under bf16 (``ARNAS_ZOO_SEPCONV=plain``; by default they are composed into one dense
+convolution under CPU bf16 autocast on AMX CPUs): ``--impls ours-bf16,ours-bf16-sep-plain``. A suffix ``-rcK`` recomputes the first K cells' activations
 in the backward (config ``recompute_cells``; ``--recompute-cells K`` sets it for every ours row), so
 ``--impls authors,ours,ours-rc1,ours-rc2`` times the memory/time trade-off in one run.
 """
@@ -221,6 +223,8 @@ def measure(args: argparse.Namespace) -> dict:
         search.supernet.SHARE_RELU = search.supernet.FUSED_SUM = False
     if "s2b" in args.impl or "auto" in args.impl:  # before any model is built
         os.environ["ARNAS_ZOO_DILATED"] = "s2b" if "s2b" in args.impl else "auto"
+    if "sep-plain" in args.impl:  # separable blocks as two convolutions also under bf16 (arnas_zoo.ops.SEPCONV_ENV)
+        os.environ["ARNAS_ZOO_SEPCONV"] = "plain"
     device = resolve_device(args.device)
     overrides = [
         f"batch_size={args.batch_size}",
@@ -290,6 +294,7 @@ def measure(args: argparse.Namespace) -> dict:
         "amp_bf16": bool(cfg.amp and (device.type == "cuda" or cfg.amp_cpu)),
         "amp_arch": cfg.amp_arch,
         "dilated": os.environ.get("ARNAS_ZOO_DILATED", "plain"),
+        "sepconv": os.environ.get("ARNAS_ZOO_SEPCONV", "auto"),
         "numerics": numerics,
         "supernet": f"{cfg.layers} cells C={cfg.init_channels} {cfg.placement} {cfg.filters}, 7 ops x 14 edges",
     }
