@@ -55,7 +55,7 @@ def test_projection_estimate_matches_the_frobenius_norm_within_its_error() -> No
         jac = torch.autograd.functional.jacobian(lambda v: net(v[None])[0], x[i]).flatten(1)
         exact = float(jac.norm() / 2.0)  # ||J||_F / sqrt(K), K = 4
         # C * ||v^T J||^2 has relative std about sqrt(2 / (C + 2)) ~ 0.6 per projection; 4000 of them: ~1%
-        assert float(estimate[i]) == pytest.approx(exact, rel=0.05)
+        assert float(estimate[i].detach()) == pytest.approx(exact, rel=0.05)
 
 
 def _supernet(cfg: SearchConfig) -> Supernet:
