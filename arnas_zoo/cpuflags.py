@@ -16,5 +16,11 @@ def cpu_flags() -> frozenset[str]:
 
 
 def has_amx_bf16() -> bool:
-    """Whether the CPU has AMX tiles for bf16 (Sapphire Rapids and later): oneDNN runs bf16 convolutions there."""
-    return "amx_bf16" in cpu_flags()
+    """Whether the CPU has AMX tiles for bf16 (Sapphire Rapids and later): oneDNN runs bf16 convolutions there.
+
+    A constant to ``torch.compile``: a model's forward asks it, and tracing the file read would break the graph.
+    """
+    return _HAS_AMX_BF16
+
+
+_HAS_AMX_BF16 = "amx_bf16" in cpu_flags()

@@ -152,3 +152,22 @@ def test_a_bad_mode_is_a_clear_error(monkeypatch) -> None:  # type: ignore[no-un
     monkeypatch.setenv(SEPCONV_ENV, "fast")
     with pytest.raises(ConfigError, match="ARNAS_ZOO_SEPCONV"):
         sepconv_mode()
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_mode_checks_do_not_break_a_compiled_graph(bf16: bool) -> None:
+    """``torch.compile`` traces the forward: the CPU-flag and mode checks must not split it into pieces."""
+    import contextlib
+
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model = create_model("arnas", init_channels=4, layers=5, input_size=16, in_channels=1).train()
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            return model(x)[0]
+
+    explained = torch._dynamo.explain(forward)(torch.rand(2, 1, 16, 16))
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    assert explained.graph_count == 1
