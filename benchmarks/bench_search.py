@@ -31,9 +31,10 @@ the cosine between their architecture gradients and the float32 ones on the same
 always or where measured faster per shape; ``arnas_zoo/fastconv.py``): ``ours-auto``,
 ``ours-bf16-auto``, ``ours-bf16-all-auto``. A suffix ``-sep-plain`` keeps separable blocks as two
 convolutions under bf16 (``ARNAS_ZOO_SEPCONV=plain``; by default they are composed into one dense
-convolution under CPU bf16 autocast on AMX CPUs): ``--impls ours-bf16,ours-bf16-sep-plain``. A suffix ``-rcK`` recomputes the first K cells' activations
-in the backward (config ``recompute_cells``; ``--recompute-cells K`` sets it for every ours row), so
-``--impls authors,ours,ours-rc1,ours-rc2`` times the memory/time trade-off in one run.
+convolution under CPU bf16 autocast on AMX CPUs): ``--impls ours-bf16,ours-bf16-sep-plain``. A suffix
+``-rcK`` recomputes the first K cells' activations in the backward (config ``recompute_cells``;
+``--recompute-cells K`` sets it for every ours row), so ``--impls authors,ours,ours-rc1,ours-rc2`` times
+the memory/time trade-off in one run.
 """
 
 from __future__ import annotations
