@@ -408,3 +408,20 @@ def test_a_figure_the_probe_cannot_reproduce_fails_probe_agrees(digits) -> None:
     found = sanity_checks(model, digits, clean, [forged], eps=0.3, norm="linf", batch_size=48, seed=0, check_n=48)
     checks = {c.name: c for c in found}
     assert checks["probe_agrees"].passed is False and "not reproduced: pgd20" in checks["probe_agrees"].detail
+
+
+def test_reports_record_the_compute_paths_and_keep_them_on_reread(digits, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The switches that change kernels and rounding (e.g. composed separable blocks) are part of a figure's record."""
+    from arnas_zoo.evaluate.report import EvaluationReport
+
+    monkeypatch.setenv("ARNAS_ZOO_SEPCONV", "plain")
+    monkeypatch.setenv("ARNAS_ZOO_JOB_KEY", "secret")  # not a compute switch: never recorded
+    monkeypatch.delenv("ARNAS_ZOO_DILATED", raising=False)
+    report = evaluate(TinyCNN(6), digits, ["fgsm"], eps=0.1, device="cpu", progress=False, checks=False)
+    metrics = json.loads(json.dumps(report.to_metrics()))
+    compute = metrics["compute"]
+    assert compute["switches"]["ARNAS_ZOO_SEPCONV"] == "plain"
+    assert "ARNAS_ZOO_JOB_KEY" not in compute["switches"] and "ARNAS_ZOO_DILATED" not in compute["switches"]
+    assert isinstance(compute["amx_bf16"], bool)
+    assert compute["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert EvaluationReport.from_metrics(metrics).to_metrics()["compute"] == compute
