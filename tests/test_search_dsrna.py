@@ -83,7 +83,7 @@ def test_certified_objective_falls_as_the_bounds_rise_and_eps_tracks_the_gap() -
     objective = CertifiedMargin(eps_init=0.05, eps_max=0.1, gap_target=1e-4)
     small = objective.loss(net, (x, y, 1e-5))[0]
     large = objective.loss(net, (x, y, 1e-2))[0]
-    assert float(small) < float(large)  # tighter bounds (smaller eps), larger lower bounds, lower loss
+    assert small.item() < large.item()  # tighter bounds (smaller eps), larger lower bounds, lower loss
     epsilons = []
     for _ in range(6):
         objective.prepare(net, x, y, None)
@@ -236,7 +236,7 @@ def test_certified_bounds_contain_the_train_mode_function_on_the_ball_and_its_ve
     points = torch.cat([inside, _vertices(x, eps, 250, gen)])  # 1000 sampled points and 1000 vertices
     with torch.no_grad():
         logits = torch.stack([ref(p) for p in points])  # (S, N, K)
-    tol = 1e-8 * float(box.upper.abs().max())
+    tol = 1e-8 * box.upper.detach().abs().max().item()
     assert (logits >= box.lower - tol).all() and (logits <= box.upper + tol).all()
     margins = torch.einsum("nsk,bnk->bns", margin_spec(y, 10).to(x.dtype), logits)
     assert (margins >= lower - tol).all()
