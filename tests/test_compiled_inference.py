@@ -26,6 +26,7 @@ def _small_net() -> nn.Module:
 
 
 def test_compiled_answers_match_eager_for_every_batch_size_in_one_graph_and_gradients_stay_eager() -> None:
+    inference._GRAPHS.clear()  # no graph of an equal model from another test
     net = _small_net()
     fast = CompiledInference(net)
     x = torch.rand(70, 3, 16, 16)
@@ -59,6 +60,38 @@ def test_the_compiled_copy_keeps_its_batchnorms_folded() -> None:
     assert not _foldable_pairs(fast._frozen)  # folded once, and not unfolded when the fold context was collected
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast._frozen.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules())  # the model itself is untouched
+
+
+def test_wrappers_of_equal_models_share_one_graph_and_a_changed_weight_gets_its_own(monkeypatch) -> None:
+    """A sharded evaluation wraps a freshly loaded model per shard: those must not compile again (with frozen
+    weights each new copy did, and past dynamo's recompile limit the class ran eagerly for the process)."""
+    import copy
+
+    inference._GRAPHS.clear()
+    monkeypatch.setattr(inference, "CACHED_MODELS", 2)
+    net = _small_net()
+    x = torch.rand(16, 3, 8, 8)
+    counters = torch._dynamo.utils.counters["stats"]
+    graphs = counters["unique_graphs"]
+    with torch.no_grad():
+        expected = net(x)
+        for _ in range(3):  # three shards, three loads of one checkpoint
+            shard_model = copy.deepcopy(net)
+            fast = CompiledInference(shard_model)
+            torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-6)
+            assert fast.compiled_calls == 1
+        assert counters["unique_graphs"] - graphs == 1
+        assert len(inference._GRAPHS) == 1
+        changed = copy.deepcopy(net)
+        changed[3].bias.add_(1.0)  # another checkpoint: its own copy and graph, never the first one's answers
+        got = CompiledInference(changed)(x)
+        torch.testing.assert_close(got, expected + 1.0, rtol=1e-5, atol=1e-5)
+        assert len(inference._GRAPHS) == 2
+        third = copy.deepcopy(net)
+        third[3].bias.sub_(1.0)
+        CompiledInference(third)(x)
+    assert len(inference._GRAPHS) == 2  # bounded: the least recently used model's copy is dropped
+    assert inference.model_digest(net) not in inference._GRAPHS
 
 
 def test_a_failed_compilation_warns_once_and_answers_eagerly(monkeypatch) -> None:

@@ -22,6 +22,14 @@ the shrinking set of not-yet-fooled points, and padding 2 points to 16 made a 16
 The weights are copied when the first batch is compiled. The wrapper is for the duration of one attack on
 a model in eval mode (:func:`arnas_zoo.attacks.attack_mode`) and must not outlive a change to the weights.
 
+One process reuses a graph for every wrapper of the same model: a sharded evaluation makes a wrapper per
+shard, each on a freshly loaded model. With freezing, dynamo guards a graph on the identity of the copy's
+weights, so each new copy compiled again, and after its recompile limit (8 per model class) dynamo ran the
+class eagerly for the rest of the process: an AutoAttack run of 16 shards compiled 8 times and ran its last 8
+shards uncompiled. The frozen copy and its graph are therefore kept per model *content* (class, structure,
+and a digest of every parameter and buffer; :data:`CACHED_MODELS` at most), and a wrapper of an equal model
+takes them over.
+
 Where it runs: ``ARNAS_ZOO_COMPILED_INFERENCE`` = ``auto`` (the default: on CPU, for models of at least
 :data:`MIN_MACS` multiply-adds per image and attacks expected to do at least :data:`MIN_WORK` multiply-adds
 of forward passes, where the compilation is repaid), ``1`` (always on CPU) or ``0`` (never). If compiling
@@ -32,8 +40,10 @@ instead.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -55,6 +65,21 @@ MIN_WORK = 5e12
 MIN_BATCH = 16
 MAX_BATCH = 1 << 16
 MODES = ("auto", "0", "1")
+#: frozen copies and graphs kept for reuse by later wrappers of an equal model (each holds the model's weights)
+CACHED_MODELS = 2
+_GRAPHS: OrderedDict[tuple[str, str], tuple[nn.Module, Any, Any]] = OrderedDict()
+
+
+def model_digest(model: nn.Module) -> tuple[str, str]:
+    """``(class, digest)`` of ``model``'s function: its structure (``repr``) and every parameter and buffer
+    (names, dtypes, shapes, bytes). Equal for two loads of one checkpoint; different after any weight change."""
+    h = hashlib.sha256(repr(model).encode())
+    for name, tensor in model.state_dict(keep_vars=False).items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    cls = type(model)
+    return f"{cls.__module__}.{cls.__qualname__}", h.hexdigest()
 
 
 def mode() -> str:
@@ -104,16 +129,26 @@ class CompiledInference(nn.Module):
         self.compiled_calls = 0  # forwards answered by the compiled graph (tests, benchmarks)
 
     def _build(self) -> Any:
-        frozen = copy.deepcopy(self.model).eval()
-        for p in frozen.parameters():
-            p.requires_grad_(False)
-        # the copy is private: its BatchNorms stay folded for its lifetime. The context is entered, never left,
-        # and kept: a context manager dropped after __enter__ is closed when it is collected, which would put the
-        # BatchNorms back at once
-        fold = folded_batchnorm(frozen)
-        object.__setattr__(self, "_frozen", fold.__enter__())
+        key = model_digest(self.model)
+        if key in _GRAPHS:  # an equal model's copy and graph: dynamo's guards on its weights still hold
+            _GRAPHS.move_to_end(key)
+            frozen, fold, compiled = _GRAPHS[key]
+        else:
+            frozen = copy.deepcopy(self.model).eval()
+            for p in frozen.parameters():
+                p.requires_grad_(False)
+            # the copy is private: its BatchNorms stay folded for its lifetime. The context is entered, never
+            # left, and kept: a context manager dropped after __enter__ is closed when it is collected, which would
+            # put the BatchNorms back at once
+            fold = folded_batchnorm(frozen)
+            frozen = fold.__enter__()
+            compiled = torch.compile(frozen, dynamic=None)  # the batch dimension is marked dynamic per call
+            _GRAPHS[key] = (frozen, fold, compiled)
+            while len(_GRAPHS) > CACHED_MODELS:
+                _GRAPHS.popitem(last=False)
+        object.__setattr__(self, "_frozen", frozen)
         object.__setattr__(self, "_fold", fold)
-        return torch.compile(self._frozen, dynamic=None)  # the batch dimension is marked dynamic per call
+        return compiled
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         import torch._inductor.config as inductor_config
