@@ -94,6 +94,25 @@ def test_wrappers_of_equal_models_share_one_graph_and_a_changed_weight_gets_its_
     assert inference.model_digest(net) not in inference._GRAPHS
 
 
+def test_one_channel_inputs_with_either_contiguous_stride_run_the_graph() -> None:
+    """MNIST: a 1-channel batch as attacks hand it over (NHWC strides) made the fused convolution's layout differ
+    from inductor's shape function, and every call fell back to the eager model with a warning."""
+    import warnings
+
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    net = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()
+    x = torch.rand(16, 1, 8, 8)
+    nhwc = torch.empty_strided(x.shape, (64, 1, 8, 1)).copy_(x)
+    assert nhwc.is_contiguous() and nhwc.stride() != x.stride()
+    fast = CompiledInference(net)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback warning fails the test
+        for batch in (nhwc, x, nhwc):
+            torch.testing.assert_close(fast(batch), net(x), rtol=1e-5, atol=1e-6)
+    assert fast.compiled_calls == 3
+
+
 def test_a_failed_compilation_warns_once_and_answers_eagerly(monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler here")

@@ -157,6 +157,13 @@ class CompiledInference(nn.Module):
         if self._compiled is None:
             object.__setattr__(self, "_compiled", self._build())
         x = x.contiguous(memory_format=torch.channels_last)
+        if x.shape[1] == 1:
+            # one channel (MNIST): NCHW and NHWC are the same bytes, and either stride of the channel dimension
+            # counts as contiguous. oneDNN picks a fused convolution's output layout from that stride, while
+            # inductor's shape function assumes NCHW: with the NHWC stride (as attacks hand it over) every call
+            # failed its layout assertion, and the model ran eagerly. NCHW strides for the same bytes:
+            h, w = x.shape[2], x.shape[3]
+            x = x.as_strided(x.shape, (h * w, h * w, w, 1), x.storage_offset())
         torch._dynamo.mark_dynamic(x, 0, min=MIN_BATCH, max=MAX_BATCH)
         # both read when the graph compiles (at its first call): the weights as constants, and no duck sizing
         with inductor_config.patch(freezing=True), fx_config.patch(use_duck_shape=False):  # type: ignore[attr-defined]
