@@ -10,7 +10,7 @@ steps) go to the model itself, unchanged. On this project's CPU, one thread, the
 logits (``benchmarks/bench_query_attacks.py``, docs/performance.md).
 
 The batch dimension is dynamic: one graph serves every batch size from :data:`MIN_BATCH` up, compiled once
-per wrapper (about 40 s for the 20-cell ARNAS at C=16 on one thread with a cold inductor cache). Two
+per model in a process (about 40 s for the 20-cell ARNAS at C=16 on one thread with a cold inductor cache). Two
 things would otherwise recompile it, a minute each at that size: dynamo's *duck sizing* (a first batch of
 32 on 32x32 images ties the batch dimension to the image size) and the batch sizes at which convolution
 backends are chosen differently (under 16). So duck sizing is off while tracing, the batch dimension is
