@@ -31,6 +31,8 @@ from arnas_zoo.errors import GenotypeError
 from arnas_zoo.primitives import SPACE_OPS
 
 SCHEMA = "arnas-zoo/genotype@1"
+#: the genotype's free text: it describes where the cells came from and never changes the network
+DESCRIPTIVE_KEYS = ("source", "paper", "notes")
 NUM_CELL_INPUTS = 2
 #: Bounds on untrusted genotype documents, checked before anything is built.
 MAX_CELLS = 1000  # RobNet-free style: one cell type per layer

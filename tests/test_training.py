@@ -418,6 +418,32 @@ def test_tampered_or_corrupt_states_are_refused_and_the_previous_one_resumes(fin
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
 
 
+def test_a_resume_ignores_reworded_genotype_notes_but_not_a_changed_cell(finished_run, tmp_path):
+    """A registered genotype's notes were reworded after its 20-cell run started, and the resume was refused."""
+    import dataclasses
+
+    from arnas_zoo.genotype import Genotype
+    from arnas_zoo.models.base import build_model
+
+    out, _, _ = finished_run
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / STATE_FILE).write_bytes((out / STATE_FILE).read_bytes())
+    config = tiny_model().config
+    reworded = dataclasses.replace(config.genotype, notes="reworded", source="elsewhere", paper="another paper")
+    torch.manual_seed(0)
+    model = build_model(config.replace(genotype=reworded))
+    options = {"resume": True, "device": "cpu", "progress": False, "run_name": "tiny"}
+    result = train(model, tiny_recipe(), digits(96), None, copy, **options)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]  # accepted: the finished run as it was
+    raw = reworded.to_dict()
+    first = next(iter(raw["cells"]))
+    raw["cells"][first]["nodes"][0][0][0] = "max_pool_3x3"  # one op of one cell: another network
+    changed = build_model(config.replace(genotype=Genotype.from_dict(raw)))
+    with pytest.raises(CheckpointError, match="different settings.*config"):
+        train(changed, tiny_recipe(), digits(96), None, copy, **options)
+
+
 def test_mismatched_or_missing_states_are_refused(finished_run, tmp_path):
     out, _, _ = finished_run
     copy = tmp_path / "copy"

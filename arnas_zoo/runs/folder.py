@@ -8,16 +8,31 @@ from pathlib import Path
 from typing import Any
 
 from arnas_zoo.errors import ConfigError
+from arnas_zoo.genotype import DESCRIPTIVE_KEYS
+from arnas_zoo.genotype import SCHEMA as GENOTYPE_SCHEMA
 
 
 def changed_keys(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
-    """The keys whose values differ between two settings mappings, compared as JSON (a tuple equals its list)."""
+    """The keys whose values differ between two settings mappings, compared as JSON (a tuple equals its list).
+
+    A genotype's free text (:data:`arnas_zoo.genotype.DESCRIPTIVE_KEYS`: source, paper, notes) is not compared:
+    rewording the notes of a registered genotype must not strand the runs that train it.
+    """
     before, after = _as_json(saved), _as_json(now)
     return sorted(str(k) for k in set(before) | set(after) if before.get(k) != after.get(k))
 
 
 def _as_json(settings: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(dict(settings)))
+    return _without_descriptions(json.loads(json.dumps(dict(settings))))
+
+
+def _without_descriptions(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_without_descriptions(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    genotype = value.get("schema") == GENOTYPE_SCHEMA
+    return {k: _without_descriptions(v) for k, v in value.items() if not (genotype and k in DESCRIPTIVE_KEYS)}
 
 
 def claim_run_folder(
