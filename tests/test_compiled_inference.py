@@ -113,6 +113,31 @@ def test_one_channel_inputs_with_either_contiguous_stride_run_the_graph() -> Non
     assert fast.compiled_calls == 3
 
 
+def test_a_spent_recompile_limit_is_said_and_the_model_answers_eagerly() -> None:
+    """Each distinct model of one class compiles one graph of the class's forward; past dynamo's limit it runs
+    the model without one, which would otherwise pass silently for the compiled path."""
+    import copy
+
+    torch._dynamo.reset()
+    inference._GRAPHS.clear()
+    first, second = _small_net(), copy.deepcopy(_small_net())
+    second[3].bias.data.add_(1.0)
+    x = torch.rand(16, 3, 8, 8)
+    with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=1):
+        fast = CompiledInference(first)
+        torch.testing.assert_close(fast(x), first(x), rtol=1e-5, atol=1e-6)
+        assert fast.compiled_calls == 1
+        slow = CompiledInference(second)
+        with pytest.warns(RuntimeWarning, match="compiled inference unavailable.*recompile limit"):
+            out = slow(x)
+        torch.testing.assert_close(out, second(x))
+        slow(x)  # eager from now on, without a second warning
+    assert slow.compiled_calls == 0
+    assert inference.model_digest(second) not in inference._GRAPHS
+    torch._dynamo.reset()
+    inference._GRAPHS.clear()
+
+
 def test_a_failed_compilation_warns_once_and_answers_eagerly(monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler here")

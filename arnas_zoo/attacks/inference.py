@@ -70,6 +70,10 @@ CACHED_MODELS = 2
 _GRAPHS: OrderedDict[tuple[str, str], tuple[nn.Module, Any, Any]] = OrderedDict()
 
 
+def _graphs_compiled() -> int:
+    return int(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
 def model_digest(model: nn.Module) -> tuple[str, str]:
     """``(class, digest)`` of ``model``'s function: its structure (``repr``) and every parameter and buffer
     (names, dtypes, shapes, bytes). Equal for two loads of one checkpoint; different after any weight change."""
@@ -126,6 +130,7 @@ class CompiledInference(nn.Module):
         object.__setattr__(self, "_fold", None)
         object.__setattr__(self, "_compiled", None)
         self._failed = False
+        self._new_graph_of: tuple[str, str] | None = None
         self.compiled_calls = 0  # forwards answered by the compiled graph (tests, benchmarks)
 
     def _build(self) -> Any:
@@ -134,6 +139,7 @@ class CompiledInference(nn.Module):
             _GRAPHS.move_to_end(key)
             frozen, fold, compiled = _GRAPHS[key]
         else:
+            self._new_graph_of = key  # its first call must compile a graph (checked in _run)
             frozen = copy.deepcopy(self.model).eval()
             for p in frozen.parameters():
                 p.requires_grad_(False)
@@ -166,8 +172,19 @@ class CompiledInference(nn.Module):
             x = x.as_strided(x.shape, (h * w, h * w, w, 1), x.storage_offset())
         torch._dynamo.mark_dynamic(x, 0, min=MIN_BATCH, max=MAX_BATCH)
         # both read when the graph compiles (at its first call): the weights as constants, and no duck sizing
+        graphs = _graphs_compiled()
         with inductor_config.patch(freezing=True), fx_config.patch(use_duck_shape=False):  # type: ignore[attr-defined]
-            return self._compiled(x)
+            out = self._compiled(x)
+        if self._new_graph_of is not None:
+            key, self._new_graph_of = self._new_graph_of, None
+            if _graphs_compiled() == graphs:
+                # dynamo ran the model without a graph: its recompile limit for this model class is spent in
+                # this process (each distinct model of a class compiles one graph of the class's forward)
+                _GRAPHS.pop(key, None)
+                raise RuntimeError(
+                    f"torch.compile made no graph (dynamo's recompile limit is spent for {key[0]} in this process)"
+                )
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or self._failed or x.dim() != 4 or not MIN_BATCH <= x.shape[0] <= MAX_BATCH:
