@@ -25,10 +25,10 @@ a model in eval mode (:func:`arnas_zoo.attacks.attack_mode`) and must not outliv
 One process reuses a graph for every wrapper of the same model: a sharded evaluation makes a wrapper per
 shard, each on a freshly loaded model. With freezing, dynamo guards a graph on the identity of the copy's
 weights, so each new copy compiled again, and after its recompile limit (8 per model class) dynamo ran the
-class eagerly for the rest of the process: an AutoAttack run of 16 shards compiled 8 times and ran its last 8
-shards uncompiled. The frozen copy and its graph are therefore kept per model *content* (class, structure,
-and a digest of every parameter and buffer; :data:`CACHED_MODELS` at most), and a wrapper of an equal model
-takes them over.
+class eagerly for the rest of the process: one process of a 16-shard AutoAttack run compiled for each of its
+first eight shards and ran the later ones uncompiled. The frozen copy and its graph are therefore kept per
+model *content* (class, structure, and a digest of every parameter and buffer; :data:`CACHED_MODELS` at
+most), and a wrapper of an equal model takes them over.
 
 Where it runs: ``ARNAS_ZOO_COMPILED_INFERENCE`` = ``auto`` (the default: on CPU, for models of at least
 :data:`MIN_MACS` multiply-adds per image and attacks expected to do at least :data:`MIN_WORK` multiply-adds
