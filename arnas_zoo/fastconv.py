@@ -159,7 +159,9 @@ def _needs_backward() -> bool:
 #: whose bf16 oneDNN kernels ran 2-6x below their fp32 ones on a Sapphire Rapids core: ARNAS C=16 trains
 #: 1.26x faster in bf16 with it), ``1`` (all), ``0`` (the default, none: autocast's choice, bf16). Opt-in:
 #: in a bf16 search supernet the mixed fp32/bf16 sums moved the second-order architecture gradient of one
-#: seed below the bf16 test's cosine bound (0.57 < 0.6), and on CPUs without AMX it is not measured.
+#: seed below the bf16 test's cosine bound (0.57 < 0.6), and on CPUs without AMX it is not measured. Where
+#: separable blocks are composed into one dense convolution (:data:`arnas_zoo.ops.SEPCONV_ENV`: by default under
+#: bf16 on AMX CPUs, and faster there than this) no depthwise module runs, so this has no effect.
 DW_FP32_ENV = "ARNAS_ZOO_DW_FP32"
 
 
