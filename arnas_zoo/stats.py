@@ -70,7 +70,8 @@ def count_ops(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[int,
     try:
         param = next(model.parameters())
         x = torch.rand(1, *input_shape, device=param.device, dtype=param.dtype)
-        # each op's ReLU module runs, as in the authors' networks (cells otherwise share one per state)
+        # every module runs and is seen by its hook, as in the authors' networks: each op's ReLU (cells otherwise
+        # share one per state) and both convolutions of a separable block (bf16 may otherwise compose them)
         with torch.no_grad(), modules_per_op():
             model(x)
     finally:

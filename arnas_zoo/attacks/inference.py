@@ -179,10 +179,12 @@ class CompiledInference(nn.Module):
             key, self._new_graph_of = self._new_graph_of, None
             if _graphs_compiled() == graphs:
                 # dynamo ran the model without a graph: its recompile limit for this model class is spent in
-                # this process (each distinct model of a class compiles one graph of the class's forward)
+                # this process (each distinct model of a class compiles one graph of the class's forward), or it
+                # swallowed a compile error (``suppress_errors``, which compiled training turns on)
                 _GRAPHS.pop(key, None)
                 raise RuntimeError(
-                    f"torch.compile made no graph (dynamo's recompile limit is spent for {key[0]} in this process)"
+                    f"torch.compile made no graph for {key[0]} (dynamo's recompile limit is spent in this process, "
+                    "or it suppressed a compile error)"
                 )
         return out
 
