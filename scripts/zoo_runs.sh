@@ -5,10 +5,15 @@
 #   bash scripts/zoo_runs.sh train arnas_c16 [ROOT]       # one training (resumes if its state exists)
 #   bash scripts/zoo_runs.sh aa arnas_c16 [ROOT]          # AutoAttack on its reporting rows (sharded, resumable)
 #   bash scripts/zoo_runs.sh queue ROOT arnas_c16 aa:arnas_c16 darts_v2_c15 ...   # in order; skips done steps
+#   bash scripts/zoo_runs.sh pool ROOT arnas_c16 arnas_cpu_s0_c15 aa:arnas_c16 ...  # one per core, same list
 #
 # ROOT holds one folder per run (default runs/zoo). Every step runs on one thread at nice 10. A step that
 # exits 0 leaves ROOT/NAME.done (or ROOT/NAME.aa.done) and is skipped from then on; a step stopped by
 # SIGTERM (its state saved) stops the queue, and the same queue command continues it later.
+# A pool is a queue that several workers (one per core) share: each takes the first step of the list that
+# is not done, not held by another worker (a flock on ROOT/.STEP.lock, released when its process ends) and
+# ready (an AutoAttack step waits for its training), and waits (ZOO_POOL_POLL_S, default 120 s) while every
+# step left is running elsewhere or waiting, so a core that finishes early takes the next step instead of idling.
 set -u
 cd "$(dirname "$0")/.."
 ZOO=${ARNAS_ZOO_CLI:-.venv/bin/arnas-zoo}
@@ -73,8 +78,56 @@ queue() {  # ROOT STEP...: a step is NAME (train) or aa:NAME
   done
 }
 
+marker() {  # STEP ROOT: the file that says STEP is done
+  case $1 in
+    aa:*) echo "$2/${1#aa:}.aa.done" ;;
+    *) echo "$2/$1.done" ;;
+  esac
+}
+
+pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's order is the priority
+  local root=$1 step lock fd pending ran waiting=""
+  shift
+  mkdir -p "$root"
+  for step in "$@"; do known "${step#aa:}"; done
+  while :; do
+    pending=0 ran=0
+    for step in "$@"; do
+      [ -f "$(marker "$step" "$root")" ] && continue
+      pending=1
+      # an AutoAttack step is ready once its training is done
+      [ "${step#aa:}" != "$step" ] && [ ! -f "$root/${step#aa:}.done" ] && continue
+      lock="$root/.${step/:/_}.lock"
+      exec {fd}>"$lock"
+      flock -n "$fd" || { exec {fd}>&-; continue; }  # another worker runs it
+      # done by another worker between the check above and the lock
+      [ -f "$(marker "$step" "$root")" ] && { exec {fd}>&-; continue; }
+      echo "$(date -u '+%F %T') pool: $step"
+      case $step in
+        aa:*) aa "${step#aa:}" "$root" ;;
+        *) train "$step" "$root" ;;
+      esac || {
+        local rc=$?
+        exec {fd}>&-
+        echo "$(date -u '+%F %T') pool: $step stopped (exit $rc); rerun the same pool to continue"
+        return 1
+      }
+      date -u '+%F %T' > "$(marker "$step" "$root")"
+      exec {fd}>&-
+      ran=1 waiting=""
+      break  # from the top: an earlier step may have become ready
+    done
+    [ "$pending" = 0 ] && { echo "$(date -u '+%F %T') pool: every step done"; return 0; }
+    [ "$ran" = 1 ] && continue
+    [ -z "$waiting" ] && echo "$(date -u '+%F %T') pool: waiting; every step left runs elsewhere or waits for its training"
+    waiting=1
+    sleep "${ZOO_POOL_POLL_S:-120}"
+  done
+}
+
 case "${1:-}" in
   train | aa) "$1" "${2:?run name}" "${3:-runs/zoo}" ;;
   queue) shift; queue "${1:?root folder}" "${@:2}" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  pool) shift; pool "${1:?root folder}" "${@:2}" ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

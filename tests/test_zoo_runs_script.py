@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -45,3 +46,79 @@ def test_a_failed_step_stops_the_queue_and_leaves_no_marker(tmp_path) -> None:
     early = _run("/bin/echo", "aa", "resnet18_w27", str(root))
     assert early.returncode != 0 and "training not finished" in early.stderr
     assert _run("/bin/echo", "train", "bogus").returncode == 2
+
+
+def test_two_pool_workers_share_the_list_run_each_step_once_and_attack_only_trained_runs(tmp_path) -> None:
+    root = tmp_path / "zoo"
+    log = tmp_path / "calls.log"
+    fake = tmp_path / "fake_cli.sh"
+    # A stand-in for arnas-zoo: logs its start and end, with the worker's pid, and takes a little time.
+    fake.write_text(f'#!/bin/bash\necho "start $PPID $1 $2" >> {log}\nsleep 1\necho "end $PPID $1 $2" >> {log}\n')
+    fake.chmod(0o755)
+    steps = ["arnas_c16", "resnet18_w27", "aa:arnas_c16", "darts_v2_c15", "aa:resnet18_w27"]
+    env = {**os.environ, "ARNAS_ZOO_CLI": str(fake), "ZOO_POOL_POLL_S": "0.2"}
+    cmd = ["bash", str(SCRIPT), "pool", str(root), *steps]
+    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [w.communicate(timeout=60)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    events = [line.split() for line in log.read_text().splitlines()]
+    started = [(e[2], e[3]) for e in events if e[0] == "start"]
+    # every step ran exactly once across both workers
+    assert sorted(started) == sorted(
+        [
+            ("train", "arnas"),
+            ("train", "resnet18"),
+            ("eval", f"{root}/arnas_c16/best"),
+            ("train", "darts_v2"),
+            ("eval", f"{root}/resnet18_w27/best"),
+        ]
+    )
+    assert len({e[1] for e in events}) == 2  # both workers did work
+    for name in ("arnas_c16", "resnet18_w27"):  # no AutoAttack before its training ended
+        trained = events.index(
+            next(e for e in events if e[0] == "end" and e[2] == "train" and e[3] == name.split("_")[0])
+        )
+        attacked = events.index(next(e for e in events if e[0] == "start" and e[3] == f"{root}/{name}/best"))
+        assert trained < attacked
+    assert all(line.endswith("every step done") for line in (o.rstrip().splitlines()[-1] for o in outputs))
+    assert len(list(root.glob("*.done"))) == 5
+    again = _run(str(fake), "pool", str(root), *steps)
+    assert again.returncode == 0 and "pool: every step done" in again.stdout and "pool: arnas" not in again.stdout
+
+
+def test_a_pool_step_held_by_a_live_lock_is_left_to_its_holder(tmp_path) -> None:
+    root = tmp_path / "zoo"
+    root.mkdir()
+    # flock's child (sleep) holds the lock too: the holder gets its own process group to end both
+    holder = subprocess.Popen(["flock", str(root / ".arnas_c16.lock"), "sleep", "30"], start_new_session=True)
+    try:
+        env = {**os.environ, "ARNAS_ZOO_CLI": "/bin/echo", "ZOO_POOL_POLL_S": "0.2"}
+        worker = subprocess.Popen(
+            ["bash", str(SCRIPT), "pool", str(root), "arnas_c16", "darts_v2_c15"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        with pytest.raises(subprocess.TimeoutExpired):
+            worker.communicate(timeout=3)  # darts_v2_c15 done, then it waits on the held step
+        worker.kill()
+        out = worker.communicate()[0]
+        assert "pool: darts_v2_c15" in out and "pool: arnas_c16" not in out and "waiting" in out
+        assert not (root / "arnas_c16.done").exists()
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    # the holder is gone, and with it its lock: the step runs
+    done = _run("/bin/echo", "pool", str(root), "arnas_c16", "darts_v2_c15")
+    assert done.returncode == 0 and "pool: arnas_c16" in done.stdout
+
+
+def test_a_stopped_pool_step_stops_its_worker_releases_the_step_and_an_unknown_name_is_refused(tmp_path) -> None:
+    root = tmp_path / "zoo"
+    stopped = _run("/bin/false", "pool", str(root), "arnas_c16", "darts_v2_c15")
+    assert stopped.returncode == 1 and "pool: arnas_c16 stopped (exit 1)" in stopped.stdout
+    assert "darts_v2_c15" not in stopped.stdout and not list(root.glob("*.done"))
+    again = _run("/bin/echo", "pool", str(root), "arnas_c16", "darts_v2_c15")
+    assert again.returncode == 0 and "pool: arnas_c16" in again.stdout  # its lock went with the worker
+    bad = _run("/bin/echo", "pool", str(root), "arnas_c16", "aa:bogus")
+    assert bad.returncode == 2 and "unknown run 'bogus'" in bad.stderr
