@@ -473,3 +473,61 @@ def _side_record(path: Any) -> dict[str, Any]:
     except (OSError, UntrustedFileError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+@click.command("merge")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), required=True, help="where to write the merged report"
+)
+@click.option(
+    "--model",
+    default=None,
+    help="the checkpoint the reports are of (folder, Hub id, pretrained name): its clean outcomes on the reports' "
+    "points are recomputed and must match",
+)
+@click.option("--split", default="test", show_default=True, help="with --model: the split the reports were run on")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="with --model: where the data are")
+@click.option("--val-size", type=click.IntRange(min=1), default=None, help="with --model: as the reports' eval had")
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def merge_command(
+    reports: tuple[str, ...],
+    json_out: str,
+    model: str | None,
+    split: str,
+    data_dir: str | None,
+    val_size: int | None,
+    device: str,
+) -> None:
+    """Merge REPORTS (`arnas-zoo eval --json` files of one model on the same points) into one report.
+
+    For attacks run apart, e.g. the PGD rows and a sharded AutoAttack: the worst case is recomputed per
+    point, the checks that compare attacks are judged again on all of them, the probe checks are carried
+    from the reports that ran them, and each source is recorded. Reports on other points, with another
+    threat model or seed, with different clean outcomes, or without per-point outcomes are refused.
+    """
+    from pathlib import Path
+
+    from arnas_zoo.evaluate.merge import merge_reports, verify_clean
+    from arnas_zoo.evaluate.report import read_report
+
+    merged = merge_reports([read_report(p) for p in reports], [Path(p).name for p in reports])
+    if model is not None:
+        from arnas_zoo.data import evaluation_data
+        from arnas_zoo.devices import resolve_device
+
+        dev = resolve_device(device)
+        loaded = load_for_eval(model, dev, merged.data["dataset"])
+        data = evaluation_data(
+            merged.data["dataset"], split=split, data_dir=data_dir, n=int(merged.data["n"]), val_size=val_size,
+            device=dev,
+        )  # fmt: skip
+        verify_clean(merged, loaded.model, data)
+        merged.model = loaded.info()
+        click.echo(f"verified: {model}'s clean outcomes on the {len(data)} points match the reports'")
+    else:
+        click.echo("not verified against a checkpoint (pass --model to recompute the clean outcomes)", err=True)
+    click.echo(merged.format_table())
+    merged.save(json_out)
+    click.echo(f"wrote {json_out}")

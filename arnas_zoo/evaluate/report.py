@@ -185,7 +185,7 @@ class EvaluationReport:
                     item["correct"] = unpack_mask(raw["correct_bits"], raw["n"], what)
                 results.append(AttackResult(**item))
             checks = [SanityCheck(**c) for c in metrics.get("sanity_checks", [])]
-            env_keys = ("versions", "host", "platform", "compute")
+            env_keys = ("versions", "host", "platform", "compute", "merged_from")
             report = cls(
                 model=dict(metrics.get("model", {})),
                 data=dict(metrics["data"]),
