@@ -2,12 +2,23 @@
 
     python scripts/zoo_add.py runs/pushed-resnet18-w16 resnet18.mnist_linf_cpu_w16_pushed \\
         --description "..." --attacks pgd20,pgd100-cw,aa --n 200
+    python scripts/zoo_add.py runs/zoo/resnet18_w27 resnet18.cifar10_linf_cpu_w27_mix --description "..." \\
+        --reports runs/zoo/resnet18_w27/best.eval1000.json runs/zoo/resnet18_w27/best.aa1000.json \\
+        --hub-folder runs/zoo/resnet18_w27-zoo --repo-id ORG/resnet18.cifar10_linf_cpu_w27_mix
 
 For models outside a leaderboard (another recipe or size). The run folder's ``best/`` is copied to
 ``arnas_zoo/pretrained/NAME/`` (auxiliary head stripped) with its training record (recipe settings,
 selected epoch, wall time, hardware), the registry entry is added with every file pinned, and the
 checkpoint is evaluated like ``scripts/evaluate_zoo.py`` does (the report becomes its
 ``metrics.json``; ``MODEL_CARD.md`` is regenerated).
+
+``--reports`` uses evaluations that already ran (``arnas-zoo eval --json`` of the run's ``best/``, e.g. the
+PGD rows and a sharded AutoAttack) instead of evaluating again: they are merged (``arnas-zoo merge``) after
+the copied checkpoint's clean outcomes on their points are recomputed and found equal. ``--hub-folder``
+is for weights over the bundled caps (``tests/test_zoo_models.py``): the entry's folder and its Hub-ready
+copy (``DIR/hub``, with the model card) are written there instead of into the package, nothing is
+registered, and the two commands that publish and register it are printed: a Hub entry is pinned to the
+commit its upload makes.
 """
 
 from __future__ import annotations
@@ -33,17 +44,20 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--supersedes", default=None, help="an older entry this one replaces")
     parser.add_argument("--replace", action="store_true")
+    parser.add_argument("--reports", nargs="+", type=Path, default=None, help="merge these reports, don't evaluate")
+    parser.add_argument("--split", default="test", help="with --reports: the split they were run on [test]")
+    parser.add_argument("--hub-folder", type=Path, default=None, help="build a Hub folder here instead of bundling")
+    parser.add_argument("--repo-id", default=None, help="with --hub-folder: the Hub repository, org/name")
     args = parser.parse_args()
-
-    from dataclasses import replace
+    if args.hub_folder is not None and (args.reports is None or args.repo_id is None):
+        parser.error("--hub-folder needs --reports (its evaluations) and --repo-id")
 
     from evaluate_zoo import evaluate_entry
     from zoo_from_leaderboard import copy_run
 
     from arnas_zoo.atomic import atomic_write_json
     from arnas_zoo.checkpoint import read_config
-    from arnas_zoo.pretrained import index_entry, read_index, register, unregister, write_index
-    from export.card import render_zoo_card
+    from arnas_zoo.pretrained import index_entry, read_index, register, unregister
 
     source = args.run / "best"
     if not (source / "model.safetensors").is_file():
@@ -53,19 +67,67 @@ def main() -> int:
         parser.error(f"--supersedes: no registry entry named {args.supersedes}")
     config = read_config(source)
     dataset = json.loads((source / "metrics.json").read_text())["training"]["train_data"]["dataset"]
-    target = INDEX.parent / args.name
+    target = args.hub_folder or INDEX.parent / args.name
+    # merged and verified against the run's checkpoint before anything is copied: a refusal leaves nothing
+    metrics = merged_metrics(source, args.name, args.reports, args.split) if args.reports is not None else None
     training = copy_run(source, target, str(config.name), dataset, args.replace, args.threads)
+    if metrics is not None:
+        atomic_write_json(target / "metrics.json", {**metrics, "training": training})
+        if args.hub_folder is not None:
+            return hub_folder(target, args)
+        return add_entry(target, args)
     atomic_write_json(target / "metrics.json", {"training": training})
     # evaluate with the entry registered in this process only: the index gains it (pins final) once the
     # report exists, so an interrupted evaluation never leaves a half-registered model behind
     unregister(args.name)
     register(index_entry(target, args.name, description=args.description))
     evaluate_entry(args.name, args.n, [a for a in args.attacks.split(",") if a], args.seed)
+    return add_entry(target, args)
+
+
+def add_entry(target: Path, args: argparse.Namespace) -> int:
+    """Add (or replace) the bundled entry of ``target`` in the index, every file pinned; regenerate the card."""
+    from dataclasses import replace
+
+    from arnas_zoo.pretrained import index_entry, read_index, write_index
+    from export.card import render_zoo_card
+
     entries = [e for e in read_index(INDEX) if e.name != args.name]
     if args.supersedes:
         entries = [replace(e, superseded_by=args.name) if e.name == args.supersedes else e for e in entries]
     write_index(INDEX, [*entries, index_entry(target, args.name, description=args.description)])
     (REPO / "MODEL_CARD.md").write_text(render_zoo_card(read_index(INDEX)))
+    return 0
+
+
+def merged_metrics(folder: Path, name: str, reports: list[Path], split: str) -> dict:
+    """The reports merged into one ``metrics.json``, after the checkpoint in ``folder`` gave their clean
+    outcomes point for point (the copy loses its auxiliary head, which does not change the logits)."""
+    from arnas_zoo.checkpoint import load_folder
+    from arnas_zoo.data import evaluation_data
+    from arnas_zoo.evaluate.merge import merge_reports, verify_clean
+    from arnas_zoo.evaluate.report import read_report
+
+    merged = merge_reports([read_report(p) for p in reports], [p.name for p in reports])
+    data = evaluation_data(merged.data["dataset"], split=split, n=int(merged.data["n"]))
+    verify_clean(merged, load_folder(folder), data)
+    merged.model = {"name": name, "source": f"registry:{name}"}
+    print(merged.format_table(), flush=True)
+    return merged.to_metrics()
+
+
+def hub_folder(folder: Path, args: argparse.Namespace) -> int:
+    """Write the Hub-ready copy of ``folder`` (model card included) and say how to publish and register it."""
+    from export.hub_publish import build_hub_folder
+
+    out = build_hub_folder(folder, folder / "hub", repo_id=args.repo_id)
+    print(f"Hub-ready folder: {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
+    print("publish it (needs a Hub token), then register the commit it prints:")
+    print(f"  arnas-zoo export hub {folder} --repo-id {args.repo_id} --tag v1.0")
+    print(
+        f"  arnas-zoo export register {folder} --name {args.name} --repo-id {args.repo_id} --revision COMMIT "
+        f"--description {json.dumps(args.description)} --index {INDEX.relative_to(REPO)}"
+    )
     return 0
 
 

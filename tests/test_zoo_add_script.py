@@ -1,0 +1,99 @@
+"""scripts/zoo_add.py with --reports and --hub-folder: a large model's evaluations, run apart, become its
+Hub folder (merged metrics, model card), verified against the run's checkpoint; nothing is bundled."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from test_training_cli import TINY
+
+from arnas_zoo.checkpoint import load_folder
+from arnas_zoo.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+EVAL = ["--dataset", "digits", "--n", "32", "--eps", "0.1", "--batch-size", "16", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    """A tiny ARNAS training run on digits, and two reports of its best checkpoint run apart."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("zoo_add")
+    out = root / "run"
+    args = ["train", "arnas", "--recipe", "cpu_digits", "--dataset", "digits", "--val-rows", "100"]
+    trained = CliRunner().invoke(main, [*args, "--out", str(out), "--eval-attacks", "none", *TINY])
+    assert trained.exit_code == 0, trained.output
+    for name, attacks, extra in (("pgd", "fgsm,pgd5", ["--check-n", "8"]), ("apgd", "apgd-ce", ["--no-checks"])):
+        result = CliRunner().invoke(
+            main, ["eval", str(out / "best"), *EVAL, "--attacks", attacks, *extra, "--json", str(out / f"{name}.json")]
+        )
+        assert result.exit_code == 0, result.output
+    return out
+
+
+def _zoo_add(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = REPO / "scripts" / "zoo_add.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_reports_become_a_verified_hub_folder_with_merged_metrics_and_nothing_is_bundled(run, tmp_path) -> None:
+    index = REPO / "arnas_zoo" / "pretrained" / "index.json"
+    before = index.read_bytes()
+    folder = tmp_path / "zoo"
+    done = _zoo_add(
+        str(run), "arnas.digits_linf_test", "--description", "a test model", "--reports", str(run / "pgd.json"),
+        str(run / "apgd.json"), "--hub-folder", str(folder), "--repo-id", "org/arnas-digits",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    written = {p.name for p in (folder / "hub").iterdir()}
+    assert {"README.md", "config.json", "metrics.json", "model.safetensors"} <= written, written
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert [r["attack"] for r in metrics["results"]] == ["fgsm", "pgd5", "apgd-ce"]
+    assert metrics["model"] == {"name": "arnas.digits_linf_test", "source": "registry:arnas.digits_linf_test"}
+    assert [s["report"] for s in metrics["merged_from"]] == ["pgd.json", "apgd.json"]
+    assert "recipe_settings" in metrics["training"]
+    status = {c["name"]: c["passed"] for c in metrics["sanity_checks"]}
+    assert status["autoattack_le_pgd"] is not None  # judged across the two reports
+    model = load_folder(folder)
+    assert model.auxiliary_head is None  # stripped, as for every zoo entry
+    assert (folder / "hub" / "metrics.json").read_bytes() == (folder / "metrics.json").read_bytes()
+    assert "apgd-ce" in (folder / "hub" / "README.md").read_text()
+    assert (
+        "arnas-zoo export hub" in done.stdout
+        and "export register" in done.stdout
+        and "--revision COMMIT" in done.stdout
+    )
+    assert index.read_bytes() == before  # a Hub entry is registered only once its commit exists
+
+
+def test_a_report_of_other_weights_is_refused_before_anything_is_written(run, tmp_path) -> None:
+    other = tmp_path / "other.json"
+    metrics = json.loads((run / "apgd.json").read_text())
+    from arnas_zoo.evaluate.report import pack_mask, unpack_mask
+
+    clean = unpack_mask(metrics["clean_bits"], 32)
+    clean[0] ^= True  # one point's clean outcome differs: not this checkpoint's report
+    metrics["clean_bits"] = pack_mask(clean)
+    metrics["clean_accuracy"] = int(clean.sum()) / 32
+    for r in metrics["results"]:
+        correct = unpack_mask(r["correct_bits"], 32)
+        r["robust_accuracy"] = int((correct & clean).sum()) / 32
+    metrics["worst_case_accuracy"] = min(r["robust_accuracy"] for r in metrics["results"])
+    other.write_text(json.dumps(metrics))
+    folder = tmp_path / "zoo"
+    refused = _zoo_add(
+        str(run), "arnas.digits_linf_test", "--description", "x", "--reports", str(other),
+        "--hub-folder", str(folder), "--repo-id", "org/arnas-digits",
+    )  # fmt: skip
+    assert refused.returncode != 0 and "the report is not of these weights" in refused.stderr
+    assert not folder.exists()
+    missing = _zoo_add(str(run), "arnas.digits_linf_test", "--description", "x", "--hub-folder", str(folder))
+    assert missing.returncode == 2 and "--hub-folder needs --reports" in missing.stderr
