@@ -104,13 +104,9 @@ def merged_metrics(folder: Path, name: str, reports: list[Path], split: str) -> 
     """The reports merged into one ``metrics.json``, after the checkpoint in ``folder`` gave their clean
     outcomes point for point (the copy loses its auxiliary head, which does not change the logits)."""
     from arnas_zoo.checkpoint import load_folder
-    from arnas_zoo.data import evaluation_data
-    from arnas_zoo.evaluate.merge import merge_reports, verify_clean
-    from arnas_zoo.evaluate.report import read_report
+    from arnas_zoo.evaluate.merge import merge_files
 
-    merged = merge_reports([read_report(p) for p in reports], [p.name for p in reports])
-    data = evaluation_data(merged.data["dataset"], split=split, n=int(merged.data["n"]))
-    verify_clean(merged, load_folder(folder), data)
+    merged = merge_files(reports, load_folder(folder), split=split)
     merged.model = {"name": name, "source": f"registry:{name}"}
     print(merged.format_table(), flush=True)
     return merged.to_metrics()

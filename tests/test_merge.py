@@ -120,3 +120,7 @@ def test_merge_refuses_reports_of_other_weights(runs, tmp_path) -> None:
     assert not (tmp_path / "m.json").exists()
     unverified = CliRunner().invoke(main, ["merge", str(runs["pgd"]), "--json", str(tmp_path / "u.json")])
     assert unverified.exit_code == 0 and "not verified against a checkpoint" in unverified.output
+    arch = CliRunner().invoke(
+        main, ["merge", str(runs["pgd"]), "--model", "resnet18", "--json", str(tmp_path / "a.json")]
+    )
+    assert arch.exit_code == 2 and "not an architecture" in arch.output and not (tmp_path / "a.json").exists()

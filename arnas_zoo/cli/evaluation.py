@@ -507,27 +507,21 @@ def merge_command(
     from the reports that ran them, and each source is recorded. Reports on other points, with another
     threat model or seed, with different clean outcomes, or without per-point outcomes are refused.
     """
-    from pathlib import Path
+    from arnas_zoo.evaluate.merge import merge_files
 
-    from arnas_zoo.evaluate.merge import merge_reports, verify_clean
-    from arnas_zoo.evaluate.report import read_report
-
-    merged = merge_reports([read_report(p) for p in reports], [Path(p).name for p in reports])
-    if model is not None:
-        from arnas_zoo.data import evaluation_data
+    if model is None:
+        merged = merge_files(reports)
+        click.echo("not verified against a checkpoint (pass --model to recompute the clean outcomes)", err=True)
+    else:
         from arnas_zoo.devices import resolve_device
 
         dev = resolve_device(device)
-        loaded = load_for_eval(model, dev, merged.data["dataset"])
-        data = evaluation_data(
-            merged.data["dataset"], split=split, data_dir=data_dir, n=int(merged.data["n"]), val_size=val_size,
-            device=dev,
-        )  # fmt: skip
-        verify_clean(merged, loaded.model, data)
+        loaded = load_for_eval(model, dev, None)
+        if not loaded.trained:
+            raise click.UsageError("--model: a trained model (folder, Hub id or pretrained name), not an architecture")
+        merged = merge_files(reports, loaded.model, split=split, data_dir=data_dir, val_size=val_size, device=dev)
         merged.model = loaded.info()
-        click.echo(f"verified: {model}'s clean outcomes on the {len(data)} points match the reports'")
-    else:
-        click.echo("not verified against a checkpoint (pass --model to recompute the clean outcomes)", err=True)
+        click.echo(f"verified: {model}'s clean outcomes on the {merged.data['n']} points match the reports'")
     click.echo(merged.format_table())
     merged.save(json_out)
     click.echo(f"wrote {json_out}")

@@ -22,6 +22,7 @@ checkpoint, so a merged report is tied to the weights it describes and not only 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -154,3 +155,27 @@ def verify_clean(report: EvaluationReport, model: nn.Module, data: Any) -> None:
             f"the model's clean outcomes differ from the report's on {differ} of {len(fresh)} points: "
             "the report is not of these weights"
         )
+
+
+def merge_files(
+    paths: Sequence[str | Path],
+    model: nn.Module | None = None,
+    *,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    val_size: int | None = None,
+    device: str | torch.device = "cpu",
+) -> EvaluationReport:
+    """:func:`merge_reports` of the report files ``paths`` (labelled by file name); with ``model``, also
+    :func:`verify_clean` on the reports' points, read as an evaluation of ``split`` reads them."""
+    from arnas_zoo.data import evaluation_data
+    from arnas_zoo.evaluate.report import read_report
+
+    merged = merge_reports([read_report(p) for p in paths], [Path(p).name for p in paths])
+    if model is not None:
+        n = int(merged.data["n"])
+        data = evaluation_data(
+            merged.data["dataset"], split=split, data_dir=data_dir, n=n, val_size=val_size, device=device
+        )
+        verify_clean(merged, model, data)
+    return merged
