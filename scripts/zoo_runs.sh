@@ -46,11 +46,17 @@ train() {  # NAME ROOT
     --name "${MODEL[$1]}" --eval-n 1000 --out "$out" $resume
 }
 
-aa() {  # NAME ROOT: standard AutoAttack (reference code) on the 1,000 reporting rows ("test" offline: the
-  # held-out genuine rows the training's final evaluation reads), in 64-point shards a rerun skips
+aa() {  # NAME ROOT: on the 1,000 reporting rows ("test" offline: the held-out genuine rows the training's
+  # final evaluation reads), first clean, FGSM and PGD-20 with per-point outcomes (minutes; the rows a card
+  # shows and `arnas-zoo eval` reproduces), then standard AutoAttack (reference code) in 64-point shards a
+  # rerun skips. `arnas-zoo merge` joins the two reports for the model's card.
   known "$1"
   local out="$2/$1"
   [ -f "$2/$1.done" ] || { echo "$1: training not finished (no $2/$1.done)" >&2; return 1; }
+  if [ ! -f "$out/best.eval1000.json" ]; then
+    nice -n 10 "$ZOO" eval "$out/best" --dataset cifar10 --split test --n 1000 --attacks fgsm,pgd20 \
+      --batch-size 128 --json "$out/best.eval1000.json" || return
+  fi
   nice -n 10 "$ZOO" eval "$out/best" --dataset cifar10 --split test --n 1000 --attacks aa \
     --batch-size 64 --shard-size 64 --run-dir "$out-aa" --json "$out/best.aa1000.json"
 }

@@ -24,11 +24,13 @@ def test_the_queue_runs_each_step_once_in_order_with_the_documented_commands(tmp
     first = _run("/bin/echo", "queue", str(root), "darts_v2_c15", "aa:darts_v2_c15")
     assert first.returncode == 0, first.stderr
     lines = [line for line in first.stdout.splitlines() if not line[:4].isdigit()]
-    train, aa = lines
+    train, pgd, aa = lines
     assert train.startswith("train darts_v2 --dataset cifar10 --train-split train_mix --val-rows 1000")
     assert "--recipe cpu_cifar10 --set epochs=10 --model-set init_channels=15 --model-set layers=20" in train
     assert f"--out {root}/darts_v2_c15" in train and "--resume" not in train
-    assert aa.startswith(f"eval {root}/darts_v2_c15/best --dataset cifar10 --split test --n 1000 --attacks aa")
+    reporting = f"eval {root}/darts_v2_c15/best --dataset cifar10 --split test --n 1000"
+    assert pgd.startswith(f"{reporting} --attacks fgsm,pgd20") and pgd.endswith("best.eval1000.json")
+    assert aa.startswith(f"{reporting} --attacks aa") and aa.endswith("best.aa1000.json")
     assert (root / "darts_v2_c15.done").is_file() and (root / "darts_v2_c15.aa.done").is_file()
     again = _run("/bin/echo", "queue", str(root), "darts_v2_c15", "aa:darts_v2_c15")
     assert again.returncode == 0 and again.stdout == ""  # both done: nothing runs twice
@@ -43,6 +45,10 @@ def test_a_failed_step_stops_the_queue_and_leaves_no_marker(tmp_path) -> None:
     (root / "arnas_c16" / "train_state.safetensors").write_bytes(b"")
     resumed = _run("/bin/echo", "train", "arnas_c16", str(root))
     assert resumed.stdout.rstrip().endswith("--resume")  # a state there: the training continues it
+    (root / "arnas_c16.done").write_text("")
+    (root / "arnas_c16" / "best.eval1000.json").write_text("{}")
+    only_aa = _run("/bin/echo", "aa", "arnas_c16", str(root)).stdout.strip().splitlines()
+    assert len(only_aa) == 1 and "--attacks aa" in only_aa[0]  # the PGD report exists: not run again
     early = _run("/bin/echo", "aa", "resnet18_w27", str(root))
     assert early.returncode != 0 and "training not finished" in early.stderr
     assert _run("/bin/echo", "train", "bogus").returncode == 2
@@ -63,13 +69,15 @@ def test_two_pool_workers_share_the_list_run_each_step_once_and_attack_only_trai
     assert [w.returncode for w in workers] == [0, 0], outputs
     events = [line.split() for line in log.read_text().splitlines()]
     started = [(e[2], e[3]) for e in events if e[0] == "start"]
-    # every step ran exactly once across both workers
+    # every step ran exactly once across both workers (an AutoAttack step evaluates twice: PGD rows, then AA)
     assert sorted(started) == sorted(
         [
             ("train", "arnas"),
             ("train", "resnet18"),
             ("eval", f"{root}/arnas_c16/best"),
+            ("eval", f"{root}/arnas_c16/best"),
             ("train", "darts_v2"),
+            ("eval", f"{root}/resnet18_w27/best"),
             ("eval", f"{root}/resnet18_w27/best"),
         ]
     )
