@@ -669,8 +669,14 @@ def test_status_of_a_training_run_folder_before_and_after_its_resume(tmp_path):
     train(tiny_model(), *args[1:], resume=True, device="cpu", progress=False, run_name="tiny")
     done = runner.invoke(main, ["status", str(out)]).output
     assert "finished: 3 of 3 epochs (saved" in done and "); not running" in done and "robust" in done
+    listing = runner.invoke(main, ["status", str(tmp_path)])  # a folder of runs: two lines per run
+    assert listing.exit_code == 0, listing.output
+    assert listing.output.splitlines()[0].startswith(f"{out}: training run, finished")
+    assert len(listing.output.splitlines()) == 2
     (out / STATE_FILE).write_bytes(b"not a state file")
     broken = runner.invoke(main, ["status", str(out)])
     assert broken.exit_code != 0 and "unreadable state" in broken.output and "Traceback" not in broken.output
+    listed = runner.invoke(main, ["status", str(tmp_path)])  # said on its line, not a crash of the listing
+    assert listed.exit_code == 0 and listed.output.startswith(f"{out}: ") and "unreadable state" in listed.output
     empty = runner.invoke(main, ["status", str(tmp_path / "nothing")])
     assert empty.exit_code != 0 and "neither a training or search run" in empty.output

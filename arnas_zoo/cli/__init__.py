@@ -52,7 +52,7 @@ SHORT_HELP = {
     "compare": "Models evaluated on the same points: intervals and paired tests.",
     "merge": "Merge reports of one model on the same points (attacks run apart) into one.",
     "certify": "Certified accuracy and radius (IBP / CROWN bounds).",
-    "status": "Where a run folder stands: a training or search run, or a job set (sharded eval).",
+    "status": "Where a run folder (or a folder of runs) stands: training, search, or a job set (sharded eval).",
     "leaderboard": "Train and attack every architecture alike; write docs/leaderboard.md.",
     "predict": "Classify images with a model or an ONNX file.",
     "check": "Is a deployed ONNX file as robust as its source?",

@@ -425,21 +425,42 @@ def compare_command(reports: tuple[str, ...], names: str | None, json_out: str |
 @friendly_errors
 def status_command(run_dir: str, as_json: bool) -> None:
     """Where RUN_DIR stands: a training or search run (epoch, step, validation figures per epoch, hours run
-    and left), or a job set such as a sharded eval (done / running / failed / pending, one line each)."""
+    and left), or a job set such as a sharded eval (done / running / failed / pending, one line each).
+    A folder of such runs (e.g. the ROOT of scripts/zoo_runs.sh) gets a short summary of each."""
     import json
     from pathlib import Path
 
-    from arnas_zoo.errors import ConfigError
+    from arnas_zoo.errors import ArnasZooError, ConfigError
     from arnas_zoo.job_status import status
     from arnas_zoo.jobs import plan
-    from arnas_zoo.run_status import is_run_folder, run_position
+    from arnas_zoo.run_status import RunPosition, is_run_folder, run_position
 
     if not (Path(run_dir) / "jobs").is_dir():
         if not is_run_folder(run_dir):
-            raise ConfigError(
-                f"{run_dir}: neither a training or search run (no train_state or search_state file) "
-                "nor a job set (no jobs/ folder)"
-            )
+            runs = sorted(p for p in Path(run_dir).glob("*/") if is_run_folder(p) or (p / "jobs").is_dir())
+            if not runs:
+                raise ConfigError(
+                    f"{run_dir}: neither a training or search run (no train_state or search_state file) "
+                    "nor a job set (no jobs/ folder), nor a folder of them"
+                )
+            # a folder of runs (e.g. scripts/zoo_runs.sh's ROOT): one summary per run, in name order
+            # (a run that cannot be read is said on its line; the others are still listed)
+            rows: dict[str, Any] = {}
+            for folder in runs:
+                try:
+                    rows[str(folder)] = run_position(folder) if is_run_folder(folder) else status(folder)
+                except ArnasZooError as exc:
+                    rows[str(folder)] = exc
+            if as_json:
+                listing = {k: {"error": str(v)} if isinstance(v, Exception) else v.to_dict() for k, v in rows.items()}
+                click.echo(json.dumps(listing, indent=1))
+                return
+            for name, row in rows.items():
+                if isinstance(row, RunPosition):
+                    click.echo("\n".join(row.format().splitlines()[:2]))
+                else:
+                    click.echo(f"{name}: {row}" if isinstance(row, Exception) else f"{name}: {row.summary()}")
+            return
         position = run_position(run_dir)
         click.echo(json.dumps(position.to_dict(), indent=1) if as_json else position.format())
         return
