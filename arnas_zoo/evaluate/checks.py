@@ -141,9 +141,11 @@ def _autoattack_le_pgd(white: list[AttackResult]) -> SanityCheck:
     )
 
 
-def _result_checks(
+def result_checks(
     clean_correct: torch.Tensor, results: Sequence[AttackResult], eps: float, norm: str
 ) -> list[SanityCheck]:
+    """The checks judged from the results alone (no model needed): in_ball, robust_le_clean, black_box,
+    autoattack_le_pgd; also what :func:`arnas_zoo.evaluate.merge.merge_reports` judges again."""
     white = [r for r in results if not r.black_box and not r.transfer and r.correct is not None]
     black = [r for r in results if (r.black_box or r.transfer) and r.robust is not None]
     return [
@@ -154,7 +156,7 @@ def _result_checks(
     ]
 
 
-def _step_regressions(results: Sequence[AttackResult]) -> list[str]:
+def step_regressions(results: Sequence[AttackResult]) -> list[str]:
     """Pairs of our PGD results that differ only in steps/restarts where more is significantly weaker."""
     pgd_like = [
         r
@@ -188,8 +190,8 @@ def sanity_checks(
     probes: bool = True,
 ) -> list[SanityCheck]:
     """The checks of the module docstring; the probes run PGD on the first ``check_n`` points."""
-    checks = _result_checks(clean_correct, results, eps, norm)
-    regressions = _step_regressions(results)
+    checks = result_checks(clean_correct, results, eps, norm)
+    regressions = step_regressions(results)
     if not probes or len(data) == 0:
         for name in ("eps_zero", "large_eps", "monotone_eps"):
             checks.append(SanityCheck(name, None, "probes disabled"))

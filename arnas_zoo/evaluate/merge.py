@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from arnas_zoo.errors import ConfigError
-from arnas_zoo.evaluate.checks import _result_checks, _step_regressions
+from arnas_zoo.evaluate.checks import result_checks, step_regressions
 from arnas_zoo.evaluate.report import EvaluationReport, SanityCheck, fraction
 from arnas_zoo.provenance import now_utc
 
@@ -89,8 +89,8 @@ def merge_reports(reports: Sequence[EvaluationReport], labels: Sequence[str] | N
     for r in results:
         assert r.robust is not None
         worst &= r.robust
-    checks = _result_checks(first.clean, results, first.eps, first.norm)
-    regressions = _step_regressions(results)
+    checks = result_checks(first.clean, results, first.eps, first.norm)
+    regressions = step_regressions(results)
     steps = _carried("more_steps", reports, labels)
     if regressions:
         steps = SanityCheck("more_steps", False, "; ".join(regressions))
@@ -171,7 +171,9 @@ def merge_files(
     from arnas_zoo.data import evaluation_data
     from arnas_zoo.evaluate.report import read_report
 
-    merged = merge_reports([read_report(p) for p in paths], [Path(p).name for p in paths])
+    names = [Path(p).name for p in paths]
+    labels = names if len(set(names)) == len(names) else [str(p) for p in paths]  # two metrics.json: whole paths
+    merged = merge_reports([read_report(p) for p in paths], labels)
     if model is not None:
         n = int(merged.data["n"])
         data = evaluation_data(
