@@ -5,7 +5,8 @@
 #   bash scripts/zoo_runs.sh train arnas_c16 [ROOT]       # one training (resumes if its state exists)
 #   bash scripts/zoo_runs.sh aa arnas_c16 [ROOT]          # AutoAttack on its reporting rows (sharded, resumable)
 #   bash scripts/zoo_runs.sh queue ROOT arnas_c16 aa:arnas_c16 darts_v2_c15 ...   # in order; skips done steps
-#   bash scripts/zoo_runs.sh pool ROOT arnas_c16 arnas_cpu_s0_c15 aa:arnas_c16 ...  # one per core, same list
+#   bash scripts/zoo_runs.sh pool ROOT arnas_c16 arnas_cpu_s0_c15 aa:arnas_c16 ... compare  # one per core
+#   bash scripts/zoo_runs.sh compare ROOT arnas_c16 resnet18_w27 ...  # merge each model's reports, compare them
 #
 # ROOT holds one folder per run (default runs/zoo). Every step runs on one thread at nice 10. A step that
 # exits 0 leaves ROOT/NAME.done (or ROOT/NAME.aa.done) and is skipped from then on; a step stopped by
@@ -14,6 +15,7 @@
 # is not done, not held by another worker (a flock on ROOT/.STEP.lock, released when its process ends) and
 # ready (an AutoAttack step waits for its training), and waits (ZOO_POOL_POLL_S, default 120 s) while every
 # step left is running elsewhere or waiting, so a core that finishes early takes the next step instead of idling.
+# A pool's `compare` step waits for every AutoAttack step of its list, then compares those models.
 set -u
 cd "$(dirname "$0")/.."
 ZOO=${ARNAS_ZOO_CLI:-.venv/bin/arnas-zoo}
@@ -61,6 +63,26 @@ aa() {  # NAME ROOT: on the 1,000 reporting rows ("test" offline: the held-out g
     --batch-size 64 --shard-size 64 --run-dir "$out-aa" --json "$out/best.aa1000.json"
 }
 
+compare() {  # ROOT NAME...: each model's two reporting-row reports merged (`arnas-zoo merge`, verified against
+  # its checkpoint) into NAME/best.all1000.json, then the models compared on those points (`arnas-zoo compare`:
+  # 95% intervals, paired tests): ROOT/comparison.json and ROOT/comparison.txt
+  local root=$1 name out
+  local -a merged=() labels=()
+  shift
+  for name in "$@"; do
+    known "$name"
+    out="$root/$name"
+    [ -f "$root/$name.aa.done" ] || { echo "$name: AutoAttack not finished (no $root/$name.aa.done)" >&2; return 1; }
+    "$ZOO" merge "$out/best.eval1000.json" "$out/best.aa1000.json" --model "$out/best" \
+      --json "$out/best.all1000.json" || return
+    merged+=("$out/best.all1000.json")
+    labels+=("${MODEL[$name]}")
+  done
+  "$ZOO" compare "${merged[@]}" --names "$(IFS=,; echo "${labels[*]}")" --json "$root/comparison.json" \
+    > "$root/comparison.txt" || return
+  cat "$root/comparison.txt"
+}
+
 queue() {  # ROOT STEP...: a step is NAME (train) or aa:NAME
   local root=$1 step marker
   shift
@@ -86,23 +108,36 @@ queue() {  # ROOT STEP...: a step is NAME (train) or aa:NAME
 
 marker() {  # STEP ROOT: the file that says STEP is done
   case $1 in
+    compare) echo "$2/compare.done" ;;
     aa:*) echo "$2/${1#aa:}.aa.done" ;;
     *) echo "$2/$1.done" ;;
   esac
+}
+
+all_attacked() {  # ROOT NAME...: every NAME's AutoAttack is done
+  local root=$1 name
+  shift
+  for name in "$@"; do [ -f "$root/$name.aa.done" ] || return 1; done
 }
 
 pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's order is the priority
   local root=$1 step lock fd pending ran waiting=""
   shift
   mkdir -p "$root"
-  for step in "$@"; do known "${step#aa:}"; done
+  local -a attacked=()  # the models of the list's AutoAttack steps: what its compare step compares
+  for step in "$@"; do
+    [ "$step" = compare ] && continue
+    known "${step#aa:}"
+    [ "${step#aa:}" != "$step" ] && attacked+=("${step#aa:}")
+  done
   while :; do
     pending=0 ran=0
     for step in "$@"; do
       [ -f "$(marker "$step" "$root")" ] && continue
       pending=1
-      # an AutoAttack step is ready once its training is done
+      # an AutoAttack step is ready once its training is done; compare once every AutoAttack is
       [ "${step#aa:}" != "$step" ] && [ ! -f "$root/${step#aa:}.done" ] && continue
+      [ "$step" = compare ] && ! all_attacked "$root" "${attacked[@]}" && continue
       lock="$root/.${step/:/_}.lock"
       exec {fd}>"$lock"
       flock -n "$fd" || { exec {fd}>&-; continue; }  # another worker runs it
@@ -110,6 +145,7 @@ pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's 
       [ -f "$(marker "$step" "$root")" ] && { exec {fd}>&-; continue; }
       echo "$(date -u '+%F %T') pool: $step"
       case $step in
+        compare) compare "$root" "${attacked[@]}" ;;
         aa:*) aa "${step#aa:}" "$root" ;;
         *) train "$step" "$root" ;;
       esac || {
@@ -134,6 +170,7 @@ pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's 
 case "${1:-}" in
   train | aa) "$1" "${2:?run name}" "${3:-runs/zoo}" ;;
   queue) shift; queue "${1:?root folder}" "${@:2}" ;;
+  compare) shift; compare "${1:?root folder}" "${@:2}" ;;
   pool) shift; pool "${1:?root folder}" "${@:2}" ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  *) sed -n '2,18p' "$0"; exit 2 ;;
 esac

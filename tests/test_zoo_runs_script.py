@@ -61,7 +61,7 @@ def test_two_pool_workers_share_the_list_run_each_step_once_and_attack_only_trai
     # A stand-in for arnas-zoo: logs its start and end, with the worker's pid, and takes a little time.
     fake.write_text(f'#!/bin/bash\necho "start $PPID $1 $2" >> {log}\nsleep 1\necho "end $PPID $1 $2" >> {log}\n')
     fake.chmod(0o755)
-    steps = ["arnas_c16", "resnet18_w27", "aa:arnas_c16", "darts_v2_c15", "aa:resnet18_w27"]
+    steps = ["arnas_c16", "resnet18_w27", "aa:arnas_c16", "darts_v2_c15", "aa:resnet18_w27", "compare"]
     env = {**os.environ, "ARNAS_ZOO_CLI": str(fake), "ZOO_POOL_POLL_S": "0.2"}
     cmd = ["bash", str(SCRIPT), "pool", str(root), *steps]
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
@@ -79,8 +79,15 @@ def test_two_pool_workers_share_the_list_run_each_step_once_and_attack_only_trai
             ("train", "darts_v2"),
             ("eval", f"{root}/resnet18_w27/best"),
             ("eval", f"{root}/resnet18_w27/best"),
+            ("merge", f"{root}/arnas_c16/best.eval1000.json"),
+            ("merge", f"{root}/resnet18_w27/best.eval1000.json"),
+            ("compare", f"{root}/arnas_c16/best.all1000.json"),
         ]
     )
+    # the comparison comes last, after every AutoAttack has ended
+    last_eval_end = max(i for i, e in enumerate(events) if e[0] == "end" and e[2] == "eval")
+    first_merge = min(i for i, e in enumerate(events) if e[2] == "merge")
+    assert last_eval_end < first_merge and events[-1][:3] == ["end", events[-1][1], "compare"]
     assert len({e[1] for e in events}) == 2  # both workers did work
     for name in ("arnas_c16", "resnet18_w27"):  # no AutoAttack before its training ended
         trained = events.index(
@@ -89,7 +96,7 @@ def test_two_pool_workers_share_the_list_run_each_step_once_and_attack_only_trai
         attacked = events.index(next(e for e in events if e[0] == "start" and e[3] == f"{root}/{name}/best"))
         assert trained < attacked
     assert all(line.endswith("every step done") for line in (o.rstrip().splitlines()[-1] for o in outputs))
-    assert len(list(root.glob("*.done"))) == 5
+    assert len(list(root.glob("*.done"))) == 6 and (root / "compare.done").is_file()
     again = _run(str(fake), "pool", str(root), *steps)
     assert again.returncode == 0 and "pool: every step done" in again.stdout and "pool: arnas" not in again.stdout
 
@@ -130,3 +137,25 @@ def test_a_stopped_pool_step_stops_its_worker_releases_the_step_and_an_unknown_n
     assert again.returncode == 0 and "pool: arnas_c16" in again.stdout  # its lock went with the worker
     bad = _run("/bin/echo", "pool", str(root), "arnas_c16", "aa:bogus")
     assert bad.returncode == 2 and "unknown run 'bogus'" in bad.stderr
+
+
+def test_compare_merges_each_models_reports_then_compares_them_under_their_model_names(tmp_path) -> None:
+    root = tmp_path / "zoo"
+    root.mkdir()
+    early = _run("/bin/echo", "compare", str(root), "arnas_c16", "resnet18_w27")
+    assert early.returncode == 1 and "arnas_c16: AutoAttack not finished" in early.stderr
+    for name in ("arnas_c16", "resnet18_w27"):
+        (root / f"{name}.aa.done").write_text("")
+    done = _run("/bin/echo", "compare", str(root), "arnas_c16", "resnet18_w27")
+    assert done.returncode == 0, done.stderr
+    merge_a, merge_b, compare = done.stdout.strip().splitlines()
+    out = f"{root}/arnas_c16"
+    assert merge_a == (
+        f"merge {out}/best.eval1000.json {out}/best.aa1000.json --model {out}/best --json {out}/best.all1000.json"
+    )
+    assert merge_b.startswith(f"merge {root}/resnet18_w27/best.eval1000.json")
+    assert compare == (
+        f"compare {out}/best.all1000.json {root}/resnet18_w27/best.all1000.json --names "
+        f"arnas.cifar10_linf_cpu_c16l20_mix,resnet18.cifar10_linf_cpu_w27_mix --json {root}/comparison.json"
+    )
+    assert (root / "comparison.txt").read_text().strip() == compare  # the table is kept beside the JSON
