@@ -73,12 +73,12 @@ compare() {  # ROOT NAME...: each model's two reporting-row reports merged (`arn
     known "$name"
     out="$root/$name"
     [ -f "$root/$name.aa.done" ] || { echo "$name: AutoAttack not finished (no $root/$name.aa.done)" >&2; return 1; }
-    "$ZOO" merge "$out/best.eval1000.json" "$out/best.aa1000.json" --model "$out/best" \
+    nice -n 10 "$ZOO" merge "$out/best.eval1000.json" "$out/best.aa1000.json" --model "$out/best" \
       --json "$out/best.all1000.json" || return
     merged+=("$out/best.all1000.json")
     labels+=("${MODEL[$name]}")
   done
-  "$ZOO" compare "${merged[@]}" --names "$(IFS=,; echo "${labels[*]}")" --json "$root/comparison.json" \
+  nice -n 10 "$ZOO" compare "${merged[@]}" --names "$(IFS=,; echo "${labels[*]}")" --json "$root/comparison.json" \
     > "$root/comparison.txt" || return
   cat "$root/comparison.txt"
 }
