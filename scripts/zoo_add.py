@@ -102,14 +102,22 @@ def add_entry(target: Path, args: argparse.Namespace) -> int:
 
 def merged_metrics(folder: Path, name: str, reports: list[Path], split: str) -> dict:
     """The reports merged into one ``metrics.json``, after the checkpoint in ``folder`` gave their clean
-    outcomes point for point (the copy loses its auxiliary head, which does not change the logits)."""
-    from arnas_zoo.checkpoint import load_folder
-    from arnas_zoo.evaluate.merge import merge_files
+    outcomes point for point (the copy loses its auxiliary head, which does not change the logits), with
+    the protocol record (the run's selection rows against the reports' points) when the run recorded one."""
+    from arnas_zoo.checkpoint import load_folder, read_metrics
+    from arnas_zoo.evaluate.merge import merge_files, reporting_protocol
 
     merged = merge_files(reports, load_folder(folder), split=split)
     merged.model = {"name": name, "source": f"registry:{name}"}
     print(merged.format_table(), flush=True)
-    return merged.to_metrics()
+    recorded = (read_metrics(folder) or {}).get("protocol")
+    if not isinstance(recorded, dict):  # the run recorded no selection rows: the card says bias is possible
+        print("no selection rows recorded by the run: no protocol record")
+        return merged.to_metrics()
+    protocol = reporting_protocol(recorded.get("selection"), merged.data)
+    chosen = (recorded.get("selection") or {}).get("indices")
+    print(f"selection rows: {chosen}; disjoint from the reported rows: {protocol['disjoint']}")
+    return {**merged.to_metrics(), "protocol": protocol}
 
 
 def hub_folder(folder: Path, args: argparse.Namespace) -> int:

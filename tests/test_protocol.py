@@ -174,3 +174,22 @@ def test_no_card_claims_meets_below_its_line_and_no_reported_row_was_selected_on
         chosen, reported = _ranges(protocol["selection"]["indices"]), _ranges(protocol["reporting"]["indices"])
         if chosen is not None and reported is not None and protocol["reporting"]["split"].startswith("train"):
             assert not chosen & reported, f"{spec.name}: reported rows {sorted(chosen & reported)[:5]} were selected on"
+
+
+def test_the_protocol_of_a_report_made_apart_checks_its_points_against_the_runs_selection_rows():
+    from arnas_zoo.data.base import describe_indices, parse_indices
+    from arnas_zoo.evaluate.merge import reporting_protocol
+
+    assert parse_indices(describe_indices(torch.tensor([0, 1, 2, 7, 9, 10]))) == {0, 1, 2, 7, 9, 10}
+    assert parse_indices("none") == set() and parse_indices("300 indices in 12 runs, from 0 to 999") is None
+    chosen = {
+        "dataset": "cifar10",
+        "split": "train_mix(selection=1000)[0:49000][48000:49000]",
+        "indices": "30415-30614",
+    }
+    reported = {"dataset": "cifar10", "split": "train[4551:5551]", "indices": "40017-41016", "n": 1000}
+    assert reporting_protocol(chosen, reported)["disjoint"] is True
+    assert reporting_protocol(chosen, dict(reported, indices="30600-31599"))["disjoint"] is False  # 15 shared
+    assert reporting_protocol(chosen, dict(reported, split="test", indices="30415-30614"))["disjoint"] is True
+    assert reporting_protocol(chosen, dict(reported, indices="900 indices in 9 runs, from 0 to 9"))["disjoint"] is None
+    assert reporting_protocol(None, reported) == {"selection": None, "reporting": reported, "disjoint": True}

@@ -28,7 +28,8 @@ def run(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("zoo_add")
     out = root / "run"
     args = ["train", "arnas", "--recipe", "cpu_digits", "--dataset", "digits", "--val-rows", "100"]
-    trained = CliRunner().invoke(main, [*args, "--out", str(out), "--eval-attacks", "none", *TINY])
+    final = ["--eval-attacks", "fgsm", "--eval-n", "16"]  # the final evaluation records the selection rows
+    trained = CliRunner().invoke(main, [*args, "--out", str(out), *final, *TINY])
     assert trained.exit_code == 0, trained.output
     for name, attacks, extra in (("pgd", "fgsm,pgd5", ["--check-n", "8"]), ("apgd", "apgd-ce", ["--no-checks"])):
         result = CliRunner().invoke(
@@ -65,7 +66,10 @@ def test_reports_become_a_verified_hub_folder_with_merged_metrics_and_nothing_is
     model = load_folder(folder)
     assert model.auxiliary_head is None  # stripped, as for every zoo entry
     assert (folder / "hub" / "metrics.json").read_bytes() == (folder / "metrics.json").read_bytes()
-    assert "apgd-ce" in (folder / "hub" / "README.md").read_text()
+    card = (folder / "hub" / "README.md").read_text()
+    assert "apgd-ce" in card and "the reported rows were not used for selection" in card
+    assert metrics["protocol"]["disjoint"] is True  # selected on digits train rows, reported on digits test
+    assert metrics["protocol"]["selection"]["split"].startswith("train")
     assert (
         "arnas-zoo export hub" in done.stdout
         and "export register" in done.stdout

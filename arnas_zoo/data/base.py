@@ -105,6 +105,21 @@ def describe_indices(indices: torch.Tensor | np.ndarray) -> str:
     return ", ".join(f"{values[a]}" if a == b else f"{values[a]}-{values[b]}" for a, b in zip(starts, stops))
 
 
+def parse_indices(text: str) -> set[int] | None:
+    """The official indices that :func:`describe_indices` wrote as ``"0-999, 1500"`` (None for its summary
+    form of many runs, which does not list them)."""
+    if text == "none":
+        return set()
+    indices: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            indices.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        return None
+    return indices
+
+
 @dataclass(frozen=True, eq=False)
 class ImageData:
     """Images and labels of one dataset split (or a subset of it), ready to feed a model.

@@ -181,3 +181,26 @@ def merge_files(
         )
         verify_clean(merged, model, data)
     return merged
+
+
+def reporting_protocol(selection: dict[str, Any] | None, reporting: dict[str, Any]) -> dict[str, Any]:
+    """The ``protocol`` record of a report made apart from its training: the training's selection rows (its
+    metrics.json ``protocol.selection``), the report's points, and whether they share an official index
+    (``disjoint``; None when an index list cannot be read back, as for the summary form of many runs).
+
+    Cards read it to say "the reported rows were not used for selection" only when that was checked.
+    """
+    from arnas_zoo.data.base import parse_indices
+
+    record: dict[str, Any] = {"selection": selection, "reporting": reporting, "disjoint": None}
+    if not selection:
+        record["disjoint"] = True  # nothing was selected on
+        return record
+    split = {key: "test" if str(rows.get("split", "")).startswith("test") else "train"
+             for key, rows in (("selection", selection), ("reporting", reporting))}  # fmt: skip
+    chosen, reported = parse_indices(str(selection.get("indices"))), parse_indices(str(reporting.get("indices")))
+    if selection.get("dataset") != reporting.get("dataset") or split["selection"] != split["reporting"]:
+        record["disjoint"] = True  # official indices of different splits never name one image
+    elif chosen is not None and reported is not None:
+        record["disjoint"] = not chosen & reported
+    return record
