@@ -130,6 +130,9 @@ pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's 
     known "${step#aa:}"
     [ "${step#aa:}" != "$step" ] && attacked+=("${step#aa:}")
   done
+  case " $* " in
+    *" compare "*) [ "${#attacked[@]}" -ge 2 ] || { echo "compare needs two or more aa:NAME steps in the list" >&2; exit 2; } ;;
+  esac
   while :; do
     pending=0 ran=0
     for step in "$@"; do

@@ -137,6 +137,8 @@ def test_a_stopped_pool_step_stops_its_worker_releases_the_step_and_an_unknown_n
     assert again.returncode == 0 and "pool: arnas_c16" in again.stdout  # its lock went with the worker
     bad = _run("/bin/echo", "pool", str(root), "arnas_c16", "aa:bogus")
     assert bad.returncode == 2 and "unknown run 'bogus'" in bad.stderr
+    alone = _run("/bin/echo", "pool", str(root), "arnas_c16", "aa:arnas_c16", "compare")
+    assert alone.returncode == 2 and "compare needs two or more aa:NAME steps" in alone.stderr
 
 
 def test_compare_merges_each_models_reports_then_compares_them_under_their_model_names(tmp_path) -> None:
