@@ -195,6 +195,24 @@ class PretrainedSpec:
             raise ConfigError(f"pretrained entry: {exc}") from None
 
 
+def parse_goals(text: str) -> dict[str, float]:
+    """Goal lines as a command line gives them, ``clean=0.75,autoattack=0.40``: accuracies in [0, 1] for
+    figures among :data:`GOAL_FIGURES` (a card then says "meets" only when the 95% lower bound clears one)."""
+    goals: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        try:
+            line = float(value)
+        except ValueError:
+            line = -1.0
+        if not sep or key.strip() not in GOAL_FIGURES or not 0.0 <= line <= 1.0:
+            raise ConfigError(
+                f"goals: {part!r}: expected FIGURE=LINE with FIGURE among {GOAL_FIGURES} and LINE in [0, 1]"
+            )
+        goals[key.strip()] = line
+    return goals
+
+
 def bundled_root() -> Path:
     """Where bundled checkpoint folders live: ``arnas_zoo/pretrained/`` inside the installed package."""
     return Path(str(resources.files("arnas_zoo"))) / "pretrained"

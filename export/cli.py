@@ -121,6 +121,9 @@ def onnx_command(model: str, output: Path | None, opset: int | None, fp16: bool,
 @click.option("--repo-id", default=None, help="Hub source instead of a bundled folder.")
 @click.option("--revision", default=None, help="The 40-hex commit of --repo-id (from `arnas-zoo export hub`).")
 @click.option(
+    "--goals", default=None, help="Goal lines the card states the figures against: clean=0.75,autoattack=0.4."
+)
+@click.option(
     "--index",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -128,15 +131,25 @@ def onnx_command(model: str, output: Path | None, opset: int | None, fp16: bool,
 )
 @friendly_errors
 def register_command(
-    folder: Path, name: str, description: str, data: str, repo_id: str | None, revision: str | None, index: Path | None
+    folder: Path,
+    name: str,
+    description: str,
+    data: str,
+    repo_id: str | None,
+    revision: str | None,
+    goals: str | None,
+    index: Path | None,
 ) -> None:
     """Print (or add to --index) the registry entry of checkpoint FOLDER, every file's sha256 pinned."""
     import json
+    from dataclasses import replace
 
     from arnas_zoo.errors import DuplicateNameError
-    from arnas_zoo.pretrained import index_entry, read_index, write_index
+    from arnas_zoo.pretrained import index_entry, parse_goals, read_index, write_index
 
     entry = index_entry(folder, name, description=description, data=data, repo_id=repo_id, revision=revision)
+    if goals:
+        entry = replace(entry, goals=parse_goals(goals))  # type: ignore[arg-type]  # validated and stored as pairs
     if index is None:
         click.echo(json.dumps(entry.to_dict(), indent=1))
         if repo_id is None:

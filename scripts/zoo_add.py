@@ -48,9 +48,18 @@ def main() -> int:
     parser.add_argument("--split", default="test", help="with --reports: the split they were run on [test]")
     parser.add_argument("--hub-folder", type=Path, default=None, help="build a Hub folder here instead of bundling")
     parser.add_argument("--repo-id", default=None, help="with --hub-folder: the Hub repository, org/name")
+    parser.add_argument("--goals", default=None, help="goal lines for the card, e.g. clean=0.75,autoattack=0.40")
     args = parser.parse_args()
     if args.hub_folder is not None and (args.reports is None or args.repo_id is None):
         parser.error("--hub-folder needs --reports (its evaluations) and --repo-id")
+    if args.goals:
+        from arnas_zoo.errors import ConfigError
+        from arnas_zoo.pretrained import parse_goals
+
+        try:
+            parse_goals(args.goals)  # before hours of work, not after
+        except ConfigError as exc:
+            parser.error(str(exc))
 
     from evaluate_zoo import evaluate_entry
     from zoo_from_leaderboard import copy_run
@@ -89,13 +98,16 @@ def add_entry(target: Path, args: argparse.Namespace) -> int:
     """Add (or replace) the bundled entry of ``target`` in the index, every file pinned; regenerate the card."""
     from dataclasses import replace
 
-    from arnas_zoo.pretrained import index_entry, read_index, write_index
+    from arnas_zoo.pretrained import index_entry, parse_goals, read_index, write_index
     from export.card import render_zoo_card
 
     entries = [e for e in read_index(INDEX) if e.name != args.name]
     if args.supersedes:
         entries = [replace(e, superseded_by=args.name) if e.name == args.supersedes else e for e in entries]
-    write_index(INDEX, [*entries, index_entry(target, args.name, description=args.description)])
+    entry = index_entry(target, args.name, description=args.description)
+    if args.goals:
+        entry = replace(entry, goals=parse_goals(args.goals))
+    write_index(INDEX, [*entries, entry])
     (REPO / "MODEL_CARD.md").write_text(render_zoo_card(read_index(INDEX)))
     return 0
 
@@ -130,7 +142,9 @@ def hub_folder(folder: Path, args: argparse.Namespace) -> int:
     print(f"  arnas-zoo export hub {folder} --repo-id {args.repo_id} --tag v1.0")
     print(
         f"  arnas-zoo export register {folder} --name {args.name} --repo-id {args.repo_id} --revision COMMIT "
-        f"--description {json.dumps(args.description)} --index {INDEX.relative_to(REPO)}"
+        f"--description {json.dumps(args.description)}"
+        + (f" --goals {args.goals}" if args.goals else "")
+        + f" --index {INDEX.relative_to(REPO)}"
     )
     return 0
 

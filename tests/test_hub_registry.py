@@ -119,6 +119,27 @@ def test_register_cli_prints_or_adds_the_entry(tmp_path: Path) -> None:
     assert again.exit_code == 2 and "already registered" in again.output
     bad = CliRunner().invoke(main, ["register", str(folder), "--name", "Bad Name"])
     assert bad.exit_code == 2 and "error: pretrained 'Bad Name'" in bad.output
+    goals = ["register", str(folder), "--name", "resnet18.cifar10_linf_goals", "--index", str(index)]
+    with_goals = CliRunner().invoke(main, [*goals, "--goals", "clean=0.75,autoattack=0.4"])
+    assert with_goals.exit_code == 0, with_goals.output
+    assert get_goals(index, "resnet18.cifar10_linf_goals") == {"autoattack": 0.4, "clean": 0.75}
+    wrong = CliRunner().invoke(main, [*goals, "--goals", "robust=0.5"])
+    assert wrong.exit_code == 2 and "FIGURE=LINE with FIGURE among" in wrong.output
+
+
+def get_goals(index: Path, name: str) -> dict[str, float] | None:
+    (entry,) = [e for e in read_index(index) if e.name == name]
+    return None if entry.goals is None else dict(entry.goals)
+
+
+def test_goal_lines_parse_from_the_command_line() -> None:
+    from arnas_zoo.pretrained import parse_goals
+
+    assert parse_goals("clean=0.75, autoattack=0.40") == {"clean": 0.75, "autoattack": 0.4}
+    assert parse_goals("") == {}
+    for bad in ("clean=75", "clean", "pgd20=0.4", "clean=high"):
+        with pytest.raises(ConfigError, match="expected FIGURE=LINE"):
+            parse_goals(bad)
 
 
 def test_bundled_index_pins_every_file() -> None:

@@ -52,6 +52,7 @@ def test_reports_become_a_verified_hub_folder_with_merged_metrics_and_nothing_is
     done = _zoo_add(
         str(run), "arnas.digits_linf_test", "--description", "a test model", "--reports", str(run / "pgd.json"),
         str(run / "apgd.json"), "--hub-folder", str(folder), "--repo-id", "org/arnas-digits",
+        "--goals", "clean=0.9,autoattack=0.5",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     written = {p.name for p in (folder / "hub").iterdir()}
@@ -75,6 +76,7 @@ def test_reports_become_a_verified_hub_folder_with_merged_metrics_and_nothing_is
         and "export register" in done.stdout
         and "--revision COMMIT" in done.stdout
     )
+    assert "--goals clean=0.9,autoattack=0.5 --index" in done.stdout  # the entry will state them
     assert index.read_bytes() == before  # a Hub entry is registered only once its commit exists
 
 
@@ -101,3 +103,5 @@ def test_a_report_of_other_weights_is_refused_before_anything_is_written(run, tm
     assert not folder.exists()
     missing = _zoo_add(str(run), "arnas.digits_linf_test", "--description", "x", "--hub-folder", str(folder))
     assert missing.returncode == 2 and "--hub-folder needs --reports" in missing.stderr
+    goals = _zoo_add(str(run), "arnas.digits_linf_test", "--description", "x", "--goals", "clean=75")
+    assert goals.returncode == 2 and "expected FIGURE=LINE" in goals.stderr and not folder.exists()
