@@ -32,6 +32,11 @@ def main() -> None:
 @click.option("--license", "license_", default="mit", show_default=True, help="License id for the card metadata.")
 @click.option("--no-onnx", is_flag=True, help="Leave model.onnx out even when the folder has one.")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Hub token [$HF_TOKEN or the saved login].")
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="Publish the Hub-ready folder already at --out (built for this --repo-id from FOLDER's very files).",
+)
 @friendly_errors
 def hub_command(
     folder: Path,
@@ -43,12 +48,16 @@ def hub_command(
     license_: str,
     no_onnx: bool,
     token: str | None,
+    reuse: bool,
 ) -> None:
     """Build the Hub-ready folder of FOLDER (with its model card) and publish it to --repo-id."""
-    from .hub_publish import build_hub_folder, publish
+    from .hub_publish import build_hub_folder, check_hub_folder, publish
 
     out = out or folder / "hub"
-    build_hub_folder(folder, out, repo_id=repo_id, license=license_, include_onnx=not no_onnx)
+    if reuse:
+        check_hub_folder(folder, out, repo_id)
+    else:
+        build_hub_folder(folder, out, repo_id=repo_id, license=license_, include_onnx=not no_onnx)
     click.echo(f"Hub-ready folder: {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
     if dry_run:
         click.echo("dry run: nothing uploaded")

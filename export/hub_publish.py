@@ -96,6 +96,21 @@ def build_hub_folder(
     return out
 
 
+def check_hub_folder(folder: str | os.PathLike[str], out: str | os.PathLike[str], repo_id: str) -> Path:
+    """Require that ``out`` is a Hub-ready copy of checkpoint ``folder`` for ``repo_id``, to publish as it is:
+    its config.json, model.safetensors and metrics.json are ``folder``'s byte for byte (sha256) and its
+    card names ``repo_id``. Raises ConfigError saying what differs."""
+    folder, out = Path(folder), Path(out)
+    if not (out / "README.md").is_file():
+        raise ConfigError(f"{out}: no Hub-ready folder here (no README.md); build it without --reuse")
+    for name in (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE):
+        if not (out / name).is_file() or sha256_file(out / name) != sha256_file(folder / name):
+            raise ConfigError(f"{out / name}: not {folder / name}; rebuild the Hub-ready folder (without --reuse)")
+    if repo_id not in (out / "README.md").read_text(encoding="utf-8"):
+        raise ConfigError(f"{out}/README.md: its card is not for {repo_id}; rebuild it for this --repo-id")
+    return out
+
+
 def publish(
     hub_folder: str | os.PathLike[str],
     repo_id: str,

@@ -13,12 +13,12 @@ checkpoint is evaluated like ``scripts/evaluate_zoo.py`` does (the report become
 ``metrics.json``; ``MODEL_CARD.md`` is regenerated).
 
 ``--reports`` uses evaluations that already ran (``arnas-zoo eval --json`` of the run's ``best/``, e.g. the
-PGD rows and a sharded AutoAttack) instead of evaluating again: they are merged (``arnas-zoo merge``) after
-the copied checkpoint's clean outcomes on their points are recomputed and found equal. ``--hub-folder``
+PGD rows and a sharded AutoAttack) instead of evaluating again: they are merged (``arnas-zoo merge``) once
+the run's checkpoint reproduces their clean outcomes on their points, before anything is copied. ``--hub-folder``
 is for weights over the bundled caps (``tests/test_zoo_models.py``): the entry's folder and its Hub-ready
-copy (``DIR/hub``, with the model card) are written there instead of into the package, nothing is
-registered, and the two commands that publish and register it are printed: a Hub entry is pinned to the
-commit its upload makes.
+copy (``DIR/hub``, with the model card, to review) are written there instead of into the package, nothing
+is registered, and the two commands that publish that copy (``export hub --reuse``) and register it are
+printed: a Hub entry is pinned to the commit its upload makes.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def hub_folder(folder: Path, args: argparse.Namespace) -> int:
     out = build_hub_folder(folder, folder / "hub", repo_id=args.repo_id)
     print(f"Hub-ready folder: {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
     print("publish it (needs a Hub token), then register the commit it prints:")
-    print(f"  arnas-zoo export hub {folder} --repo-id {args.repo_id} --tag v1.0")
+    print(f"  arnas-zoo export hub {folder} --repo-id {args.repo_id} --reuse --tag v1.0")
     print(
         f"  arnas-zoo export register {folder} --name {args.name} --repo-id {args.repo_id} --revision COMMIT "
         f"--description {json.dumps(args.description)}"

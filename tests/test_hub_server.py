@@ -238,6 +238,33 @@ def test_hub_cli_dry_run_publish_and_auth(
     assert ModelCard(readme.read_text()).data.library_name == "arnas-zoo"
 
 
+def test_hub_cli_reuse_publishes_the_folder_built_before_and_refuses_a_stale_one(
+    olah: OlahServer, double: HubUploadDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/zoo_add.py --hub-folder builds FOLDER/hub for review; `export hub --reuse` then publishes it."""
+    from export.cli import main
+
+    folder = _folder(tmp_path, seed=7)
+    runner = CliRunner()
+    assert runner.invoke(main, ["hub", str(folder), "--repo-id", "zoo/reuse", "--dry-run"]).exit_code == 0
+    again = runner.invoke(main, ["hub", str(folder), "--repo-id", "zoo/reuse", "--dry-run"])
+    assert again.exit_code == 2 and "not empty" in again.output  # without --reuse it is never overwritten
+    other = runner.invoke(main, ["hub", str(folder), "--repo-id", "zoo/other", "--reuse", "--dry-run"])
+    assert other.exit_code == 2 and "not for zoo/other" in other.output
+    monkeypatch.setenv("HF_ENDPOINT", double.endpoint)
+    published = runner.invoke(
+        main, ["hub", str(folder), "--repo-id", "zoo/reuse", "--reuse", "--tag", "v1.0"], env={"HF_TOKEN": TOKEN}
+    )
+    assert published.exit_code == 0, published.output
+    monkeypatch.setenv("HF_ENDPOINT", olah.endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(arnas_zoo.load("zoo/reuse@v1.0")(x), arnas_zoo.load(str(folder))(x))
+    (folder / "hub" / "metrics.json").write_text("{}")  # the copy no longer holds the checkpoint's file
+    stale = runner.invoke(main, ["hub", str(folder), "--repo-id", "zoo/reuse", "--reuse", "--dry-run"])
+    assert stale.exit_code == 2 and "rebuild the Hub-ready folder" in stale.output
+
+
 def test_hub_spec_works_where_folders_and_zoo_names_do(olah: OlahServer, tmp_path: Path, hub_env: Path) -> None:
     """info, genotype show, export card and create_model(pretrained=True) take 'org/name[@rev]' (one resolver)."""
     from click.testing import CliRunner

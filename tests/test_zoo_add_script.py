@@ -72,7 +72,7 @@ def test_reports_become_a_verified_hub_folder_with_merged_metrics_and_nothing_is
     assert metrics["protocol"]["disjoint"] is True  # selected on digits train rows, reported on digits test
     assert metrics["protocol"]["selection"]["split"].startswith("train")
     assert (
-        "arnas-zoo export hub" in done.stdout
+        "--repo-id org/arnas-digits --reuse --tag v1.0" in done.stdout
         and "export register" in done.stdout
         and "--revision COMMIT" in done.stdout
     )
