@@ -3,6 +3,7 @@ Hub folder (merged metrics, model card), verified against the run's checkpoint; 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -105,3 +106,32 @@ def test_a_report_of_other_weights_is_refused_before_anything_is_written(run, tm
     assert missing.returncode == 2 and "--hub-folder needs --reports" in missing.stderr
     goals = _zoo_add(str(run), "arnas.digits_linf_test", "--description", "x", "--goals", "clean=75")
     assert goals.returncode == 2 and "expected FIGURE=LINE" in goals.stderr and not folder.exists()
+
+
+def test_the_hub_folder_rehearses_its_publish_and_a_card_the_weights_do_not_give_fails(run, tmp_path) -> None:
+    """scripts/rehearse_hub_publish.py: publish on the loopback Hub, register, load by name online and
+    offline, re-run the card's attacks on its points; a per-point outcome the weights do not give fails."""
+    pytest.importorskip("olah", reason="olah (the local Hub mirror) is a dev dependency: pip install -e '.[dev]'")
+    folder = tmp_path / "zoo"
+    args = [str(run), "arnas.digits_linf_rehearsed", "--description", "a test model", "--reports"]
+    done = _zoo_add(*args, str(run / "pgd.json"), "--hub-folder", str(folder), "--repo-id", "org/rehearsed")
+    assert done.returncode == 0, done.stderr
+    script = REPO / "scripts" / "rehearse_hub_publish.py"
+    rehearse = [sys.executable, str(script), str(folder), "--repo-id", "org/rehearsed"]
+    rehearse += ["--name", "arnas.digits_linf_rehearsed"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}  # restored offline; servers are local
+    ok = subprocess.run(rehearse, capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "offline, from the cache: weights equal to the folder's" in ok.stdout
+    assert "fgsm: " in ok.stdout and "pgd5: " in ok.stdout and "rehearsal: every check held" in ok.stdout
+
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (pgd,) = [r for r in metrics["results"] if r["attack"] == "pgd5"]
+    bits = bytearray(base64.b64decode(pgd["correct_bits"]))
+    bits[0] ^= 1  # the card now claims another outcome on the first point
+    pgd["correct_bits"] = base64.b64encode(bytes(bits)).decode()
+    for path in (folder / "metrics.json", folder / "hub" / "metrics.json"):  # a consistent, wrong card
+        path.write_text(json.dumps(metrics))
+    bad = subprocess.run(rehearse, capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAILED: pgd5: per-point outcomes differ" in bad.stdout and "FAILED: fgsm" not in bad.stdout
