@@ -28,7 +28,11 @@ model folder's config.json and weights) and the result, keyed by a secret of thi
 (``$ARNAS_ZOO_JOB_KEY`` or ``~/.cache/arnas-zoo/job-key``, made on first use, mode 0600). On read, a
 file that is unreadable, edited, forged without the key, or whose inputs have changed since (a model
 folder replaced under the same path) is recomputed with a one-line notice; it is never trusted and
-never a crash. One process at a time writes a run folder (:class:`arnas_zoo.runs.lock.RunFolderLock`).
+never a crash. One process at a time runs a job set in a run folder
+(:class:`arnas_zoo.runs.lock.RunFolderLock`); other processes may help it (:mod:`arnas_zoo.jobs_help`,
+``arnas-zoo eval --join``): every job is claimed with its own lock first
+(:func:`arnas_zoo.runs.lock.job_claim`), so none runs twice, and the run waits for the jobs its helpers
+hold before it merges.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from typing import Any
 from arnas_zoo.atomic import atomic_write_json
 from arnas_zoo.errors import ArnasZooError, ConfigError, UntrustedFileError
 from arnas_zoo.progress import Progress
-from arnas_zoo.runs.lock import RunFolderLock
+from arnas_zoo.runs.lock import RunFolderLock, job_claim
 from arnas_zoo.safe_json import read_json
 
 log = logging.getLogger(__name__)
@@ -402,20 +406,40 @@ def _run_set(
 
 
 def _run_local(todo: Iterable[Job], run_dir: Path, retries: int, out: JobSetResult, task: Any) -> None:
+    """Each job in turn; a job a helper process holds (``help_jobs``) is waited for once the rest are done."""
+    later = []
     for job in todo:
-        for attempt in range(1, retries + 2):
-            try:
-                out.results[job.key] = execute(job.description, str(run_dir), attempt, _target(job.kind))
-                out.ran += 1
-                break
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 -- any job error is retried, then reported
-                error = f"{type(exc).__name__}: {exc}"
-                if attempt == retries + 1:
-                    out.failed[job.key] = error
-                    _record_failure(run_dir, job, error + "\n" + traceback.format_exc(), attempt)
-        task.update(1, job=job.name())
+        with job_claim(_jobs_dir(run_dir), job.key, wait=False) as mine:
+            if mine:
+                _run_claimed(job, run_dir, retries, out)
+                task.update(1, job=job.name())
+            else:
+                later.append(job)
+    for job in later:  # the helper's result when it finished it; run here when it died or failed
+        with job_claim(_jobs_dir(run_dir), job.key, wait=True):
+            _run_claimed(job, run_dir, retries, out)
+            task.update(1, job=job.name())
+
+
+def _run_claimed(job: Job, run_dir: Path, retries: int, out: JobSetResult) -> None:
+    """Run a job this process has claimed, unless its result appeared meanwhile (a helper's)."""
+    done = read_result(run_dir, job)
+    if done is not None:
+        out.results[job.key] = done
+        out.skipped += 1
+        return
+    for attempt in range(1, retries + 2):
+        try:
+            out.results[job.key] = execute(job.description, str(run_dir), attempt, _target(job.kind))
+            out.ran += 1
+            return
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- any job error is retried, then reported
+            error = f"{type(exc).__name__}: {exc}"
+            if attempt == retries + 1:
+                out.failed[job.key] = error
+                _record_failure(run_dir, job, error + "\n" + traceback.format_exc(), attempt)
 
 
 def _run_ray(

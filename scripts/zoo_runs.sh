@@ -5,7 +5,7 @@
 #   bash scripts/zoo_runs.sh train arnas_c16 [ROOT]       # one training (resumes if its state exists)
 #   bash scripts/zoo_runs.sh aa arnas_c16 [ROOT]          # AutoAttack on its reporting rows (sharded, resumable)
 #   bash scripts/zoo_runs.sh queue ROOT arnas_c16 aa:arnas_c16 darts_v2_c15 ...   # in order; skips done steps
-#   bash scripts/zoo_runs.sh pool ROOT arnas_c16 arnas_cpu_s0_c15 aa:arnas_c16 ... compare  # one per core
+#   bash scripts/zoo_runs.sh pool ROOT arnas_c16 aa:arnas_c16 arnas_cpu_s0_c15 ... compare  # one per core
 #   bash scripts/zoo_runs.sh compare ROOT arnas_c16 resnet18_w27 ...  # merge each model's reports, compare them
 #
 # ROOT holds one folder per run (default runs/zoo). Every step runs on one thread at nice 10. A step that
@@ -15,7 +15,9 @@
 # is not done, not held by another worker (a flock on ROOT/.STEP.lock, released when its process ends) and
 # ready (an AutoAttack step waits for its training), and waits (ZOO_POOL_POLL_S, default 120 s) while every
 # step left is running elsewhere or waiting, so a core that finishes early takes the next step instead of idling.
-# A pool's `compare` step waits for every AutoAttack step of its list, then compares those models.
+# A pool's `compare` step waits for every AutoAttack step of its list, then compares those models. A worker
+# with no step free helps another worker's AutoAttack (`eval --join`: it runs shards the other has not taken;
+# ZOO_POOL_JOIN=0 turns this off), then looks at the list again.
 set -u
 cd "$(dirname "$0")/.."
 ZOO=${ARNAS_ZOO_CLI:-.venv/bin/arnas-zoo}
@@ -59,8 +61,14 @@ aa() {  # NAME ROOT: on the 1,000 reporting rows ("test" offline: the held-out g
     nice -n 10 "$ZOO" eval "$out/best" --dataset cifar10 --split test --n 1000 --attacks fgsm,pgd20 \
       --batch-size 128 --json "$out/best.eval1000.json" || return
   fi
+  aa_shards "$1" "$2"
+}
+
+aa_shards() {  # NAME ROOT [--join]: aa()'s AutoAttack. With --join, another core's help: it runs the shards
+  # the run has not taken (one at a time, each claimed with a lock) and exits; the run writes the report
+  local out="$2/$1"
   nice -n 10 "$ZOO" eval "$out/best" --dataset cifar10 --split test --n 1000 --attacks aa \
-    --batch-size 64 --shard-size 64 --run-dir "$out-aa" --json "$out/best.aa1000.json"
+    --batch-size 64 --shard-size 64 --run-dir "$out-aa" --json "$out/best.aa1000.json" "${@:3}"
 }
 
 compare() {  # ROOT NAME...: each model's two reporting-row reports merged (`arnas-zoo merge`, verified against
@@ -120,6 +128,20 @@ all_attacked() {  # ROOT NAME...: every NAME's AutoAttack is done
   for name in "$@"; do [ -f "$root/$name.aa.done" ] || return 1; done
 }
 
+help_attack() {  # ROOT STEP...: with nothing free for this worker, lend it to an AutoAttack another worker
+  # runs (one whose PGD rows are written), then return to the list; false when there is none
+  local root=$1 step
+  shift
+  for step in "$@"; do
+    [ "${step#aa:}" = "$step" ] && continue
+    [ -f "$(marker "$step" "$root")" ] || [ ! -f "$root/${step#aa:}/best.eval1000.json" ] && continue
+    echo "$(date -u '+%F %T') pool: helping $step with its shards"
+    aa_shards "${step#aa:}" "$root" --join || echo "$(date -u '+%F %T') pool: helping $step stopped (exit $?)"
+    return 0
+  done
+  return 1
+}
+
 pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's order is the priority
   local root=$1 step lock fd pending ran waiting=""
   shift
@@ -164,6 +186,7 @@ pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's 
     done
     [ "$pending" = 0 ] && { echo "$(date -u '+%F %T') pool: every step done"; return 0; }
     [ "$ran" = 1 ] && continue
+    [ "${ZOO_POOL_JOIN:-1}" = 1 ] && help_attack "$root" "$@" && waiting=""
     [ -z "$waiting" ] && echo "$(date -u '+%F %T') pool: waiting; every step left runs elsewhere or waits for its training"
     waiting=1
     sleep "${ZOO_POOL_POLL_S:-120}"

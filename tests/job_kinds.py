@@ -30,3 +30,14 @@ def always_fails(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     count = Path(run_dir) / f"attempts-{args['x']}"
     count.write_text(str(int(count.read_text()) + 1 if count.exists() else 1))
     raise ValueError(f"job {args['x']} cannot succeed")
+
+
+def counted(args: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Appends this process's pid to ``runs-X`` (how often, and by whom, the job ran), then naps ``sleep``
+    seconds and for as long as ``run_dir/nap-X`` exists."""
+    with open(Path(run_dir) / f"runs-{args['x']}", "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    time.sleep(float(args.get("sleep", 0.0)))
+    while (Path(run_dir) / f"nap-{args['x']}").exists():
+        time.sleep(0.05)
+    return square(args, run_dir)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,12 +15,13 @@ import pytest
 import torch
 
 from arnas_zoo.job_status import status
-from arnas_zoo.jobs import Job, JobsFailed, register_kind, run_jobs
+from arnas_zoo.jobs import Job, JobSetResult, JobsFailed, register_kind, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 register_kind("test-square", "job_kinds:square")
 register_kind("test-die-once", "job_kinds:die_once")
 register_kind("test-always-fails", "job_kinds:always_fails")
+register_kind("test-counted", "job_kinds:counted")
 
 
 def squares(n: int, **extra: object) -> list[Job]:
@@ -72,6 +74,69 @@ def test_a_killed_driver_loses_nothing_and_the_restart_skips_finished_jobs(tmp_p
     assert not st.running  # the killed driver's marker is recognised as stale
     rest = run_jobs(squares(8, sleep=0.5), tmp_path, progress=False)
     assert rest.skipped == finished and rest.ran == 8 - finished
+
+
+def _driver(run_dir: Path, calls: str) -> subprocess.Popen[bytes]:
+    """A Python process running ``calls`` (jobs API calls on ``test-counted`` jobs) against ``run_dir``."""
+    script = (
+        "import sys, json; sys.path.insert(0, {tests!r}); from arnas_zoo.jobs import Job, register_kind, run_jobs; "
+        "from arnas_zoo.jobs_help import help_jobs; register_kind('test-counted', 'job_kinds:counted'); " + calls
+    ).format(tests=str(REPO / "tests"), run=str(run_dir))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_helper_process_takes_a_share_of_the_jobs_and_none_runs_twice(tmp_path: Path) -> None:
+    from arnas_zoo.jobs_help import help_jobs
+
+    jobs = [Job("test-counted", {"x": i, "sleep": 0.3}) for i in range(8)]
+    leader = _driver(
+        tmp_path,
+        "out = run_jobs([Job('test-counted', {{'x': i, 'sleep': 0.3}}) for i in range(8)], {run!r}, progress=False); "
+        "print(json.dumps([out.ran, out.skipped, sorted(r['square'] for r in out.results.values())]))",
+    )
+    _wait_for(lambda: (tmp_path / "runs-0").exists(), "the run's first job")
+    helped = help_jobs(jobs, tmp_path, progress=False)
+    stdout, _ = leader.communicate(timeout=120)
+    assert leader.returncode == 0
+    runs = {i: (tmp_path / f"runs-{i}").read_text().split() for i in range(8)}
+    assert all(len(pids) == 1 for pids in runs.values()), runs  # every job ran exactly once
+    by_helper = [i for i, pids in runs.items() if pids == [str(os.getpid())]]
+    assert helped.ran == len(by_helper) >= 1 and len(by_helper) < 8  # both processes worked
+    assert sorted(r["square"] for r in helped.results.values()) == [i * i for i in by_helper]
+    ran, skipped, squares_seen = json.loads(stdout)
+    assert ran == 8 - len(by_helper) and skipped == len(by_helper)  # the run took the helper's results
+    assert squares_seen == [i * i for i in range(8)]
+    again = run_jobs(jobs, tmp_path, progress=False)  # every result is on disk, signed and verified
+    assert again.ran == 0 and again.skipped == 8
+
+
+def test_the_run_waits_for_a_job_its_helper_holds_and_reruns_it_when_the_helper_dies(tmp_path: Path) -> None:
+    (tmp_path / "nap-0").write_text("")  # job 0 naps until this file goes
+    helper = _driver(tmp_path, "help_jobs([Job('test-counted', {{'x': 0}})], {run!r}, progress=False)")
+    _wait_for(lambda: (tmp_path / "runs-0").exists(), "the helper's job")
+    done: dict[str, object] = {}
+    jobs = [Job("test-counted", {"x": i}) for i in range(3)]
+    leader = threading.Thread(target=lambda: done.update(out=run_jobs(jobs, tmp_path, progress=False)))
+    leader.start()
+    _wait_for(lambda: (tmp_path / "runs-2").exists(), "the run's own jobs")
+    time.sleep(0.3)
+    assert leader.is_alive()  # the others done, it waits for job 0, which the helper holds
+    helper.send_signal(signal.SIGKILL)
+    helper.wait()
+    (tmp_path / "nap-0").unlink()
+    leader.join(timeout=60)
+    out = done["out"]
+    assert isinstance(out, JobSetResult) and out.ran == 3 and not out.failed
+    assert (tmp_path / "runs-0").read_text().split() == [str(helper.pid), str(os.getpid())]  # rerun here
+    assert [out.results[j.key]["square"] for j in jobs] == [0, 1, 4]
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +232,7 @@ def test_sharded_evaluation_merges_to_the_single_process_report(tmp_path: Path, 
         assert torch.equal(ra.correct, rb.correct) and torch.equal(ra.robust, rb.robust)
 
 
-def test_cli_sharded_eval_matches_the_plain_eval_and_status_lists_the_shards(tmp_path: Path) -> None:
+def test_cli_sharded_eval_matches_the_plain_eval_takes_a_helpers_shards_and_status_lists_them(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from arnas_zoo.cli import main
@@ -179,10 +244,17 @@ def test_cli_sharded_eval_matches_the_plain_eval_and_status_lists_the_shards(tmp
     plain = runner.invoke(main, ["eval", *common, "--json", str(tmp_path / "plain.json")])
     assert plain.exit_code == 0, plain.output
     run = tmp_path / "run"
-    sharded = runner.invoke(
-        main, ["eval", *common, "--shard-size", "8", "--run-dir", str(run), "--json", str(tmp_path / "s.json")]
-    )
+    shards = ["--shard-size", "8", "--run-dir", str(run)]
+    # a helper (--join) with the run's options makes the run's jobs: alone, it runs all three, reports nothing
+    helper = runner.invoke(main, ["eval", *common, *shards, "--join"])
+    assert helper.exit_code == 0 and f"helped {run}: ran 3 of its 3 shards" in helper.output, helper.output
+    written = {p.name: p.stat().st_mtime_ns for p in (run / "jobs").glob("*.meta.json")}
+    assert len(written) == 3 and not list(tmp_path.glob("s.json"))
+    sharded = runner.invoke(main, ["eval", *common, *shards, "--json", str(tmp_path / "s.json")])
     assert sharded.exit_code == 0, sharded.output
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "jobs").glob("*.meta.json")} == written  # all reused
+    ray = runner.invoke(main, ["eval", *common, *shards, "--backend", "ray", "--join"])
+    assert ray.exit_code == 2 and "--join helps a run of the local backend" in ray.output
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("plain.json", "s.json"))
     assert [(r["attack"], r["robust_accuracy"]) for r in a["results"]] == [
         (r["attack"], r["robust_accuracy"]) for r in b["results"]

@@ -161,3 +161,42 @@ def test_compare_merges_each_models_reports_then_compares_them_under_their_model
         f"arnas.cifar10_linf_cpu_c16l20_mix,resnet18.cifar10_linf_cpu_w27_mix --json {root}/comparison.json"
     )
     assert (root / "comparison.txt").read_text().strip() == compare  # the table is kept beside the JSON
+
+
+def _pool_for(cmd: list[str], env: dict[str, str], seconds: float) -> str:
+    """What a pool worker printed in its first ``seconds`` (it is still waiting then: killed)."""
+    worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    with pytest.raises(subprocess.TimeoutExpired):
+        worker.communicate(timeout=seconds)
+    worker.kill()
+    return worker.communicate()[0]
+
+
+def test_a_worker_with_nothing_free_helps_the_running_autoattack_with_the_same_command_and_join(tmp_path) -> None:
+    root = tmp_path / "zoo"
+    (root / "arnas_c16").mkdir(parents=True)
+    (root / "arnas_c16.done").write_text("")
+    # the AutoAttack step is held by a live worker (its lock)
+    holder = subprocess.Popen(["flock", str(root / ".aa_arnas_c16.lock"), "sleep", "30"], start_new_session=True)
+    try:
+        env = {**os.environ, "ARNAS_ZOO_CLI": "/bin/echo", "ZOO_POOL_POLL_S": "0.3"}
+        cmd = ["bash", str(SCRIPT), "pool", str(root), "aa:arnas_c16"]
+        early = _pool_for(cmd, env, 1.5)
+        assert "waiting" in early and "helping" not in early  # its PGD rows not written yet: nothing to help
+        (root / "arnas_c16" / "best.eval1000.json").write_text("{}")
+        assert "helping" not in _pool_for(cmd, {**env, "ZOO_POOL_JOIN": "0"}, 1.5)  # the switch
+        worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        with pytest.raises(subprocess.TimeoutExpired):
+            worker.communicate(timeout=1.5)
+        (root / "arnas_c16.aa.done").write_text("")  # the holder's run finished
+        out = worker.communicate(timeout=10)[0]
+        assert worker.returncode == 0 and out.rstrip().endswith("every step done"), out
+        helps = [line for line in out.splitlines() if line.startswith("eval ")]
+        assert len(helps) >= 2 and len(set(helps)) == 1  # it helps again after each wait, the same command
+        aa = f"eval {root}/arnas_c16/best --dataset cifar10 --split test --n 1000 --attacks aa --batch-size 64"
+        tail = f"--shard-size 64 --run-dir {root}/arnas_c16-aa --json {root}/arnas_c16/best.aa1000.json --join"
+        assert helps[0] == f"{aa} {tail}"  # the leading run's command (test_the_queue_...) plus --join
+        assert "pool: helping aa:arnas_c16 with its shards" in out
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()

@@ -153,6 +153,12 @@ def threat_settings(
     help="where shard results live (a rerun skips finished shards) [runs/eval-jobs]",
 )
 @click.option(
+    "--join",
+    is_flag=True,
+    help="help the sharded evaluation another process runs with these same options in --run-dir: run the "
+    "shards nobody has finished or holds, then exit (that run writes the report)",
+)
+@click.option(
     "--strict",
     is_flag=True,
     help=f"exit {EXIT_CHECK_FAILED} when a sanity check fails (for scripts and CI; the report is still written)",
@@ -181,6 +187,7 @@ def eval_command(
     address: str | None,
     max_parallel: int | None,
     run_dir: str | None,
+    join: bool,
     strict: bool,
 ) -> None:
     """Robust accuracy of MODEL (folder, Hub id org/name[@rev], pretrained or registry name) under attacks.
@@ -206,7 +213,7 @@ def eval_command(
         check_n=check_n,
         progress=progress_for(quiet),
     )
-    if shard_size is not None or backend is not None or address is not None or run_dir is not None:
+    if join or shard_size is not None or backend is not None or address is not None or run_dir is not None:
         if loaded.kind == "arch":
             raise click.UsageError("sharded evaluation needs a trained model (folder, Hub id or pretrained name)")
         if download:
@@ -226,8 +233,11 @@ def eval_command(
             address=address,
             max_parallel=max_parallel,
             device=device,
+            join=join,
             **common,
         )
+        if report is None:  # --join: the run it helped writes the report
+            return
     else:
         data = evaluation_data(
             dataset, split=split, data_dir=data_dir, n=n, val_size=val_size, device=dev, download=download
@@ -247,11 +257,20 @@ def _show_report(report: Any, json_out: str | None, strict: bool) -> None:
         sys.exit(EXIT_CHECK_FAILED)
 
 
-def _eval_sharded(model: str, loaded: LoadedModel, **kwargs: Any) -> Any:
-    """The points split into jobs (arnas_zoo.evaluate.shards), merged into one report."""
-    from arnas_zoo.evaluate.shards import evaluate_sharded
+def _eval_sharded(model: str, loaded: LoadedModel, join: bool, **kwargs: Any) -> Any:
+    """The points split into jobs (arnas_zoo.evaluate.shards), merged into one report; with ``join``, only
+    the shards another process's run of the same options has not finished or taken (None: no report)."""
+    from arnas_zoo.evaluate.shards import evaluate_sharded, help_sharded
 
-    return evaluate_sharded(model, model_info=loaded.info(), **kwargs)
+    if not join:
+        return evaluate_sharded(model, model_info=loaded.info(), **kwargs)
+    if kwargs["backend"] != "local":
+        raise click.UsageError("--join helps a run of the local backend (on this machine)")
+    for unused in ("backend", "address", "max_parallel", "checks", "check_n"):
+        kwargs.pop(unused)
+    ran, total = help_sharded(model, **kwargs)
+    click.echo(f"helped {kwargs['run_dir']}: ran {ran} of its {total} shards; the run it helps writes the report")
+    return None
 
 
 @click.command("transfer")

@@ -23,6 +23,7 @@ import torch
 from arnas_zoo.errors import ConfigError
 from arnas_zoo.evaluate.report import AttackResult, EvaluationReport, fraction, pack_mask, unpack_mask
 from arnas_zoo.jobs import Job, run_jobs
+from arnas_zoo.jobs_help import help_jobs
 from arnas_zoo.progress import Progress
 
 
@@ -235,25 +236,8 @@ def evaluate_sharded(
     into jobs of ``shard_size`` points run by ``backend``; resumable in ``run_dir``."""
     from arnas_zoo.hub import load
 
-    data = _data({"dataset": dataset, "split": split, "data_dir": data_dir, "n": n, "val_size": val_size}, "cpu")
-    gpus = 1.0 if device.startswith("cuda") else 0.0
-    jobs = shard_jobs(
-        model,
-        dataset=dataset,
-        n_points=len(data),
-        attacks=attacks,
-        eps=eps,
-        norm=norm,
-        batch_size=batch_size,
-        seed=seed,
-        shard_size=shard_size,
-        split=split,
-        data_dir=data_dir,
-        n=n,
-        val_size=val_size,
-        device=device,
-        gpus=gpus,
-    )
+    where = {"dataset": dataset, "split": split, "data_dir": data_dir, "n": n, "val_size": val_size}
+    data, jobs = _plan(model, where, attacks, eps, norm, batch_size, seed, shard_size, device)
     done = run_jobs(jobs, run_dir, backend=backend, address=address, max_parallel=max_parallel, progress=progress)
     loaded = load(model, device="cpu")
     return merge_shards(
@@ -269,3 +253,51 @@ def evaluate_sharded(
         model_info=model_info,
         device="cpu" if device == "auto" else device,
     )
+
+
+def _plan(
+    model: str,
+    where: dict[str, Any],
+    attacks: list[str],
+    eps: float,
+    norm: str,
+    batch_size: int,
+    seed: int,
+    shard_size: int | None,
+    device: str,
+) -> tuple[Any, list[Job]]:
+    """The points (``where``: dataset, split, data_dir, n, val_size) and the jobs that evaluate them."""
+    data = _data(where, "cpu")
+    gpus = 1.0 if device.startswith("cuda") else 0.0
+    jobs = shard_jobs(
+        model, n_points=len(data), attacks=attacks, eps=eps, norm=norm, batch_size=batch_size, seed=seed,
+        shard_size=shard_size, device=device, gpus=gpus, **where,
+    )  # fmt: skip
+    return data, jobs
+
+
+def help_sharded(
+    model: str,
+    *,
+    dataset: str,
+    attacks: list[str],
+    eps: float,
+    run_dir: str | Path,
+    norm: str = "linf",
+    n: int | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
+    val_size: int | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    shard_size: int | None = None,
+    device: str = "auto",
+    progress: bool | Progress = True,
+) -> tuple[int, int]:
+    """Help an :func:`evaluate_sharded` run of the same arguments in ``run_dir`` (local backend, another
+    process, e.g. on another core): run the shards nobody has finished or holds, then return (shards
+    run here, shards in all). The run takes these shards' results and writes the report; a helper
+    writes none. Arguments must be the run's exactly, or the jobs differ and nothing is shared."""
+    where = {"dataset": dataset, "split": split, "data_dir": data_dir, "n": n, "val_size": val_size}
+    _, jobs = _plan(model, where, attacks, eps, norm, batch_size, seed, shard_size, device)
+    return help_jobs(jobs, run_dir, progress=progress).ran, len(jobs)

@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -94,3 +95,24 @@ def _describe(text: str) -> str:
         return f"{info.get('what', 'run')} (pid {info['pid']} on {info['host']}, since {since}: {command})"
     except (ValueError, KeyError, TypeError):
         return "process (its lock file is unreadable)"
+
+
+@contextlib.contextmanager
+def job_claim(folder: str | Path, key: str, *, wait: bool) -> Iterator[bool]:
+    """``with job_claim(jobs_dir, key, wait=False) as mine:`` -- an exclusive ``flock`` on
+    ``jobs_dir/KEY.claim`` for the block, so that processes sharing a job folder (a run and its helpers,
+    ``arnas-zoo eval --join``) never run one job twice. ``mine`` is False when another process holds it
+    and ``wait`` is False; with ``wait`` the block starts once the holder is done (its result is then on
+    disk, or the holder died and the job is free). Without ``fcntl``: always True."""
+    if fcntl is None:  # pragma: no cover
+        yield True
+        return
+    path = Path(folder) / f"{key}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            yield False
+            return
+        yield True  # closing the file releases the flock
