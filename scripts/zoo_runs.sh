@@ -15,9 +15,11 @@
 # is not done, not held by another worker (a flock on ROOT/.STEP.lock, released when its process ends) and
 # ready (an AutoAttack step waits for its training), and waits (ZOO_POOL_POLL_S, default 120 s) while every
 # step left is running elsewhere or waiting, so a core that finishes early takes the next step instead of idling.
-# A pool's `compare` step waits for every AutoAttack step of its list, then compares those models. A worker
-# with no step free helps another worker's AutoAttack (`eval --join`: it runs shards the other has not taken;
-# ZOO_POOL_JOIN=0 turns this off), then looks at the list again.
+# A pool's `compare` step waits for every AutoAttack step of its list, then compares those models. An
+# AutoAttack another worker runs (its PGD rows written) is helped before any step later in the list is
+# started (`eval --join`: this worker runs the shards the other has not taken, then moves on down the list;
+# ZOO_POOL_JOIN=0 turns helping off). A running step is not interrupted: a pool started again (each session)
+# decides afresh.
 set -u
 cd "$(dirname "$0")/.."
 ZOO=${ARNAS_ZOO_CLI:-.venv/bin/arnas-zoo}
@@ -128,18 +130,8 @@ all_attacked() {  # ROOT NAME...: every NAME's AutoAttack is done
   for name in "$@"; do [ -f "$root/$name.aa.done" ] || return 1; done
 }
 
-help_attack() {  # ROOT STEP...: with nothing free for this worker, lend it to an AutoAttack another worker
-  # runs (one whose PGD rows are written), then return to the list; false when there is none
-  local root=$1 step
-  shift
-  for step in "$@"; do
-    [ "${step#aa:}" = "$step" ] && continue
-    [ -f "$(marker "$step" "$root")" ] || [ ! -f "$root/${step#aa:}/best.eval1000.json" ] && continue
-    echo "$(date -u '+%F %T') pool: helping $step with its shards"
-    aa_shards "${step#aa:}" "$root" --join || echo "$(date -u '+%F %T') pool: helping $step stopped (exit $?)"
-    return 0
-  done
-  return 1
+helpable() {  # ROOT STEP: an AutoAttack step under way (its PGD rows written) that another worker may share
+  [ "${ZOO_POOL_JOIN:-1}" = 1 ] && [ "${2#aa:}" != "$2" ] && [ -f "$1/${2#aa:}/best.eval1000.json" ]
 }
 
 pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's order is the priority
@@ -155,6 +147,7 @@ pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's 
   case " $* " in
     *" compare "*) [ "${#attacked[@]}" -ge 2 ] || { echo "compare needs two or more aa:NAME steps in the list" >&2; exit 2; } ;;
   esac
+  local helped=" "  # AutoAttack steps this worker helped since it last waited
   while :; do
     pending=0 ran=0
     for step in "$@"; do
@@ -163,9 +156,19 @@ pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's 
       # an AutoAttack step is ready once its training is done; compare once every AutoAttack is
       [ "${step#aa:}" != "$step" ] && [ ! -f "$root/${step#aa:}.done" ] && continue
       [ "$step" = compare ] && ! all_attacked "$root" "${attacked[@]}" && continue
+      case $helped in *" $step "*) continue ;; esac
       lock="$root/.${step/:/_}.lock"
       exec {fd}>"$lock"
-      flock -n "$fd" || { exec {fd}>&-; continue; }  # another worker runs it
+      if ! flock -n "$fd"; then  # another worker runs it
+        exec {fd}>&-
+        helpable "$root" "$step" || continue
+        # an AutoAttack under way comes before any step later in the list: share its shards first
+        echo "$(date -u '+%F %T') pool: helping $step with its shards"
+        aa_shards "${step#aa:}" "$root" --join || echo "$(date -u '+%F %T') pool: helping $step stopped (exit $?)"
+        helped+="$step "
+        ran=1
+        break
+      fi
       # done by another worker between the check above and the lock
       [ -f "$(marker "$step" "$root")" ] && { exec {fd}>&-; continue; }
       echo "$(date -u '+%F %T') pool: $step"
@@ -186,7 +189,8 @@ pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's 
     done
     [ "$pending" = 0 ] && { echo "$(date -u '+%F %T') pool: every step done"; return 0; }
     [ "$ran" = 1 ] && continue
-    [ "${ZOO_POOL_JOIN:-1}" = 1 ] && help_attack "$root" "$@" && waiting=""
+    # nothing else to do: after the wait, help again (shards a stopped helper left, if any)
+    [ "$helped" != " " ] && helped=" " waiting=""
     [ -z "$waiting" ] && echo "$(date -u '+%F %T') pool: waiting; every step left runs elsewhere or waits for its training"
     waiting=1
     sleep "${ZOO_POOL_POLL_S:-120}"

@@ -197,6 +197,12 @@ def test_a_worker_with_nothing_free_helps_the_running_autoattack_with_the_same_c
         tail = f"--shard-size 64 --run-dir {root}/arnas_c16-aa --json {root}/arnas_c16/best.aa1000.json --join"
         assert helps[0] == f"{aa} {tail}"  # the leading run's command (test_the_queue_...) plus --join
         assert "pool: helping aa:arnas_c16 with its shards" in out
+        # an AutoAttack under way is helped before a step later in the list starts; then the worker moves on
+        (root / "arnas_c16.aa.done").unlink()
+        out = _pool_for([*cmd, "darts_v2_c15"], env, 2.0)  # it then waits for the held step: killed
+        calls = [line.split()[0] for line in out.splitlines() if line.startswith(("eval ", "train "))]
+        assert calls[:2] == ["eval", "train"] and out.index("--join") < out.index("train darts_v2"), out
+        assert (root / "darts_v2_c15.done").is_file()
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
