@@ -17,10 +17,11 @@
 # step left is running elsewhere or waiting, so a core that finishes early takes the next step instead of idling.
 # A pool's `compare` step waits for every AutoAttack step of its list, then compares those models. An
 # AutoAttack another worker runs (its PGD rows written) is helped before any step later in the list is
-# started (`eval --join`: this worker runs the shards the other has not taken, then moves on down the list;
-# ZOO_POOL_JOIN=0 turns helping off). A running step is not interrupted: a pool started again (each session)
-# decides afresh.
+# started (`eval --join`: this worker runs the shards the other has not taken, then moves on down the list),
+# and a training listed after it yields to it (stopped with its state saved, resumed after the help;
+# checked every ZOO_POOL_YIELD_S, default 60 s). ZOO_POOL_JOIN=0 turns helping and yielding off.
 set -u
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 ZOO=${ARNAS_ZOO_CLI:-.venv/bin/arnas-zoo}
 export OMP_NUM_THREADS=1 ARNAS_ZOO_SAVE_EVERY_S=${ARNAS_ZOO_SAVE_EVERY_S:-600}
@@ -134,6 +135,38 @@ helpable() {  # ROOT STEP: an AutoAttack step under way (its PGD rows written) t
   [ "${ZOO_POOL_JOIN:-1}" = 1 ] && [ "${2#aa:}" != "$2" ] && [ -f "$1/${2#aa:}/best.eval1000.json" ]
 }
 
+held() {  # ROOT STEP: another process holds STEP's pool lock
+  local fd
+  exec {fd}>"$1/.${2/:/_}.lock"
+  if flock -n "$fd"; then exec {fd}>&-; return 1; fi
+  exec {fd}>&-
+}
+
+train_yielding() {  # ROOT STEP LIST...: train STEP; stop it (state saved; status 75) once an AutoAttack listed
+  # before STEP runs on another worker and can be helped (and this worker has not helped it yet), so that
+  # this worker helps it first. The training runs in its own process group (setsid), which is signalled and
+  # waited for as a whole.
+  local root=$1 step=$2 pid earlier i
+  shift 2
+  setsid bash "$SELF" train "$step" "$root" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    for ((i = 0; i < ${ZOO_POOL_YIELD_S:-60}; i++)); do kill -0 "$pid" 2>/dev/null || break 2; sleep 1; done
+    for earlier in "$@"; do
+      [ "$earlier" = "$step" ] && break
+      [ -f "$(marker "$earlier" "$root")" ] && continue
+      case ${helped:-} in *" $earlier "*) continue ;; esac  # (pool's) helped already: its shards are all taken
+      helpable "$root" "$earlier" && held "$root" "$earlier" || continue
+      echo "$(date -u '+%F %T') pool: stopping $step (state saved) to help $earlier first"
+      kill -TERM -- "-$pid" 2>/dev/null
+      while kill -0 -- "-$pid" 2>/dev/null; do sleep 1; done  # until no process of the group is left
+      wait "$pid"
+      return 75
+    done
+  done
+  wait "$pid"
+}
+
 pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's order is the priority
   local root=$1 step lock fd pending ran waiting=""
   shift
@@ -175,10 +208,11 @@ pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's 
       case $step in
         compare) compare "$root" "${attacked[@]}" ;;
         aa:*) aa "${step#aa:}" "$root" ;;
-        *) train "$step" "$root" ;;
+        *) if [ "${ZOO_POOL_JOIN:-1}" = 1 ]; then train_yielding "$root" "$step" "$@"; else train "$step" "$root"; fi ;;
       esac || {
         local rc=$?
         exec {fd}>&-
+        [ "$rc" = 75 ] && { ran=1; break; }  # yielded to an AutoAttack listed before it: help it, then resume
         echo "$(date -u '+%F %T') pool: $step stopped (exit $rc); rerun the same pool to continue"
         return 1
       }

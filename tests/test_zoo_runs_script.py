@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,12 @@ def test_two_pool_workers_share_the_list_run_each_step_once_and_attack_only_trai
     root = tmp_path / "zoo"
     log = tmp_path / "calls.log"
     fake = tmp_path / "fake_cli.sh"
-    # A stand-in for arnas-zoo: logs its start and end, with the worker's pid, and takes a little time.
-    fake.write_text(f'#!/bin/bash\necho "start $PPID $1 $2" >> {log}\nsleep 1\necho "end $PPID $1 $2" >> {log}\n')
+    # A stand-in for arnas-zoo: logs its start and end, with its parent's pid (the worker's, or for a training
+    # the pid of the training's own shell, whose parent is the worker), and takes a little time.
+    fake.write_text(
+        f'#!/bin/bash\nw="$PPID $(ps -o ppid= -p $PPID | tr -d " ")"\n'
+        f'echo "start $w $1 $2" >> {log}\nsleep 1\necho "end $w $1 $2" >> {log}\n'
+    )
     fake.chmod(0o755)
     steps = ["arnas_c16", "resnet18_w27", "aa:arnas_c16", "darts_v2_c15", "aa:resnet18_w27", "compare"]
     env = {**os.environ, "ARNAS_ZOO_CLI": str(fake), "ZOO_POOL_POLL_S": "0.2"}
@@ -67,7 +72,9 @@ def test_two_pool_workers_share_the_list_run_each_step_once_and_attack_only_trai
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     outputs = [w.communicate(timeout=60)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
-    events = [line.split() for line in log.read_text().splitlines()]
+    pids = {str(w.pid) for w in workers}
+    # (start|end, worker pid, command, argument)
+    events = [(e[0], e[1] if e[1] in pids else e[2], *e[3:]) for e in map(str.split, log.read_text().splitlines())]
     started = [(e[2], e[3]) for e in events if e[0] == "start"]
     # every step ran exactly once across both workers (an AutoAttack step evaluates twice: PGD rows, then AA)
     assert sorted(started) == sorted(
@@ -87,8 +94,8 @@ def test_two_pool_workers_share_the_list_run_each_step_once_and_attack_only_trai
     # the comparison comes last, after every AutoAttack has ended
     last_eval_end = max(i for i, e in enumerate(events) if e[0] == "end" and e[2] == "eval")
     first_merge = min(i for i, e in enumerate(events) if e[2] == "merge")
-    assert last_eval_end < first_merge and events[-1][:3] == ["end", events[-1][1], "compare"]
-    assert len({e[1] for e in events}) == 2  # both workers did work
+    assert last_eval_end < first_merge and events[-1][:3] == ("end", events[-1][1], "compare")
+    assert {e[1] for e in events} == pids  # both workers did work
     for name in ("arnas_c16", "resnet18_w27"):  # no AutoAttack before its training ended
         trained = events.index(
             next(e for e in events if e[0] == "end" and e[2] == "train" and e[3] == name.split("_")[0])
@@ -206,3 +213,62 @@ def test_a_worker_with_nothing_free_helps_the_running_autoattack_with_the_same_c
     finally:
         os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
+
+
+def test_a_training_yields_to_an_earlier_autoattack_under_way_then_resumes(tmp_path) -> None:
+    root = tmp_path / "zoo"
+    (root / "arnas_c16").mkdir(parents=True)
+    (root / "arnas_c16.done").write_text("")
+    log, slow = tmp_path / "calls.log", tmp_path / "slow"
+    fake = tmp_path / "fake_cli.sh"
+    # a training that runs until SIGTERM (logged) while `slow` exists, and ends at once otherwise
+    fake.write_text(
+        f'#!/bin/bash\necho "start $1 $*" >> {log}\n'
+        f'if [ "$1" = train ] && [ -f {slow} ]; then trap \'echo "term $1" >> {log}; exit 143\' TERM; '
+        f"sleep 30 & wait $!; fi\n"
+        f'echo "end $1" >> {log}\n'
+    )
+    fake.chmod(0o755)
+    slow.write_text("")
+    holder = subprocess.Popen(["flock", str(root / ".aa_arnas_c16.lock"), "sleep", "60"], start_new_session=True)
+    env = {**os.environ, "ARNAS_ZOO_CLI": str(fake), "ZOO_POOL_POLL_S": "0.3", "ZOO_POOL_YIELD_S": "1"}
+    worker = subprocess.Popen(
+        ["bash", str(SCRIPT), "pool", str(root), "aa:arnas_c16", "darts_v2_c15"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+
+        def logged(text: str) -> bool:
+            return log.exists() and text in log.read_text()
+
+        def wait_for(text: str) -> None:
+            for _ in range(200):
+                if logged(text):
+                    return
+                time.sleep(0.05)
+            raise AssertionError(f"{text!r} never logged: {log.read_text() if log.exists() else ''}")
+
+        wait_for("start train")  # nothing to help yet (no PGD rows): the training started
+        time.sleep(1.5)
+        assert not logged("term")  # and is not stopped while the AutoAttack cannot be helped
+        (root / "arnas_c16" / "best.eval1000.json").write_text("{}")  # the other worker's AutoAttack is under way
+        wait_for("term train")
+        wait_for("start eval")
+        slow.unlink()
+        wait_for("end train")
+        (root / "arnas_c16.aa.done").write_text("")
+        out = worker.communicate(timeout=20)[0]
+    finally:
+        worker.kill()
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert worker.returncode == 0 and out.rstrip().endswith("every step done"), out
+    calls = [line.split()[:2] for line in log.read_text().splitlines()]
+    assert calls[:5] == [["start", "train"], ["term", "train"], ["start", "eval"], ["end", "eval"], ["start", "train"]]
+    assert "--join" in log.read_text().splitlines()[2] and calls[5] == ["end", "train"]
+    assert "stopping darts_v2_c15 (state saved) to help aa:arnas_c16 first" in out
+    trainings = [line for line in log.read_text().splitlines() if line.startswith("start train")]
+    assert trainings[0].replace(" --resume", "") == trainings[1].replace(" --resume", "")  # the same run resumed
+    assert (root / "darts_v2_c15.done").is_file() and "stopped (exit" not in out
