@@ -18,7 +18,8 @@ the run's checkpoint reproduces their clean outcomes on their points, before any
 is for weights over the bundled caps (``tests/test_zoo_models.py``): the entry's folder and its Hub-ready
 copy (``DIR/hub``, with the model card, to review) are written there instead of into the package, nothing
 is registered, and the two commands that publish that copy (``export hub --reuse``) and register it are
-printed: a Hub entry is pinned to the commit its upload makes.
+printed: a Hub entry is pinned to the commit its upload makes. ``--index`` adds a ``--reports`` entry to
+another registry file (its folder and ``MODEL_CARD.md`` beside it), e.g. to try the bundled path on a copy.
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ def main() -> int:
     parser.add_argument("--hub-folder", type=Path, default=None, help="build a Hub folder here instead of bundling")
     parser.add_argument("--repo-id", default=None, help="with --hub-folder: the Hub repository, org/name")
     parser.add_argument("--goals", default=None, help="goal lines for the card, e.g. clean=0.75,autoattack=0.40")
+    parser.add_argument(
+        "--index", type=Path, default=INDEX, help="with --reports: the registry to add to; the bundled folder and "
+        "MODEL_CARD.md go beside it unless it is the package's [arnas_zoo/pretrained/index.json]",
+    )  # fmt: skip
     args = parser.parse_args()
+    args.index = args.index.resolve()
+    if args.index != INDEX and args.reports is None:
+        parser.error("--index other than the package's needs --reports (evaluating loads the package's entries)")
     if args.hub_folder is not None and (args.reports is None or args.repo_id is None):
         parser.error("--hub-folder needs --reports (its evaluations) and --repo-id")
     if args.goals:
@@ -71,12 +79,12 @@ def main() -> int:
     source = args.run / "best"
     if not (source / "model.safetensors").is_file():
         parser.error(f"{source}: no checkpoint (is the run finished?)")
-    names = {e.name for e in read_index(INDEX)}
+    names = {e.name for e in read_index(args.index)}
     if args.supersedes and args.supersedes not in names:
         parser.error(f"--supersedes: no registry entry named {args.supersedes}")
     config = read_config(source)
     dataset = json.loads((source / "metrics.json").read_text())["training"]["train_data"]["dataset"]
-    target = args.hub_folder or INDEX.parent / args.name
+    target = args.hub_folder or args.index.parent / args.name
     # merged and verified against the run's checkpoint before anything is copied: a refusal leaves nothing
     metrics = merged_metrics(source, args.name, args.reports, args.split) if args.reports is not None else None
     training = copy_run(source, target, str(config.name), dataset, args.replace, args.threads)
@@ -101,14 +109,15 @@ def add_entry(target: Path, args: argparse.Namespace) -> int:
     from arnas_zoo.pretrained import index_entry, parse_goals, read_index, write_index
     from export.card import render_zoo_card
 
-    entries = [e for e in read_index(INDEX) if e.name != args.name]
+    entries = [e for e in read_index(args.index) if e.name != args.name]
     if args.supersedes:
         entries = [replace(e, superseded_by=args.name) if e.name == args.supersedes else e for e in entries]
     entry = index_entry(target, args.name, description=args.description)
     if args.goals:
         entry = replace(entry, goals=parse_goals(args.goals))
-    write_index(INDEX, [*entries, entry])
-    (REPO / "MODEL_CARD.md").write_text(render_zoo_card(read_index(INDEX)))
+    write_index(args.index, [*entries, entry])
+    card = REPO / "MODEL_CARD.md" if args.index == INDEX else args.index.parent / "MODEL_CARD.md"
+    card.write_text(render_zoo_card(read_index(args.index)))
     return 0
 
 
@@ -144,7 +153,7 @@ def hub_folder(folder: Path, args: argparse.Namespace) -> int:
         f"  arnas-zoo export register {folder} --name {args.name} --repo-id {args.repo_id} --revision COMMIT "
         f"--description {json.dumps(args.description)}"
         + (f" --goals {args.goals}" if args.goals else "")
-        + f" --index {INDEX.relative_to(REPO)}"
+        + f" --index {args.index.relative_to(REPO) if args.index.is_relative_to(REPO) else args.index}"
     )
     return 0
 

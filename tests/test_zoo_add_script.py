@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,32 @@ def test_the_hub_folder_rehearses_its_publish_and_a_card_the_weights_do_not_give
     bad = subprocess.run(rehearse, capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "FAILED: pgd5: per-point outcomes differ" in bad.stdout and "FAILED: fgsm" not in bad.stdout
+
+
+def test_reports_become_a_bundled_entry_with_goals_in_the_index_given(run, tmp_path) -> None:
+    """The bundled path (the zoo's cell networks): the entry's folder beside the index, every file pinned,
+    the goal lines recorded, the card regenerated; the package's own index and card untouched."""
+    from arnas_zoo.checkpoint import sha256_file
+    from arnas_zoo.pretrained import read_index
+
+    package_index, card = REPO / "arnas_zoo" / "pretrained" / "index.json", REPO / "MODEL_CARD.md"
+    before = package_index.read_bytes(), card.read_bytes()
+    index = tmp_path / "pretrained" / "index.json"
+    index.parent.mkdir()
+    shutil.copyfile(package_index, index)
+    name = "arnas.digits_linf_bundled"
+    args = [str(run), name, "--description", "a test model", "--reports", str(run / "pgd.json"), str(run / "apgd.json")]
+    done = _zoo_add(*args, "--goals", "clean=0.9,autoattack=0.5", "--index", str(index))
+    assert done.returncode == 0, done.stderr
+    (entry,) = [e for e in read_index(index) if e.name == name]
+    folder = index.parent / name
+    assert entry.folder == name and dict(entry.goals or ()) == {"clean": 0.9, "autoattack": 0.5}
+    assert all(sha256_file(folder / f) == digest for f, digest in entry.pins().items())
+    assert load_folder(folder).auxiliary_head is None
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert [r["attack"] for r in metrics["results"]] == ["fgsm", "pgd5", "apgd-ce"] and metrics["protocol"]["disjoint"]
+    assert len(read_index(index)) == len(read_index(package_index)) + 1
+    assert name in (index.parent / "MODEL_CARD.md").read_text()
+    assert (package_index.read_bytes(), card.read_bytes()) == before
+    refused = _zoo_add(str(run), "arnas.digits_linf_x", "--description", "x", "--index", str(index))
+    assert refused.returncode == 2 and "needs --reports" in refused.stderr
