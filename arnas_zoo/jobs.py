@@ -421,12 +421,14 @@ def _run_local(todo: Iterable[Job], run_dir: Path, retries: int, out: JobSetResu
             task.update(1, job=job.name())
 
 
-def _run_claimed(job: Job, run_dir: Path, retries: int, out: JobSetResult) -> None:
-    """Run a job this process has claimed, unless its result appeared meanwhile (a helper's)."""
+def _run_claimed(job: Job, run_dir: Path, retries: int, out: JobSetResult, take_finished: bool = True) -> None:
+    """Run a job this process has claimed, unless its result appeared meanwhile (another process's: taken
+    into ``out`` as skipped when ``take_finished``)."""
     done = read_result(run_dir, job)
     if done is not None:
-        out.results[job.key] = done
-        out.skipped += 1
+        if take_finished:
+            out.results[job.key] = done
+            out.skipped += 1
         return
     for attempt in range(1, retries + 2):
         try:

@@ -16,7 +16,7 @@ def help_jobs(
     """Run, in this process, the jobs of ``jobs`` that are neither finished nor held by another process,
     and return: a second core's help to a :func:`run_jobs` (local backend) of the same jobs in
     ``run_dir``. That run takes the helper's results and merges; the helper merges nothing and does
-    not take the run folder's lock. ``results`` holds only what this call ran."""
+    not take the run folder's lock. ``results`` holds only the jobs this call ran."""
     run_dir = Path(run_dir)
     out = JobSetResult()
     todo = [job for job in {j.key: j for j in jobs}.values() if read_result(run_dir, job) is None]
@@ -25,7 +25,7 @@ def help_jobs(
             with job_claim(_jobs_dir(run_dir), job.key, wait=False) as mine:
                 if mine:
                     _resolve(_target(job.kind))
-                    _run_claimed(job, run_dir, retries, out)
+                    _run_claimed(job, run_dir, retries, out, take_finished=False)  # finished by the run meanwhile
             task.update(1, job=job.name())
     if out.failed:
         raise JobsFailed(out.failed)
