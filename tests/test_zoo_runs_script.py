@@ -221,10 +221,10 @@ def test_a_training_yields_to_an_earlier_autoattack_under_way_then_resumes(tmp_p
     (root / "arnas_c16.done").write_text("")
     log, slow = tmp_path / "calls.log", tmp_path / "slow"
     fake = tmp_path / "fake_cli.sh"
-    # a training that runs until SIGTERM (logged) while `slow` exists, and ends at once otherwise
+    # the first training (it takes the file `slow`) runs until SIGTERM (logged); a later one ends at once
     fake.write_text(
         f'#!/bin/bash\necho "start $1 $*" >> {log}\n'
-        f'if [ "$1" = train ] && [ -f {slow} ]; then trap \'echo "term $1" >> {log}; exit 143\' TERM; '
+        f'if [ "$1" = train ] && rm {slow} 2>/dev/null; then trap \'echo "term $1" >> {log}; exit 143\' TERM; '
         f"sleep 30 & wait $!; fi\n"
         f'echo "end $1" >> {log}\n'
     )
@@ -256,7 +256,6 @@ def test_a_training_yields_to_an_earlier_autoattack_under_way_then_resumes(tmp_p
         (root / "arnas_c16" / "best.eval1000.json").write_text("{}")  # the other worker's AutoAttack is under way
         wait_for("term train")
         wait_for("start eval")
-        slow.unlink()
         wait_for("end train")
         (root / "arnas_c16.aa.done").write_text("")
         out = worker.communicate(timeout=20)[0]
