@@ -266,8 +266,6 @@ def _eval_sharded(model: str, loaded: LoadedModel, join: bool, **kwargs: Any) ->
         return evaluate_sharded(model, model_info=loaded.info(), **kwargs)
     if kwargs["backend"] != "local":
         raise click.UsageError("--join helps a run of the local backend (on this machine)")
-    for unused in ("backend", "address", "max_parallel", "checks", "check_n"):
-        kwargs.pop(unused)
     ran, total = help_sharded(model, **kwargs)
     click.echo(f"helped {kwargs['run_dir']}: ran {ran} of its {total} shards; the run it helps writes the report")
     return None

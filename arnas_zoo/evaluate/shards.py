@@ -15,6 +15,7 @@ creation time aside: ``tests/test_jobs.py``).
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -276,28 +277,16 @@ def _plan(
     return data, jobs
 
 
-def help_sharded(
-    model: str,
-    *,
-    dataset: str,
-    attacks: list[str],
-    eps: float,
-    run_dir: str | Path,
-    norm: str = "linf",
-    n: int | None = None,
-    split: str = "test",
-    data_dir: str | None = None,
-    val_size: int | None = None,
-    batch_size: int = 128,
-    seed: int = 0,
-    shard_size: int | None = None,
-    device: str = "auto",
-    progress: bool | Progress = True,
-) -> tuple[int, int]:
-    """Help an :func:`evaluate_sharded` run of the same arguments in ``run_dir`` (local backend, another
-    process, e.g. on another core): run the shards nobody has finished or holds, then return (shards
-    run here, shards in all). The run takes these shards' results and writes the report; a helper
-    writes none. Arguments must be the run's exactly, or the jobs differ and nothing is shared."""
-    where = {"dataset": dataset, "split": split, "data_dir": data_dir, "n": n, "val_size": val_size}
-    _, jobs = _plan(model, where, attacks, eps, norm, batch_size, seed, shard_size, device)
-    return help_jobs(jobs, run_dir, progress=progress).ran, len(jobs)
+def help_sharded(model: str, **options: Any) -> tuple[int, int]:
+    """Help an :func:`evaluate_sharded` run with the same ``options`` (its keyword arguments, defaults
+    included) in ``run_dir`` (local backend, another process, e.g. on another core): run the shards nobody
+    has finished or holds, then return (shards run here, shards in all). The run takes these shards'
+    results and writes the report; a helper writes none. The options must be the run's, or the jobs differ
+    and nothing is shared; those that only concern the report (checks, backend, ...) are ignored."""
+    a = inspect.signature(evaluate_sharded).bind(model, **options)
+    a.apply_defaults()
+    kw = a.arguments
+    where = {k: kw[k] for k in ("dataset", "split", "data_dir", "n", "val_size")}
+    plan = (kw["attacks"], kw["eps"], kw["norm"], kw["batch_size"], kw["seed"], kw["shard_size"], kw["device"])
+    _, jobs = _plan(model, where, *plan)
+    return help_jobs(jobs, kw["run_dir"], progress=kw["progress"]).ran, len(jobs)
