@@ -20,6 +20,10 @@
 # started (`eval --join`: this worker runs the shards the other has not taken, then moves on down the list),
 # and a training listed after it yields to it (stopped with its state saved, resumed after the help;
 # checked every ZOO_POOL_YIELD_S, default 60 s). ZOO_POOL_JOIN=0 turns helping and yielding off.
+# ZOO_PARK=DEST (a folder on a volume that outlives the machine, or hf://ORG/NAME with HF_TOKEN) keeps ROOT
+# there: a worker starting on an empty ROOT first unparks it (`arnas-zoo unpark`), one worker parks it every
+# ZOO_PARK_EVERY_S (default 1800 s) and when the list is done; `bash scripts/zoo_runs.sh park ROOT` parks
+# it now (after stopping the pool, so that the states the stop saved go with it).
 set -u
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -167,10 +171,45 @@ train_yielding() {  # ROOT STEP LIST...: train STEP; stop it (state saved; statu
   wait "$pid"
 }
 
+park_now() {  # ROOT: snapshot ROOT to ZOO_PARK (verified; refused if ROOT is behind the last park there)
+  [ -n "${ZOO_PARK:-}" ] || { echo "ZOO_PARK is not set: nowhere to park" >&2; return 2; }
+  nice -n 10 "$ZOO" park "$1" "$ZOO_PARK"
+}
+
+unpark_empty() {  # ROOT: with ZOO_PARK set, a ROOT holding no run yet (a new machine) takes what is parked
+  [ -n "${ZOO_PARK:-}" ] || return 0
+  local fd rc=0
+  exec {fd}>"$1/.unpark.lock"
+  flock "$fd"  # the other worker waits here, then finds ROOT filled
+  if ! compgen -G "$1/*.done" >/dev/null && ! compgen -G "$1/*/train_state.safetensors" >/dev/null; then
+    echo "$(date -u '+%F %T') pool: no run in $1 yet; unparking $ZOO_PARK"
+    "$ZOO" unpark "$ZOO_PARK" "$1" --missing-ok || rc=$?
+  fi
+  exec {fd}>&-
+  return "$rc"
+}
+
+worker_alive() {  # PID: this subshell's parent is still the worker PID (once the worker ends, even as an
+  # unreaped zombie, its children pass to another parent)
+  [ "$(ps -o ppid= -p "$BASHPID" 2>/dev/null | tr -d ' ')" = "$1" ]
+}
+
+parker() {  # ROOT PID: park ROOT every ZOO_PARK_EVERY_S while the worker PID lives; one parker per ROOT
+  local fd i
+  exec {fd}>"$1/.parker.lock"
+  flock -n "$fd" || return 0
+  while worker_alive "$2"; do
+    for ((i = 0; i < ${ZOO_PARK_EVERY_S:-1800}; i++)); do worker_alive "$2" || return 0; sleep 1; done
+    park_now "$1" || echo "$(date -u '+%F %T') pool: parking $1 failed (exit $?); next try in ${ZOO_PARK_EVERY_S:-1800} s"
+  done
+}
+
 pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's order is the priority
   local root=$1 step lock fd pending ran waiting=""
   shift
   mkdir -p "$root"
+  unpark_empty "$root" || { echo "$(date -u '+%F %T') pool: unparking $ZOO_PARK failed; nothing started" >&2; return 1; }
+  [ -n "${ZOO_PARK:-}" ] && parker "$root" "$$" &
   local -a attacked=()  # the models of the list's AutoAttack steps: what its compare step compares
   for step in "$@"; do
     [ "$step" = compare ] && continue
@@ -221,7 +260,11 @@ pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's 
       ran=1 waiting=""
       break  # from the top: an earlier step may have become ready
     done
-    [ "$pending" = 0 ] && { echo "$(date -u '+%F %T') pool: every step done"; return 0; }
+    if [ "$pending" = 0 ]; then
+      echo "$(date -u '+%F %T') pool: every step done"
+      [ -z "${ZOO_PARK:-}" ] || park_now "$root"
+      return
+    fi
     [ "$ran" = 1 ] && continue
     # nothing else to do: after the wait, help again (shards a stopped helper left, if any)
     [ "$helped" != " " ] && helped=" " waiting=""
@@ -236,5 +279,6 @@ case "${1:-}" in
   queue) shift; queue "${1:?root folder}" "${@:2}" ;;
   compare) shift; compare "${1:?root folder}" "${@:2}" ;;
   pool) shift; pool "${1:?root folder}" "${@:2}" ;;
+  park) park_now "${2:?root folder}" ;;
   *) sed -n '2,18p' "$0"; exit 2 ;;
 esac

@@ -12,7 +12,9 @@ Two servers, both on free local ports:
   with its NDJSON body, ``/api/models/{repo}/tag/{rev}``). Each commit becomes a real git commit in
   olah's mirrors folder, so what was uploaded is then downloaded through olah. It answers
   ``uploadMode: regular`` to every preupload (files travel base64 inside the NDJSON commit; no LFS
-  or Xet storage is emulated) and supports commits to ``main`` only.
+  or Xet storage is emulated) and supports commits to ``main`` only. Given ``read_from`` (olah's
+  endpoint), it passes every GET and HEAD on to olah, so one endpoint both writes and reads, as the Hub
+  does (a park reads the last park's manifest before it writes).
 """
 
 from __future__ import annotations
@@ -167,7 +169,41 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._reply(404, {"error": "the upload test double serves no downloads; use olah"})
+        if self.server.read_from is None:
+            return self._reply(404, {"error": "the upload test double serves no downloads; use olah"})
+        self._forward()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        if self.server.read_from is None:
+            return self._reply(404, {"error": "the upload test double serves no downloads; use olah"})
+        self._forward()
+
+    def _forward(self) -> None:
+        """Pass a read on to olah (``read_from``) unchanged, so one endpoint both writes and reads."""
+        import urllib.error
+        import urllib.request
+
+        class _NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+                return None  # the client follows redirects itself, to olah's own address
+
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "authorization")}
+        request = urllib.request.Request(self.server.read_from + self.path, headers=headers, method=self.command)
+        try:
+            answer = urllib.request.build_opener(_NoRedirect).open(request, timeout=30)
+        except urllib.error.HTTPError as exc:
+            answer = exc
+        body = answer.read()
+        self.send_response(answer.status)
+        for key, value in answer.headers.items():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                self.send_header(key, value)
+        # a HEAD answer states the size of the body a GET would bring
+        size = answer.headers.get("Content-Length", "0") if self.command == "HEAD" else str(len(body))
+        self.send_header("Content-Length", size)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def do_POST(self) -> None:  # noqa: N802
         path = unquote(urlsplit(self.path).path)
@@ -249,6 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _DoubleHTTPServer(ThreadingHTTPServer):
+    read_from: str | None
     mirrors: Path
     endpoint: str
     token: str | None
@@ -259,8 +296,9 @@ class _DoubleHTTPServer(ThreadingHTTPServer):
 class HubUploadDouble:
     """The upload test double (see the module docstring), writing git repos into ``mirrors``."""
 
-    def __init__(self, mirrors: Path, token: str | None = None) -> None:
+    def __init__(self, mirrors: Path, token: str | None = None, read_from: str | None = None) -> None:
         self.server = _DoubleHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.read_from = read_from  # olah's endpoint: reads are passed on to it (None: no reads)
         self.server.mirrors = mirrors
         self.server.token = token
         self.server.requests = []

@@ -271,3 +271,56 @@ def test_a_training_yields_to_an_earlier_autoattack_under_way_then_resumes(tmp_p
     trainings = [line for line in log.read_text().splitlines() if line.startswith("start train")]
     assert trainings[0].replace(" --resume", "") == trainings[1].replace(" --resume", "")  # the same run resumed
     assert (root / "darts_v2_c15.done").is_file() and "stopped (exit" not in out
+
+
+def test_a_pool_with_zoo_park_unparks_an_empty_root_and_parks_what_it_finished(tmp_path) -> None:
+    import json
+    import sys
+
+    from arnas_zoo.runs.park import park
+
+    # a stand-in CLI: park and unpark are the real commands, everything else is echoed
+    fake = tmp_path / "cli.sh"
+    fake.write_text('#!/bin/bash\ncase $1 in park | unpark) exec "$PY" -m arnas_zoo.cli "$@" ;; *) echo "$@" ;; esac\n')
+    fake.chmod(0o755)
+    env = {
+        **os.environ,
+        "ARNAS_ZOO_CLI": str(fake),
+        "PY": sys.executable,
+        "PYTHONPATH": str(SCRIPT.parents[1]),
+        "ZOO_POOL_POLL_S": "0.2",
+    }
+    steps = ["arnas_c16", "darts_v2_c15"]
+    # a first machine finished arnas_c16 and parked its ROOT
+    first, dest = tmp_path / "machine1", tmp_path / "volume"
+    (first / "arnas_c16").mkdir(parents=True)
+    (first / "arnas_c16" / "log.jsonl").write_text("{}\n")
+    (first / "arnas_c16.done").write_text("")
+    park(first, str(dest))
+    # a second machine starts the same pool on an empty ROOT
+    root = tmp_path / "machine2"
+    worker = subprocess.run(
+        ["bash", str(SCRIPT), "pool", str(root), *steps],
+        capture_output=True,
+        text=True,
+        env={**env, "ZOO_PARK": str(dest)},
+        timeout=60,
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert "unparking" in worker.stdout and "1 files added" not in worker.stdout  # two files: marker and log
+    assert "pool: arnas_c16" not in worker.stdout and "pool: darts_v2_c15" in worker.stdout
+    latest = dest / "parks" / (dest / "LATEST").read_text().strip()
+    parked = json.loads((latest / "PARKED.json").read_text())["files"]
+    assert sorted(parked) == ["arnas_c16.done", "arnas_c16/log.jsonl", "darts_v2_c15.done"]
+    # nothing parked yet: a first start goes ahead and parks at the end
+    fresh = subprocess.run(
+        ["bash", str(SCRIPT), "pool", str(tmp_path / "m3"), "darts_v2_c15"],
+        capture_output=True,
+        text=True,
+        env={**env, "ZOO_PARK": str(tmp_path / "new_volume")},
+        timeout=60,
+    )
+    assert fresh.returncode == 0 and "nothing to unpark" in fresh.stdout, fresh.stdout + fresh.stderr
+    assert (tmp_path / "new_volume" / "LATEST").is_file()
+    bare = subprocess.run(["bash", str(SCRIPT), "park", str(root)], capture_output=True, text=True, env=env)
+    assert bare.returncode == 2 and "ZOO_PARK is not set" in bare.stderr
