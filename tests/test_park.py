@@ -95,7 +95,7 @@ def test_park_leaves_out_locks_claims_temporaries_and_previous_states(tmp_path):
     manifest = json.loads((snap / MANIFEST).read_text())
     assert sorted(manifest["files"]) == ["a.done", "a/jobs/k1.json", "a/log.jsonl", "a/train_state.safetensors"]
     assert manifest["runs"]["a"]["epoch"] == 1 and manifest["runs"]["a"]["step"] == 3
-    assert parked.files == 4 and "a: run" not in parked.format() and "epoch 1" in parked.format()
+    assert parked.files == 4 and "a: training epoch 2 of ?, step 3 of ?" in parked.format()
     assert not (root / ".park.lock").read_text()  # the lock file exists only as a lock
     verify_snapshot(snap)
 

@@ -92,9 +92,12 @@ class Unparked:
 
 
 def _position(run: dict[str, Any]) -> str:
-    epochs = f"/{run['epochs']}" if run.get("epochs") else ""
-    steps = f"/{run['steps_per_epoch']}" if run.get("steps_per_epoch") else ""
-    return f"{run.get('kind', 'run')} epoch {run.get('epoch')}{epochs}, step {run.get('step')}{steps}"
+    """As ``arnas-zoo status`` says it: the header counts finished epochs, the position is in the next one."""
+    epoch, epochs = int(run.get("epoch") or 0), run.get("epochs")
+    if epochs and epoch >= epochs:
+        return f"{run.get('kind', 'run')} finished: {epoch} of {epochs} epochs"
+    steps = run.get("steps_per_epoch") or "?"
+    return f"{run.get('kind', 'run')} epoch {epoch + 1} of {epochs or '?'}, step {run.get('step')} of {steps}"
 
 
 def sha256_of(path: Path) -> str:
