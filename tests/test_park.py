@@ -20,7 +20,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from arnas_zoo.checkpoint import load_folder
+from arnas_zoo.checkpoint import load_folder, sha256_file
 from arnas_zoo.cli import main
 from arnas_zoo.errors import CheckpointError, ConfigError, RunFolderBusyError, UntrustedFileError
 from arnas_zoo.run_status import run_position
@@ -115,7 +115,7 @@ def test_unpark_adds_missing_files_skips_identical_and_refuses_differences_unles
     assert (Path(done.set_aside) / "a" / "jobs" / "k1.json").read_text() == '{"result": 2}'  # nothing lost
 
 
-@pytest.mark.parametrize("damage", ["flip", "extra", "missing", "escape", "state"])
+@pytest.mark.parametrize("damage", ["flip", "extra", "missing", "escape", "state", "position"])
 def test_unpark_refuses_a_damaged_park_before_writing_anything(tmp_path, damage):
     root = _root(tmp_path)
     park(root, str(tmp_path / "dest"))
@@ -132,14 +132,15 @@ def test_unpark_refuses_a_damaged_park_before_writing_anything(tmp_path, damage)
     elif damage == "escape":
         manifest["files"]["../outside"] = manifest["files"].pop("a.done")
         (snap / MANIFEST).write_text(json.dumps(manifest))
+    elif damage == "position":
+        manifest["runs"]["a"]["epoch"] = "9"
+        (snap / MANIFEST).write_text(json.dumps(manifest))
     else:  # a state whose bytes and listed digest agree but whose own digest does not: re-listed after editing
         path = snap / "a" / "train_state.safetensors"
         data = bytearray(path.read_bytes())
         data[-1] ^= 1
         path.write_bytes(bytes(data))
-        from arnas_zoo.runs.park import sha256_of
-
-        manifest["files"]["a/train_state.safetensors"]["sha256"] = sha256_of(path)
+        manifest["files"]["a/train_state.safetensors"]["sha256"] = sha256_file(path)
         (snap / MANIFEST).write_text(json.dumps(manifest))
     target = tmp_path / "new"
     with pytest.raises((UntrustedFileError, CheckpointError)):

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import shutil
 import socket
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from arnas_zoo.atomic import atomic_write_json, atomic_write_text
+from arnas_zoo.checkpoint import sha256_file
 from arnas_zoo.errors import CheckpointError, ConfigError, RunFolderBusyError, UntrustedFileError
 from arnas_zoo.runs.park_manifest import MANIFEST, SCHEMA, NothingParkedError, read_manifest, skipped
 
@@ -48,7 +48,6 @@ __all__ = ["MANIFEST", "NothingParkedError", "Parked", "Unparked", "park", "snap
 PARK_LOCK = ".park.lock"
 HUB_PREFIX = "hf://"
 COPY_TRIES = 3
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -98,14 +97,6 @@ def _position(run: dict[str, Any]) -> str:
         return f"{run.get('kind', 'run')} finished: {epoch} of {epochs} epochs"
     steps = run.get("steps_per_epoch") or "?"
     return f"{run.get('kind', 'run')} epoch {epoch + 1} of {epochs or '?'}, step {run.get('step')} of {steps}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _files(root: Path) -> list[str]:
@@ -182,7 +173,7 @@ def snapshot(root: str | os.PathLike[str], staged: str | os.PathLike[str]) -> di
         "host": socket.gethostname(),
         "source": str(root.resolve()),
         "arnas_zoo": __version__,
-        "files": {rel: {"bytes": (staged / rel).stat().st_size, "sha256": sha256_of(staged / rel)} for rel in files},
+        "files": {rel: {"bytes": (staged / rel).stat().st_size, "sha256": sha256_file(staged / rel)} for rel in files},
         "runs": _positions(staged, files),
     }
     atomic_write_json(staged / MANIFEST, manifest, sort_keys=True)
@@ -207,7 +198,7 @@ def verify_snapshot(folder: str | os.PathLike[str], extra_ok: tuple[str, ...] = 
         path = folder / rel
         if not path.is_file() or path.is_symlink():
             raise UntrustedFileError(f"{folder}: {rel} is listed in {MANIFEST} but missing")
-        if path.stat().st_size != entry.get("bytes") or sha256_of(path) != entry["sha256"]:
+        if path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry["sha256"]:
             raise UntrustedFileError(f"{path}: differs from {MANIFEST} (size or SHA-256); the park is damaged")
         if _is_state(rel):
             read_state(path)
@@ -334,7 +325,7 @@ def _restore(staged: Path, root: Path, manifest: dict[str, Any], force: bool, un
         local = root / rel
         if not local.exists():
             unparked.added.append(rel)
-        elif local.is_file() and sha256_of(local) == entry["sha256"]:
+        elif local.is_file() and sha256_file(local) == entry["sha256"]:
             unparked.identical.append(rel)
         else:
             conflicts.append(rel)

@@ -55,4 +55,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         _safe_relative(rel)
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             raise UntrustedFileError(f"{folder / MANIFEST}: bad entry for {rel[:80]!r}")
+    runs = manifest.get("runs", {})
+    if not isinstance(runs, dict) or not all(_is_position(run) for run in runs.values()):
+        raise UntrustedFileError(f"{folder / MANIFEST}: bad run positions (each needs an integer epoch and step)")
     return manifest
+
+
+def _is_position(run: Any) -> bool:
+    return isinstance(run, dict) and all(type(run.get(k)) is int and run[k] >= 0 for k in ("epoch", "step"))
