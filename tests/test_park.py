@@ -105,6 +105,10 @@ def test_unpark_adds_missing_files_skips_identical_and_refuses_differences_unles
     park(root, str(tmp_path / "dest"))
     (root / "a" / "log.jsonl").unlink()
     (root / "a" / "jobs" / "k1.json").write_text('{"result": 2}')
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    dry = unpark(str(tmp_path / "dest"), root, dry_run=True)
+    assert dry.added == ["a/log.jsonl"] and dry.replaced == ["a/jobs/k1.json"] and "nothing written" in dry.format()
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
     with pytest.raises(ConfigError, match="differ from the parked ones"):
         unpark(str(tmp_path / "dest"), root)
     assert not (root / "a" / "log.jsonl").exists()  # a refused unpark writes nothing

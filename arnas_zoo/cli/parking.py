@@ -41,10 +41,13 @@ def park_command(root: str, dest: str, keep: int, force: bool, as_json: bool) ->
 @click.argument("root", type=click.Path(file_okay=False))
 @click.option("--at", default=None, help="an earlier snapshot: its folder name, or a Hub commit or tag [latest]")
 @click.option("--force", is_flag=True, help="take the parked version of files that differ (ROOT's are moved aside)")
+@click.option("--dry-run", is_flag=True, help="verify the park and say what it would add and replace; write nothing")
 @click.option("--missing-ok", is_flag=True, help="exit 0 when SOURCE holds no park yet (a first start)")
 @click.option("--json", "as_json", is_flag=True, help="print what was done as JSON")
 @friendly_errors
-def unpark_command(source: str, root: str, at: str | None, force: bool, missing_ok: bool, as_json: bool) -> None:
+def unpark_command(
+    source: str, root: str, at: str | None, force: bool, dry_run: bool, missing_ok: bool, as_json: bool
+) -> None:
     """Bring runs parked at SOURCE back into ROOT; resume them with the same commands as before.
 
     Every file is checked against PARKED.json and every state's digest before anything is written. Files
@@ -54,7 +57,7 @@ def unpark_command(source: str, root: str, at: str | None, force: bool, missing_
     from arnas_zoo.runs.park import NothingParkedError, unpark
 
     try:
-        done = unpark(source, root, force=force, at=at)
+        done = unpark(source, root, force=force, at=at, dry_run=dry_run)
     except NothingParkedError as exc:
         if not missing_ok:
             raise

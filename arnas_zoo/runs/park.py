@@ -79,13 +79,27 @@ class Unparked:
     set_aside: str | None = None
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     parked_at: str = ""
+    dry_run: bool = False  # nothing written: added and replaced are what an unpark would do
 
     def format(self) -> str:
-        lines = [
-            f"unparked {self.source} (parked {self.parked_at}): {len(self.added)} files added, "
-            f"{len(self.identical)} already identical, {len(self.replaced)} replaced"
-            + (f" (the local versions moved to {self.set_aside})" if self.set_aside else "")
-        ]
+        if self.dry_run:
+            head = (
+                f"dry run, nothing written: {self.source} (parked {self.parked_at}) verified; it would add "
+                f"{len(self.added)} files, skip {len(self.identical)} identical ones, and {len(self.replaced)} "
+                "differ from ROOT's (taken only with --force)"
+                + (
+                    f": {', '.join(self.replaced[:4])}{', ...' if len(self.replaced) > 4 else ''}"
+                    if self.replaced
+                    else ""
+                )
+            )
+        else:
+            head = (
+                f"unparked {self.source} (parked {self.parked_at}): {len(self.added)} files added, "
+                f"{len(self.identical)} already identical, {len(self.replaced)} replaced"
+                + (f" (the local versions moved to {self.set_aside})" if self.set_aside else "")
+            )
+        lines = [head]
         lines += [f"  {name}: {_position(run)}" for name, run in sorted(self.runs.items())]
         return "\n".join(lines)
 
@@ -318,8 +332,8 @@ def _latest_in_folder(dest: Path, at: str | None) -> Path:
     return folder
 
 
-def _restore(staged: Path, root: Path, manifest: dict[str, Any], force: bool, unparked: Unparked) -> None:
-    """Copy the verified snapshot into ROOT: add, skip identical, replace (moving the local version aside)."""
+def _plan(root: Path, manifest: dict[str, Any], unparked: Unparked) -> list[str]:
+    """Sort the parked files into ROOT's missing ones (added) and identical ones; return those that differ."""
     conflicts = []
     for rel, entry in sorted(manifest["files"].items()):
         local = root / rel
@@ -329,6 +343,12 @@ def _restore(staged: Path, root: Path, manifest: dict[str, Any], force: bool, un
             unparked.identical.append(rel)
         else:
             conflicts.append(rel)
+    return conflicts
+
+
+def _restore(staged: Path, root: Path, manifest: dict[str, Any], force: bool, unparked: Unparked) -> None:
+    """Copy the verified snapshot into ROOT: add, skip identical, replace (moving the local version aside)."""
+    conflicts = _plan(root, manifest, unparked)
     if conflicts and not force:
         raise ConfigError(
             f"{root}: {len(conflicts)} files differ from the parked ones ({', '.join(conflicts[:4])}"
@@ -350,11 +370,19 @@ def _restore(staged: Path, root: Path, manifest: dict[str, Any], force: bool, un
 
 
 def unpark(
-    source: str, root: str | os.PathLike[str], *, force: bool = False, at: str | None = None, token: str | None = None
+    source: str,
+    root: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    at: str | None = None,
+    dry_run: bool = False,
+    token: str | None = None,
 ) -> Unparked:
-    """Bring the latest snapshot parked at ``source`` (or the one named ``at``) back into ROOT, verified first."""
+    """Bring the latest snapshot parked at ``source`` (or the one named ``at``) back into ROOT, verified first.
+
+    ``dry_run``: verify the snapshot and say what would be added, skipped and replaced; write nothing."""
     root = Path(root)
-    unparked = Unparked(source=source)
+    unparked = Unparked(source=source, dry_run=dry_run)
     with tempfile.TemporaryDirectory(prefix="unpark-") as tmp:
         if source.startswith(HUB_PREFIX):
             from arnas_zoo.runs.park_hub import download
@@ -364,8 +392,11 @@ def unpark(
         else:
             staged = _latest_in_folder(Path(source), at)
             manifest = verify_snapshot(staged)
-        root.mkdir(parents=True, exist_ok=True)
-        with _park_lock(root):
-            _restore(staged, root, manifest, force, unparked)
+        if dry_run:
+            unparked.replaced = _plan(root, manifest, unparked)
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            with _park_lock(root):
+                _restore(staged, root, manifest, force, unparked)
     unparked.runs, unparked.parked_at = manifest.get("runs") or {}, str(manifest.get("parked_at", "?"))
     return unparked
