@@ -7,6 +7,8 @@
 #   bash scripts/zoo_runs.sh queue ROOT arnas_c16 aa:arnas_c16 darts_v2_c15 ...   # in order; skips done steps
 #   bash scripts/zoo_runs.sh pool ROOT arnas_c16 aa:arnas_c16 arnas_cpu_s0_c15 ... compare  # one per core
 #   bash scripts/zoo_runs.sh compare ROOT arnas_c16 resnet18_w27 ...  # merge each model's reports, compare them
+#   bash scripts/zoo_runs.sh stop ROOT       # stop a pool: workers, steps (states saved), park (ZOO_PARK), status
+#   ZOO_PARK=DEST bash scripts/zoo_runs.sh park ROOT   # snapshot ROOT to DEST now (arnas-zoo park)
 #
 # ROOT holds one folder per run (default runs/zoo). Every step runs on one thread at nice 10. A step that
 # exits 0 leaves ROOT/NAME.done (or ROOT/NAME.aa.done) and is skipped from then on; a step stopped by
@@ -23,7 +25,9 @@
 # ZOO_PARK=DEST (a folder on a volume that outlives the machine, or hf://ORG/NAME with HF_TOKEN) keeps ROOT
 # there: a worker starting on an empty ROOT first unparks it (`arnas-zoo unpark`), one worker parks it every
 # ZOO_PARK_EVERY_S (default 1800 s) and when the list is done; `bash scripts/zoo_runs.sh park ROOT` parks
-# it now (after stopping the pool, so that the states the stop saved go with it).
+# it now (after stopping the pool, so that the states the stop saved go with it). `bash scripts/zoo_runs.sh stop
+# ROOT` stops a pool at the end of a session: workers, then each step with SIGTERM (states saved), then a park
+# (with ZOO_PARK), then `arnas-zoo status ROOT`.
 set -u
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -204,6 +208,28 @@ parker() {  # ROOT PID: park ROOT every ZOO_PARK_EVERY_S while the worker PID li
   done
 }
 
+stop_pool() {  # ROOT (as the pool was given it): stop the pool on ROOT, losing nothing. Its workers (and parker) go
+  # first, so that no step starts; then every step under ROOT is resumed if paused and sent SIGTERM (a training
+  # saves its state, an evaluation keeps its finished shards) and waited for; then, with ZOO_PARK set, ROOT is
+  # parked; last, where each run stands
+  local root=${1%/} step_re pids waited=0
+  step_re="$(basename "$ZOO") (train|eval) .*$root/"
+  pkill -f "zoo_runs\.sh pool $root " && echo "$(date -u '+%F %T') stop: the pool's workers on $root ended"
+  pids=$(pgrep -f -- "$step_re" | tr '\n' ' ')
+  if [ -n "$pids" ]; then
+    # shellcheck disable=SC2086  # a list of pids
+    kill -CONT $pids 2>/dev/null; kill -TERM $pids 2>/dev/null
+    echo "$(date -u '+%F %T') stop: SIGTERM to the steps under $root (pids $pids); waiting for them to save and end"
+    while pgrep -f -- "$step_re" >/dev/null; do
+      sleep 1
+      waited=$((waited + 1))
+      [ "$waited" -lt "${ZOO_STOP_WAIT_S:-900}" ] || { echo "stop: steps still running after $waited s: $(pgrep -af -- "$step_re")" >&2; return 1; }
+    done
+  fi
+  if [ -n "${ZOO_PARK:-}" ]; then park_now "$root" || return; fi
+  "$ZOO" status "$root"
+}
+
 pool() {  # ROOT STEP...: like queue, but shared by several workers; the list's order is the priority
   local root=$1 step lock fd pending ran waiting=""
   shift
@@ -280,5 +306,6 @@ case "${1:-}" in
   compare) shift; compare "${1:?root folder}" "${@:2}" ;;
   pool) shift; pool "${1:?root folder}" "${@:2}" ;;
   park) park_now "${2:?root folder}" ;;
-  *) sed -n '2,18p' "$0"; exit 2 ;;
+  stop) stop_pool "${2:?root folder}" ;;
+  *) sed -n '2,28p' "$0"; exit 2 ;;
 esac

@@ -324,3 +324,42 @@ def test_a_pool_with_zoo_park_unparks_an_empty_root_and_parks_what_it_finished(t
     assert (tmp_path / "new_volume" / "LATEST").is_file()
     bare = subprocess.run(["bash", str(SCRIPT), "park", str(root)], capture_output=True, text=True, env=env)
     assert bare.returncode == 2 and "ZOO_PARK is not set" in bare.stderr
+
+
+def test_stop_ends_the_pool_then_its_steps_with_sigterm_even_paused_ones_and_reports_status(tmp_path) -> None:
+    root = tmp_path / "zoo"
+    log = tmp_path / "steps.log"
+    fake = tmp_path / "cli.sh"
+    # a stand-in training that saves and exits 130 on SIGTERM, as arnas-zoo train does
+    fake.write_text(
+        "#!/bin/bash\ncase $1 in\n"
+        f"  train) trap 'echo saved >> {log}; exit 130' TERM; echo started >> {log}; while :; do sleep 0.1; done ;;\n"
+        '  status) echo "status $2" ;;\n  *) echo "$@" ;;\nesac\n'
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "ARNAS_ZOO_CLI": str(fake), "ZOO_POOL_POLL_S": "0.2"}
+    worker = subprocess.Popen(
+        ["bash", str(SCRIPT), "pool", str(root), "arnas_c16", "darts_v2_c15"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "started" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        step = subprocess.run(["pgrep", "-f", f"cli.sh train .*{root}/"], capture_output=True, text=True)
+        assert step.stdout.strip(), "the stand-in training did not start"
+        os.kill(int(step.stdout.split()[0]), signal.SIGSTOP)  # paused, as for a benchmark
+        stop = subprocess.run(
+            ["bash", str(SCRIPT), "stop", str(root)], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "workers on" in stop.stdout and stop.stdout.rstrip().endswith(f"status {root}")
+        assert worker.wait(timeout=10) is not None
+        assert log.read_text().split() == ["started", "saved"]  # resumed, then stopped with its state saved
+        assert not list(root.glob("*.done"))  # a stopped step is not done
+        assert subprocess.run(["pgrep", "-f", f"cli.sh train .*{root}/"], capture_output=True).returncode == 1
+    finally:
+        worker.kill()
+        subprocess.run(["pkill", "-KILL", "-f", f"cli.sh train .*{root}/"], check=False)
