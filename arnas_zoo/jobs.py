@@ -222,9 +222,16 @@ def input_digests(job: Job, run_dir: Path) -> dict[str, str]:
     return {str(p): (_sha256(Path(p)) if Path(p).is_file() else "missing") for p in paths}
 
 
-def _digest(key: bytes, job: Job, inputs: dict[str, str], result: Any) -> str:
-    body = json.dumps({"job": job.description, "inputs": inputs, "result": result}, sort_keys=True)
+def _digest(key: bytes, description: Any, inputs: Any, result: Any) -> str:
+    body = json.dumps({"job": description, "inputs": inputs, "result": result}, sort_keys=True)
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def signed_with(key: bytes, record: Any) -> bool:
+    """Whether a result record's digest was made with ``key`` (its inputs and job are checked when it is read)."""
+    digest = record.get("digest") if isinstance(record, dict) else None
+    made = _digest(key, record.get("job"), record.get("inputs"), record.get("result")) if digest else ""
+    return isinstance(digest, str) and hmac.compare_digest(digest, made)
 
 
 def _record(job: Job, inputs: dict[str, str], result: Any, key: bytes) -> dict[str, Any]:
@@ -233,7 +240,7 @@ def _record(job: Job, inputs: dict[str, str], result: Any, key: bytes) -> dict[s
         "job": job.description,
         "inputs": inputs,
         "result": result,
-        "digest": _digest(key, job, inputs, result),
+        "digest": _digest(key, job.description, inputs, result),
     }
 
 
@@ -268,7 +275,7 @@ def _problem(record: Any, job: Job, run_dir: Path, key: bytes) -> str | None:
     inputs = record["inputs"]
     if not isinstance(inputs, dict) or not isinstance(record["digest"], str):
         return "malformed"
-    if not hmac.compare_digest(record["digest"], _digest(key, job, inputs, record["result"])):
+    if not hmac.compare_digest(record["digest"], _digest(key, job.description, inputs, record["result"])):
         return "its digest does not match its content (edited, corrupted, or written without this user's key)"
     now = input_digests(job, run_dir)
     changed = sorted(p for p in set(now) | set(inputs) if now.get(p) != inputs.get(p))

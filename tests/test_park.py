@@ -269,3 +269,21 @@ def test_unpark_missing_ok_is_a_first_start(tmp_path):
     runner = CliRunner()
     out = runner.invoke(main, ["unpark", str(tmp_path / "never"), str(tmp_path / "root"), "--missing-ok"])
     assert out.exit_code == 0 and "nothing to unpark" in out.output, out.output
+
+
+def test_unpark_says_when_finished_shards_were_signed_with_another_key(tmp_path, monkeypatch):
+    from arnas_zoo.jobs import Job, _record, read_result
+
+    job = Job("counted", {"i": 1})
+    root = _root(tmp_path)
+    other_machine, this_machine = bytes(range(32)), bytes(range(1, 33))
+    (root / "a" / "jobs" / f"{job.key}.json").write_text(json.dumps(_record(job, {}, {"ok": 1}, other_machine)))
+    park(root, str(tmp_path / "dest"))
+    monkeypatch.setenv("ARNAS_ZOO_JOB_KEY", this_machine.hex())
+    here = unpark(str(tmp_path / "dest"), tmp_path / "new")
+    assert here.foreign_results == 1 and "computed again" in here.format()
+    assert read_result(tmp_path / "new" / "a", job) is None  # what the message warns of: not reused
+    monkeypatch.setenv("ARNAS_ZOO_JOB_KEY", other_machine.hex())
+    same = unpark(str(tmp_path / "dest"), tmp_path / "new2")
+    assert same.foreign_results == 0 and "computed again" not in same.format()
+    assert read_result(tmp_path / "new2" / "a", job) == {"ok": 1}  # the same key: reused

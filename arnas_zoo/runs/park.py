@@ -80,6 +80,7 @@ class Unparked:
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     parked_at: str = ""
     dry_run: bool = False  # nothing written: added and replaced are what an unpark would do
+    foreign_results: int = 0  # signed job results whose digest is not this user's key: they would be recomputed
 
     def format(self) -> str:
         if self.dry_run:
@@ -101,6 +102,12 @@ class Unparked:
             )
         lines = [head]
         lines += [f"  {name}: {_position(run)}" for name, run in sorted(self.runs.items())]
+        if self.foreign_results:
+            lines.append(
+                f"  {self.foreign_results} job results (finished evaluation shards) were signed with another key than "
+                "this user's: they will be computed again. To reuse them, set ARNAS_ZOO_JOB_KEY to the key of the "
+                "machine that ran them (its ~/.cache/arnas-zoo/job-key), and unpark into the same ROOT path"
+            )
         return "\n".join(lines)
 
 
@@ -369,6 +376,24 @@ def _restore(staged: Path, root: Path, manifest: dict[str, Any], force: bool, un
         os.replace(tmp, target)
 
 
+def _foreign_results(staged: Path, files: dict[str, Any]) -> int:
+    """How many signed job results (``.../jobs/KEY.json``) this user's key does not verify."""
+    import json
+
+    from arnas_zoo.jobs import JOBS_DIR, signed_with, signing_key
+
+    key, count = signing_key(), 0
+    for rel in files:
+        parts = rel.split("/")
+        if len(parts) >= 2 and parts[-2] == JOBS_DIR and rel.endswith(".json"):
+            try:
+                record = json.loads((staged / rel).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            count += isinstance(record, dict) and "digest" in record and not signed_with(key, record)
+    return count
+
+
 def unpark(
     source: str,
     root: str | os.PathLike[str],
@@ -392,6 +417,7 @@ def unpark(
         else:
             staged = _latest_in_folder(Path(source), at)
             manifest = verify_snapshot(staged)
+        unparked.foreign_results = _foreign_results(staged, manifest["files"])
         if dry_run:
             unparked.replaced = _plan(root, manifest, unparked)
         else:
