@@ -15,6 +15,13 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "zoo_runs.sh"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
+def _pool_worker(root: Path, steps: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """One pool worker on ``root`` in the background, its output piped."""
+    return subprocess.Popen(
+        ["bash", str(SCRIPT), "pool", str(root), *steps], stdout=subprocess.PIPE, text=True, env=env
+    )
+
+
 def _run(cli: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ARNAS_ZOO_CLI": cli}
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=60)
@@ -115,12 +122,7 @@ def test_a_pool_step_held_by_a_live_lock_is_left_to_its_holder(tmp_path) -> None
     holder = subprocess.Popen(["flock", str(root / ".arnas_c16.lock"), "sleep", "30"], start_new_session=True)
     try:
         env = {**os.environ, "ARNAS_ZOO_CLI": "/bin/echo", "ZOO_POOL_POLL_S": "0.2"}
-        worker = subprocess.Popen(
-            ["bash", str(SCRIPT), "pool", str(root), "arnas_c16", "darts_v2_c15"],
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        worker = _pool_worker(root, ["arnas_c16", "darts_v2_c15"], env)
         with pytest.raises(subprocess.TimeoutExpired):
             worker.communicate(timeout=3)  # darts_v2_c15 done, then it waits on the held step
         worker.kill()
@@ -232,12 +234,7 @@ def test_a_training_yields_to_an_earlier_autoattack_under_way_then_resumes(tmp_p
     slow.write_text("")
     holder = subprocess.Popen(["flock", str(root / ".aa_arnas_c16.lock"), "sleep", "60"], start_new_session=True)
     env = {**os.environ, "ARNAS_ZOO_CLI": str(fake), "ZOO_POOL_POLL_S": "0.3", "ZOO_POOL_YIELD_S": "1"}
-    worker = subprocess.Popen(
-        ["bash", str(SCRIPT), "pool", str(root), "aa:arnas_c16", "darts_v2_c15"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    worker = _pool_worker(root, ["aa:arnas_c16", "darts_v2_c15"], env)
     try:
 
         def logged(text: str) -> bool:
@@ -338,12 +335,7 @@ def test_stop_ends_the_pool_then_its_steps_with_sigterm_even_paused_ones_and_rep
     )
     fake.chmod(0o755)
     env = {**os.environ, "ARNAS_ZOO_CLI": str(fake), "ZOO_POOL_POLL_S": "0.2"}
-    worker = subprocess.Popen(
-        ["bash", str(SCRIPT), "pool", str(root), "arnas_c16", "darts_v2_c15"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    worker = _pool_worker(root, ["arnas_c16", "darts_v2_c15"], env)
     try:
         deadline = time.monotonic() + 30
         while not (log.exists() and "started" in log.read_text()) and time.monotonic() < deadline:
