@@ -122,6 +122,18 @@ def test_every_command_has_help(runner: CliRunner) -> None:
     ):
         result = runner.invoke(main, args)
         assert result.exit_code == 0 and "Usage" in result.stdout
+    # every built-in command (and group member) says what it does: a docstring click can read, not
+    # an expression that leaves __doc__ empty
+    import click
+
+    from arnas_zoo.cli import COMMANDS
+
+    context = click.Context(main)
+    for name in COMMANDS:
+        command = main.get_command(context, name)
+        assert command is not None and (command.help or "").strip(), f"`arnas-zoo {name} --help` has no description"
+        for sub_name, sub in getattr(command, "commands", {}).items():
+            assert (sub.help or "").strip(), f"`arnas-zoo {name} {sub_name} --help` has no description"
 
 
 def test_pretrained_lists_every_registered_checkpoint(runner: CliRunner) -> None:

@@ -195,6 +195,9 @@ def test_cli_park_and_unpark(tmp_path):
     assert json.loads(out.output)["files"] == 4
     back = runner.invoke(main, ["unpark", str(tmp_path / "dest"), str(tmp_path / "new")])
     assert back.exit_code == 0 and "4 files added" in back.output, back.output
+    for command, says in (("park", "Snapshot the runs under ROOT"), ("unpark", "Bring runs parked at SOURCE")):
+        helped = runner.invoke(main, [command, "--help"])
+        assert helped.exit_code == 0 and says in helped.output, helped.output
     again = runner.invoke(main, ["unpark", str(tmp_path / "nothing"), str(tmp_path / "new2")])
     assert again.exit_code != 0 and "nothing has been parked here" in again.output
 

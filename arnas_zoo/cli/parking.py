@@ -8,8 +8,6 @@ import click
 
 from arnas_zoo.cli.common import friendly_errors
 
-DEST_HELP = "a folder (e.g. on a mounted volume) or hf://ORG/NAME, a private Hugging Face Hub repo (HF_TOKEN)"
-
 
 @click.command("park")
 @click.argument("root", type=click.Path(exists=True, file_okay=False))
@@ -19,17 +17,14 @@ DEST_HELP = "a folder (e.g. on a mounted volume) or hf://ORG/NAME, a private Hug
 @click.option("--json", "as_json", is_flag=True, help="print the park as JSON")
 @friendly_errors
 def park_command(root: str, dest: str, keep: int, force: bool, as_json: bool) -> None:
-    (
-        """Snapshot the runs under ROOT to DEST, verified, so they can resume on another machine.
+    """Snapshot the runs under ROOT to DEST, verified, so they can resume on another machine.
 
-    ROOT is a folder of run folders (`scripts/zoo_runs.sh`'s ROOT) or one run folder. Locks, claims,
+    ROOT is a folder of run folders (`scripts/zoo_runs.sh`'s ROOT) or one run folder. DEST is a folder (e.g.
+    on a mounted volume) or hf://ORG/NAME, a private Hugging Face Hub repo (HF_TOKEN). Locks, claims,
     temporary files and the kept previous states are left out; every resume state is verified after the
     copy; PARKED.json lists each file's SHA-256 and each run's position. Runs may go on while it copies.
-    DEST is """
-        + DEST_HELP
-        + """. `arnas-zoo unpark DEST ROOT` brings it back.
+    `arnas-zoo unpark DEST ROOT` brings it back.
     """
-    )
     from arnas_zoo.runs.park import park
 
     parked = park(root, dest, keep=keep, force=force)
