@@ -177,6 +177,13 @@ def test_folder_parks_keep_the_newest_and_earlier_ones_can_be_unparked(tmp_path)
         unpark(str(dest), tmp_path / "n1", at=names[0])
 
 
+def test_a_destination_inside_root_is_refused(tmp_path):
+    root = _root(tmp_path)
+    for dest in (root, root / "parks"):
+        with pytest.raises(ConfigError, match="every park would hold the ones before it"):
+            park(root, str(dest))
+
+
 def test_one_park_of_a_folder_at_a_time(tmp_path):
     import fcntl
 

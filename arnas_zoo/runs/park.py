@@ -291,6 +291,8 @@ def park(
         raise ConfigError(f"keep: at least 1 snapshot, got {keep}")
     if not root.is_dir():
         raise ConfigError(f"{root}: no such folder of runs to park")
+    if not dest.startswith(HUB_PREFIX) and Path(dest).resolve().is_relative_to(root.resolve()):
+        raise ConfigError(f"{dest}: inside {root}, so every park would hold the ones before it; park elsewhere")
     with _park_lock(root), tempfile.TemporaryDirectory(prefix="arnas-zoo-park-") as tmp:
         staged = Path(tmp) / "snapshot"
         manifest = snapshot(root, staged)
