@@ -23,6 +23,10 @@ convolution with the flipped kernel (:class:`_FlipGrad`): oneDNN's backward-data
 depthwise convolutions is several times slower than its forward here, and attacks need only input
 gradients. Same numerics caveat as space-to-batch.
 
+By default (``ARNAS_ZOO_DW_WGRAD=auto``; ``native`` turns it off) the *weight* gradients of stride-1
+dilated and 5x5 depthwise convolutions on CPU come from :mod:`arnas_zoo.dw_wgrad` (dilation to phases,
+5x5 to 3x3 windows), whose kernels oneDNN runs several times faster than the dilated and 5x5 ones.
+
 On a channels_last input the sub-images are gathered and scattered in NHWC order (one copy each
 way); reshaping through the logical NCHW view instead cost three copies each way and made
 space-to-batch slower than the plain convolution inside a network.
@@ -30,11 +34,16 @@ space-to-batch slower than the plain convolution inside a network.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from arnas_zoo import dw_wgrad
 
 MODES = ("plain", "s2b", "auto")
 _CHOICES: dict[tuple, str] = {}
@@ -87,40 +96,78 @@ def _s2b_nhwc(
     return grid[:, :h_out, :w_out].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
-def flip_enabled() -> bool:
-    """``ARNAS_ZOO_DWGRAD=flip``: depthwise convolutions at stride 1 take the :class:`_FlipGrad` backward."""
-    return os.environ.get("ARNAS_ZOO_DWGRAD", "native") == "flip"
+#: ``ARNAS_ZOO_DWGRAD`` when the environment does not set it: ``native`` everywhere except inside
+#: :func:`training_routes` (the training step and its attack), which makes it ``dilated``.
+_DWGRAD_DEFAULT: contextvars.ContextVar[str] = contextvars.ContextVar("arnas_zoo_dwgrad_default", default="native")
+
+
+@contextlib.contextmanager
+def training_routes() -> Iterator[None]:
+    """Within: dilated depthwise convolutions take the flipped-kernel input gradient unless
+    ``ARNAS_ZOO_DWGRAD`` says otherwise. oneDNN runs a dilated depthwise convolution's backward-data on
+    its generic kernel, 10-40x slower than the same convolution forward (docs/performance.md).
+    Evaluation stays outside, so that re-running a card's attacks takes the gradients it was made with."""
+    token = _DWGRAD_DEFAULT.set("dilated")
+    try:
+        yield
+    finally:
+        _DWGRAD_DEFAULT.reset(token)
+
+
+def flip_enabled(dilation: int = 2) -> bool:
+    """Whether a stride-1 depthwise convolution of this dilation takes the :class:`_FlipGrad` input gradient:
+    ``ARNAS_ZOO_DWGRAD`` = ``flip`` (all), ``dilated`` (dilated ones only) or ``native`` (none); unset, the
+    default of the context (:func:`training_routes`)."""
+    value = os.environ.get("ARNAS_ZOO_DWGRAD")
+    if not value:  # dynamo does not trace a context variable: a compiled step keeps the plain input gradient
+        value = "native" if torch.compiler.is_compiling() else _DWGRAD_DEFAULT.get()
+    return value == "flip" or (value == "dilated" and dilation > 1)
 
 
 class _FlipGrad(torch.autograd.Function):
-    """A stride-1 depthwise convolution whose input gradient is a *forward* depthwise convolution.
+    """A stride-1 depthwise convolution with its own backward: the input gradient as a *forward*
+    depthwise convolution (``flip``), and/or the weight gradient by :mod:`arnas_zoo.dw_wgrad`'s rewrites
+    (``fast_weight``); whichever is not asked for is oneDNN's own.
 
     For stride 1 the input gradient of ``conv(x, w, padding=p, dilation=d)`` is
     ``conv(g, flip(w), padding=d*(k-1)-p, dilation=d)``: the same kind of call as the forward, which
-    oneDNN runs 2-12x faster on this CPU than its own backward-data kernel for depthwise
-    convolutions in channels_last (5x5 at 48 channels, 16x16: 0.46 vs about 5.8 ms at batch 32). The
-    weight gradient stays oneDNN's (``convolution_backward`` asked for the weight only). Numerically
-    the plain gradient to float32 rounding (tests/test_fastconv.py), not bit-identical.
+    oneDNN runs 2-12x faster on an AVX-512 CPU than its own backward-data kernel for depthwise
+    convolutions in channels_last (5x5 at 48 channels, 16x16: 0.46 vs about 5.8 ms at batch 32).
+    ``node`` is the autograd node of the weight's view: the weight gradient is computed only when this
+    backward pass will use it (an attack's ``autograd.grad`` w.r.t. the input, or a search's w.r.t. the
+    architecture, skips it, as oneDNN's own backward does). A backward that builds a graph
+    (``create_graph=True``) takes oneDNN's differentiable kernels. Numerically the plain gradients to
+    float32 rounding (tests/test_fastconv.py, tests/test_dw_wgrad.py), not bit-identical.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int):  # type: ignore[no-untyped-def]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int, flip: bool, node):  # type: ignore[no-untyped-def]
         ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.dilation = padding, dilation
+        ctx.padding, ctx.dilation, ctx.flip, ctx.node = padding, dilation, flip, node
         return F.conv2d(x, weight, None, 1, padding, dilation, weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[no-untyped-def]
         x, weight = ctx.saved_tensors
         p, d, c, k = ctx.padding, ctx.dilation, weight.shape[0], weight.shape[-1]
+        want_x = ctx.needs_input_grad[0]
+        want_w = ctx.needs_input_grad[1] and (ctx.node is None or torch._C._will_engine_execute_node(ctx.node))
+        fast_w = ctx.node is not None and not torch.is_grad_enabled()  # no graph of the backward is being built
         grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
+        if want_x and ctx.flip:
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                grad = grad.contiguous(memory_format=torch.channels_last)  # the layout oneDNN's own backward takes
             grad_x = F.conv2d(grad, weight.flip(-1, -2), None, 1, d * (k - 1) - p, d, c)
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], [p, p], [d, d], False, [0, 0], c, [False, True, False]
-            )[1]
-        return grad_x, grad_w, None, None
+        if want_w and fast_w:
+            grad_w = dw_wgrad.weight_grad(x, grad, k, p, d)
+        native = (want_x and grad_x is None, want_w and grad_w is None, False)
+        if any(native):
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], [p, p], [d, d], False, [0, 0], c, list(native)
+            )
+            grad_x = gx if native[0] else grad_x
+            grad_w = gw if native[1] else grad_w
+        return grad_x, grad_w, None, None, None, None
 
 
 def choices() -> dict[tuple, str]:
@@ -204,19 +251,37 @@ class DepthwiseConv2d(nn.Conv2d):
                 chosen = _CHOICES[key]
             if chosen == "s2b":
                 return dilated_depthwise_s2b(x, self.weight, stride, int(padding[0]), dilation)
-        if self._flips(x):
-            return _FlipGrad.apply(x, self.weight, int(self.padding[0]), self.dilation[0])
+        # tensor subclasses (the certified bounds' Bounded) dispatch the convolution themselves
+        plain = type(x) is torch.Tensor
+        flip, fast_weight = plain and self._flips(x), plain and self._fast_weight_grad(x)
+        if flip or fast_weight:
+            weight = self.weight.view_as(self.weight) if fast_weight else self.weight  # a node to ask about
+            node = weight.grad_fn if fast_weight else None
+            return _FlipGrad.apply(x, weight, int(self.padding[0]), self.dilation[0], flip, node)
         return super().forward(x)
 
-    def _flips(self, x: torch.Tensor) -> bool:
+    def _fast_weight_grad(self, x: torch.Tensor) -> bool:
+        """Whether this call's weight gradient takes :mod:`arnas_zoo.dw_wgrad`'s route (CPU, fp32/fp64, no
+        autocast, stride 1, a shape it covers, a weight that wants a gradient)."""
+        return (
+            x.device.type == "cpu"
+            and x.dim() == 4
+            and x.dtype in (torch.float32, torch.float64)
+            and self.weight.dtype == x.dtype
+            and self.weight.requires_grad
+            and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")
+            and self._plain_stride1_depthwise()
+            and dw_wgrad.applies(self.kernel_size[0], int(self.padding[0]), self.dilation[0], x.shape[2], x.shape[3])
+            and not torch.compiler.is_compiling()
+        )
+
+    def _plain_stride1_depthwise(self) -> bool:
         padding = self.padding
         return (
-            flip_enabled()
-            and torch.is_grad_enabled()
-            and self.stride == (1, 1)
+            self.stride == (1, 1)
             and isinstance(padding, tuple)
             and padding[0] == padding[1]
-            and padding[0] <= self.dilation[0] * (self.kernel_size[0] - 1)  # a non-negative backward padding
             and self.kernel_size[0] == self.kernel_size[1]
             and self.dilation[0] == self.dilation[1]
             and self.groups == self.in_channels == self.out_channels
@@ -224,4 +289,12 @@ class DepthwiseConv2d(nn.Conv2d):
             and self.padding_mode == "zeros"
             and not torch.onnx.is_in_onnx_export()
             and not torch.jit.is_tracing()
+        )
+
+    def _flips(self, x: torch.Tensor) -> bool:
+        return (
+            flip_enabled(self.dilation[0])
+            and torch.is_grad_enabled()
+            and self._plain_stride1_depthwise()
+            and self.padding[0] <= self.dilation[0] * (self.kernel_size[0] - 1)  # type: ignore[operator]
         )

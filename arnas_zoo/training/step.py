@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arnas_zoo.attacks import pgd
+from arnas_zoo.fastconv import training_routes
 from arnas_zoo.runs.distributed import Dist, all_reduce_mean
 from arnas_zoo.runs.precision import Autocast, full_precision
 from arnas_zoo.training.recipe import Recipe
@@ -88,7 +89,23 @@ def train_step(
     eps: float,
     autocast: Autocast,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a (shard of a) batch; returns (loss, number correct on the trained-on inputs)."""
+    """One optimizer step on a (shard of a) batch; returns (loss, number correct on the trained-on inputs).
+
+    Its attack and backward take the training routes of :func:`arnas_zoo.fastconv.training_routes`."""
+    with training_routes():
+        return _train_step(models, optimizer, recipe, x, y, noise, eps, autocast)
+
+
+def _train_step(
+    models: StepModels,
+    optimizer: torch.optim.Optimizer,
+    recipe: Recipe,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    noise: torch.Tensor | None,
+    eps: float,
+    autocast: Autocast,
+) -> tuple[torch.Tensor, torch.Tensor]:
     inputs = x
     if recipe.method != "standard":
         step = recipe.step_size * eps / recipe.eps  # the eps warm-up scales the step with eps
