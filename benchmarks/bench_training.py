@@ -221,6 +221,13 @@ def prepare(impl: str, batch: int, args: argparse.Namespace):
             os.environ["ARNAS_ZOO_DILATED"] = "s2b" if "s2b" in impl else "auto"
         # ``-relu-per-op``: every op applies its own leading ReLU, as before cells shared one per state
         os.environ["ARNAS_ZOO_SHARED_RELU"] = "0" if "relu-per-op" in impl else "1"
+        # ``-wgrad-native``: oneDNN's own depthwise weight gradients, as before the phase/window route
+        os.environ["ARNAS_ZOO_DW_WGRAD"] = "native" if "wgrad-native" in impl else "auto"
+        # ``-dgrad-native`` / ``-dgrad-flip``: oneDNN's own depthwise input gradients everywhere / the
+        # flipped-kernel forward for every stride-1 one; by default the training step flips the dilated ones
+        os.environ.pop("ARNAS_ZOO_DWGRAD", None)
+        if "dgrad-native" in impl or "dgrad-flip" in impl:
+            os.environ["ARNAS_ZOO_DWGRAD"] = "native" if "dgrad-native" in impl else "flip"
         # ``-sep-plain`` / ``-sep-dense``: separable blocks as two convolutions / one composed dense one
         # (the default, ``auto``, composes them under CPU bf16 autocast only)
         os.environ["ARNAS_ZOO_SEPCONV"] = "plain" if "sep-plain" in impl else "dense" if "sep-dense" in impl else "auto"
@@ -329,7 +336,10 @@ def main() -> None:
         "ours-sep-plain / ours-sep-dense (separable blocks as two convolutions / as one composed dense convolution; "
         "the default composes them under CPU bf16 autocast only; combine, e.g. ours-bf16-sep-plain), "
         "ours-relu-per-op (cells apply each op's leading ReLU, as before they shared one per state; combines with the "
-        "others, e.g. ours-bf16-relu-per-op), ours-compile (torch.compile, inductor; give "
+        "others, e.g. ours-bf16-relu-per-op), ours-wgrad-native (oneDNN's own weight gradients for dilated and "
+        "5x5 depthwise convolutions, as before arnas_zoo.dw_wgrad), ours-dgrad-native / ours-dgrad-flip (oneDNN's own "
+        "depthwise input gradients / the flipped-kernel forward for all stride-1 ones; the default flips the dilated "
+        "ones), ours-compile (torch.compile, inductor; give "
         "--warmup 2 or more: the first steps compile)",
     )
     parser.add_argument(
