@@ -79,6 +79,7 @@ def jacobian_penalty(net: nn.Module, x: torch.Tensor, projections: int = 1) -> t
     return total / projections
 
 
+@training_routes()
 def train_step(
     models: StepModels,
     optimizer: torch.optim.Optimizer,
@@ -92,20 +93,6 @@ def train_step(
     """One optimizer step on a (shard of a) batch; returns (loss, number correct on the trained-on inputs).
 
     Its attack and backward take the training routes of :func:`arnas_zoo.fastconv.training_routes`."""
-    with training_routes():
-        return _train_step(models, optimizer, recipe, x, y, noise, eps, autocast)
-
-
-def _train_step(
-    models: StepModels,
-    optimizer: torch.optim.Optimizer,
-    recipe: Recipe,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    noise: torch.Tensor | None,
-    eps: float,
-    autocast: Autocast,
-) -> tuple[torch.Tensor, torch.Tensor]:
     inputs = x
     if recipe.method != "standard":
         step = recipe.step_size * eps / recipe.eps  # the eps warm-up scales the step with eps
