@@ -24,8 +24,9 @@ depthwise convolutions is several times slower than its forward here, and attack
 gradients. Same numerics caveat as space-to-batch.
 
 By default (``ARNAS_ZOO_DW_WGRAD=auto``; ``native`` turns it off) the *weight* gradients of stride-1
-dilated and 5x5 depthwise convolutions on CPU come from :mod:`arnas_zoo.dw_wgrad` (dilation to phases,
-5x5 to 3x3 windows), whose kernels oneDNN runs several times faster than the dilated and 5x5 ones.
+dilated depthwise convolutions on CPU come from :mod:`arnas_zoo.dw_wgrad` (dilation to phases), which
+oneDNN runs 4-5x faster than its dilated kernel; ``windows`` adds 5x5 as 3x3 windows. Inside the training
+step (:func:`training_routes`) the dilated ones also take the flipped-kernel input gradient.
 
 On a channels_last input the sub-images are gathered and scattered in NHWC order (one copy each
 way); reshaping through the logical NCHW view instead cost three copies each way and made
@@ -124,6 +125,13 @@ def flip_enabled(dilation: int = 2) -> bool:
     return value == "flip" or (value == "dilated" and dilation > 1)
 
 
+def _will_run(node: object) -> bool:
+    """Whether autograd's engine will run ``node`` in the backward pass under way (a private torch API that
+    ``torch.autograd.graph.register_multi_grad_hook`` uses; without it, assume it will)."""
+    ask = getattr(torch._C, "_will_engine_execute_node", None)
+    return True if ask is None else bool(ask(node))
+
+
 class _FlipGrad(torch.autograd.Function):
     """A stride-1 depthwise convolution with its own backward: the input gradient as a *forward*
     depthwise convolution (``flip``), and/or the weight gradient by :mod:`arnas_zoo.dw_wgrad`'s rewrites
@@ -151,7 +159,7 @@ class _FlipGrad(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         p, d, c, k = ctx.padding, ctx.dilation, weight.shape[0], weight.shape[-1]
         want_x = ctx.needs_input_grad[0]
-        want_w = ctx.needs_input_grad[1] and (ctx.node is None or torch._C._will_engine_execute_node(ctx.node))
+        want_w = ctx.needs_input_grad[1] and (ctx.node is None or _will_run(ctx.node))
         fast_w = ctx.node is not None and not torch.is_grad_enabled()  # no graph of the backward is being built
         grad_x = grad_w = None
         if want_x and ctx.flip:
