@@ -82,6 +82,8 @@ def main() -> None:
     cmd = [sys.executable, __file__, "--child", *sys.argv[1:]]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     rows, total = tally(out.splitlines())
+    if not rows:  # a torch without oneDNN, or a verbose format this parser does not know
+        raise SystemExit("no oneDNN convolution calls in the child's output: is this torch built with oneDNN?")
     print(f"convolution time in the last pass: {total:.1f} ms in {sum(r['calls'] for r in rows)} calls")
     for row in rows[: args.top]:
         print(f"{row['ms']:8.1f} ms {row['calls']:4d}  {row['impl']:<34} {row['prop']:<16} {row['shape']}")
