@@ -34,7 +34,10 @@ convolutions under bf16 (``ARNAS_ZOO_SEPCONV=plain``; by default they are compos
 convolution under CPU bf16 autocast on AMX CPUs): ``--impls ours-bf16,ours-bf16-sep-plain``. A suffix
 ``-rcK`` recomputes the first K cells' activations in the backward (config ``recompute_cells``;
 ``--recompute-cells K`` sets it for every ours row), so ``--impls authors,ours,ours-rc1,ours-rc2`` times
-the memory/time trade-off in one run.
+the memory/time trade-off in one run. A suffix ``-dgrad-alt`` alternates the steps of one process between
+``ARNAS_ZOO_DWGRAD=native`` and the search step's default (its training routes: the dilated depthwise
+convolutions' input gradients as flipped-kernel forward convolutions) and reports each route's steps
+(``--warmup 2`` warms both): ``--impls ours-dgrad-alt --orders first --batch-sizes 32 --steps 4``.
 """
 
 from __future__ import annotations
@@ -207,6 +210,19 @@ def _recompute_cells(args: argparse.Namespace) -> int:
     return int(match.group(1)) if match else args.recompute_cells
 
 
+def _set_route(impl: str, i: int) -> str | None:
+    """``-dgrad-alt``: step ``i`` runs with ``ARNAS_ZOO_DWGRAD=native`` (oneDNN's input gradients for the
+    dilated depthwise convolutions) when even, unset (the search step's training routes: flipped-kernel
+    forward convolutions) when odd, in one process, so that both routes see the same machine state."""
+    if "dgrad-alt" not in impl:
+        return None
+    if i % 2 == 0:
+        os.environ["ARNAS_ZOO_DWGRAD"] = "native"
+        return "native"
+    os.environ.pop("ARNAS_ZOO_DWGRAD", None)
+    return "training_routes"
+
+
 def measure(args: argparse.Namespace) -> dict:
     import tempfile
 
@@ -255,7 +271,9 @@ def measure(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
+    by_route: dict[str, list[float]] = {"native": [], "training_routes": []}
     for i in range(args.warmup + args.steps):
+        route = _set_route(args.impl, i)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -267,6 +285,8 @@ def measure(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize(device)
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
+            if route:
+                by_route[route].append(times[-1])
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
         peak_kind = "torch.cuda.max_memory_allocated"
@@ -286,6 +306,7 @@ def measure(args: argparse.Namespace) -> dict:
         "pgd_steps": args.pgd_steps,
         "seconds_per_step": sum(times) / len(times),
         "step_seconds": times,
+        "step_seconds_by_dwgrad_route": by_route if "dgrad-alt" in args.impl else None,
         "peak_memory_mb": round(peak_mb, 1),
         "peak_memory_mb_per_image": round(peak_mb / args.batch_size, 2),
         "peak_memory_kind": peak_kind,
@@ -387,6 +408,8 @@ def main() -> None:
             f"peak {row['peak_memory_mb']:.0f} MB",
             flush=True,
         )
+        for route, seconds in (row.get("step_seconds_by_dwgrad_route") or {}).items():
+            print(f"  {route}: " + ", ".join(f"{t:.2f}" for t in seconds) + " s", flush=True)
         results.append(row)
     report = {
         "benchmark": "search step (PGD train + PGD val + architecture step + weight step)",
