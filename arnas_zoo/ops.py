@@ -28,6 +28,7 @@ from arnas_zoo.primitives import (  # noqa: F401  (re-exported: the vocabulary's
     ROBNET_PRIMITIVES,
     SPACE_OPS,
 )
+from arnas_zoo.subsample import phases, takes_phases
 
 OpFactory = Callable[[int, int, bool], nn.Module]
 
@@ -159,7 +160,9 @@ class PointwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sy, sx = self.stride
-        if sy > 1 or sx > 1:
+        if sy > 1 and sy == sx:
+            (x,) = phases(x, sy, ((0, 0),))  # one backward node that writes the input gradient once
+        elif sy > 1 or sx > 1:
             x = x[:, :, ::sy, ::sx]
         return F.conv2d(x, self.weight, self.bias)
 
@@ -199,6 +202,12 @@ class FactorizedReduce(nn.Module):
 
     def forward_after_relu(self, x: torch.Tensor) -> torch.Tensor:
         """``self(x)`` given ``x = relu(input)`` (see :func:`after_relu`)."""
+        if not (x.shape[-2] % 2 or x.shape[-1] % 2) and takes_phases(x):
+            # both grids picked by one node whose backward writes the input gradient once (arnas_zoo.subsample);
+            # the same convolutions on the same pixels as below, so the same values and gradients
+            even, odd = phases(x, 2, ((0, 0), (1, 1)))
+            a = F.conv2d(even, self.conv_1.weight, self.conv_1.bias)
+            return self.bn(torch.cat([a, F.conv2d(odd, self.conv_2.weight, self.conv_2.bias)], dim=1))
         a = self.conv_1(x)
         shifted = x[:, :, 1:, 1:]
         if x.shape[-2] % 2 or x.shape[-1] % 2:
