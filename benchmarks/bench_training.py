@@ -228,6 +228,8 @@ def prepare(impl: str, batch: int, args: argparse.Namespace):
         os.environ.pop("ARNAS_ZOO_DWGRAD", None)
         if "dgrad-native" in impl or "dgrad-flip" in impl:
             os.environ["ARNAS_ZOO_DWGRAD"] = "native" if "dgrad-native" in impl else "flip"
+        # ``-slices``: autograd's slices for FactorizedReduce and strided 1x1 convolutions (arnas_zoo.subsample)
+        os.environ["ARNAS_ZOO_SUBSAMPLE"] = "slices" if "slices" in impl else "phases"
         # ``-sep-plain`` / ``-sep-dense``: separable blocks as two convolutions / one composed dense one
         # (the default, ``auto``, composes them under CPU bf16 autocast only)
         os.environ["ARNAS_ZOO_SEPCONV"] = "plain" if "sep-plain" in impl else "dense" if "sep-dense" in impl else "auto"
@@ -339,7 +341,8 @@ def main() -> None:
         "others, e.g. ours-bf16-relu-per-op), ours-wgrad-native (oneDNN's own weight gradients for dilated and "
         "5x5 depthwise convolutions, as before arnas_zoo.dw_wgrad), ours-dgrad-native / ours-dgrad-flip (oneDNN's own "
         "depthwise input gradients / the flipped-kernel forward for all stride-1 ones; the default flips the dilated "
-        "ones), ours-compile (torch.compile, inductor; give "
+        "ones), ours-slices (autograd's slices for FactorizedReduce and strided 1x1 convolutions, as before "
+        "arnas_zoo.subsample), ours-compile (torch.compile, inductor; give "
         "--warmup 2 or more: the first steps compile)",
     )
     parser.add_argument(
