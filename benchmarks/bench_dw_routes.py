@@ -99,15 +99,27 @@ def op_rows(batch: int, reps: int) -> list[dict]:
     return rows
 
 
-def network_rows(arch: str, channels: int, batch: int, reps: int) -> dict:
-    torch.manual_seed(0)
-    model = create_model(arch, init_channels=channels, layers=20).train().to(memory_format=torch.channels_last)
-    x = torch.rand(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,))
+Env = dict[str, "str | None"]  # environment variables a way sets (None: unset)
 
-    def train_pass(route: str) -> Callable[[], None]:
+
+def set_env(env: Env) -> None:
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def network_passes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, train_ways: dict[str, Env],
+                   attack_ways: dict[str, Env], reps: int) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+    """Median ms of a train-mode forward and backward of ``model`` per way of ``train_ways``, and of an
+    eval-mode input gradient of its BatchNorm-folded frozen copy (an attack step) per way of ``attack_ways``,
+    the ways alternating in this process."""
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    def train(env: Env) -> Callable[[], None]:
         def run() -> None:
-            os.environ[dw_wgrad.ENV] = route
+            set_env(env)
             model.zero_grad(set_to_none=True)
             out = model(x)
             F.cross_entropy(out[0] if isinstance(out, tuple) else out, y).backward()
@@ -117,17 +129,48 @@ def network_rows(arch: str, channels: int, batch: int, reps: int) -> dict:
     with folded_batchnorm(copy.deepcopy(model)) as folded:
         folded.eval().requires_grad_(False)
 
-        def attack_grad(route: str) -> Callable[[], None]:
+        def attack(env: Env) -> Callable[[], None]:
             def run() -> None:
-                os.environ["ARNAS_ZOO_DWGRAD"] = route
+                set_env(env)
                 xi = x.clone().requires_grad_()
                 torch.autograd.grad(F.cross_entropy(folded(xi), y), xi)
 
             return run
 
-        ways = {"native": train_pass("native"), "auto": train_pass("auto"), "windows": train_pass("windows")}
-        train = _median_ms(ways, reps)
-        attack = _median_ms({"native": attack_grad("native"), "dilated": attack_grad("dilated")}, reps)
+        train_ms = _median_ms({name: train(env) for name, env in train_ways.items()}, reps)
+        attack_ms = _median_ms({name: attack(env) for name, env in attack_ways.items()}, reps)
+    return train_ms, attack_ms
+
+
+def alternate_steps(arch: str, channels: int, batch: int, steps: int, ways: dict[str, Env]) -> dict[str, list[float]]:
+    """Seconds of whole training steps of the zoo's recipe (``cpu_cifar10``, as ``bench_training.py`` runs
+    them) per way, the ways alternating step by step in this process after one warm-up step each."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_training import prepare
+
+    n = len(ways) * (steps + 1)
+    ns = argparse.Namespace(arch=arch, init_channels=channels, layers=20, steps=n, warmup=0,
+                            recipe="cpu_cifar10", device="cpu", image="3x32")  # fmt: skip
+    run_step, _ = prepare("ours", batch, ns)
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for i in range(n):
+        name = list(ways)[i % len(ways)]
+        set_env(ways[name])
+        start = time.perf_counter()
+        run_step(i)
+        if i >= len(ways):
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def network_rows(arch: str, channels: int, batch: int, reps: int) -> dict:
+    torch.manual_seed(0)
+    model = create_model(arch, init_channels=channels, layers=20).train().to(memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,))
+    train_ways: dict[str, Env] = {route: {dw_wgrad.ENV: route} for route in ("native", "auto", "windows")}
+    attack_ways: dict[str, Env] = {route: {"ARNAS_ZOO_DWGRAD": route} for route in ("native", "dilated")}
+    train, attack = network_passes(model, x, y, train_ways, attack_ways, reps)
     return {
         "arch": arch,
         "init_channels": channels,
@@ -143,22 +186,11 @@ def network_rows(arch: str, channels: int, batch: int, reps: int) -> dict:
 
 def step_rows(arch: str, channels: int, batch: int, steps: int) -> dict:
     """Whole training steps, the old routes (oneDNN's own gradients) and the defaults alternating."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_training import prepare
-
-    ns = argparse.Namespace(arch=arch, init_channels=channels, layers=20, steps=2 * steps + 2, warmup=0,
-                            recipe="cpu_cifar10", device="cpu", image="3x32")  # fmt: skip
-    run_step, _ = prepare("ours", batch, ns)
-    ways = {"native": {dw_wgrad.ENV: "native", "ARNAS_ZOO_DWGRAD": "native"}, "default": {dw_wgrad.ENV: "auto"}}
-    times: dict[str, list[float]] = {name: [] for name in ways}
-    for i in range(2 * steps + 2):
-        name = list(ways)[i % 2]
-        os.environ.pop("ARNAS_ZOO_DWGRAD", None)
-        os.environ.update(ways[name])
-        start = time.perf_counter()
-        run_step(i)
-        if i >= 2:  # one warm-up step each
-            times[name].append(time.perf_counter() - start)
+    ways: dict[str, Env] = {
+        "native": {dw_wgrad.ENV: "native", "ARNAS_ZOO_DWGRAD": "native"},
+        "default": {dw_wgrad.ENV: "auto", "ARNAS_ZOO_DWGRAD": None},
+    }
+    times = alternate_steps(arch, channels, batch, steps, ways)
     median = {name: statistics.median(values) for name, values in times.items()}
     return {
         "arch": arch,
@@ -172,14 +204,20 @@ def step_rows(arch: str, channels: int, batch: int, steps: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_parser(description: str, nets: list[str]) -> argparse.ArgumentParser:
+    """The options this benchmark shares with ``bench_subsample.py``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--reps", type=int, default=9, help="timed calls of each op way (median)")
     parser.add_argument("--net-reps", type=int, default=3, help="timed passes of each network way (median)")
-    parser.add_argument("--nets", nargs="*", default=["arnas:16", "darts_v2:15", "arnas_cpu_s0:15"], help="ARCH:C")
+    parser.add_argument("--nets", nargs="*", default=nets, help="ARCH:C")
     parser.add_argument("--steps", type=int, default=0, help="timed training steps of each way (0: none)")
+    return parser
+
+
+def main() -> None:
+    parser = common_parser(__doc__.splitlines()[0], ["arnas:16", "darts_v2:15", "arnas_cpu_s0:15"])
     parser.add_argument("--skip-ops", action="store_true", help="only the network rows (and steps)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

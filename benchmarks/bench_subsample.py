@@ -18,26 +18,21 @@ after a warm-up, so that both meet the same memory state:
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import os
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dw_routes import _median_ms  # noqa: E402
+from bench_dw_routes import Env, _median_ms, alternate_steps, common_parser, network_passes  # noqa: E402
 
 from arnas_zoo import subsample  # noqa: E402
-from arnas_zoo.attacks.batchnorm import folded_batchnorm  # noqa: E402
 from arnas_zoo.ops import FactorizedReduce, PointwiseConv2d  # noqa: E402
 from arnas_zoo.registry import create_model  # noqa: E402
 
@@ -96,50 +91,17 @@ def _network(arch: str, channels: int) -> torch.nn.Module:
 def network_row(arch: str, channels: int, batch: int, reps: int) -> dict:
     torch.manual_seed(0)
     model = _network(arch, channels).train().to(memory_format=torch.channels_last)
-    x = torch.rand(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, 32, 32)
     y = torch.randint(0, 10, (batch,))
-
-    def train(way: str) -> Callable[[], None]:
-        def run() -> None:
-            _way(way)
-            model.zero_grad(set_to_none=True)
-            out = model(x)
-            F.cross_entropy(out[0] if isinstance(out, tuple) else out, y).backward()
-
-        return run
-
-    with folded_batchnorm(copy.deepcopy(model)) as folded:
-        folded.eval().requires_grad_(False)
-
-        def attack(way: str) -> Callable[[], None]:
-            def run() -> None:
-                _way(way)
-                xi = x.clone().requires_grad_()
-                torch.autograd.grad(F.cross_entropy(folded(xi), y), xi)
-
-            return run
-
-        train_ms = _median_ms({w: train(w) for w in WAYS}, reps)
-        attack_ms = _median_ms({w: attack(w) for w in WAYS}, reps)
+    ways: dict[str, Env] = {w: {subsample.ENV: w} for w in WAYS}
+    train_ms, attack_ms = network_passes(model, x, y, ways, ways, reps)
     return {"arch": arch, "channels": channels, "batch": batch, "train_forward_backward_ms": train_ms,
             "train_gain": train_ms["slices"] / train_ms["phases"], "attack_input_grad_ms": attack_ms,
             "attack_gain": attack_ms["slices"] / attack_ms["phases"]}  # fmt: skip
 
 
 def step_row(arch: str, channels: int, batch: int, steps: int) -> dict:
-    from bench_training import prepare
-
-    ns = argparse.Namespace(arch=arch, init_channels=channels, layers=20, steps=2 * steps + 2, warmup=0,
-                            recipe="cpu_cifar10", device="cpu", image="3x32")  # fmt: skip
-    run_step, _ = prepare("ours", batch, ns)
-    times: dict[str, list[float]] = {w: [] for w in WAYS}
-    for i in range(2 * steps + 2):
-        way = WAYS[i % 2]
-        _way(way)
-        start = time.perf_counter()
-        run_step(i)
-        if i >= 2:  # one warm-up step each
-            times[way].append(time.perf_counter() - start)
+    times = alternate_steps(arch, channels, batch, steps, {w: {subsample.ENV: w} for w in WAYS})
     median = {w: statistics.median(v) for w, v in times.items()}
     rates = {w: batch / m for w, m in median.items()}
     return {"arch": arch, "channels": channels, "recipe": "cpu_cifar10", "batch": batch, "step_s": times,
@@ -147,13 +109,7 @@ def step_row(arch: str, channels: int, batch: int, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=9, help="timed calls of each op way (median)")
-    parser.add_argument("--net-reps", type=int, default=3, help="timed passes of each network way (median)")
-    parser.add_argument("--nets", nargs="*", default=["arnas:16", "darts_v2:15", "arnas_cpu_s0:15", "resnet18:27"])
-    parser.add_argument("--steps", type=int, default=0, help="timed training steps of each way (0: none)")
+    parser = common_parser(__doc__.splitlines()[0], ["arnas:16", "darts_v2:15", "arnas_cpu_s0:15", "resnet18:27"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

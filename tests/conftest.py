@@ -33,3 +33,23 @@ def shared_data() -> Path:
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def flip_spy():  # type: ignore[no-untyped-def]
+    """A stand-in for an attack: records whether the dilated flip (``fastconv.flip_enabled(2)``) is on when
+    it is called, then raises ``Stop`` so that the caller ends there. ``.spy``, ``.seen``, ``.Stop``."""
+    from types import SimpleNamespace
+
+    from arnas_zoo.fastconv import flip_enabled
+
+    class Stop(Exception):
+        pass
+
+    seen: list[bool] = []
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(flip_enabled(2))
+        raise Stop
+
+    return SimpleNamespace(spy=spy, seen=seen, Stop=Stop)

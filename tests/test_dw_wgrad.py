@@ -189,7 +189,7 @@ def test_networks_train_the_same_under_both_routes(monkeypatch) -> None:  # type
             assert torch.allclose(ours, plain, rtol=1e-5, atol=1e-5 * max(float(plain.abs().max()), 1e-12)), name
 
 
-def test_training_step_flips_dilated_input_gradients_and_nothing_else_does(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_training_step_flips_dilated_input_gradients_and_nothing_else_does(monkeypatch, flip_spy) -> None:  # type: ignore[no-untyped-def]
     """The dilated flip is the training step's default only: evaluation keeps oneDNN's input gradients
     (so a card's attacks re-run as made), and ``ARNAS_ZOO_DWGRAD`` overrides both."""
     from types import SimpleNamespace
@@ -203,25 +203,16 @@ def test_training_step_flips_dilated_input_gradients_and_nothing_else_does(monke
         assert flip_enabled(2) and not flip_enabled(1)
     assert not flip_enabled(2)  # restored on exit
 
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(flip_enabled(2))
-        raise Stop
-
-    monkeypatch.setattr(step, "pgd", spy)
+    monkeypatch.setattr(step, "pgd", flip_spy.spy)
     x, y = torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)
     recipe = get_recipe("cpu_cifar10")
     models = SimpleNamespace(attack_net=None)
     for env, expected in ((None, True), ("native", False)):
         if env:
             monkeypatch.setenv("ARNAS_ZOO_DWGRAD", env)
-        with pytest.raises(Stop):
+        with pytest.raises(flip_spy.Stop):
             step.train_step(models, None, recipe, x, y, None, recipe.eps, None)  # type: ignore[arg-type]
-        assert seen[-1] is expected
+        assert flip_spy.seen[-1] is expected
     monkeypatch.setenv("ARNAS_ZOO_DWGRAD", "flip")
     with training_routes():
         assert flip_enabled(1)

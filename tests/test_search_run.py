@@ -334,28 +334,19 @@ def test_trajectory_cli_and_its_errors(tmp_path: Path) -> None:
     assert refused.exit_code != 0 and "no genotype" in refused.output
 
 
-def test_search_steps_take_the_training_routes(shared_data: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_search_steps_take_the_training_routes(shared_data: Path, tmp_path: Path, monkeypatch, flip_spy) -> None:  # type: ignore[no-untyped-def]
     """A search step's attack, architecture step and weight step run with the dilated flip on (as the zoo's
     training step does); outside the step, and with ``ARNAS_ZOO_DWGRAD=native``, it is off."""
     import search.arnas.run as run_module
     from arnas_zoo.fastconv import flip_enabled
 
-    seen: list[bool] = []
-
-    class Stop(Exception):
-        pass
-
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(flip_enabled(2))
-        raise Stop
-
-    monkeypatch.setattr(run_module, "pgd", spy)
+    monkeypatch.setattr(run_module, "pgd", flip_spy.spy)
     monkeypatch.delenv("ARNAS_ZOO_DWGRAD", raising=False)
     for env, expected in ((None, True), ("native", False)):
         if env:
             monkeypatch.setenv("ARNAS_ZOO_DWGRAD", env)
-        with pytest.raises(Stop):
+        with pytest.raises(flip_spy.Stop):
             run_search(micro_config(shared_data), tmp_path / str(env), progress=False)
-        assert seen[-1] is expected
+        assert flip_spy.seen[-1] is expected
     monkeypatch.delenv("ARNAS_ZOO_DWGRAD")
     assert not flip_enabled(2)  # the context is left on the way out
