@@ -186,7 +186,12 @@ class Zero(nn.Module):
 
 
 class FactorizedReduce(nn.Module):
-    """Halves the spatial size with two offset 1x1 stride-2 convs whose outputs are concatenated."""
+    """Halves the spatial size with two offset 1x1 stride-2 convs whose outputs are concatenated.
+
+    When a gradient is wanted (and the sides are even), the two grids are picked by one autograd node
+    (:func:`arnas_zoo.subsample.phases`) and the convolutions run on ``conv_1``/``conv_2``'s parameters
+    directly, so forward hooks on those two submodules do not fire then; values and gradients are the
+    modules' own, bit for bit."""
 
     def __init__(self, c_in: int, c_out: int, affine: bool = True):
         super().__init__()

@@ -5,9 +5,10 @@ two such grids (offsets (0, 0) and (1, 1)). Written as slices, autograd differen
 own: a ``SliceBackward`` per sliced dimension, each allocating a zero tensor of the full size and copying
 the gradient into it, and then a sum of the two branches' full-size gradients. For FactorizedReduce that is
 six zero-filled tensors and an addition, up to 16 MiB each, for a gradient that has one value per pixel; at
-batch 64 and 64 channels on 32x32 its forward and backward took 66 ms on an AVX2 core, against 12 ms
-with :func:`phases` (docs/performance.md). :func:`phases` picks all the grids in one node and its backward
-writes the gradient once: the picked grids' gradients into their pixels, zeros into the others.
+batch 64 and 64 channels on 32x32 its input gradient took 38.5 ms on an AVX2 core, against 12.8 ms with
+:func:`phases` (``benchmarks/bench_subsample.py``, docs/performance.md). :func:`phases` picks all the
+grids in one node, and its backward writes the gradient once: the picked grids' gradients into their
+pixels, zeros into the others.
 
 The values are the slices', and so are the gradients (bit-identical: the same convolutions run on the same
 contiguous copies; ``tests/test_subsample.py``). Where a custom autograd node does not belong (ONNX export,
@@ -38,7 +39,7 @@ class _Phases(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, stride: int, offsets: tuple[tuple[int, int], ...]):  # type: ignore[no-untyped-def]
         layout = _layout(x)
-        ctx.shape, ctx.dtype, ctx.layout, ctx.stride, ctx.offsets = x.shape, x.dtype, layout, stride, offsets
+        ctx.shape, ctx.layout, ctx.stride, ctx.offsets = x.shape, layout, stride, offsets
         return tuple(x[:, :, i::stride, j::stride].contiguous(memory_format=layout) for i, j in offsets)
 
     @staticmethod
