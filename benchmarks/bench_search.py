@@ -37,7 +37,8 @@ convolution under CPU bf16 autocast on AMX CPUs): ``--impls ours-bf16,ours-bf16-
 the memory/time trade-off in one run. A suffix ``-dgrad-alt`` alternates the steps of one process between
 ``ARNAS_ZOO_DWGRAD=native`` and the search step's default (its training routes: the dilated depthwise
 convolutions' input gradients as flipped-kernel forward convolutions) and reports each route's steps
-(``--warmup 2`` warms both): ``--impls ours-dgrad-alt --orders first --batch-sizes 32 --steps 4``.
+(``--warmup 2`` warms both): ``--impls ours-dgrad-alt --orders first --batch-sizes 32 --steps 4``; ``-slices-alt``
+alternates autograd's slices and ``arnas_zoo.subsample``'s one-node picks in FactorizedReduce the same way.
 """
 
 from __future__ import annotations
@@ -210,17 +211,27 @@ def _recompute_cells(args: argparse.Namespace) -> int:
     return int(match.group(1)) if match else args.recompute_cells
 
 
+#: ``-ALT-alt`` suffixes: (environment variable, its value on even steps, on odd steps; None: unset)
+_ALTERNATIONS = {
+    "dgrad": ("ARNAS_ZOO_DWGRAD", "native", None),  # oneDNN's dilated input gradients / the training routes
+    "slices": ("ARNAS_ZOO_SUBSAMPLE", "slices", "phases"),  # autograd's slices / arnas_zoo.subsample's picks
+}
+
+
 def _set_route(impl: str, i: int) -> str | None:
-    """``-dgrad-alt``: step ``i`` runs with ``ARNAS_ZOO_DWGRAD=native`` (oneDNN's input gradients for the
-    dilated depthwise convolutions) when even, unset (the search step's training routes: flipped-kernel
-    forward convolutions) when odd, in one process, so that both routes see the same machine state."""
-    if "dgrad-alt" not in impl:
+    """``-dgrad-alt`` / ``-slices-alt``: step ``i`` of this process runs the old way when even (oneDNN's
+    input gradients for the dilated depthwise convolutions / autograd's slices in FactorizedReduce) and the
+    default when odd, so that both ways see the same machine state. Returns ``old`` / ``default``."""
+    match = re.search(r"-(\w+)-alt", impl)
+    if not match:
         return None
-    if i % 2 == 0:
-        os.environ["ARNAS_ZOO_DWGRAD"] = "native"
-        return "native"
-    os.environ.pop("ARNAS_ZOO_DWGRAD", None)
-    return "training_routes"
+    key, old, new = _ALTERNATIONS[match.group(1)]
+    value = old if i % 2 == 0 else new
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+    return "old" if i % 2 == 0 else "default"
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -271,7 +282,7 @@ def measure(args: argparse.Namespace) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    by_route: dict[str, list[float]] = {"native": [], "training_routes": []}
+    by_route: dict[str, list[float]] = {"old": [], "default": []}
     for i in range(args.warmup + args.steps):
         route = _set_route(args.impl, i)
         if device.type == "cuda":
@@ -306,7 +317,7 @@ def measure(args: argparse.Namespace) -> dict:
         "pgd_steps": args.pgd_steps,
         "seconds_per_step": sum(times) / len(times),
         "step_seconds": times,
-        "step_seconds_by_dwgrad_route": by_route if "dgrad-alt" in args.impl else None,
+        "step_seconds_alternating": by_route if "-alt" in args.impl else None,
         "peak_memory_mb": round(peak_mb, 1),
         "peak_memory_mb_per_image": round(peak_mb / args.batch_size, 2),
         "peak_memory_kind": peak_kind,
@@ -408,7 +419,7 @@ def main() -> None:
             f"peak {row['peak_memory_mb']:.0f} MB",
             flush=True,
         )
-        for route, seconds in (row.get("step_seconds_by_dwgrad_route") or {}).items():
+        for route, seconds in (row.get("step_seconds_alternating") or {}).items():
             print(f"  {route}: " + ", ".join(f"{t:.2f}" for t in seconds) + " s", flush=True)
         results.append(row)
     report = {
