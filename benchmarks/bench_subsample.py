@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_dw_routes import Env, _median_ms, alternate_steps, common_parser, network_passes  # noqa: E402
+from bench_dw_routes import Env, _median_ms, alternate_steps, common_parser, network_passes, set_env  # noqa: E402
 
 from arnas_zoo import subsample  # noqa: E402
 from arnas_zoo.ops import FactorizedReduce, PointwiseConv2d  # noqa: E402
@@ -45,10 +45,6 @@ SHAPES += [("pointwise_stride2", c_in, c_out, side) for c_in, c_out, side in
            ((27, 54, 32), (54, 108, 16), (108, 216, 8))]  # fmt: skip
 
 
-def _way(name: str) -> None:
-    os.environ[subsample.ENV] = name
-
-
 def op_row(kind: str, c_in: int, c_out: int, side: int, batch: int, reps: int) -> dict:
     torch.manual_seed(0)
     module = FactorizedReduce(c_in, c_out) if kind == "factorized_reduce" else PointwiseConv2d(c_in, c_out, stride=2)
@@ -58,7 +54,7 @@ def op_row(kind: str, c_in: int, c_out: int, side: int, batch: int, reps: int) -
 
     def train(way: str) -> Callable[[], list[torch.Tensor]]:
         def run() -> list[torch.Tensor]:
-            _way(way)
+            set_env({subsample.ENV: way})
             x.grad = None
             module.zero_grad(set_to_none=True)
             out = module(x)
@@ -69,7 +65,7 @@ def op_row(kind: str, c_in: int, c_out: int, side: int, batch: int, reps: int) -
 
     def attack(way: str) -> Callable[[], object]:
         def run() -> object:
-            _way(way)
+            set_env({subsample.ENV: way})
             return torch.autograd.grad(module(x), x, g)
 
         return run
